@@ -1,0 +1,61 @@
+"""The `gem` command. Each command group lives in its own module with a ``register(subparsers)``.
+
+Handlers import heavy libraries (torch, sentence-transformers) inside themselves, so
+``gem --help`` stays fast. Bad input exits 2 with a one-line reason (set GEM_DEBUG=1 for the
+traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMAND_MODULES = [
+    "gem.cli.data",      # ingest, embed, info
+    "gem.cli.fit",       # fit, compare
+    "gem.cli.taxonomy",  # taxonomy
+    "gem.cli.export",    # export
+    "gem.cli.scale",     # distill, label
+]
+
+
+def add_workspace_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--workspace", "-w", required=required, metavar="WS", help="workspace folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gem",
+        description="GEM curation studio: embed a corpus, cluster it on the hypersphere, curate, export mixtures.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command group not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, OSError, KeyError) as exc:
+        if os.environ.get("GEM_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"gem {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gem {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

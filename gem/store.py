@@ -1,0 +1,277 @@
+"""The workspace on disk, and atomic writes.
+
+A workspace is a folder:
+
+    corpus.parquet                  validated corpus (id, text, source?, category?, n_tokens, ...)
+    rejects.jsonl                   rows the loader refused, with the reason
+    embeddings/<rep>.npy            float32 unit rows aligned with corpus.parquet ("final" or "layerN")
+    embeddings/<rep>.norms.npy      pre-normalisation norms (raw vector = unit row x norm)
+    embeddings/<rep>.json           model fingerprint, ids digest, shape
+    cache/                          embedding cache keyed by model fingerprint + text hash
+    layouts/                        cached 2-D / sphere layouts
+    runs/<name>/                    fitted runs: params.json, model.json, *.npy, assignments.parquet
+    taxonomy.sqlite                 curator state
+    exports/<name>/                 export bundles
+
+Every file is written atomically (temporary file in the same folder + ``os.replace``), so an
+interrupted write never leaves a half-written file. Nothing here is ever pickled.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+SAMPLE_DATA_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+DEFAULT_WORKSPACE = Path("workspace")
+
+
+# ---------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success rename it over ``target``.
+
+    On any exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(target)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    return write_text_atomic(target, json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def save_npy_atomic(target: str | os.PathLike, array: np.ndarray) -> Path:
+    with atomic_path(target, suffix=".npy") as tmp:
+        np.save(tmp, np.asarray(array), allow_pickle=False)
+    return Path(target)
+
+
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """Load a .npy file without ever unpickling (user files are untrusted)."""
+    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+
+
+def write_parquet_atomic(target: str | os.PathLike, table) -> Path:
+    """Write a pandas DataFrame or pyarrow Table to Parquet atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(target, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    return Path(target)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and move it into place only when complete.
+
+    An existing ``target`` is replaced as a whole; a failure leaves no half-written folder.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def copy_file_atomic(src: str | os.PathLike, target: str | os.PathLike) -> Path:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(target)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def ids_digest(ids) -> str:
+    """A short digest of an ordered id sequence: embeddings are checked against it."""
+    h = hashlib.sha256()
+    for i in ids:
+        h.update(str(i).encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- workspace
+class Workspace:
+    """Paths and loaders of one workspace folder (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # paths
+    @property
+    def corpus_path(self) -> Path:
+        return self.root / "corpus.parquet"
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.root / "rejects.jsonl"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def layouts_dir(self) -> Path:
+        return self.root / "layouts"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def taxonomy_db(self) -> Path:
+        return self.root / "taxonomy.sqlite"
+
+    def embeddings_path(self, representation: str = "final") -> Path:
+        return self.root / "embeddings" / f"{representation}.npy"
+
+    def norms_path(self, representation: str = "final") -> Path:
+        return self.root / "embeddings" / f"{representation}.norms.npy"
+
+    def embeddings_meta_path(self, representation: str = "final") -> Path:
+        return self.root / "embeddings" / f"{representation}.json"
+
+    def run_dir(self, name: str) -> Path:
+        validate_name(name, "run name")
+        return self.runs_dir / name
+
+    # queries
+    def has_corpus(self) -> bool:
+        return self.corpus_path.exists()
+
+    def representations(self) -> list[str]:
+        folder = self.root / "embeddings"
+        if not folder.exists():
+            return []
+        return sorted(p.stem for p in folder.glob("*.npy") if not p.name.endswith(".norms.npy"))
+
+    def runs(self) -> list[str]:
+        if not self.runs_dir.exists():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    # loaders
+    def load_corpus(self, columns: list[str] | None = None):
+        import pandas as pd
+
+        if not self.corpus_path.exists():
+            raise FileNotFoundError(f"{self.corpus_path}: no corpus in this workspace; run `gem ingest` first")
+        return pd.read_parquet(self.corpus_path, columns=columns)
+
+    def load_embeddings(self, representation: str = "final", mmap: bool = False) -> np.ndarray:
+        path = self.embeddings_path(representation)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no '{representation}' embeddings; run `gem embed` first")
+        return load_npy(path, mmap=mmap)
+
+    def load_norms(self, representation: str = "final") -> np.ndarray:
+        return load_npy(self.norms_path(representation))
+
+    def load_raw_embeddings(self, representation: str = "final") -> np.ndarray:
+        """Pre-normalisation vectors (unit rows x stored norms): what practitioners feed k-means."""
+        unit = self.load_embeddings(representation)
+        return unit * self.load_norms(representation)[:, None].astype(unit.dtype)
+
+    def save_embeddings(self, representation: str, unit: np.ndarray, norms: np.ndarray, meta: dict) -> None:
+        save_npy_atomic(self.embeddings_path(representation), np.ascontiguousarray(unit, dtype=np.float32))
+        save_npy_atomic(self.norms_path(representation), np.asarray(norms, dtype=np.float32))
+        write_json_atomic(self.embeddings_meta_path(representation), meta)
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Names that become folder names: letters, digits, '-', '_', '.', not starting with '.'."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}", name):
+        raise ValueError(
+            f"invalid {what} {name!r}: use 1-100 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
+        )
+    return name
+
+
+def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
+    """Open (creating if needed) a workspace. With no path: the sample workspace, seeded from
+    ``sample_data/`` on first use (corpus, embeddings and layouts are copied, not recomputed)."""
+    if path is not None:
+        ws = Workspace(path)
+        ws.root.mkdir(parents=True, exist_ok=True)
+        return ws
+    return seed_sample_workspace(DEFAULT_WORKSPACE / "sample")
+
+
+def seed_sample_workspace(dest: str | os.PathLike) -> Workspace:
+    ws = Workspace(dest)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    src = SAMPLE_DATA_DIR
+    for rel in ["corpus.parquet"]:
+        if not (ws.root / rel).exists() and (src / rel).exists():
+            copy_file_atomic(src / rel, ws.root / rel)
+    for sub in ["embeddings", "layouts"]:
+        if (src / sub).exists():
+            for f in (src / sub).iterdir():
+                if f.is_file() and not (ws.root / sub / f.name).exists():
+                    copy_file_atomic(f, ws.root / sub / f.name)
+    return ws
