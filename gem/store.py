@@ -31,6 +31,8 @@ import numpy as np
 
 SAMPLE_DATA_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 DEFAULT_WORKSPACE = Path("workspace")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------------------- atomic writes
@@ -45,6 +47,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)
