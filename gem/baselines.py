@@ -1,0 +1,237 @@
+"""Baselines with GEM's surface (``fit(X)``, ``labels_``, ``mean_directions_``, ``weights_``,
+``predict``, ``to_state``/``from_state``), and the ``make_estimator`` factory.
+
+- ``EuclideanKMeans``: scikit-learn ``KMeans`` on the vectors as given (raw, pre-normalisation
+  pooled vectors: what practitioners run); ``normalize=True`` runs it on unit rows.
+- ``SphericalKMeans``: greedy k-means++ seeding + spherical Lloyd (cosine) iterations.
+- the plain vMF mixture is ``GEM(prior="learned")``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from .model import GEM, _unit_rows, _weights, spherical_kmeans_init, torch_threads, validate_X
+
+__all__ = ["EuclideanKMeans", "SphericalKMeans", "make_estimator", "METHODS", "uses_raw_vectors"]
+
+METHODS = ("gem", "kmeans", "kmeans-unit", "spherical-kmeans", "vmf")
+
+
+def uses_raw_vectors(method: str) -> bool:
+    """Only Euclidean k-means ("kmeans") is fed the raw, un-normalised vectors."""
+    return method == "kmeans"
+
+
+def _shares(labels, k, sample_weight):
+    w = _weights(sample_weight, labels.shape[0])
+    return np.bincount(labels, weights=w, minlength=k)
+
+
+class EuclideanKMeans(ClusterMixin, BaseEstimator):
+    """scikit-learn KMeans (Lloyd, greedy k-means++) on raw vectors, or on unit rows with
+    ``normalize=True``. ``mean_directions_`` are the normalised centroids."""
+
+    def __init__(self, n_clusters=24, normalize=False, n_init=1, max_iter=300, tol=1e-4, random_state=0):
+        self.n_clusters = n_clusters
+        self.normalize = normalize
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    def _prep(self, X):
+        X = validate_X(X)
+        if self.normalize:
+            return _unit_rows(X, np.float32 if X.dtype == np.float32 else np.float64)
+        return X
+
+    def fit(self, X, y=None, sample_weight=None):
+        from sklearn.cluster import KMeans
+
+        t0 = time.perf_counter()
+        X = self._prep(X)
+        k = self.n_clusters
+        if not isinstance(k, (int, np.integer)) or k < 1 or k > X.shape[0]:
+            raise ValueError(f"n_clusters must be an integer in [1, {X.shape[0]}] (number of rows), got {k!r}")
+        km = KMeans(n_clusters=k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
+                    random_state=self.random_state)
+        km.fit(X, sample_weight=sample_weight)
+        self.cluster_centers_ = km.cluster_centers_.astype(np.float64)
+        norms = np.linalg.norm(self.cluster_centers_, axis=1, keepdims=True)
+        self.mean_directions_ = self.cluster_centers_ / np.where(norms > 0, norms, 1.0)
+        self.labels_ = km.labels_.astype(np.int64)
+        self.weights_ = _shares(self.labels_, k, sample_weight)
+        self.inertia_ = float(km.inertia_)
+        self.n_iter_ = int(km.n_iter_)
+        self.n_features_in_ = X.shape[1]
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def predict(self, X):
+        if not hasattr(self, "cluster_centers_"):
+            raise ValueError("this estimator is not fitted yet: call fit(X) first")
+        X = self._prep(X)
+        C = self.cluster_centers_
+        # argmin ||x - c||^2 = argmax (x.c - ||c||^2 / 2)
+        return np.argmax(X @ C.T - 0.5 * np.sum(C * C, axis=1), axis=1).astype(np.int64)
+
+    def predict_proba(self, X):
+        """Hard assignments as one-hot rows (k-means has no soft assignment)."""
+        lab = self.predict(X)
+        out = np.zeros((lab.size, self.cluster_centers_.shape[0]))
+        out[np.arange(lab.size), lab] = 1.0
+        return out
+
+    def to_state(self):
+        meta = {"class": "EuclideanKMeans", "params": _json_params(self), "inertia_": self.inertia_,
+                "n_iter_": self.n_iter_, "n_features_in_": self.n_features_in_}
+        arrays = {"cluster_centers": self.cluster_centers_, "weights": self.weights_, "labels": self.labels_}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta, arrays):
+        m = cls(**meta["params"])
+        m.cluster_centers_ = np.asarray(arrays["cluster_centers"], dtype=np.float64)
+        norms = np.linalg.norm(m.cluster_centers_, axis=1, keepdims=True)
+        m.mean_directions_ = m.cluster_centers_ / np.where(norms > 0, norms, 1.0)
+        m.weights_ = np.asarray(arrays["weights"], dtype=np.float64)
+        m.labels_ = np.asarray(arrays["labels"], dtype=np.int64)
+        m.inertia_, m.n_iter_, m.n_features_in_ = meta["inertia_"], meta["n_iter_"], meta["n_features_in_"]
+        return m
+
+
+class SphericalKMeans(ClusterMixin, BaseEstimator):
+    """k-means with cosine similarity on unit rows: greedy k-means++ seeding, then Lloyd steps
+    (assign to the most similar mean direction, mean direction = normalised resultant) until the
+    labels stop changing or ``max_iter``."""
+
+    def __init__(self, n_clusters=24, init="k-means++", max_iter=100, random_state=0):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X, y=None, sample_weight=None):
+        t0 = time.perf_counter()
+        X = validate_X(X)
+        k = self.n_clusters
+        if not isinstance(k, (int, np.integer)) or k < 1 or k > X.shape[0]:
+            raise ValueError(f"n_clusters must be an integer in [1, {X.shape[0]}] (number of rows), got {k!r}")
+        dtype = np.float64 if X.shape[0] * X.shape[1] * k <= 3e8 else np.float32
+        Xu = _unit_rows(X, dtype)
+        w = _weights(sample_weight, Xu.shape[0])
+        rng = np.random.default_rng(self.random_state)
+        with torch_threads(X.shape[0] * X.shape[1] * k):
+            mu, kappa, labels = spherical_kmeans_init(Xu, k, w, rng, self.init, n_lloyd=int(self.max_iter))
+        self.mean_directions_ = mu
+        self.concentrations_ = kappa
+        self.labels_ = labels.astype(np.int64)
+        self.weights_ = np.bincount(self.labels_, weights=w, minlength=k)
+        self.n_features_in_ = X.shape[1]
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def predict(self, X):
+        if not hasattr(self, "mean_directions_"):
+            raise ValueError("this estimator is not fitted yet: call fit(X) first")
+        X = validate_X(X)
+        return np.argmax(_unit_rows(X, np.float64) @ self.mean_directions_.T, axis=1).astype(np.int64)
+
+    def predict_proba(self, X):
+        lab = self.predict(X)
+        out = np.zeros((lab.size, self.mean_directions_.shape[0]))
+        out[np.arange(lab.size), lab] = 1.0
+        return out
+
+    def to_state(self):
+        meta = {"class": "SphericalKMeans", "params": _json_params(self), "n_features_in_": self.n_features_in_}
+        arrays = {"mean_directions": self.mean_directions_, "concentrations": self.concentrations_,
+                  "weights": self.weights_, "labels": self.labels_}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta, arrays):
+        m = cls(**meta["params"])
+        m.mean_directions_ = np.asarray(arrays["mean_directions"], dtype=np.float64)
+        m.concentrations_ = np.asarray(arrays["concentrations"], dtype=np.float64)
+        m.weights_ = np.asarray(arrays["weights"], dtype=np.float64)
+        m.labels_ = np.asarray(arrays["labels"], dtype=np.int64)
+        m.n_features_in_ = meta["n_features_in_"]
+        return m
+
+
+def _json_params(est):
+    params = est.get_params()
+    if not isinstance(params.get("init", "k-means++"), str):
+        params["init"] = "k-means++"
+    if isinstance(params.get("random_state"), np.random.Generator):
+        params["random_state"] = None
+    return params
+
+
+ESTIMATOR_CLASSES = {"GEM": GEM, "EuclideanKMeans": EuclideanKMeans, "SphericalKMeans": SphericalKMeans}
+
+
+def make_estimator(method: str, n_clusters: int = 24, **kw):
+    """An unfitted estimator for ``method`` in METHODS. Keyword arguments go to its constructor
+    (``random_state``, ``balance`` for "gem", ...); an argument the method does not take is an error."""
+    if method == "gem":
+        cls, fixed = GEM, {}
+    elif method == "vmf":
+        cls, fixed = GEM, {"prior": "learned", "balance": 0.0}
+    elif method == "kmeans":
+        cls, fixed = EuclideanKMeans, {"normalize": False}
+    elif method == "kmeans-unit":
+        cls, fixed = EuclideanKMeans, {"normalize": True}
+    elif method == "spherical-kmeans":
+        cls, fixed = SphericalKMeans, {}
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    allowed = set(cls().get_params())
+    bad = set(kw) - allowed
+    if bad:
+        raise ValueError(f"method {method!r} does not take {sorted(bad)}; it takes {sorted(allowed)}")
+    return cls(n_clusters=n_clusters, **{**kw, **fixed})
+
+
+def estimator_from_state(meta: dict, arrays: dict):
+    """Rebuild a fitted estimator from ``to_state()`` output (JSON meta + arrays)."""
+    cls = ESTIMATOR_CLASSES.get(meta.get("class"))
+    if cls is None:
+        raise ValueError(f"unknown estimator class {meta.get('class')!r} in saved state")
+    return cls.from_state(meta, arrays)
+
+
+def compare_methods(X_unit, X_raw=None, n_clusters: int = 24, references: dict | None = None,
+                    methods=("kmeans", "kmeans-unit", "spherical-kmeans", "vmf", "gem"),
+                    random_state=0, estimator_kw: dict | None = None) -> list[dict]:
+    """Fit each method (``kmeans`` on ``X_raw`` when given, the rest on ``X_unit``) and report
+    balance (``gem.metrics.balance_report``), agreement (NMI/ARI) with each reference labelling
+    in ``references`` ({name: labels}) and fit time. ``estimator_kw``: {method: extra kwargs},
+    e.g. {"gem": {"balance": 5000.0}}; a key "label" renames the row."""
+    from .metrics import agreement, balance_report
+
+    references = references or {}
+    estimator_kw = estimator_kw or {}
+    rows = []
+    for method in methods:
+        kw = dict(estimator_kw.get(method, {}))
+        label = kw.pop("label", method)
+        method_name = kw.pop("method", method)
+        est = make_estimator(method_name, n_clusters, random_state=random_state, **kw)
+        X = X_raw if (uses_raw_vectors(method_name) and X_raw is not None) else X_unit
+        t0 = time.perf_counter()
+        est.fit(X)
+        seconds = time.perf_counter() - t0
+        row = {"method": label, **balance_report(est.labels_, n_clusters), "fit_seconds": seconds}
+        if hasattr(est, "balance_"):
+            row["balance"] = est.balance_
+        for ref_name, ref in references.items():
+            agr = agreement(est.labels_, ref)
+            row[f"nmi_{ref_name}"] = agr["nmi"]
+            row[f"ari_{ref_name}"] = agr["ari"]
+        rows.append(row)
+    return rows

@@ -1,0 +1,233 @@
+"""`gem ingest`, `gem embed`, `gem info`: getting a corpus and its embeddings into a workspace."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import add_workspace_arg
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="read and validate corpus files into a workspace",
+        description="Read .jsonl, .jsonl.gz, .csv or .parquet files (or folders / globs of them), validate every "
+        "record and write WS/corpus.parquet. Rejected records go to WS/rejects.jsonl with the reason.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder or glob pattern")
+    add_workspace_arg(p)
+    p.add_argument("--text-field", default="text", help="field holding the document text (default: text)")
+    p.add_argument("--id-field", default="id", help="field holding a unique id (default: id; generated when absent)")
+    p.add_argument(
+        "--label-field", action="append", dest="label_fields", metavar="FIELD",
+        help="label field to keep (repeatable; default: source and category when present)",
+    )
+    p.add_argument("--tokens-field", default=None, help="field holding token counts (default: count with the MiniLM tokenizer)")
+    p.add_argument("--drop-duplicates", action="store_true", help="drop exact duplicate texts (keep the first)")
+    p.add_argument("--json", action="store_true", help="print the load report as JSON")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser(
+        "embed",
+        help="embed the workspace corpus (cached) or import precomputed embeddings",
+        description="Embed WS/corpus.parquet with a local sentence-transformers model (default: the offline "
+        "all-MiniLM-L6-v2) into WS/embeddings/<representation>.npy. Already-embedded texts come from the cache.",
+    )
+    add_workspace_arg(p)
+    p.add_argument("--model", default=None, metavar="PATH", help="local sentence-transformers folder (default: MiniLM)")
+    p.add_argument("--layer", type=int, default=None, metavar="N",
+                   help="mean-pooled hidden states of transformer layer N instead of the final output "
+                   "(saved as 'layerN'; layer 3 is the demo cone)")
+    p.add_argument("--precomputed", default=None, metavar="FILE",
+                   help="import vectors from an aligned .npy or a Parquet list column instead of running a model")
+    p.add_argument("--column", default=None, help="Parquet column holding the precomputed vectors")
+    p.add_argument("--representation", default=None, metavar="NAME",
+                   help="name to save under: 'final' or 'layerN' (default: from --layer)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="texts per forward pass (default: 64)")
+    p.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.set_defaults(handler=cmd_embed)
+
+    p = sub.add_parser(
+        "info",
+        help="sizes, sources, labels, embeddings and anisotropy of a workspace",
+        description="Summarise a workspace: documents, tokens, label counts, embeddings present and the anisotropy "
+        "(cone) diagnostics of each representation.",
+    )
+    add_workspace_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_info)
+
+
+def _workspace(args):
+    from gem.store import Workspace
+
+    return Workspace(args.workspace)
+
+
+def cmd_ingest(args) -> int:
+    from gem.corpus import ingest
+
+    ws = _workspace(args)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    report = ingest(
+        args.inputs, ws,
+        text_field=args.text_field,
+        id_field=args.id_field or None,
+        label_fields=args.label_fields,
+        tokens_field=args.tokens_field,
+        drop_duplicates=args.drop_duplicates,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.summary())
+        print(f"wrote {ws.corpus_path}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from gem.embed import (
+        DEFAULT_BATCH_SIZE, SentenceTransformerEmbedder, embed_workspace, load_precomputed, parse_representation,
+        representation_name,
+    )
+    from gem.store import ids_digest
+
+    ws = _workspace(args)
+    if not ws.has_corpus():
+        raise ValueError(f"{ws.corpus_path}: no corpus in this workspace; run `gem ingest INPUT -w {ws.root}` first")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, not {args.batch_size}")
+    rep = args.representation or representation_name(args.layer)
+    parse_representation(rep)
+    if args.precomputed:
+        ids = ws.load_corpus(columns=["id"])["id"]
+        unit, norms = load_precomputed(args.precomputed, expected_rows=len(ids), column=args.column, ids=list(ids))
+        meta = {
+            "representation": rep, "source": "precomputed", "path": str(args.precomputed),
+            "fingerprint": None, "layer": None, "precision": None,
+            "ids_digest": ids_digest(ids), "n": int(unit.shape[0]), "dim": int(unit.shape[1]),
+        }
+        ws.save_embeddings(rep, unit, norms, meta)
+        print(f"imported {unit.shape[0]} x {unit.shape[1]} vectors from {args.precomputed} as '{rep}'")
+        return 0
+
+    from tqdm import tqdm
+
+    embedder = SentenceTransformerEmbedder(
+        model_path=args.model, layer=args.layer,
+        batch_size=args.batch_size or DEFAULT_BATCH_SIZE, precision=args.precision,
+    )
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="doc", desc=f"embed {rep}", file=sys.stderr, disable=total == 0)
+        bar.update(done - bar.n)
+
+    try:
+        unit, norms = embed_workspace(ws, embedder, representation=rep, progress=progress, use_cache=not args.no_cache)
+    finally:
+        if bar is not None:
+            bar.close()
+    meta = json.loads(ws.embeddings_meta_path(rep).read_text(encoding="utf-8"))
+    print(
+        f"embedded {meta['n']} documents as '{rep}' ({meta['dim']}-d; {meta['n_encoded']} encoded, "
+        f"{meta['n'] - meta['n_encoded']} reused from the cache or duplicate texts) -> {ws.embeddings_path(rep)}"
+    )
+    return 0
+
+
+def workspace_info(ws) -> dict:
+    """Everything `gem info` prints, as a dict (the app reuses it)."""
+    import numpy as np
+
+    from gem.store import ids_digest
+
+    corpus = ws.load_corpus()
+    info: dict = {"workspace": str(ws.root), "documents": int(len(corpus))}
+    if "n_tokens" in corpus:
+        tok = corpus["n_tokens"].to_numpy()
+        info["tokens"] = {"total": int(tok.sum()), "median": float(np.median(tok)) if len(tok) else 0.0,
+                          "max": int(tok.max()) if len(tok) else 0}
+    labels = {}
+    for col in corpus.columns:
+        if col in ("id", "text", "n_tokens"):
+            continue
+        counts = corpus[col].value_counts(dropna=False)
+        if len(counts) > 200:  # free-text-like column: summarise
+            labels[col] = {"distinct": int(len(counts))}
+        else:
+            labels[col] = {("<missing>" if k != k or k is None else str(k)): int(v) for k, v in counts.items()}
+    info["labels"] = labels
+    digest = ids_digest(corpus["id"])
+    reps = {}
+    for rep in ws.representations():
+        entry: dict = {}
+        meta_path = ws.embeddings_meta_path(rep)
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        X = ws.load_embeddings(rep, mmap=True)
+        entry.update(n=int(X.shape[0]), dim=int(X.shape[1]) if X.ndim == 2 else None,
+                     source=meta.get("source"), layer=meta.get("layer"), precision=meta.get("precision"))
+        entry["fresh"] = bool(meta.get("ids_digest") == digest and X.shape[0] == len(corpus))
+        if entry["fresh"]:
+            entry["anisotropy"] = _anisotropy(np.asarray(X, dtype=np.float32))
+            if ws.norms_path(rep).exists():
+                norms = ws.load_norms(rep)
+                entry["norms"] = {"mean": float(norms.mean()), "std": float(norms.std()),
+                                  "min": float(norms.min()), "max": float(norms.max())}
+        reps[rep] = entry
+    info["embeddings"] = reps
+    if ws.rejects_path.exists():
+        with open(ws.rejects_path, encoding="utf-8") as fh:
+            info["rejects"] = sum(1 for line in fh if line.strip())
+    return info
+
+
+def _anisotropy(X):
+    from gem.metrics import anisotropy  # engine module, imported lazily
+
+    return anisotropy(X)
+
+
+def cmd_info(args) -> int:
+    ws = _workspace(args)
+    if not ws.has_corpus():
+        raise ValueError(f"{ws.corpus_path}: no corpus in this workspace; run `gem ingest INPUT -w {ws.root}` first")
+    info = workspace_info(ws)
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    out = [f"workspace {info['workspace']}: {info['documents']} documents"]
+    if "tokens" in info:
+        t = info["tokens"]
+        out.append(f"tokens: {t['total']} in all, median {t['median']:.0f}, max {t['max']} per document")
+    for col, counts in info["labels"].items():
+        if "distinct" in counts and len(counts) == 1:
+            out.append(f"{col}: {counts['distinct']} distinct values")
+        else:
+            top = sorted(counts.items(), key=lambda kv: -kv[1])
+            shown = ", ".join(f"{k} {v}" for k, v in top[:12]) + (f", ... ({len(top)} in all)" if len(top) > 12 else "")
+            out.append(f"{col}: {shown}")
+    if not info["embeddings"]:
+        out.append("embeddings: none (run `gem embed`)")
+    for rep, e in info["embeddings"].items():
+        line = f"embeddings '{rep}': {e['n']} x {e['dim']} ({e.get('source') or 'unknown source'})"
+        if not e["fresh"]:
+            line += " STALE: corpus changed, run `gem embed` again"
+        out.append(line)
+        if "anisotropy" in e:
+            a = e["anisotropy"]
+            out.append(
+                f"  anisotropy: mean cosine {a['mean_cosine']:.3f}, mean direction norm {a['mean_direction_norm']:.3f}, "
+                f"first PC share {a['first_pc_share']:.3f}, effective rank {a['effective_rank']:.1f}"
+            )
+        if "norms" in e:
+            nm = e["norms"]
+            out.append(f"  raw norms: mean {nm['mean']:.3f} +- {nm['std']:.3f} (min {nm['min']:.3f}, max {nm['max']:.3f})")
+    if info.get("rejects"):
+        out.append(f"rejected records at ingest: {info['rejects']} (see {ws.rejects_path})")
+    print("\n".join(out))
+    return 0

@@ -1,0 +1,116 @@
+"""`gem export`: mixture weights of a fitted run, written as a bundle trainers read directly."""
+from __future__ import annotations
+
+import argparse
+
+from gem.cli import add_workspace_arg
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="choose mixture weights for a run's topics and write an export bundle",
+        description=(
+            "Build one domain per topic of a fitted run (stable taxonomy ids when the run is synced, "
+            "else t<k>), choose weights with a strategy, and write mixture.json plus trainer formats "
+            "(Megatron, OLMo-core, HF datasets, DoReMi, RegMix, WebOrganizer, Dolma attributes), "
+            "assignments.parquet and taxonomy.json, atomically, with a MANIFEST.json of sha256 sums."
+        ),
+    )
+    add_workspace_arg(p)
+    p.add_argument("--run", required=True, metavar="NAME", help="fitted run (see `gem fit`)")
+    p.add_argument("--out", metavar="DIR", help="bundle folder (default: WS/exports/<run>-<strategy>)")
+    p.add_argument("--strategy", default="natural",
+                   choices=["natural", "balanced", "temperature", "unimax", "manual", "imported"],
+                   help="natural = token share; balanced = fitted GEM mass; temperature = n^(1/T); "
+                        "unimax = uniform budget capped at max epochs; manual = --manual overrides on --base; "
+                        "imported = --weights file (default: natural)")
+    p.add_argument("--budget-tokens", type=float, metavar="N", help="training token budget (implied epochs, UniMax)")
+    p.add_argument("--max-epochs", type=float, default=4.0, metavar="E", help="max repetitions of a domain (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="temperature (default 1 = natural)")
+    p.add_argument("--manual", nargs="+", default=[], metavar="ID=W",
+                   help="fixed weights for some domains; the rest share the remainder in --base proportions")
+    p.add_argument("--base", default="natural", choices=["natural", "balanced", "temperature", "unimax", "imported"],
+                   help="base strategy under --strategy manual (default natural)")
+    p.add_argument("--weights", metavar="FILE", help="weights learned elsewhere: DoReMi JSON, RegMix YAML or CSV")
+    p.add_argument("--level", default="topic", choices=["topic", "parent"], help="mix topics or their parent groups")
+    p.add_argument("--formats", default="all", metavar="LIST",
+                   help="all, or a comma list of megatron,olmo,hf,doremi,regmix,weborganizer,dolma,assignments,taxonomy")
+    p.add_argument("--data-root", default="data", help="root substituted into path templates (default 'data')")
+    p.add_argument("--prefix-template", default=None, metavar="TPL",
+                   help="Megatron prefix, fields {data_root} {domain_id} {label} {split} "
+                        "(default '{data_root}/{domain_id}_text_document')")
+    p.add_argument("--olmo-path-template", default=None, metavar="TPL",
+                   help="OLMo-core paths (default '{data_root}/{domain_id}/*.npy')")
+    p.add_argument("--seed", type=int, default=0, help="seed written into HF / OLMo-core configs")
+    p.add_argument("--no-gis", action="store_true", help="skip GIS in assignments.parquet (faster)")
+    p.set_defaults(handler=run_export)
+
+
+def parse_overrides(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--manual {item!r}: write domain=weight, e.g. T003=0.1")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--manual {item!r}: {value!r} is not a number") from None
+        if key in list(out)[:-1]:
+            raise ValueError(f"--manual: domain {key!r} given twice")
+    return out
+
+
+def _read_weights(path: str) -> dict[str, float]:
+    from gem import mixture as mx
+
+    text = open(path, encoding="utf-8").read()
+    try:
+        if path.lower().endswith(".json"):
+            return mx.read_doremi_weights(text)
+        return mx.read_regmix_weights(text)
+    except mx.MixtureError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gem import mixture as mx
+    from gem.store import Workspace
+
+    ws = Workspace(args.workspace)
+    if not ws.root.exists():
+        raise FileNotFoundError(f"{ws.root}: no such workspace")
+    overrides = parse_overrides(args.manual)
+    imported = _read_weights(args.weights) if args.weights else None
+    if args.strategy == "imported" or (args.strategy == "manual" and args.base == "imported"):
+        if imported is None:
+            raise ValueError("--strategy imported needs --weights FILE (DoReMi JSON or RegMix YAML/CSV)")
+    inputs = mx.mixture_inputs_from_run(ws, args.run, with_gis=not args.no_gis)
+    mixture, assignments = inputs.build(
+        args.strategy, level=args.level, token_budget=args.budget_tokens, max_epochs=args.max_epochs,
+        temperature=args.temperature, overrides=overrides, base=args.base, imported=imported,
+    )
+    out = Path(args.out) if args.out else ws.exports_dir / f"{args.run}-{args.strategy}"
+    options = {"data_root": args.data_root, "seed": args.seed}
+    if args.prefix_template:
+        options["prefix_template"] = args.prefix_template
+        options["split_prefix_template"] = args.prefix_template
+    if args.olmo_path_template:
+        options["olmo_path_template"] = args.olmo_path_template
+    bundle = mx.write_bundle(out, mixture, args.formats, assignments=assignments, taxonomy=inputs.taxonomy, **options)
+    report = mx.validate_bundle(bundle)
+
+    d = mixture.domains
+    print(f"{'domain':<10} {'label':<32} {'docs':>7} {'tokens':>11} {'natural':>8} {'weight':>8} {'epochs':>7}  source")
+    for r in d.itertuples(index=False):
+        label = (r.label[:29] + "...") if len(r.label) > 32 else r.label
+        epochs = f"{r.implied_epochs:7.2f}" if r.implied_epochs == r.implied_epochs else "      -"
+        print(f"{r.id:<10} {label:<32} {r.n_docs:>7,} {r.n_tokens:>11,} {r.natural_weight:8.4f} {r.weight:8.4f} "
+              f"{epochs}  {r.weight_source}")
+    for w in mixture.warnings:
+        print(f"warning: {w}")
+    print(f"wrote {bundle} ({len(report['files'])} files, formats: {', '.join(report['formats'])}; validated)")
+    return 0

@@ -1,0 +1,83 @@
+"""`gem distill` (teacher -> fastText student) and `gem label` (label shards, local or Ray)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from gem.cli import add_workspace_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="train a fastText student on a fitted run's GIS-selected labels",
+                       description="Train a fastText student from a run: per topic the top-GIS documents, the same "
+                                   "count per topic; report agreement with the teacher on held-out documents.")
+    add_workspace_arg(p)
+    p.add_argument("--run", required=True, help="fitted run name (workspace/runs/NAME)")
+    p.add_argument("--out", required=True, metavar="MODEL", help="student path (.bin); the quantised .ftz goes beside it")
+    p.add_argument("--top-fraction", type=float, default=0.5, metavar="Q", help="per topic, candidates are the top Q by GIS (default 0.5)")
+    p.add_argument("--per-topic", type=int, default=None, metavar="N", help="documents per topic (default: the median topic's candidate count)")
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction held out for the report (default 0.2)")
+    p.add_argument("--excluded-mode", choices=["drop", "label"], default="drop",
+                   help="excluded topics: leave out (drop) or train as __label__drop (label)")
+    p.add_argument("--no-kmeans", action="store_true", help="skip the k-means-labels comparison")
+    p.add_argument("--no-quantize", action="store_true", help="do not write the quantised .ftz")
+    p.add_argument("--epoch", type=int, default=25)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--bucket", type=int, default=200_000)
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(handler=_distill)
+
+    p = sub.add_parser("label", help="label JSONL/Parquet shards with a student or a teacher run",
+                       description="Label every shard matching --input into --out/<shard>.parquet (id, topic_id, "
+                                   "probability); finished shards are skipped, so a killed run resumes.")
+    p.add_argument("--model", required=True, metavar="STUDENT_OR_RUN", help="student .bin/.ftz, or a run directory (exact teacher, slow)")
+    p.add_argument("--input", required=True, metavar="GLOB", help="shards: *.jsonl, *.jsonl.gz, *.parquet (quote the glob)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=2, help="processes (local; 0 = in-process) or Ray actors")
+    p.add_argument("--ray-address", default=None, metavar="ADDR", help="existing Ray cluster (default: start a local one)")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--tokens-field", default="n_tokens", help="token-count field, if records have one (else whitespace words)")
+    p.add_argument("--json", action="store_true", help="print summary.json")
+    p.set_defaults(handler=_label)
+
+
+def _distill(args) -> int:
+    from gem.distill import distill_run, report_text
+    from gem.store import open_workspace
+
+    ws = open_workspace(args.workspace)
+    report = distill_run(ws, args.run, args.out, top_fraction=args.top_fraction, per_topic=args.per_topic,
+                         holdout=args.holdout, excluded_mode=args.excluded_mode, compare_kmeans=not args.no_kmeans,
+                         quantize=not args.no_quantize, epoch=args.epoch, dim=args.dim, bucket=args.bucket)
+    print(json.dumps(report, indent=2) if args.json else report_text(report))
+    return 0
+
+
+def _label(args) -> int:
+    from tqdm import tqdm
+
+    from gem.label import label_corpus
+
+    bars = []  # created on the first report, so input errors print without an empty bar
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, initial=done, unit="shard", desc="labelling", disable=args.json))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        summary = label_corpus(args.model, args.input, args.out, engine=args.engine, workers=args.workers,
+                               text_field=args.text_field, id_field=args.id_field, tokens_field=args.tokens_field,
+                               ray_address=args.ray_address, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"labelled {summary['n_docs']:,} documents in {summary['n_shards']} shards "
+              f"({summary['n_shards_skipped']} already done) in {summary['seconds']:.1f} s; "
+              f"{summary['n_rejected']:,} rejected (see {args.out}/rejects/); summary: {args.out}/summary.json")
+    return 0

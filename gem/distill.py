@@ -1,0 +1,538 @@
+"""Distil a fitted teacher (GEM) into a fastText student that labels web-scale corpora.
+
+The paper's route (SEED.md): the teacher clusters an embedded seed sample; per topic the documents
+with the highest Geometric Influence Score (GIS) become training examples, the same count per topic
+so the student inherits the teacher's balance, not the corpus skew; a supervised fastText model
+trained on ``__label__<stable topic id>`` lines then labels everything else in linear time.
+
+Model files are plain fastText files, so the student drops into datatrove unchanged::
+
+    from datatrove.pipeline.filters import FastTextClassifierFilter
+    FastTextClassifierFilter("student.ftz", keep_labels=[("12", 0.5), ("31", 0.5)])
+
+(datatrove reads ``__label__T012`` as label ``"T012"``; excluded topics trained with
+``excluded_mode="label"`` appear as ``__label__drop``.) Topic ids are the taxonomy's stable ids
+("T012") when the run is synced into the workspace taxonomy, else the cluster index ("12"). datatrove does not lowercase or strip
+control characters; apply :func:`normalize_text` upstream for the best agreement.
+A JSON sidecar (``<model>.json``) records the training parameters and topic ids.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from gem.store import atomic_path, read_json, write_json_atomic
+
+LABEL_PREFIX = "__label__"
+DROP_LABEL = "drop"  # topic id given to excluded topics with excluded_mode="label"
+NORMALIZATION_VERSION = 1
+
+# Anything that is not a word character or whitespace is split off as its own token: fastText
+# tokenises on whitespace only, so "python," and "python" would otherwise be different words.
+_PUNCT = re.compile(r"([^\w\s])")
+_SPACE = re.compile(r"\s+")
+# C0/C1 controls (newlines, NUL...), zero-width and bidi format characters, line/paragraph
+# separators, BOM, surrogates and private use become spaces.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+                      "\ud800-\udfff\ue000-\uf8ff]")
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase, control characters and newlines to spaces, punctuation split off, whitespace
+    collapsed. The result is one fastText-safe line; the same function runs at train and predict
+    time. ``__label__`` inside a document is defused so text can never inject a label."""
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_text expects str, got {type(text).__name__}")
+    text = _CONTROL.sub(" ", text).lower()
+    text = text.replace(LABEL_PREFIX, " label ")
+    text = _PUNCT.sub(r" \1 ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+_LABEL_OK = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
+
+
+def label_name(topic_id) -> str:
+    """A topic id as a fastText label name: no whitespace, nothing fastText would split."""
+    name = str(topic_id.item() if isinstance(topic_id, np.generic) else topic_id)
+    if not _LABEL_OK.fullmatch(name):
+        raise ValueError(f"topic id {name!r} cannot be a fastText label: use letters, digits, '_', '.', ':', '-'")
+    return name
+
+
+def parse_label(label: str) -> str:
+    return label[len(LABEL_PREFIX):] if label.startswith(LABEL_PREFIX) else label
+
+
+# ---------------------------------------------------------------------------- training set
+@dataclass
+class TrainingSet:
+    indices: np.ndarray  # row positions into the teacher's documents
+    labels: np.ndarray   # topic id (str) per selected row (DROP_LABEL for excluded in "label" mode)
+    per_topic: dict[str, int] = field(default_factory=dict)  # selected count per topic id
+
+    def __iter__(self):  # allows ``idx, y = select_training_set(...)``
+        return iter((self.indices, self.labels))
+
+
+def select_training_set(
+    labels: Sequence,
+    scores: Sequence[float],
+    top_fraction: float = 0.5,
+    per_topic: int | None = None,
+    excluded: Iterable = (),
+    excluded_mode: str = "drop",
+    candidates: Sequence[int] | None = None,
+) -> TrainingSet:
+    """Cluster-balanced, confident training examples.
+
+    Per topic, the candidates are its top ``ceil(top_fraction * size)`` documents by ``scores``
+    (GIS). Every topic then contributes the same count: ``per_topic`` if given, else the median
+    topic's candidate count; a topic with fewer candidates contributes all it has.
+    ``excluded`` topics are left out (``excluded_mode="drop"``) or kept under one extra label,
+    ``DROP_LABEL`` (``"label"``), so the student learns to recognise junk.
+    ``candidates`` restricts selection to these row positions (e.g. the non-held-out rows).
+    """
+    labels = np.asarray([label_name(t) for t in labels], dtype=object)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.ndim != 1 or scores.shape != labels.shape:
+        raise ValueError(f"labels and scores must be 1-D of equal length, got {labels.shape} and {scores.shape}")
+    if not 0.0 < top_fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    if per_topic is not None and int(per_topic) < 1:
+        raise ValueError(f"per_topic must be >= 1, got {per_topic}")
+    if excluded_mode not in ("drop", "label"):
+        raise ValueError(f"excluded_mode must be 'drop' or 'label', got {excluded_mode!r}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contain NaN or infinity")
+    pool = np.arange(len(labels)) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    excluded = {label_name(t) for t in excluded}
+
+    ranked: dict[str, np.ndarray] = {}
+    for topic in sorted(set(labels[pool].tolist())):
+        members = pool[labels[pool] == topic]
+        order = members[np.argsort(-scores[members], kind="stable")]
+        ranked[topic] = order[: max(1, math.ceil(top_fraction * len(members)))]
+    kept = [t for t in ranked if t not in excluded]
+    if not kept:
+        raise ValueError("every topic is excluded: nothing to train the student on")
+    # Default count: the median topic's candidate count. The smallest topic's count (strict
+    # equality) starves the student when one cluster is tiny: 33 docs/topic gave 55% agreement
+    # vs 76% at 130 on a 4k-document sample; topics with fewer candidates give all they have.
+    count = int(per_topic) if per_topic is not None else int(np.median([len(ranked[t]) for t in kept]))
+
+    idx_parts, lab_parts, taken = [], [], {}
+    for topic, rows in ranked.items():
+        if topic in excluded and excluded_mode == "drop":
+            continue
+        rows = rows[:count]
+        target = DROP_LABEL if topic in excluded else topic
+        idx_parts.append(rows)
+        lab_parts.append(np.full(len(rows), target, dtype=object))
+        taken[target] = taken.get(target, 0) + len(rows)
+    return TrainingSet(np.concatenate(idx_parts), np.concatenate(lab_parts), taken)
+
+
+# ---------------------------------------------------------------------------- the student
+class Student:
+    """A supervised fastText model whose labels are stable topic ids."""
+
+    def __init__(self, model, meta: dict | None = None, path: str | os.PathLike | None = None):
+        self.model = model
+        self.meta = dict(meta or {})
+        self.path = Path(path) if path is not None else None
+        self.topic_ids = sorted(parse_label(lab) for lab in model.get_labels())
+
+    def __repr__(self) -> str:
+        return f"Student(topics={len(self.topic_ids)}, path={str(self.path) if self.path else None!r})"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Student":
+        import fasttext
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such fastText model (.bin or .ftz)")
+        try:
+            model = fasttext.load_model(str(path))
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a fastText model ({exc})") from None
+        sidecar = sidecar_path(path)
+        meta = read_json(sidecar) if sidecar.exists() else {}
+        return cls(model, meta, path)
+
+    def save(self, path: str | os.PathLike) -> dict:
+        """Write the model (.bin, or .ftz if quantised) atomically plus a JSON sidecar; returns
+        ``{"path", "bytes"}``."""
+        path = Path(path)
+        with atomic_path(path, suffix=path.suffix or ".bin") as tmp:
+            self.model.save_model(str(tmp))
+        self.path = path
+        meta = dict(self.meta, model_bytes=path.stat().st_size, quantized=bool(self.model.is_quantized()))
+        self.meta = meta
+        write_json_atomic(sidecar_path(path), meta)
+        return {"path": str(path), "bytes": path.stat().st_size}
+
+    def quantize(self, path: str | os.PathLike, cutoff: int = 50_000, dsub: int = 2) -> "Student":
+        """A product-quantised copy saved at ``path`` (conventionally ``.ftz``; ~15x smaller).
+        ``cutoff`` keeps that many word/n-gram rows of largest norm; quantisation time is
+        linear in it (~0.3 ms per row on one loaded core)."""
+        import fasttext
+
+        with tempfile.TemporaryDirectory(prefix="gem-quantize-") as tmp:
+            src = Path(tmp) / "model.bin"
+            self.model.save_model(str(src))
+            copy = fasttext.load_model(str(src))  # quantize() mutates: work on a copy
+        n_rows = copy.get_input_matrix().shape[0]
+        copy.quantize(cutoff=min(int(cutoff), n_rows) if cutoff else 0, retrain=False, dsub=dsub, qnorm=True)
+        q = Student(copy, dict(self.meta, quantize={"cutoff": cutoff, "dsub": dsub}))
+        q.save(path)
+        return q
+
+    @property
+    def is_quantized(self) -> bool:
+        return bool(self.model.is_quantized())
+
+    def predict(self, texts: Sequence[str], k: int = 1, batch_size: int = 8192, normalized: bool = False):
+        """Top-``k`` topic ids (str, object array) and probabilities (float32): shape (n,) for
+        k=1, else (n, k).
+
+        Texts are normalised with :func:`normalize_text` unless ``normalized=True``."""
+        n = len(texts)
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        ids = np.empty((n, k), dtype=object)
+        probs = np.empty((n, k), dtype=np.float32)
+        lookup: dict[str, str] = {}
+        for start in range(0, n, batch_size):
+            chunk = list(texts[start:start + batch_size])
+            if not normalized:
+                chunk = [normalize_text(t) for t in chunk]
+            labs, prs = self.model.predict(chunk, k=k)
+            for j, (lab, pr) in enumerate(zip(labs, prs)):
+                row = start + j
+                for c in range(k):
+                    name = lab[c]
+                    tid = lookup.get(name)
+                    if tid is None:
+                        tid = lookup[name] = parse_label(name)
+                    ids[row, c] = tid
+                    # fastText's softmax can exceed 1 by round-off (1.00001)
+                    probs[row, c] = min(float(pr[c]), 1.0)
+        if k == 1:
+            return ids[:, 0], probs[:, 0]
+        return ids, probs
+
+
+def sidecar_path(model_path: str | os.PathLike) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def train_student(
+    texts: Sequence[str],
+    topic_ids: Sequence,
+    dim: int = 64,
+    epoch: int = 25,
+    lr: float = 0.5,
+    word_ngrams: int = 2,
+    bucket: int = 200_000,
+    min_count: int = 1,
+    thread: int = 1,
+    seed: int = 0,
+    meta: dict | None = None,
+) -> Student:
+    """Train a supervised fastText student on (text, topic id) pairs.
+
+    ``bucket`` bounds the hashed n-gram table (DESIGN.md 7: 200k buckets give the accuracy of the
+    2M default at an eighth of the size). ``thread=1`` makes training deterministic for a given
+    seed (fastText's multi-threaded SGD is lock-free and so run-to-run variable).
+    """
+    import fasttext
+
+    topic_ids = [label_name(t) for t in topic_ids]
+    if len(texts) != len(topic_ids):
+        raise ValueError(f"{len(texts)} texts but {len(topic_ids)} topic ids")
+    if len(texts) == 0:
+        raise ValueError("no training documents")
+    if len(set(topic_ids)) < 2:
+        raise ValueError("the student needs at least two topics to learn from")
+    # fastText's SGD sees lines in file order: shuffle so topics are interleaved.
+    order = np.random.default_rng(seed).permutation(len(texts))
+    params = dict(dim=dim, epoch=epoch, lr=lr, wordNgrams=word_ngrams, bucket=bucket, minCount=min_count,
+                  thread=thread, seed=seed, loss="softmax")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gem-student-") as tmp:
+        train_file = Path(tmp) / "train.txt"
+        with open(train_file, "w", encoding="utf-8") as fh:
+            for i in order:
+                fh.write(f"{LABEL_PREFIX}{label_name(topic_ids[i])} {normalize_text(texts[i])}\n")
+        model = fasttext.train_supervised(input=str(train_file), verbose=0, **params)
+    seconds = time.perf_counter() - start
+    info = dict(meta or {})
+    info.update(
+        format="gem-fasttext-student",
+        normalization_version=NORMALIZATION_VERSION,
+        label_prefix=LABEL_PREFIX,
+        train_params={k: v for k, v in params.items()},
+        n_train=int(len(texts)),
+        train_seconds=round(seconds, 3),
+        topic_ids=sorted(set(topic_ids)),
+    )
+    return Student(model, info)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def evaluate(
+    student: Student,
+    texts: Sequence[str],
+    teacher_ids: Sequence,
+    bins: Sequence[float] = (0.0, 0.5, 0.7, 0.9, 1.0),
+) -> dict[str, Any]:
+    """Student vs teacher on (held-out) documents.
+
+    Returns top-1 agreement, macro-F1 over the teacher's topics, the confusion matrix (rows:
+    teacher, columns: student, over ``labels``), agreement per student-confidence bin, and
+    prediction throughput (normalisation included)."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    teacher_ids = np.asarray([label_name(t) for t in teacher_ids], dtype=object)
+    if len(texts) != len(teacher_ids):
+        raise ValueError(f"{len(texts)} texts but {len(teacher_ids)} teacher ids")
+    if len(texts) == 0:
+        raise ValueError("no documents to evaluate on")
+    start = time.perf_counter()
+    pred, prob = student.predict(texts)
+    seconds = time.perf_counter() - start
+    labels = sorted(set(teacher_ids.tolist()) | set(pred.tolist()))
+    agree = pred == teacher_ids
+    edges = np.asarray(bins, dtype=np.float64)
+    by_conf = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (prob >= lo) & ((prob < hi) if hi < edges[-1] else (prob <= hi))
+        by_conf.append({
+            "low": float(lo), "high": float(hi), "n": int(mask.sum()),
+            "share": float(mask.mean()),
+            "agreement": float(agree[mask].mean()) if mask.any() else None,
+        })
+    return {
+        "n": int(len(texts)),
+        "agreement": float(agree.mean()),
+        "macro_f1": float(f1_score(teacher_ids, pred, labels=sorted(set(teacher_ids.tolist())),
+                                   average="macro", zero_division=0)),
+        "labels": labels,
+        "confusion": confusion_matrix(teacher_ids, pred, labels=labels).tolist(),
+        "agreement_by_confidence": by_conf,
+        "mean_confidence": float(prob.mean()),
+        "docs_per_second": float(len(texts) / seconds) if seconds > 0 else float("inf"),
+    }
+
+
+# ---------------------------------------------------------------------------- from a workspace run
+def holdout_split(n: int, holdout: float = 0.2, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random (train-pool, held-out) row positions."""
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    perm = np.random.default_rng(random_state).permutation(n)
+    n_out = max(1, int(round(holdout * n)))
+    return np.sort(perm[n_out:]), np.sort(perm[:n_out])
+
+
+def distill_labels(
+    texts: Sequence[str],
+    labels: Sequence,
+    scores: Sequence[float],
+    holdout: float = 0.2,
+    top_fraction: float = 0.5,
+    per_topic: int | None = None,
+    excluded: Iterable = (),
+    excluded_mode: str = "drop",
+    random_state: int = 0,
+    **train_kw,
+) -> tuple[Student, dict]:
+    """Hold out documents, pick the training set among the rest, train, evaluate on the held-out
+    rows (all of them, not only confident ones: the honest number). Returns (student, report)."""
+    labels = np.asarray([label_name(t) for t in labels], dtype=object)
+    pool, held = holdout_split(len(labels), holdout, random_state)
+    chosen = select_training_set(labels, scores, top_fraction, per_topic, excluded, excluded_mode, candidates=pool)
+    student = train_student([texts[i] for i in chosen.indices], chosen.labels, seed=random_state, **train_kw)
+    report = distill_eval_holdout(student, texts, labels, holdout, excluded, excluded_mode, random_state)
+    report["training"] = {"n": int(len(chosen.indices)), "per_topic": {str(k): v for k, v in chosen.per_topic.items()},
+                          "top_fraction": top_fraction, "holdout": holdout}
+    return student, report
+
+
+def distill_eval_holdout(student, texts, labels, holdout=0.2, excluded=(), excluded_mode="drop", random_state=0):
+    """Evaluate on the held-out rows of :func:`holdout_split`: excluded topics are skipped
+    (mode "drop") or expected as ``DROP_LABEL`` (mode "label")."""
+    labels = np.asarray([label_name(t) for t in labels], dtype=object)
+    _, held = holdout_split(len(labels), holdout, random_state)
+    excluded = [label_name(t) for t in excluded]
+    rows = held if excluded_mode == "label" else held[~np.isin(labels[held], excluded)]
+    truth = labels[rows].copy()
+    if excluded_mode == "label" and excluded:
+        truth[np.isin(truth, excluded)] = DROP_LABEL
+    return evaluate(student, [texts[i] for i in rows], truth)
+
+
+def run_topic_ids(ws, run_name: str, n_clusters: int) -> tuple[list[str], list[str], str]:
+    """(topic id per cluster index, excluded topic ids, source) of a run: the taxonomy's stable
+    ids and exclusions when the run is synced into the workspace taxonomy, else the cluster index."""
+    plain = [str(k) for k in range(n_clusters)]
+    if not ws.taxonomy_db.exists():
+        return plain, [], "cluster index"
+    from gem.taxonomy import Taxonomy
+
+    tax = Taxonomy(ws.taxonomy_db)
+    mapping = tax.run_mapping(run_name)
+    if not mapping:
+        return plain, [], "cluster index"
+    if sorted(mapping) != list(range(n_clusters)):
+        raise ValueError(f"taxonomy maps {len(mapping)} clusters of run {run_name!r}, which has {n_clusters}; re-sync the run")
+    topics = tax.topics(run=run_name)
+    excluded = sorted(topics.loc[topics["excluded"], "id"].astype(str))
+    return [mapping[k] for k in range(n_clusters)], excluded, "taxonomy"
+
+
+def teacher_scores(estimator, X: np.ndarray, labels: np.ndarray, confidence: str = "gis") -> np.ndarray:
+    """Per-document score that ranks training candidates: GIS (the real path) or the teacher's
+    assignment probability (``confidence="probability"``, the paper's "confidence-only" ablation)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if confidence == "probability":
+        proba = estimator.predict_proba(X)
+        return np.asarray(proba[np.arange(len(labels)), labels], dtype=np.float64)
+    if confidence != "gis":
+        raise ValueError(f"confidence must be 'gis' or 'probability', got {confidence!r}")
+    from gem.gis import gis_for_model
+
+    return np.asarray(gis_for_model(X, estimator, labels=labels), dtype=np.float64)
+
+
+def load_teacher(ws, run_name: str):
+    """(run, texts, X unit rows, cluster labels) of a saved run, rows in the run's assignment order."""
+    from gem.runs import load_run
+
+    run = load_run(ws, run_name)
+    corpus = ws.load_corpus(columns=["id", "text"])
+    rep = (getattr(run, "params", None) or {}).get("representation", "final")
+    X_all = ws.load_embeddings(rep, mmap=True)
+    if X_all.shape[0] != len(corpus):
+        raise ValueError(f"{ws.embeddings_path(rep)} has {X_all.shape[0]} rows but the corpus has {len(corpus)}; "
+                         "run `gem embed` again")
+    pos = {d: i for i, d in enumerate(corpus["id"].astype(str))}
+    ids = run.assignments["id"].astype(str).tolist()
+    missing = [d for d in ids if d not in pos]
+    if missing:
+        raise ValueError(f"run {run_name!r}: {len(missing)} assigned documents (e.g. {missing[0]!r}) are not in the "
+                         "workspace corpus; re-fit the run")
+    rows = np.fromiter((pos[d] for d in ids), dtype=np.int64, count=len(ids))
+    texts = corpus["text"].to_numpy()[rows].tolist()
+    X = np.asarray(X_all[rows], dtype=np.float32)
+    return run, texts, X, run.assignments["cluster"].to_numpy().astype(np.int64), rep
+
+
+def distill_run(
+    ws,
+    run_name: str,
+    out_path: str | os.PathLike,
+    top_fraction: float = 0.5,
+    per_topic: int | None = None,
+    holdout: float = 0.2,
+    excluded: Iterable | None = None,
+    excluded_mode: str = "drop",
+    compare_kmeans: bool = True,
+    quantize: bool = True,
+    confidence: str = "gis",
+    random_state: int = 0,
+    quantize_cutoff: int = 50_000,
+    **train_kw,
+) -> dict:
+    """Train the student from a workspace run, save it at ``out_path`` (.bin; with ``quantize``
+    also the ``.ftz`` beside it) and return the report (also kept in the model's JSON sidecar).
+
+    ``excluded``: stable topic ids; ``None`` takes the taxonomy's exclusions. With
+    ``compare_kmeans`` the same recipe (same split, GIS ranking with Banerjee kappa, same counts)
+    is trained on Euclidean k-means labels (scikit-learn, raw vectors, same K) and scored against
+    k-means on the same held-out rows.
+    """
+    run, texts, X, cluster, rep = load_teacher(ws, run_name)
+    n_clusters = int(np.asarray(run.model.mean_directions_).shape[0])
+    tid, tax_excluded, id_source = run_topic_ids(ws, run_name, n_clusters)
+    excluded = tax_excluded if excluded is None else [label_name(t) for t in excluded]
+    scores = teacher_scores(run.model, X, cluster, confidence)
+    teacher_ids = np.asarray(tid, dtype=object)[cluster]
+
+    t0 = time.perf_counter()
+    student, report = distill_labels(texts, teacher_ids, scores, holdout, top_fraction, per_topic, excluded,
+                                     excluded_mode, random_state, **train_kw)
+    report["train_seconds"] = round(time.perf_counter() - t0, 2)
+    report["teacher"] = {"run": run_name, "method": getattr(run, "method", "gem"), "n_clusters": n_clusters,
+                         "representation": rep, "confidence": confidence, "topic_ids": id_source,
+                         "excluded": list(excluded), "excluded_mode": excluded_mode}
+    if compare_kmeans:
+        report["kmeans"] = _kmeans_comparison(ws, rep, run, texts, X, n_clusters, holdout, top_fraction,
+                                              per_topic, random_state, **train_kw)
+    out_path = Path(out_path)
+    student.meta["teacher"] = report["teacher"]
+    student.meta["report"] = {k: v for k, v in report.items() if k != "confusion"}
+    report["model"] = student.save(out_path)
+    if quantize:
+        q = student.quantize(out_path.with_suffix(".ftz"), cutoff=quantize_cutoff)
+        # the same held-out rows as the report (same split seed and exclusions)
+        q_report = distill_eval_holdout(q, texts, teacher_ids, holdout, excluded, excluded_mode, random_state)
+        report["quantized"] = {"path": str(q.path), "bytes": q.path.stat().st_size, "agreement": q_report["agreement"]}
+    return report
+
+
+def _kmeans_comparison(ws, rep, run, texts, X, n_clusters, holdout, top_fraction, per_topic, random_state, **train_kw):
+    from sklearn.cluster import KMeans
+
+    from gem.gis import gis_for_model
+
+    try:  # raw (pre-normalisation) vectors: what practitioners feed k-means
+        norms = ws.load_norms(rep)
+        corpus_ids = ws.load_corpus(columns=["id"])["id"].astype(str)
+        pos = {d: i for i, d in enumerate(corpus_ids)}
+        rows = np.fromiter((pos[d] for d in run.assignments["id"].astype(str)), dtype=np.int64)
+        raw = X * norms[rows, None].astype(np.float32)
+    except FileNotFoundError:
+        raw = X
+    km = KMeans(n_clusters, n_init=1, random_state=random_state).fit(raw)
+    km_labels = np.asarray(km.labels_, dtype=np.int64)
+    km_scores = gis_for_model(X, km, labels=km_labels)
+    _, km_report = distill_labels(texts, [str(k) for k in km_labels], km_scores, holdout, top_fraction, per_topic,
+                                  random_state=random_state, **train_kw)
+    sizes = np.bincount(km_labels, minlength=n_clusters)
+    return {"n": km_report["n"], "agreement": km_report["agreement"], "macro_f1": km_report["macro_f1"],
+            "mean_confidence": km_report["mean_confidence"], "largest_cluster_share": float(sizes.max() / sizes.sum())}
+
+
+def report_text(report: dict) -> str:
+    """A short human-readable summary of a distillation report."""
+    lines = [
+        f"student agreement with teacher (held-out, n={report['n']}): {report['agreement']:.1%}  "
+        f"macro-F1 {report['macro_f1']:.3f}",
+    ]
+    if "kmeans" in report:
+        lines.append(f"same student on k-means labels:             {report['kmeans']['agreement']:.1%}  "
+                     f"macro-F1 {report['kmeans']['macro_f1']:.3f}")
+    for b in report["agreement_by_confidence"]:
+        ag = "-" if b["agreement"] is None else f"{b['agreement']:.1%}"
+        lines.append(f"  confidence [{b['low']:.2f}, {b['high']:.2f}]: {b['n']:6d} docs, agreement {ag}")
+    lines.append(f"student throughput: {report['docs_per_second']:,.0f} docs/s")
+    if "model" in report:
+        lines.append(f"model: {report['model']['path']} ({report['model']['bytes'] / 1e6:.1f} MB)")
+    if "quantized" in report:
+        q = report["quantized"]
+        lines.append(f"quantized: {q['path']} ({q['bytes'] / 1e6:.1f} MB, agreement {q['agreement']:.1%})")
+    return "\n".join(lines)

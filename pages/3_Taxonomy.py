@@ -1,0 +1,348 @@
+"""Taxonomy: topics ranked by GIS, their top documents, names / parents / exclusions edited in place
+and saved at once to the workspace taxonomy (SQLite, stable topic ids that survive re-fits).
+
+Every curator text and corpus text is shown as plain text (st.text / st.dataframe), never markdown.
+"""
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from gem.gis import analyze, nearest_topics, topic_hierarchy
+from gem.plots import gis_by_topic_chart, taxonomy_tree
+from gem.taxonomy import REVIEW_STATES, StaleEditError, Taxonomy
+from pages import common
+
+CURRENT = "current GEM fit (this session)"
+EDITOR = "tx_editor"          # st.data_editor key (its edit state is applied, then cleared)
+ROWS = "tx_rows"              # (topic id, version) per editor row, as the curator saw them
+ANALYSES = "tx_analyses"      # run key -> RunAnalysis (GIS is computed once per fit)
+SYNCED = "tx_synced"          # run key -> SyncReport of this session
+TOPIC = "tx_topic"
+EDITABLE = ["name", "parent", "description", "excluded", "review", "notes"]
+
+st.title("Taxonomy")
+ws = common.workspace()
+reps = ws.representations() if ws.has_corpus() else []
+if not reps:
+    st.warning("No embedded corpus in this workspace yet: open one and embed it on the Home page.")
+    st.stop()
+frame = common.corpus(ws)
+
+
+def _author() -> str:
+    """The logged-in user when login is configured, else the sidebar name field."""
+    try:
+        if st.user.is_logged_in:
+            return str(st.user.get("name") or st.user.get("email") or "").strip() or common.author()
+    except Exception:  # no auth configured: st.user has no login state
+        pass
+    return common.author()
+
+
+def _namer_settings():
+    """The optional LLM namer, configured by GEM_NAMER_URL / GEM_NAMER_MODEL (off by default)."""
+    from gem.naming import settings_from_env
+
+    try:
+        return settings_from_env()
+    except ValueError as exc:
+        st.warning(f"LLM naming is misconfigured: {exc}")
+        return None
+
+
+# ---------------------------------------------------------------------------- which fit
+sources = [CURRENT] + ws.runs()
+source = st.selectbox("Topics from", sources, key="tx_source",
+                      help="The GEM fit of this session (Clusters page or below), or a run saved with `gem fit`.")
+analyses = st.session_state.setdefault(ANALYSES, {})
+if source == CURRENT:
+    prev = common.current_runs()[0]
+    with st.expander("Fit settings (a change re-fits; topic ids and labels are kept by matching)",
+                     expanded=prev is None):
+        c1, c2, c3 = st.columns(3)
+        k = int(c1.number_input("K", min_value=2, max_value=256, value=prev.n_clusters if prev else 24, step=1,
+                                key="tx_k"))
+        seed = int(c2.number_input("Seed", min_value=0, max_value=2**31 - 1,
+                                   value=int(prev.params.get("random_state", 0)) if prev else 0, key="tx_seed"))
+        rep = c3.selectbox("Representation", reps, index=reps.index("final") if "final" in reps else 0, key="tx_rep")
+    balance = prev.params.get("balance", "auto") if prev else "auto"
+    with st.spinner("Fitting GEM…"):
+        fit = common.fit_gem(k, balance, seed, rep, ws=ws)
+    h = hashlib.sha256(f"{fit.data_key}|{sorted(fit.params.items())}".encode())
+    h.update(np.ascontiguousarray(fit.estimator.mean_directions_, dtype=np.float32).tobytes())
+    run_key = f"session-{h.hexdigest()[:12]}"
+    if run_key not in analyses:
+        with st.spinner("Scoring documents (GIS), keywords…"):
+            X = common.embeddings(rep, ws=ws)
+            analyses.clear()  # keep one: GIS is N floats, the keywords small
+            analyses[run_key] = analyze(
+                X, fit.estimator, list(frame["text"].astype(str)), labels=fit.labels, ids=frame["id"].astype(str),
+                n_tokens=frame["n_tokens"].to_numpy() if "n_tokens" in frame.columns else None, run=run_key)
+    analysis = analyses[run_key]
+    rows_of_corpus = np.arange(len(frame))
+else:
+    run_key = source
+    if run_key not in analyses:
+        with st.spinner(f"Scoring the documents of run {source} (GIS), keywords…"):
+            analyses.clear()
+            try:
+                from gem.gis import analyze_run
+
+                analyses[run_key] = analyze_run(ws, source)
+            except (ValueError, OSError, KeyError) as exc:
+                st.error(f"Cannot read run {source}: {exc}")
+                st.stop()
+    analysis = analyses[run_key]
+    rows_of_corpus = analysis.extra["rows"]
+
+tax = Taxonomy(ws.taxonomy_db)
+synced = st.session_state.setdefault(SYNCED, {})
+if run_key not in synced:
+    table = analysis.table
+    synced[run_key] = tax.sync_run(run_key, analysis.mean_directions, keywords=analysis.keywords,
+                                   sizes=table["n_docs"].tolist())
+    st.session_state.pop(EDITOR, None)  # the rows changed: old edit state no longer applies
+    st.session_state.pop(ROWS, None)
+report = synced[run_key]
+if report.matched or report.retired or report.revived:  # a first sync has nothing to compare with
+    parts = [f"{len(report.matched)} topics kept their ids and labels"]
+    if report.new:
+        parts.append(f"new: {', '.join(report.new.values())}")
+    if report.revived:
+        parts.append(f"back from retirement: {', '.join(report.revived.values())}")
+    if report.retired:
+        parts.append(f"retired (kept, with their labels): {', '.join(report.retired)}")
+    st.info("Matched to the previous taxonomy: " + "; ".join(parts) + ".")
+
+# ---------------------------------------------------------------------------- apply pending edits
+author = _author()
+pending = st.session_state.get(EDITOR) or {}
+edited_rows = pending.get("edited_rows") or {}
+seen = st.session_state.get(ROWS) or []
+if edited_rows and seen:
+    if not author:
+        st.warning("Enter your name in the sidebar to save edits: every change is recorded with its author.")
+    else:
+        saved, errors = [], []
+        for pos, change in edited_rows.items():
+            pos = int(pos)
+            if pos >= len(seen):
+                continue
+            tid, version = seen[pos]
+            fields = {c: v for c, v in change.items() if c in EDITABLE}
+            if "parent" in fields:
+                fields["parent"] = (str(fields["parent"]).split(" ", 1)[0] if fields["parent"] else None)
+            if "excluded" in fields:
+                fields["excluded"] = bool(fields["excluded"])
+            try:
+                tax.update_topic(tid, version, author, **fields)
+                saved.append(tid)
+            except StaleEditError as exc:
+                errors.append(str(exc))
+            except (ValueError, KeyError) as exc:
+                errors.append(f"{tid}: {exc}")
+        del st.session_state[EDITOR]  # the table below is rebuilt from the database
+        if saved:
+            st.toast(f"Saved {', '.join(saved)} as {author}")
+        for e in errors:
+            st.error(e)
+
+# ---------------------------------------------------------------------------- the table
+topics = tax.topics(run_key)
+t = analysis.table.merge(topics.drop(columns=["n_docs", "keywords"]), on="cluster", how="left")
+t = t.sort_values("mean_gis", ascending=False, na_position="last").reset_index(drop=True)
+groups = tax.groups()
+group_label = {g: f"{g} {n}" for g, n in zip(groups["id"], groups["name"])}
+progress = tax.review_progress()
+st.progress(progress["fraction_approved"], text=progress["text"])
+
+view = pd.DataFrame({
+    "id": t["id"],
+    "name": t["name"],
+    "parent": [group_label.get(p, "") if isinstance(p, str) else "" for p in t["parent"]],
+    "description": t["description"],
+    "excluded": t["excluded"].astype(bool),
+    "review": t["review"],
+    "status": t["status"],
+    "keywords": [", ".join(k) for k in t["keywords"]],
+    "documents": t["n_docs"].astype(int),
+    "tokens": t["n_tokens"].astype(int),
+    "share": t["share"] * 100,
+    "kappa": t["kappa"],
+    "GIS": t["mean_gis"],
+    "notes": t["notes"],
+})
+st.session_state[ROWS] = list(zip(t["id"], t["version"].astype(int)))
+st.caption("Topics ranked by mean GIS (confidence + centrality + local density of their documents). "
+           "Edit names, parents, descriptions, exclusions and review status in place: each edit is saved "
+           "at once, with your name.")
+st.data_editor(
+    view, key=EDITOR, hide_index=True, width="stretch", num_rows="fixed",
+    disabled=["id", "status", "keywords", "documents", "tokens", "share", "kappa", "GIS"],
+    column_config={
+        "name": st.column_config.TextColumn("name", max_chars=200),
+        "parent": st.column_config.SelectboxColumn("parent", options=[""] + list(group_label.values())),
+        "review": st.column_config.SelectboxColumn("review", options=list(REVIEW_STATES), required=True),
+        "share": st.column_config.NumberColumn("share %", format="%.1f"),
+        "kappa": st.column_config.NumberColumn("kappa", format="%.0f"),
+        "GIS": st.column_config.NumberColumn("GIS", format="%.2f"),
+    },
+)
+
+with st.expander("Parent groups"):
+    c1, c2 = st.columns(2)
+    with c1:
+        n_par = int(st.number_input("Groups to propose", min_value=2, max_value=max(2, len(t)),
+                                    value=max(2, int(round(np.sqrt(len(t))))), key="tx_nparents"))
+        if st.button("Propose parents from the mean directions", key="tx_propose",
+                     help="Average-linkage clustering of the topics' mean directions (cosine). Only topics "
+                          "without a parent get one; your own choices are kept."):
+            if not author:
+                st.warning("Enter your name in the sidebar first.")
+            else:
+                by_cluster = topic_hierarchy(analysis.mean_directions, n_parents=n_par)
+                tax.apply_hierarchy(by_cluster, author=author, run_name=run_key)
+                st.session_state.pop(EDITOR, None)
+                st.rerun()
+    with c2:
+        new_group = st.text_input("New group name", key="tx_group_name")
+        if st.button("Add group", key="tx_add_group") and new_group.strip():
+            if not author:
+                st.warning("Enter your name in the sidebar first.")
+            else:
+                tax.add_group(new_group.strip(), author)
+                st.rerun()
+    if len(groups):
+        st.dataframe(groups[["id", "name", "description"]], hide_index=True)
+
+# ---------------------------------------------------------------------------- one topic
+st.subheader("Topic")
+order = list(t["id"])
+names = dict(zip(t["id"], t["name"]))
+if st.session_state.get(TOPIC) not in order:
+    st.session_state[TOPIC] = order[0]
+
+
+def _next_unreviewed() -> None:
+    fresh = tax.topics(run_key).set_index("id")["review"]
+    cur = order.index(st.session_state[TOPIC])
+    for tid in order[cur + 1:] + order[: cur + 1]:  # GIS order, wrapping around
+        if fresh.get(tid) == "unreviewed" and tid != st.session_state[TOPIC]:
+            st.session_state[TOPIC] = tid
+            return
+
+
+def _approve(tid: str, version: int, who: str) -> None:
+    if not who:
+        st.session_state["tx_msg"] = "Enter your name in the sidebar to record the review."
+        return
+    try:
+        tax.update_topic(tid, version, who, review="approved")
+    except StaleEditError as exc:
+        st.session_state["tx_msg"] = str(exc)
+        return
+    st.session_state.pop(EDITOR, None)
+    _next_unreviewed()
+
+
+c1, c2, c3 = st.columns([3, 1, 1])
+chosen = c1.selectbox("Topic", order, key=TOPIC, format_func=lambda i: f"{i} · {names.get(i, '')}")
+c2.button("Next unreviewed", key="tx_next", on_click=_next_unreviewed,
+          help="Walk the topics that nobody has reviewed yet, in GIS order.")
+row = t[t["id"] == chosen].iloc[0]
+k = int(row["cluster"])
+c3.button("Approve and next", key="tx_approve", disabled=row["review"] == "approved", on_click=_approve,
+          args=(chosen, int(row["version"]), author))
+if st.session_state.get("tx_msg"):
+    st.error(st.session_state.pop("tx_msg"))
+
+st.text(f"{chosen}: {row['name']}")  # curator text: plain
+st.caption(f"{int(row['n_docs'])} documents · {int(row['n_tokens'])} tokens · share {row['share']:.1%} · "
+           f"kappa {row['kappa']:.0f} · mean GIS {row['mean_gis']:.2f} · tightness {row['tightness']:.2f} · "
+           f"status {row['status']} · review {row['review']}")
+st.text("Keywords: " + (", ".join(row["keywords"]) or "-"))
+namer_settings = _namer_settings()
+if namer_settings is not None and st.button("Suggest a name (LLM)", key="tx_llm",
+                                            help=f"Ask {namer_settings.model} at {namer_settings.endpoint}, "
+                                                 "from the keywords and the top-GIS documents."):
+    from gem.naming import LLMNamer, NamingError
+
+    top_rows = analysis.representatives.get(k, np.array([], dtype=int))
+    try:
+        suggestion = LLMNamer(namer_settings).name(
+            list(row["keywords"]), [str(x) for x in frame["text"].to_numpy()[rows_of_corpus[top_rows]]])
+        st.session_state["tx_suggestion"] = (chosen, suggestion)
+    except NamingError as exc:
+        st.error(str(exc))
+sugg = st.session_state.get("tx_suggestion")
+if sugg and sugg[0] == chosen:
+    st.text(f"Suggested name: {sugg[1]}")
+    if st.button("Use the suggested name", key="tx_use_suggestion") and author:
+        try:
+            tax.update_topic(chosen, int(row["version"]), author, name=sugg[1])
+            st.session_state.pop("tx_suggestion", None)
+            st.session_state.pop(EDITOR, None)
+            st.rerun()
+        except StaleEditError as exc:
+            st.error(str(exc))
+
+texts = frame["text"].to_numpy()
+ids = frame["id"].to_numpy()
+reps_rows = analysis.representatives.get(k, np.array([], dtype=int))
+left, right = st.columns(2)
+with left:
+    st.markdown("**Top documents by GIS**")
+    st.dataframe(pd.DataFrame({
+        "GIS": analysis.gis[reps_rows].round(2),
+        "id": ids[rows_of_corpus[reps_rows]],
+        "text": [str(x)[:500] for x in texts[rows_of_corpus[reps_rows]]],
+    }), hide_index=True, width="stretch")
+with right:
+    st.markdown("**Random members**")
+    members = np.flatnonzero(analysis.labels == k)
+    rng = np.random.default_rng(k)
+    pick = np.sort(rng.choice(members, size=min(8, members.size), replace=False)) if members.size else members
+    st.dataframe(pd.DataFrame({
+        "GIS": analysis.gis[pick].round(2),
+        "id": ids[rows_of_corpus[pick]],
+        "text": [str(x)[:500] for x in texts[rows_of_corpus[pick]]],
+    }), hide_index=True, width="stretch")
+
+by_cluster = dict(zip(t["cluster"].astype(int), t["id"]))
+near = nearest_topics(analysis.mean_directions, k, n=5)
+st.markdown("**Nearest topics** (cosine of mean directions)")
+st.dataframe(pd.DataFrame({
+    "id": [by_cluster.get(j, str(j)) for j, _ in near],
+    "name": [names.get(by_cluster.get(j), "") for j, _ in near],
+    "cosine": [round(c, 3) for _, c in near],
+}), hide_index=True)
+
+c1, c2 = st.columns(2)
+kind = c1.radio("Hierarchy view", ["sunburst", "treemap"], horizontal=True, key="tx_tree_kind")
+size_by = c2.radio("Size by", ["documents", "tokens"], horizontal=True, key="tx_tree_size")
+st.plotly_chart(taxonomy_tree(
+    t["id"], t["name"], [p if isinstance(p, str) else None for p in t["parent"]],
+    t["n_docs"] if size_by == "documents" else t["n_tokens"], dict(zip(groups["id"], groups["name"])),
+    kind=kind, highlight=chosen), width="stretch", key="tx_tree")
+with st.expander("Mean GIS per topic"):
+    st.plotly_chart(gis_by_topic_chart(t["id"], t["name"], t["mean_gis"], t["n_docs"]), width="stretch",
+                    key="tx_gis_chart")
+
+with st.expander("Export / import taxonomy.json"):
+    import json
+
+    st.download_button("Download taxonomy.json", json.dumps(tax.export_json(), indent=2, ensure_ascii=False),
+                       file_name="taxonomy.json", mime="application/json", key="tx_download")
+    up = st.file_uploader("Import taxonomy.json (merged by topic id)", type=["json"], key="tx_upload")
+    if up is not None and st.button("Import", key="tx_import"):
+        if not author:
+            st.warning("Enter your name in the sidebar first.")
+        else:
+            try:
+                counts = tax.import_json(json.loads(up.getvalue().decode("utf-8")), author)
+                st.success(f"Imported: {counts['inserted']} new, {counts['updated']} updated, "
+                           f"{counts['unchanged']} unchanged")
+            except (ValueError, UnicodeDecodeError) as exc:
+                st.error(f"{up.name}: {exc}")

@@ -1,0 +1,262 @@
+"""Shared UI state for every page. NOT a page (app.py lists the pages explicitly).
+
+Import it in a page as ``from pages import common``. Everything a page needs from the session:
+
+- ``workspace() -> gem.store.Workspace``: the current workspace. Default: $GEM_WORKSPACE if set
+  (the browser tests use it), else ``gem.store.open_workspace()`` (the shipped sample, seeded
+  from sample_data/). ``set_workspace(path)`` switches (and forgets the fitted runs).
+- ``corpus(ws=None) -> DataFrame`` and ``embeddings(representation="final", raw=False, ws=None)
+  -> ndarray``: loaded once per process and cached by (file path, mtime), so a re-embed or a new
+  ingest is picked up, and pages never reload on rerun. Treat the arrays as read-only.
+- ``current_runs() -> (FitResult | None, FitResult | None)``: the current GEM run and the current
+  baseline run (session_state keys ``gem_run`` and ``gem_baseline``). FitResult carries the fitted
+  estimator, its labels aligned with ``corpus()`` rows, the parameters and the fit time.
+- ``fit_gem(n_clusters, balance, seed, representation)``: fits GEM, or re-uses the current run when
+  nothing changed, or re-fits WARM-STARTED from the current model when only the balance (lambda)
+  changed. ``fit_baseline(method, n_clusters, seed, representation)`` likewise (no warm start).
+- ``author() -> str``: the curator's name (sidebar text box; session_state key ``gem_author``),
+  for pages that record who did what (taxonomy edits, exports).
+- ``BALANCE_LEVELS`` / ``balance_label(v)``: the balance control's scale (named lambda stops).
+- ``sidebar()``: the workspace / author box shown on every page (app.py calls it).
+
+All logic beyond session bookkeeping lives in gem/ (engine) so it is usable without the UI.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from gem.store import Workspace, ids_digest, open_workspace
+
+WORKSPACE_ENV = "GEM_WORKSPACE"
+KEY_WORKSPACE = "gem_workspace"
+KEY_AUTHOR = "gem_author"
+KEY_RUN = "gem_run"
+KEY_BASELINE = "gem_baseline"
+
+# Baseline choices shown in the UI -> gem.baselines.make_estimator method names.
+BASELINES = {
+    "k-means on raw vectors": "kmeans",
+    "k-means on unit vectors": "kmeans-unit",
+    "spherical k-means": "spherical-kmeans",
+    "plain vMF mixture (learned prior)": "vmf",
+}
+# Methods that see the raw (pre-normalisation) vectors, as practitioners run them.
+RAW_METHODS = {"kmeans"}
+
+# The balance control: named lambda stops (the paper's setting is 5000). "auto" lets GEM pick.
+BALANCE_LEVELS: list[tuple[str, float]] = [
+    ("none", 0.0),
+    ("very light", 10.0),
+    ("light", 100.0),
+    ("moderate", 1000.0),
+    ("paper", 5000.0),
+    ("strong", 20000.0),
+    ("strict", 100000.0),
+]
+
+
+def balance_label(value: float | str) -> str:
+    if value == "auto":
+        return "auto (GEM chooses lambda)"
+    for name, lam in BALANCE_LEVELS:
+        if lam == value:
+            return f"{name} (λ = {lam:g})"
+    return f"λ = {float(value):g}"
+
+
+# ---------------------------------------------------------------------------- workspace
+def _default_workspace_path() -> str:
+    env = os.environ.get(WORKSPACE_ENV)
+    if env:
+        return str(open_workspace(env).root)
+    return str(open_workspace().root)
+
+
+def workspace() -> Workspace:
+    if KEY_WORKSPACE not in st.session_state:
+        st.session_state[KEY_WORKSPACE] = _default_workspace_path()
+    return Workspace(st.session_state[KEY_WORKSPACE])
+
+
+def set_workspace(path: str | os.PathLike) -> Workspace:
+    ws = open_workspace(path)
+    st.session_state[KEY_WORKSPACE] = str(ws.root)
+    forget_runs()
+    return ws
+
+
+def forget_runs() -> None:
+    for key in (KEY_RUN, KEY_BASELINE):
+        st.session_state.pop(key, None)
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime_ns if path.exists() else -1
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _load_corpus(path: str, mtime: float):
+    return Workspace(path).load_corpus()
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _load_embeddings(path: str, representation: str, raw: bool, mtime: float, norms_mtime: float) -> np.ndarray:
+    ws = Workspace(path)
+    X = ws.load_raw_embeddings(representation) if raw else ws.load_embeddings(representation)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    X.setflags(write=False)  # shared across sessions: nobody may modify it
+    return X
+
+
+def corpus(ws: Workspace | None = None):
+    ws = ws or workspace()
+    return _load_corpus(str(ws.root), _mtime(ws.corpus_path))
+
+
+def embeddings(representation: str = "final", raw: bool = False, ws: Workspace | None = None) -> np.ndarray:
+    ws = ws or workspace()
+    return _load_embeddings(
+        str(ws.root), representation, raw, _mtime(ws.embeddings_path(representation)), _mtime(ws.norms_path(representation))
+    )
+
+
+def corpus_ids(ws: Workspace | None = None) -> np.ndarray:
+    return corpus(ws)["id"].to_numpy()
+
+
+# ---------------------------------------------------------------------------- runs
+@dataclass
+class FitResult:
+    """One fitted clustering shown in the UI (labels aligned with corpus() rows)."""
+
+    method: str  # "gem" or a make_estimator method name
+    estimator: Any
+    labels: np.ndarray
+    params: dict
+    seconds: float
+    warm_started: bool = False
+    data_key: str = ""  # workspace + representation + ids digest the fit belongs to
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.params["n_clusters"])
+
+    @property
+    def lambda_used(self) -> float | None:
+        lam = getattr(self.estimator, "balance_", None)
+        return None if lam is None else float(lam)
+
+
+def current_runs() -> tuple[FitResult | None, FitResult | None]:
+    return st.session_state.get(KEY_RUN), st.session_state.get(KEY_BASELINE)
+
+
+def _data_key(ws: Workspace, representation: str) -> str:
+    return f"{ws.root}|{representation}|{_mtime(ws.embeddings_path(representation))}|{ids_digest(corpus_ids(ws))}"
+
+
+def fit_gem(n_clusters: int, balance: float | str = "auto", seed: int = 0, representation: str = "final",
+            ws: Workspace | None = None, **gem_kwargs) -> FitResult:
+    """The current GEM run for these settings: re-used if unchanged, warm-started if only the
+    balance changed (same data, K, seed and other settings), fitted from scratch otherwise."""
+    from gem.model import GEM
+
+    ws = ws or workspace()
+    params = dict(n_clusters=int(n_clusters), balance=balance, random_state=int(seed), **gem_kwargs)
+    key = _data_key(ws, representation)
+    current: FitResult | None = st.session_state.get(KEY_RUN)
+    if current is not None and current.data_key == key and current.params == params:
+        return current
+    X = embeddings(representation, ws=ws)
+    same_but_balance = (
+        current is not None
+        and current.data_key == key
+        and {k: v for k, v in current.params.items() if k != "balance"} == {k: v for k, v in params.items() if k != "balance"}
+    )
+    start = time.perf_counter()
+    if same_but_balance:
+        est = current.estimator
+        est.balance = balance
+        est.warm_start = True  # continue from the current mean directions / concentrations
+        est.fit(X)
+    else:
+        est = GEM(**params)
+        est.fit(X)
+    seconds = time.perf_counter() - start
+    result = FitResult("gem", est, np.asarray(est.labels_), params, seconds, bool(same_but_balance), key)
+    st.session_state[KEY_RUN] = result
+    return result
+
+
+def fit_baseline(method: str, n_clusters: int, seed: int = 0, representation: str = "final",
+                 ws: Workspace | None = None) -> FitResult:
+    """The current baseline run (k-means on raw vectors, or on unit vectors, spherical k-means,
+    plain vMF): re-used when nothing changed."""
+    from gem.baselines import make_estimator
+
+    ws = ws or workspace()
+    params = dict(method=method, n_clusters=int(n_clusters), random_state=int(seed))
+    key = _data_key(ws, representation)
+    current: FitResult | None = st.session_state.get(KEY_BASELINE)
+    if current is not None and current.data_key == key and current.params == params:
+        return current
+    X = embeddings(representation, raw=method in RAW_METHODS, ws=ws)
+    start = time.perf_counter()
+    est = make_estimator(method, int(n_clusters), random_state=int(seed))
+    est.fit(X)
+    seconds = time.perf_counter() - start
+    result = FitResult(method, est, np.asarray(est.labels_), params, seconds, False, key)
+    st.session_state[KEY_BASELINE] = result
+    return result
+
+
+# ---------------------------------------------------------------------------- sidebar
+def author() -> str:
+    return str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
+
+
+def sidebar() -> None:
+    ws = workspace()
+    with st.sidebar:
+        st.caption("Workspace")
+        st.code(str(ws.root), language=None)
+        st.text_input("Your name (recorded with curation edits)", key=KEY_AUTHOR, placeholder="curator")
+
+
+# ---------------------------------------------------------------------------- corpus ingest
+def ingest(path: str | os.PathLike, display_name: str | None = None):
+    """Validate a corpus file (JSONL / CSV / Parquet) with gem.corpus.load_corpus and make it the
+    current workspace (a sibling of the current one, named after the file and its content).
+    Returns (workspace, LoadReport or None when the corpus was already ingested). Raises gem.corpus.CorpusError (a ValueError) with the loader's message on bad input."""
+    import hashlib
+
+    from gem.corpus import load_corpus
+    from gem.store import validate_name, write_parquet_atomic
+
+    path = Path(path)
+    if path.is_dir():
+        if not Workspace(path).has_corpus():
+            raise ValueError(f"{path}: folder has no corpus.parquet; give a JSONL, CSV or Parquet file or a workspace folder")
+        return set_workspace(path), None
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(display_name or path.name).stem)[:40] or "corpus"
+    dest = validate_name(f"{stem}-{h.hexdigest()[:10]}", "workspace name")
+    ws = Workspace(workspace().root.parent / dest)
+    report = None
+    if not ws.has_corpus():
+        frame, report = load_corpus([str(path)], rejects_path=ws.rejects_path)
+        write_parquet_atomic(ws.corpus_path, frame)
+    return set_workspace(ws.root), report

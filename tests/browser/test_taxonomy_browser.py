@@ -1,0 +1,68 @@
+"""The real app in headless Chromium: rename a topic in the Taxonomy table, reload, still renamed."""
+import time
+
+import pytest
+
+from gem.taxonomy import Taxonomy
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+NEW_NAME = "Renamed <i>in</i> the browser"
+
+
+def _open_taxonomy(page):
+    page.get_by_text("Anisotropy: how much").wait_for()  # home rendered (content arrives over the websocket)
+    page.get_by_role("link", name="Taxonomy").click()
+    page.get_by_text("Topics ranked by mean GIS").wait_for(timeout=120_000)
+    grid = page.locator(".st-key-tx_editor [data-testid='stDataFrameResizable']").first
+    grid.wait_for()
+    return grid
+
+
+def _idle(page, timeout_ms=120_000):
+    """Wait until the script run finished (the running indicator is gone) and the page settled."""
+    page.wait_for_timeout(500)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=timeout_ms)
+    page.wait_for_timeout(500)
+
+
+def _renamed(tax, deadline_s=60.0):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        t = tax.topics()
+        hit = t[t["name"] == NEW_NAME]
+        if len(hit):
+            return hit["id"].iloc[0]
+        time.sleep(0.5)
+    return None
+
+
+def test_rename_topic_and_see_it_after_reload(streamlit_app, synthetic_workspace, browser_page, artifacts_dir):
+    page = browser_page
+    url = streamlit_app(synthetic_workspace)
+    page.goto(url)
+    name_box = page.get_by_label("Your name (recorded with curation edits)")
+    name_box.fill("playwright")
+    name_box.press("Enter")
+    grid = _open_taxonomy(page)
+    _idle(page)
+    # the first row is the top-GIS topic; double-click its name cell (2nd column, ~50 px in; the
+    # header is ~35 px high, rows ~35 px) to open the grid's cell editor, then replace the text
+    box = grid.bounding_box()
+    page.mouse.dblclick(box["x"] + 150, box["y"] + 35 + 17)
+    page.wait_for_timeout(700)
+    page.keyboard.press("Control+a")
+    page.keyboard.type(NEW_NAME, delay=20)
+    page.keyboard.press("Enter")  # commit: the app reruns and saves at once
+    tax = Taxonomy(synthetic_workspace.taxonomy_db)
+    tid = _renamed(tax, 30.0)
+    page.screenshot(path=str(artifacts_dir / "taxonomy_renamed.png"))
+    assert tid is not None, "the edit was not saved (see tests/artifacts/taxonomy_renamed.png)"
+    assert tax.audit(tid)["author"].iloc[-1] == "playwright"
+
+    page.reload()
+    page.get_by_text("Topics ranked by mean GIS").wait_for(timeout=120_000)
+    # the topic panel shows the top-GIS topic's name as plain text: the tag is literal, not markup
+    page.get_by_text(f"{tid}: {NEW_NAME}", exact=True).wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stMain'] i").count() == 0
+    page.screenshot(path=str(artifacts_dir / "taxonomy_after_reload.png"))

@@ -1,0 +1,237 @@
+"""Shared fixtures. Reusable by every engineer's page tests:
+
+Workspaces
+- ``synthetic_workspace``: a small workspace (240 documents, 24-d "embeddings" drawn from an
+  anisotropic mixture, with raw norms, source / category labels, two documents whose text is
+  hostile HTML, and precomputed 2-D + sphere layouts so no UMAP runs). Fresh per test (a copy).
+- ``sample_workspace``: a temporary copy of the shipped sample (sample_data/), seeded the way
+  the app seeds it (corpus, embeddings, layouts copied). Fails if the sample is not built.
+- ``make_workspace(n=..., hostile=...)``: factory behind ``synthetic_workspace``.
+
+App under test
+- ``app_test(ws)``: an AppTest of app.py bound to workspace ``ws`` via $GEM_WORKSPACE. Switch
+  pages with ``at.switch_page("pages/2_Clusters.py").run()``.
+- ``streamlit_app(ws) -> url``: a real ``streamlit run app.py`` on 127.0.0.1 at a free port with
+  GEM_WORKSPACE=ws (started once per workspace path per test session, stopped at the end).
+- ``browser_page``: a Playwright page in headless Debian Chromium (fresh user-data dir). Tests FAIL
+  (not skip) when Chromium is missing: ``apt-get install chromium``. Wait for elements (content
+  arrives over a websocket after load), e.g. ``page.get_by_text("Clusters on the hypersphere")``.
+- ``artifacts_dir``: tests/artifacts/ (git-ignored) for screenshots.
+
+Mark browser tests ``@pytest.mark.browser`` and ``@pytest.mark.slow``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_PATHS = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+HOSTILE_TEXTS = {
+    "hostile-script": "<script>window.__pwned = 'script'</script> a script tag",
+    "hostile-img": "<img src=x onerror=\"window.__pwned='img'\"> an image with onerror",
+}
+
+
+# ---------------------------------------------------------------------------- workspaces
+def build_synthetic_workspace(root: Path, n: int = 240, d: int = 24, k: int = 4, hostile: bool = True,
+                              seed: int = 0):
+    """Write a small, complete workspace: corpus, 'final' embeddings (anisotropic, with varying
+    raw norms, the regime where Euclidean k-means collapses) and cached layouts."""
+    from gem.layout import Layout, save_layout
+    from gem.store import Workspace, write_parquet_atomic
+
+    rng = np.random.default_rng(seed)
+    sizes = np.array([0.55, 0.25, 0.12, 0.08])[:k]
+    sizes = np.maximum(1, np.round(sizes / sizes.sum() * n)).astype(int)
+    sizes[0] += n - sizes.sum()
+    labels = np.repeat(np.arange(k), sizes)
+    cone = rng.normal(size=d)
+    cone /= np.linalg.norm(cone)
+    centres = rng.normal(size=(k, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    raw = 2.0 * cone + 0.8 * centres[labels] + 0.25 * rng.normal(size=(n, d))
+    raw *= rng.lognormal(0.0, 0.4, size=(n, 1))  # varying norms, as pooled vectors have
+    norms = np.linalg.norm(raw, axis=1)
+    unit = (raw / norms[:, None]).astype(np.float32)
+    topics = ["astronomy", "cooking", "law", "music", "sports", "weather"]
+    ids = [f"doc-{i:04d}" for i in range(n)]
+    texts = [f"Document {i} about {topics[labels[i] % len(topics)]}, paragraph {i % 7}." for i in range(n)]
+    if hostile:
+        for j, (hid, text) in enumerate(HOSTILE_TEXTS.items()):
+            ids[j] = hid
+            texts[j] = text
+    frame = pd.DataFrame({
+        "id": ids, "text": texts,
+        "source": np.array(["web", "books", "code", "wiki"])[labels % 4],
+        "category": np.array(topics)[labels % len(topics)],
+        "n_tokens": np.array([len(t.split()) + 2 for t in texts], dtype=np.int64),
+    })
+    ws = Workspace(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(ws.corpus_path, frame)
+    ws.save_embeddings("final", unit, norms.astype(np.float32),
+                       {"representation": "final", "source": "synthetic", "n": n, "dim": d})
+    # layouts from a PCA projection (exact and instant; UMAP itself is tested in test_layout.py)
+    centred = unit - unit.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    flat = (centred @ vt[:2].T).astype(np.float32)
+    xyz = centred @ vt[:3].T
+    xyz = (xyz / np.linalg.norm(xyz, axis=1, keepdims=True)).astype(np.float32)
+    ids_arr = np.array(ids)
+    save_layout(ws, Layout(ids_arr, flat, "2d", "final", n))
+    save_layout(ws, Layout(ids_arr, xyz, "sphere", "final", n))
+    return ws
+
+
+@pytest.fixture
+def make_workspace(tmp_path):
+    counter = iter(range(1000))
+
+    def make(**kw):
+        return build_synthetic_workspace(tmp_path / f"ws{next(counter)}", **kw)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def _synthetic_template(tmp_path_factory):
+    return build_synthetic_workspace(tmp_path_factory.mktemp("synthetic") / "ws")
+
+
+@pytest.fixture
+def synthetic_workspace(_synthetic_template, tmp_path):
+    from gem.store import Workspace
+
+    dest = tmp_path / "synthetic_ws"
+    shutil.copytree(_synthetic_template.root, dest)
+    return Workspace(dest)
+
+
+@pytest.fixture
+def sample_workspace(tmp_path):
+    from gem.store import SAMPLE_DATA_DIR, seed_sample_workspace
+
+    if not (SAMPLE_DATA_DIR / "corpus.parquet").exists() or not (SAMPLE_DATA_DIR / "embeddings").exists():
+        pytest.fail("sample_data/ is not built: run `.venv/bin/python sample_data/build_sample.py --embed`")
+    return seed_sample_workspace(tmp_path / "sample")
+
+
+# ---------------------------------------------------------------------------- AppTest
+@pytest.fixture
+def app_test(monkeypatch):
+    """Factory: ``at = app_test(ws)`` gives an AppTest of app.py (not yet run) bound to ``ws``."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.chdir(ROOT)
+    if str(ROOT) not in sys.path:
+        monkeypatch.syspath_prepend(str(ROOT))
+
+    def make(ws, timeout: float = 120):
+        monkeypatch.setenv("GEM_WORKSPACE", str(ws.root))
+        return AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+
+    return make
+
+
+# ---------------------------------------------------------------------------- real server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def _servers(tmp_path_factory):
+    running: dict[str, tuple[subprocess.Popen, str]] = {}
+    yield running
+    for proc, _ in running.values():
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def streamlit_app(_servers, tmp_path_factory):
+    """Factory: ``url = streamlit_app(ws)`` starts (once per workspace) ``streamlit run app.py``."""
+
+    def start(ws, timeout: float = 60) -> str:
+        key = str(ws.root)
+        if key in _servers and _servers[key][0].poll() is None:
+            return _servers[key][1]
+        port = _free_port()
+        log = tmp_path_factory.mktemp("streamlit") / "server.log"
+        env = {**os.environ, "GEM_WORKSPACE": key, "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+               "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        _servers[key] = (proc, url)
+                        return url
+            except OSError:
+                time.sleep(0.3)
+        proc.kill()
+        pytest.fail(f"streamlit did not become healthy in {timeout} s:\n{log.read_text()[-3000:]}")
+
+    return start
+
+
+# ---------------------------------------------------------------------------- browser
+def chromium_path() -> str:
+    for p in CHROMIUM_PATHS:
+        if os.path.exists(p):
+            return p
+    pytest.fail("Chromium not found at " + " or ".join(CHROMIUM_PATHS) +
+                ": install it with `apt-get install -y chromium` (the browser tests need it)")
+
+
+@pytest.fixture(scope="session")
+def _playwright():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture
+def browser_page(_playwright, tmp_path):
+    exe = chromium_path()
+    context = _playwright.chromium.launch_persistent_context(
+        str(tmp_path / "chromium-profile"), executable_path=exe, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1600, "height": 1000},
+    )
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

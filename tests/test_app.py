@@ -1,0 +1,136 @@
+"""AppTest: the app's pages run end to end (no browser): the home page loads a corpus, every page
+renders without exceptions, K and lambda re-fit in the expected direction, a broken upload shows
+the loader's error and the app keeps running."""
+import json
+
+import pytest
+
+PAGES = ["pages/1_Home.py", "pages/2_Clusters.py", "pages/3_Taxonomy.py", "pages/4_Mixture.py", "pages/5_Student.py"]
+
+
+def _metrics(at) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for m in at.metric:
+        out.setdefault(m.label, []).append(m.value)
+    return out
+
+
+def _num(s: str) -> float:
+    s = s.split("/")[0].strip()
+    return float(s[:-1]) / 100 if s.endswith("%") else float(s.replace(",", ""))
+
+
+def _assert_clean(at, where: str):
+    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
+    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+
+
+@pytest.mark.slow  # first AppTest of a process: imports torch, sklearn, plotly (~10 s)
+def test_every_page_renders(app_test, synthetic_workspace):
+    at = app_test(synthetic_workspace)
+    at.session_state["cl_k"] = 6  # small K: the 240-document corpus fits in well under a second
+    at.run()
+    _assert_clean(at, "home")
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        _assert_clean(at, page)
+
+
+@pytest.mark.slow
+def test_home_opens_the_sample_without_waiting(app_test, sample_workspace):
+    at = app_test(sample_workspace)
+    at.run()
+    _assert_clean(at, "home")
+    m = _metrics(at)
+    assert m["documents"] == ["11,500"] or _num(m["documents"][0]) > 1000
+    assert "final" in m["representations"][0]
+    # the anisotropy panel: a cosine histogram against the uniform-sphere reference
+    assert 0 < _num(m["mean pairwise cosine"][0]) < 1
+    assert 0 < _num(m["first-PC variance share"][0]) < 1
+    assert not at.button(key="home_embed").disabled
+
+
+def test_home_anisotropy_panel_reports_the_cone(app_test, synthetic_workspace):
+    from gem.metrics import anisotropy
+
+    at = app_test(synthetic_workspace)
+    at.run()
+    m = _metrics(at)
+    expected = anisotropy(synthetic_workspace.load_embeddings("final"))
+    assert abs(_num(m["mean pairwise cosine"][0]) - expected["mean_cosine"]) < 1e-3
+    assert _num(m["mean pairwise cosine"][0]) > 0.5  # the synthetic corpus is a narrow cone
+
+
+def test_clusters_page_k_and_lambda_refit_in_the_expected_direction(app_test, synthetic_workspace):
+    at = app_test(synthetic_workspace)
+    at.session_state["cl_k"] = 8
+    at.run()
+    at.switch_page("pages/2_Clusters.py").run()
+    _assert_clean(at, "clusters")
+    assert _metrics(at)["effective clusters"][0].endswith("/ 8")
+    # the GEM panel and the baseline panel each report a balance report
+    assert len(_metrics(at)["normalised entropy"]) == 2
+
+    at.toggle(key="cl_auto").set_value(False).run()
+    at.select_slider(key="cl_lambda").set_value(0.0).run()
+    at.number_input(key="cl_k").set_value(6).run()  # new K: fitted from scratch at lambda = 0
+    _assert_clean(at, "K=6")
+    assert "from scratch" in at.caption[0].value and "λ used = 0" in at.caption[0].value
+    m0 = _metrics(at)
+    ent0, top0 = _num(m0["normalised entropy"][0]), _num(m0["largest share"][0])
+    assert m0["effective clusters"][0].endswith("/ 6")
+
+    at.select_slider(key="cl_lambda").set_value(100000.0).run()  # only lambda changed: warm start
+    _assert_clean(at, "strict")
+    assert "warm-started" in at.caption[0].value and "λ used = 100000" in at.caption[0].value
+    m1 = _metrics(at)
+    ent1, top1 = _num(m1["normalised entropy"][0]), _num(m1["largest share"][0])
+    assert ent1 >= ent0 - 1e-9 and top1 <= top0 + 1e-9
+    assert ent1 > 0.99  # strong balance: (near) equal shares
+    # the baseline did not change with lambda
+    assert m1["normalised entropy"][1] == m0["normalised entropy"][1]
+
+    at.selectbox(key="cl_baseline").set_value("spherical k-means").run()
+    _assert_clean(at, "baseline")
+    at.toggle(key="cl_sphere_on").set_value(True).run()
+    _assert_clean(at, "sphere")
+
+
+@pytest.mark.parametrize("name,content", [
+    ("broken.parquet", b"this is not a parquet file"),
+    ("no_text.csv", b"id,body\n1,hello\n"),
+])
+def test_broken_upload_shows_the_error_and_the_app_survives(app_test, synthetic_workspace, name, content):
+    at = app_test(synthetic_workspace)
+    at.session_state["cl_k"] = 6
+    at.run()
+    at.radio(key="home_source").set_value("Upload a file").run()
+    assert "MB" in at.file_uploader[0].proto.label
+    at.file_uploader[0].upload(name, content).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and name in at.error[0].value
+    # still on the previous workspace, and the app keeps working
+    assert _metrics(at)["documents"] == ["240"]
+    at.switch_page("pages/2_Clusters.py").run()
+    assert not at.exception
+
+
+def test_upload_with_some_bad_rows_loads_the_rest_and_reports_them(app_test, synthetic_workspace):
+    at = app_test(synthetic_workspace)
+    at.run()
+    at.radio(key="home_source").set_value("Upload a file").run()
+    at.file_uploader[0].upload("partly.jsonl", b'{"id": "a", "text": "fine"}\n{"id": "b", "text": \n').run()
+    assert not at.exception and not at.error
+    assert _metrics(at)["documents"] == ["1"]
+    assert len(at.warning) == 1 and "1 rejected" in at.warning[0].value
+
+
+def test_good_upload_becomes_the_workspace(app_test, synthetic_workspace):
+    at = app_test(synthetic_workspace)
+    at.run()
+    at.radio(key="home_source").set_value("Upload a file").run()
+    rows = "".join(json.dumps({"id": f"u{i}", "text": f"uploaded document number {i}"}) + "\n" for i in range(5))
+    at.file_uploader[0].upload("mine.jsonl", rows.encode()).run()
+    _assert_clean(at, "upload")
+    assert _metrics(at)["documents"] == ["5"]
+    assert at.session_state["gem_workspace"] != str(synthetic_workspace.root)

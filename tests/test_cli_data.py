@@ -1,0 +1,113 @@
+"""`gem ingest` -> `gem embed` -> `gem info` end to end, through main() and the real console script."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gem.cli import main
+
+DOCS = [
+    {"id": "p1", "text": "The cat chased the mouse around the kitchen.", "source": "pets"},
+    {"id": "p2", "text": "Dogs love long walks in the park.", "source": "pets"},
+    {"id": "f1", "text": "Interest rates rose by a quarter point.", "source": "finance"},
+    {"id": "f2", "text": "The central bank held its policy rate steady.", "source": "finance"},
+    {"id": "f3", "text": "Bond yields fell after the inflation report.", "source": "finance"},
+]
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps(d) for d in DOCS] + ['{"id": "bad", "text": ""}']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def gem_script() -> str:
+    script = Path(sys.executable).with_name("gem")
+    return str(script) if script.exists() else shutil.which("gem")
+
+
+@pytest.mark.slow
+def test_ingest_embed_info_end_to_end(tmp_path, corpus_file, capsys):
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(corpus_file), "-w", str(ws)]) == 0
+    out = capsys.readouterr().out
+    assert "6 records from 1 file(s): 5 accepted, 1 rejected" in out and "empty text 1" in out
+
+    assert main(["embed", "-w", str(ws)]) == 0
+    captured = capsys.readouterr()
+    assert "embedded 5 documents as 'final' (384-d; 5 encoded" in captured.out
+    assert "5/5" in captured.err  # tqdm progress bar on stderr
+    assert main(["embed", "-w", str(ws), "--layer", "3"]) == 0
+    assert "as 'layer3'" in capsys.readouterr().out
+    assert main(["embed", "-w", str(ws)]) == 0  # everything cached now
+    assert "0 encoded, 5 reused" in capsys.readouterr().out
+
+    # the real console script, in its own process (no model load: info only)
+    proc = subprocess.run([gem_script(), "info", "--workspace", str(ws), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["documents"] == 5 and info["labels"]["source"] == {"finance": 3, "pets": 2}
+    assert info["tokens"]["total"] > 5 * 6 and info["rejects"] == 1
+    final, layer = info["embeddings"]["final"], info["embeddings"]["layer3"]
+    assert final["fresh"] and final["n"] == 5 and final["dim"] == 384
+    assert layer["anisotropy"]["mean_cosine"] > final["anisotropy"]["mean_cosine"]
+
+    assert main(["info", "-w", str(ws)]) == 0
+    text = capsys.readouterr().out
+    assert "5 documents" in text and "embeddings 'layer3': 5 x 384" in text and "anisotropy: mean cosine" in text
+
+
+def test_precomputed_import_and_staleness(tmp_path, corpus_file, capsys):
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(corpus_file), "-w", str(ws), "--label-field", "source"]) == 0
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "vecs.npy", rng.normal(size=(5, 16)))
+    assert main(["embed", "-w", str(ws), "--precomputed", str(tmp_path / "vecs.npy")]) == 0
+    assert "imported 5 x 16 vectors" in capsys.readouterr().out
+    assert main(["info", "-w", str(ws), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["embeddings"]["final"]["fresh"] and info["embeddings"]["final"]["source"] == "precomputed"
+
+    # re-ingest a different corpus: the old embeddings are reported stale
+    corpus_file.write_text(json.dumps(DOCS[0]) + "\n")
+    assert main(["ingest", str(corpus_file), "-w", str(ws)]) == 0
+    assert main(["info", "-w", str(ws)]) == 0
+    assert "STALE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["ingest", "{tmp}/nope.jsonl", "-w", "{tmp}/ws"], "gem ingest: error: {tmp}/nope.jsonl: no such file or folder"),
+    (["ingest", "{tmp}/in.txt", "-w", "{tmp}/ws"], "gem ingest: error: {tmp}/in.txt: unknown file type"),
+    (["embed", "-w", "{tmp}/empty"], "gem embed: error: {tmp}/empty/corpus.parquet: no corpus in this workspace"),
+    (["info", "-w", "{tmp}/empty"], "gem info: error: {tmp}/empty/corpus.parquet: no corpus in this workspace"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, argv, message, capsys):
+    (tmp_path / "in.txt").write_text("x")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1
+
+
+def test_embed_bad_precomputed_rows(tmp_path, corpus_file, capsys):
+    ws = tmp_path / "ws"
+    main(["ingest", str(corpus_file), "-w", str(ws)])
+    np.save(tmp_path / "short.npy", np.ones((3, 4)))
+    assert main(["embed", "-w", str(ws), "--precomputed", str(tmp_path / "short.npy")]) == 2
+    assert "short.npy: 3 rows but the corpus has 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", ["ingest", "embed", "info"])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0 and "--workspace" in capsys.readouterr().out

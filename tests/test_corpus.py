@@ -1,0 +1,223 @@
+"""Corpus loading: good files in every format, and each broken case with its message and reject."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gem.corpus import CorpusError, ingest, load_corpus
+from gem.store import Workspace
+
+
+def write_jsonl(path, records):
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path
+
+
+def read_rejects(path):
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+GOOD = [
+    {"id": "d1", "text": "The cat sat on the mat.", "source": "web", "category": "pets", "n": 6},
+    {"id": "d2", "text": "Stock markets fell sharply on Monday.", "source": "news", "category": "finance", "n": 7},
+    {"id": "d3", "text": "Photosynthesis converts light into chemical energy.", "source": "web", "category": "science", "n": 7},
+]
+
+
+def test_reads_every_format_from_a_folder(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", GOOD[:1])
+    with gzip.open(folder / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps(GOOD[1]) + "\n")
+    pd.DataFrame([GOOD[2]]).to_csv(folder / "c.csv", index=False)
+    pq.write_table(pa.Table.from_pylist([{"text": "A row without an id.", "source": "pq", "category": "misc", "n": 5}]),
+                   folder / "d.parquet")
+    (folder / "notes.txt").write_text("ignored: not a corpus extension inside a folder")
+
+    frame, report = load_corpus(folder, tokens_field="n", rejects_path=tmp_path / "rejects.jsonl")
+
+    assert list(frame.columns) == ["id", "text", "source", "category", "n_tokens"]
+    assert frame["id"].tolist() == ["d1", "d2", "d3", "d:0"]  # Parquet rows are 0-based
+    assert frame["source"].tolist() == ["web", "news", "web", "pq"]
+    assert frame["n_tokens"].tolist() == [6, 7, 7, 5]
+    assert report.n_records == 4 and report.n_accepted == 4 and report.n_rejected == 0
+    assert report.n_generated_ids == 1 and len(report.files) == 4
+    assert read_rejects(tmp_path / "rejects.jsonl") == []
+
+
+def test_glob_and_computed_token_counts(tmp_path):
+    write_jsonl(tmp_path / "x1.jsonl", GOOD[:2])
+    write_jsonl(tmp_path / "x2.jsonl", [{"text": "no id here"}])
+    frame, report = load_corpus(str(tmp_path / "x*.jsonl"), label_fields=["source"])
+    assert frame["id"].tolist() == ["d1", "d2", "x2:1"]  # JSONL lines are 1-based
+    assert report.tokens_computed
+    # MiniLM WordPiece: every word here is in the vocabulary, so tokens >= words
+    words = frame["text"].str.split().str.len()
+    assert (frame["n_tokens"] >= words).all() and (frame["n_tokens"] <= 3 * words).all()
+    assert frame["source"].isna().tolist() == [False, False, True]
+
+
+BROKEN_JSONL = [
+    # (line content, category, message fragment)
+    (b'{"id": "x", "text": "caf\xe9 au lait"}', "not UTF-8", "not UTF-8 (byte 0xe9"),
+    (b'{"id": "x", "text": "unterminated}', "invalid JSON", "invalid JSON"),
+    (b'["a", "list"]', "not a JSON object", "expected a JSON object per line, got list"),
+    (b'{"id": "x", "body": "no text field"}', "missing text field", "missing text field 'text'"),
+    (b'{"id": "x", "text": "   "}', "empty text", "empty text"),
+    (b'{"id": "x", "text": {"nested": 1}}', "wrong type", "'text' is an object, expected a string"),
+    (b'{"id": ["x"], "text": "list id"}', "wrong type", "'id' is a list"),
+    (b'{"id": "x", "text": "bad label", "source": {"a": 1}}', "wrong type", "'source' is an object"),
+    (b'{"id": "d1", "text": "same id as line 1"}', "duplicate id", "duplicate id 'd1' (first seen at"),
+]
+
+
+@pytest.mark.parametrize("line,category,fragment", BROKEN_JSONL, ids=[c[1] + str(i) for i, c in enumerate(BROKEN_JSONL)])
+def test_broken_jsonl_record_is_rejected_with_reason(tmp_path, line, category, fragment):
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(json.dumps(GOOD[0]).encode() + b"\n" + line + b"\n" + json.dumps(GOOD[1]).encode() + b"\n")
+    rejects_path = tmp_path / "rejects.jsonl"
+
+    frame, report = load_corpus(path, rejects_path=rejects_path)
+
+    assert frame["id"].tolist() == ["d1", "d2"]  # the good rows around it survive
+    assert report.n_rejected == 1 and report.reasons == {category: 1}
+    assert report.examples[0].startswith(f"{path}: line 2: ") and fragment in report.examples[0]
+    (rej,) = read_rejects(rejects_path)
+    assert rej["file"] == str(path) and rej["line"] == 2 and fragment in rej["reason"]
+    assert rej["record"] is not None  # the raw record is kept (as text when it did not parse)
+    if category == "not UTF-8":
+        assert "\\xe9" in rej["record"]
+
+
+def test_csv_rows_and_missing_column(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(
+        b'id,text,source\n'
+        b'a,"A quoted, multi\nline text",web\n'   # lines 2-3
+        b'b,too,many,fields\n'                     # line 4
+        b'c,,web\n'                                # line 5: empty text
+        b'd,r\xe9sum\xe9,web\n'                    # line 6: Latin-1
+        b'e,Fine text,news\n'                      # line 7
+    )
+    rejects_path = tmp_path / "rej.jsonl"
+    frame, report = load_corpus(path, rejects_path=rejects_path)
+    assert frame["id"].tolist() == ["a", "e"]
+    assert frame["text"][0] == "A quoted, multi\nline text"
+    rejects = read_rejects(rejects_path)
+    assert [(r["line"], r["reason"].split(" (")[0]) for r in rejects] == [
+        (4, "4 fields but the header has 3"), (5, "empty text in 'text'"), (6, "not UTF-8; re-encode the file as UTF-8"),
+    ]
+    assert report.reasons == {"wrong number of fields": 1, "empty text": 1, "not UTF-8": 1}
+
+    bad = tmp_path / "nocol.csv"
+    bad.write_text("id,body\n1,hello\n")
+    with pytest.raises(CorpusError, match=r"nocol\.csv: no column 'text' in the CSV header .*--text-field"):
+        load_corpus(bad)
+
+
+def test_parquet_whole_file_problems(tmp_path):
+    p = tmp_path / "nocol.parquet"
+    pq.write_table(pa.table({"body": ["x"]}), p)
+    with pytest.raises(CorpusError, match=r"nocol\.parquet: no column 'text'"):
+        load_corpus(p)
+    p2 = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"text": [1, 2]}), p2)
+    with pytest.raises(CorpusError, match=r"ints\.parquet: column 'text' has type int64, expected strings"):
+        load_corpus(p2)
+    p3 = tmp_path / "garbage.parquet"
+    p3.write_bytes(b"this is not parquet")
+    with pytest.raises(CorpusError, match=r"garbage\.parquet: cannot read as Parquet"):
+        load_corpus(p3)
+
+
+def test_whole_file_errors_name_the_file(tmp_path):
+    with pytest.raises(CorpusError, match=r"missing\.jsonl: no such file or folder"):
+        load_corpus(tmp_path / "missing.jsonl")
+    (tmp_path / "corpus.txt").write_text("hello")
+    with pytest.raises(CorpusError, match=r"corpus\.txt: unknown file type; use one of"):
+        load_corpus(tmp_path / "corpus.txt")
+    with pytest.raises(CorpusError, match=r"the pattern matches no"):
+        load_corpus(str(tmp_path / "nothing*.jsonl"))
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(CorpusError, match=r"empty\.jsonl: no records in the file"):
+        load_corpus(tmp_path / "empty.jsonl")
+    gz = tmp_path / "cut.jsonl.gz"
+    gz.write_bytes(gzip.compress(("\n".join(json.dumps(g) for g in GOOD * 200) + "\n").encode())[:300])
+    with pytest.raises(CorpusError, match=r"cut\.jsonl\.gz: unreadable after line \d+ .*corrupt or truncated"):
+        load_corpus(gz, tokens_field="n")
+
+
+def test_no_row_accepted_raises_but_keeps_the_rejects(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"text": ""}, {"body": "x"}])
+    rejects_path = tmp_path / "rej.jsonl"
+    with pytest.raises(CorpusError, match=r"bad\.jsonl: no record accepted out of 2; first problem: .*line 1: empty text"):
+        load_corpus(path, rejects_path=rejects_path)
+    assert [r["line"] for r in read_rejects(rejects_path)] == [1, 2]
+
+
+def test_tokens_field_validation(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [
+        {"text": "one", "n": 3}, {"text": "two", "n": "4"}, {"text": "three", "n": -1},
+        {"text": "four", "n": 2.5}, {"text": "five", "n": "many"}, {"text": "six"},
+    ])
+    frame, report = load_corpus(path, tokens_field="n", rejects_path=tmp_path / "r.jsonl")
+    assert frame["n_tokens"].tolist() == [3, 4]
+    reasons = [r["reason"] for r in read_rejects(tmp_path / "r.jsonl")]
+    assert reasons[:3] == [
+        "wrong type: 'n' is -1, expected a non-negative integer",
+        "wrong type: 'n' is 2.5, expected a non-negative integer",
+        "wrong type: 'n' is 'many', expected a non-negative integer",
+    ]
+    assert reasons[3] == "missing 'n'"
+
+
+def test_duplicate_texts_reported_and_dropped_on_request(tmp_path):
+    recs = [{"id": f"r{i}", "text": t} for i, t in enumerate(["alpha", "beta", "alpha", "gamma", "alpha", "beta"])]
+    path = write_jsonl(tmp_path / "dup.jsonl", recs)
+    frame, report = load_corpus(path, tokens_field=None)
+    assert len(frame) == 6  # reported, kept by default
+    assert sorted(map(sorted, report.duplicate_groups)) == [["r0", "r2", "r4"], ["r1", "r5"]]
+    assert report.n_duplicate_texts == 3 and report.n_duplicates_dropped == 0
+
+    frame, report = load_corpus(path, drop_duplicates=True, rejects_path=tmp_path / "r.jsonl")
+    assert frame["id"].tolist() == ["r0", "r1", "r3"]
+    assert report.n_duplicates_dropped == 3
+    assert report.n_records == report.n_accepted + report.n_rejected + report.n_duplicates_dropped
+    dropped = read_rejects(tmp_path / "r.jsonl")
+    assert [(r["line"], r["record"]["id"]) for r in dropped] == [(3, "r2"), (5, "r4"), (6, "r5")]
+    assert dropped[0]["reason"].startswith("duplicate text of id 'r0'")
+
+
+def test_generated_ids_stable_and_unique_across_same_stems(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        write_jsonl(tmp_path / sub / "part.jsonl", [{"text": f"doc from {sub}"}])
+    f1, _ = load_corpus(tmp_path, tokens_field=None)
+    f2, _ = load_corpus(tmp_path, tokens_field=None)
+    assert f1["id"].tolist() == f2["id"].tolist() == ["a/part:1", "b/part:1"]
+
+
+def test_label_field_that_never_occurs_is_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "l.jsonl", GOOD)
+    with pytest.raises(CorpusError, match=r"label field\(s\) \['topic'\] occur in no record"):
+        load_corpus(path, label_fields=["topic"], tokens_field="n")
+
+
+def test_ingest_writes_workspace_files(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", GOOD + [{"text": ""}])
+    ws = Workspace(tmp_path / "ws")
+    report = ingest(path, ws, tokens_field="n")
+    assert report.n_accepted == 3 and report.n_rejected == 1
+    stored = ws.load_corpus()
+    assert stored["id"].tolist() == ["d1", "d2", "d3"] and stored["n_tokens"].dtype == "int64"
+    assert len(read_rejects(ws.rejects_path)) == 1
+    assert not [p for p in ws.root.iterdir() if p.name.startswith(".")]  # no temp files left behind

@@ -1,0 +1,243 @@
+"""Embedding with the real offline MiniLM, the content cache, layer states, precomputed vectors."""
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gem.embed import (
+    DEMO_LAYER, EmbeddingCache, SentenceTransformerEmbedder, count_tokens, embed_workspace, load_precomputed,
+    parse_representation, text_keys,
+)
+from gem.store import Workspace, write_parquet_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def real_texts(n: int, seed: int = 0) -> list[str]:
+    """Real prose: the shipped sample corpus, else Python's library docs (python3.11-doc)."""
+    sample = ROOT / "sample_data" / "corpus.parquet"
+    if sample.exists():
+        texts = pd.read_parquet(sample, columns=["text"])["text"]
+        return texts.sample(n, random_state=seed).str.slice(0, 600).tolist()
+    paras = []
+    for f in sorted(glob.glob("/usr/share/doc/python3.11/html/_sources/library/*.rst.txt")):
+        for p in Path(f).read_text(encoding="utf-8").split("\n\n"):
+            p = " ".join(p.split())
+            if len(p) > 80 and p[0].isalpha():
+                paras.append(p[:600])
+    assert len(paras) >= n, "no real text: build sample_data/ or apt-get install python3.11-doc"
+    rng = np.random.default_rng(seed)
+    return [paras[i] for i in rng.choice(len(paras), n, replace=False)]
+
+
+@pytest.fixture(scope="module")
+def final():
+    return SentenceTransformerEmbedder()
+
+
+PAIR_TEXTS = [
+    "The cat sat on the mat and purred.",
+    "A kitten is sleeping on the rug.",
+    "Quarterly corporate tax filings are due in April.",
+]
+
+
+@pytest.mark.slow  # first model load: ~3 s idle, more on a busy box
+def test_related_pair_scores_above_unrelated(final):
+    unit, norms = final.encode(PAIR_TEXTS)
+    assert unit.shape == (3, 384) and unit.dtype == np.float32 and final.dim == 384
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    assert (norms > 0.5).all() and norms.dtype == np.float32
+    cos = unit @ unit.T
+    assert cos[0, 1] > cos[0, 2] + 0.3 and cos[0, 1] > cos[1, 2] + 0.3
+
+
+@pytest.mark.slow
+def test_bfloat16_matches_float32_and_plain_sentence_transformers(final):
+    from sentence_transformers import SentenceTransformer
+
+    texts = real_texts(24)
+    u16, n16 = final.encode(texts)
+    f32 = SentenceTransformerEmbedder(precision="float32")
+    u32, n32 = f32.encode(texts)
+    cos = np.einsum("ij,ij->i", u16, u32)
+    assert cos.min() >= 0.999
+    assert np.allclose(n16, n32, rtol=0.02)
+    # our float32 path is ST's own pipeline minus Normalize: same directions as ST's encode
+    st = SentenceTransformer(str(f32.model_path), device="cpu").encode(texts, batch_size=16)
+    assert np.einsum("ij,ij->i", u32, st).min() >= 0.99999
+    assert f32.fingerprint != final.fingerprint  # precision is part of the cache key
+
+
+def test_order_and_batching_do_not_change_vectors(final):
+    texts = PAIR_TEXTS + ["short", "a much longer text " * 20]
+    u1, n1 = final.encode(texts)
+    fingerprint = final.fingerprint
+    calls = []
+    final.batch_size = 2  # same loaded model, smaller batches (saves a model load)
+    try:
+        u2, n2 = final.encode(texts[::-1], progress=lambda d, t: calls.append((d, t)))
+    finally:
+        final.batch_size = 64
+    assert np.einsum("ij,ij->i", u1, u2[::-1]).min() >= 0.999
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5) and len(calls) == 4
+    assert SentenceTransformerEmbedder(batch_size=2).fingerprint == fingerprint  # batch size is not in the key
+
+
+@pytest.mark.slow
+def test_layer_states_form_a_narrower_cone_than_the_final_output(final):
+    texts = real_texts(64, seed=1)
+
+    def mean_cos(U):
+        s = U.sum(0)
+        return (s @ s - len(U)) / (len(U) * (len(U) - 1))
+
+    u_final, _ = final.encode(texts)
+    layer = SentenceTransformerEmbedder(layer=DEMO_LAYER)
+    u_layer, n_layer = layer.encode(texts)
+    assert u_layer.shape == u_final.shape
+    assert mean_cos(u_final) < 0.25
+    assert 0.4 <= mean_cos(u_layer) <= 0.8  # DEMO_LAYER is the documented 0.4-0.7 cone (margin for sampling)
+    assert layer.fingerprint != final.fingerprint
+
+
+def test_bad_embedder_arguments(tmp_path):
+    with pytest.raises(ValueError, match="precision must be"):
+        SentenceTransformerEmbedder(precision="int8")
+    with pytest.raises(ValueError, match="not a sentence-transformers model folder"):
+        SentenceTransformerEmbedder(model_path=tmp_path)
+    bad_layer = SentenceTransformerEmbedder(layer=99)
+    with pytest.raises(ValueError, match=r"layer 99 out of range: .* has layers 0\.\.6"):
+        bad_layer.encode(["x"])
+    with pytest.raises(ValueError, match="unknown representation 'layerX'"):
+        parse_representation("layerX")
+    assert parse_representation("final") is None and parse_representation("layer3") == 3
+
+
+def test_count_tokens():
+    counts = count_tokens(["hello world", "", "tokenization " * 300])
+    assert counts[0] == 2 and counts[1] == 0
+    assert counts[2] >= 600  # not truncated at the model's 256-token window
+
+
+def _workspace(tmp_path, texts):
+    ws = Workspace(tmp_path / "ws")
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    write_parquet_atomic(ws.corpus_path, frame)
+    return ws
+
+
+def test_cache_encodes_only_new_texts(tmp_path, final):
+    texts = ["alpha particles", "beta decay", "gamma rays", "delta function"]
+    ws = _workspace(tmp_path, texts)
+    final.n_encoded = 0
+    unit1, norms1 = embed_workspace(ws, final)
+    assert final.n_encoded == 4
+    meta = json.loads(ws.embeddings_meta_path("final").read_text())
+    assert meta["n"] == 4 and meta["dim"] == 384 and meta["fingerprint"] == final.fingerprint
+
+    # change the corpus: drop one text, add two (one of them twice), reorder
+    texts2 = ["gamma rays", "epsilon delta proofs", "alpha particles", "zeta function", "epsilon delta proofs"]
+    ws2 = _workspace(tmp_path, texts2)
+    seen = []
+    unit2, norms2 = embed_workspace(ws2, final, progress=lambda d, t: seen.append(t))
+    assert final.n_encoded == 4 + 2  # only the two new distinct texts went through the model
+    assert set(seen) == {2}
+    fresh, fresh_norms = final.encode(texts2)
+    final.n_encoded -= len(texts2)
+    assert np.einsum("ij,ij->i", unit2, fresh).min() >= 0.9999
+    assert np.allclose(norms2, fresh_norms, rtol=1e-4)
+    assert np.array_equal(unit2[0], unit1[2])  # cached rows are returned bit-exactly
+    saved = ws2.load_embeddings("final")
+    assert np.array_equal(saved, unit2) and np.array_equal(ws2.load_norms("final"), norms2)
+
+    # all cached now: nothing is encoded
+    embed_workspace(ws2, final)
+    assert final.n_encoded == 6
+
+
+def test_embed_workspace_rejects_mismatched_representation(tmp_path, final):
+    ws = _workspace(tmp_path, ["x"])
+    with pytest.raises(ValueError, match="does not match the embedder's layer"):
+        embed_workspace(ws, final, representation="layer2")
+
+
+def test_cache_store_roundtrip_and_crash_tolerance(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c")
+    keys = text_keys(["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    unit = rng.normal(size=(3, 8)).astype(np.float32)
+    cache.put("fp1", keys[:2], unit[:2], np.array([1, 2], np.float32))
+    cache.put("fp1", keys[2:], unit[2:], np.array([3], np.float32))
+    found, got, norms = cache.get("fp1", text_keys(["c", "zz", "a", "c"]))
+    assert found.tolist() == [True, False, True, True]
+    assert np.array_equal(got[0], unit[2]) and np.array_equal(got[2], unit[0]) and norms.tolist() == [3, 0, 1, 3]
+    assert not cache.get("other", keys)[0].any() and len(cache) == 3
+    # a shard listed in the index but lost (crash) is a miss, not an error
+    shard = json.loads((tmp_path / "c" / "fp1" / "index.json").read_text())["shards"][0]["name"]
+    (tmp_path / "c" / "fp1" / f"{shard}.keys.npy").unlink()
+    assert cache.get("fp1", keys)[0].tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="dimension 4 does not match cached 8"):
+        cache.put("fp1", text_keys(["d"]), np.ones((1, 4), np.float32), np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="invalid embedder fingerprint"):
+        cache.get("../escape", keys)
+
+
+# ---------------------------------------------------------------------------- precomputed
+def test_precomputed_npy_is_validated_and_normalised(tmp_path):
+    X = np.array([[3.0, 4.0], [0.0, 2.0]], dtype=np.float64)
+    np.save(tmp_path / "ok.npy", X)
+    unit, norms = load_precomputed(tmp_path / "ok.npy", expected_rows=2)
+    assert unit.dtype == np.float32 and np.allclose(unit, [[0.6, 0.8], [0, 1]]) and np.allclose(norms, [5, 2])
+
+    cases = {
+        "rows.npy": (np.ones((3, 2)), r"rows\.npy: 3 rows but the corpus has 2"),
+        "flat.npy": (np.ones(4), r"flat\.npy: expected a 2-D array .* shape \(4,\)"),
+        "nan.npy": (np.array([[1.0, 1], [np.nan, 1]]), r"nan\.npy: row 1 has NaN or inf \(1 rows in all\)"),
+        "zero.npy": (np.array([[1.0, 1], [0, 0]]), r"zero\.npy: row 1 is all zeros"),
+        "text.npy": (np.array([["a", "b"], ["c", "d"]]), r"text\.npy: expected real numbers"),
+    }
+    for name, (arr, pattern) in cases.items():
+        np.save(tmp_path / name, arr)
+        with pytest.raises(ValueError, match=pattern):
+            load_precomputed(tmp_path / name, expected_rows=2)
+    np.save(tmp_path / "obj.npy", np.array([[1, None]], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"obj\.npy: not a plain numeric \.npy"):
+        load_precomputed(tmp_path / "obj.npy")  # never unpickled
+    with pytest.raises(ValueError, match=r"must be \.npy or \.parquet"):
+        load_precomputed(tmp_path / "ok.npy.txt" if (tmp_path / "ok.npy.txt").write_text("x") else None)
+
+
+def test_precomputed_parquet_columns(tmp_path):
+    ids = ["b", "a", "c"]
+    vecs = [[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    pq.write_table(pa.table({"id": ids, "emb": vecs, "other": ["x", "y", "z"]}), tmp_path / "list.parquet")
+    unit, norms = load_precomputed(tmp_path / "list.parquet", expected_rows=3, ids=["a", "b", "c"])
+    assert np.allclose(unit[0], [1, 0, 0]) and np.allclose(norms, [2, 1, np.sqrt(3)], rtol=1e-6)  # aligned by id
+
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(1, 7, dtype=np.float32)), 2)
+    pq.write_table(pa.table({"e": fixed}), tmp_path / "fixed.parquet")
+    unit, _ = load_precomputed(tmp_path / "fixed.parquet", expected_rows=3)
+    assert unit.shape == (3, 2)
+
+    pq.write_table(pa.table({"e": [[1.0, 2.0], [1.0], [3.0, 4.0]]}), tmp_path / "ragged.parquet")
+    with pytest.raises(ValueError, match=r"ragged\.parquet: row 1 has dimension 1, row 0 has 2"):
+        load_precomputed(tmp_path / "ragged.parquet")
+    pq.write_table(pa.table({"e": [[1.0, 2.0], None]}), tmp_path / "null.parquet")
+    with pytest.raises(ValueError, match=r"null\.parquet: row 1 of column 'e' is null"):
+        load_precomputed(tmp_path / "null.parquet")
+    pq.write_table(pa.table({"e": [["a"], ["b"]]}), tmp_path / "str.parquet")
+    with pytest.raises(ValueError, match=r"str\.parquet: column 'e' holds string, expected numbers"):
+        load_precomputed(tmp_path / "str.parquet")
+    pq.write_table(pa.table({"e1": [[1.0]], "e2": [[2.0]]}), tmp_path / "two.parquet")
+    with pytest.raises(ValueError, match=r"two\.parquet: cannot tell which column .* pass column="):
+        load_precomputed(tmp_path / "two.parquet")
+    with pytest.raises(ValueError, match=r"list\.parquet: no vector for id 'zz'"):
+        load_precomputed(tmp_path / "list.parquet", ids=["a", "zz", "c"])

@@ -1,0 +1,157 @@
+"""`gem export` end to end on a small synthetic workspace, and the run -> domains glue."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gem import mixture as mx
+from gem.cli import main
+from gem.store import Workspace, write_parquet_atomic
+
+K = 4
+
+
+def _clustered(n_per=30, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, d))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(K), n_per)
+    X = centers[labels] * 8 + rng.normal(size=(labels.size, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), labels, centers
+
+
+def _corpus(labels, seed=0):
+    rng = np.random.default_rng(seed)
+    n = labels.size
+    words = ["alpha", "beta", "gamma", "delta"]
+    return pd.DataFrame({
+        "id": [f"doc{i:04d}" for i in range(n)],
+        "text": [f"{words[k]} document {i} " * (1 + i % 3) for i, k in enumerate(labels)],
+        "n_tokens": rng.integers(10, 200, n).astype(np.int64),
+    })
+
+
+# ---------------------------------------------------------------------------- glue, no run files
+def test_run_domains_counts_tokens_and_uses_taxonomy_ids(tmp_path):
+    from gem.taxonomy import Taxonomy
+
+    X, labels, centers = _clustered()
+    corpus = _corpus(labels)
+    assignments = pd.DataFrame({"id": corpus["id"][::-1].to_numpy(), "cluster": labels[::-1],
+                                "probability": np.full(labels.size, 0.9)})
+    doms, docs, _ = mx.run_domains(assignments, corpus, K, mass=[0.25] * K)
+    assert doms["id"].tolist() == ["t00", "t01", "t02", "t03"]
+    for k in range(K):
+        assert doms.at[k, "n_tokens"] == corpus["n_tokens"][labels == k].sum()
+        assert doms.at[k, "n_docs"] == (labels == k).sum()
+    assert (docs["n_chars"].to_numpy() == corpus["text"].str.len().to_numpy()[::-1]).all()
+
+    tax = Taxonomy(tmp_path / "taxonomy.sqlite")
+    tax.sync_run("r1", centers, author="test")
+    mapping = tax.run_mapping("r1")
+    g = tax.add_group("Greek letters", author="test")
+    t0 = mapping[0]
+    tax.update_topic(t0, tax.topic(t0)["version"], "test", name="Alpha <b>docs</b>", parent=g)
+    t1 = mapping[1]
+    tax.update_topic(t1, tax.topic(t1)["version"], "test", parent=g)
+    t3 = mapping[3]
+    tax.update_topic(t3, tax.topic(t3)["version"], "test", excluded=True)
+    doms, docs, parent_labels = mx.run_domains(assignments, corpus, K, mass=[0.25] * K, topics=tax.topics(run="r1"))
+    assert doms["id"].tolist() == [mapping[k] for k in range(K)]
+    assert doms.set_index("id").at[t0, "label"] == "Alpha <b>docs</b>"  # verbatim text, rendered as text
+    assert parent_labels == {g: "Greek letters"}
+    inputs = mx.RunMixtureInputs(doms, docs, parent_labels, {"corpus_fingerprint": "x"}, None, [])
+    mix, a = inputs.build("natural", level="parent")
+    tok = doms.set_index("id")["n_tokens"]
+    want = {g: tok[t0] + tok[t1], mapping[2]: tok[mapping[2]]}
+    total = sum(want.values())
+    assert mix.weights() == pytest.approx({k: v / total for k, v in want.items()}, abs=1e-15)
+    assert set(a["domain_id"]) == {g, mapping[2], t3}  # excluded topic keeps its own (zero) domain
+    assert mix.domains.set_index("id").at[g, "label"] == "Greek letters"
+
+
+def test_run_domains_errors():
+    X, labels, _ = _clustered(n_per=3)
+    corpus = _corpus(labels)
+    a = pd.DataFrame({"id": corpus["id"], "cluster": labels})
+    with pytest.raises(mx.MixtureError, match="not in the workspace corpus"):
+        mx.run_domains(a.assign(id=a["id"] + "x"), corpus, K)
+    with pytest.raises(mx.MixtureError, match="cluster 3 but the model has 2"):
+        mx.run_domains(a, corpus, 2)
+    with pytest.raises(mx.MixtureError, match="n_tokens"):
+        mx.run_domains(a, corpus.drop(columns="n_tokens"), K)
+
+
+def test_cli_parse_overrides():
+    from gem.cli.export import parse_overrides
+
+    assert parse_overrides(["a=0.1", "b=.2"]) == {"a": 0.1, "b": 0.2}
+    with pytest.raises(ValueError, match="domain=weight"):
+        parse_overrides(["a:0.1"])
+    with pytest.raises(ValueError, match="not a number"):
+        parse_overrides(["a=x"])
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.fixture
+def fitted_ws(tmp_path):
+    X, labels, _ = _clustered()
+    corpus = _corpus(labels)
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir()
+    write_parquet_atomic(ws.corpus_path, corpus)
+    ws.save_embeddings("final", X, np.ones(len(X), np.float32),
+                       {"fingerprint": "synthetic-16d", "n": len(X), "dim": X.shape[1]})
+    assert main(["fit", "-w", str(ws.root), "--k", str(K), "--balance", "10", "--run", "r1"]) == 0
+    return ws, corpus
+
+
+@pytest.mark.slow
+def test_gem_export_end_to_end(fitted_ws, tmp_path, capsys):
+    ws, corpus = fitted_ws
+    out = tmp_path / "bundle1"
+    rc = main(["export", "--workspace", str(ws.root), "--run", "r1", "--out", str(out), "--strategy", "unimax",
+               "--budget-tokens", str(int(corpus["n_tokens"].sum() * 2)), "--max-epochs", "3"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "validated" in text
+    report = mx.validate_bundle(out)
+    assert set(report["formats"]) == set(mx.FORMATS)
+    obj = json.loads((out / "mixture.json").read_text())
+    assert obj["corpus_fingerprint"].startswith("sha256:") and obj["embedding_model"] == "synthetic-16d"
+    assert obj["clustering"]["run"] == "r1" and obj["token_budget"] == int(corpus["n_tokens"].sum() * 2)
+    a = pd.read_parquet(out / "assignments.parquet")
+    assert len(a) == len(corpus) and np.isfinite(a["gis"]).all()
+    assert a["n_tokens"].sum() == corpus["n_tokens"].sum()
+    w = np.array([d["weight"] for d in obj["domains"]])
+    assert abs(w.sum() - 1) <= 1e-12
+
+    # manual overrides and balanced weights; the default output folder lives in the workspace
+    rc = main(["export", "-w", str(ws.root), "--run", "r1", "--strategy", "manual", "--manual", "t00=0.5",
+               "--formats", "megatron,hf", "--no-gis"])
+    assert rc == 0
+    man = mx.validate_bundle(ws.exports_dir / "r1-manual")
+    assert man["weights"]["t00"] == pytest.approx(0.5, abs=1e-12) and man["formats"] == ["megatron", "hf"]
+    assert main(["export", "-w", str(ws.root), "--run", "r1", "--strategy", "balanced", "--no-gis"]) == 0
+
+
+def test_gem_export_bad_input_exits_2(fitted_ws, tmp_path, capsys):
+    ws, _ = fitted_ws
+    base = ["export", "-w", str(ws.root), "--run", "r1", "--no-gis"]
+    cases = [
+        (["--strategy", "manual", "--manual", "t09=0.2"], "unknown domain"),
+        (["--strategy", "manual", "--manual", "t00=0.8", "t01=0.7"], "sum to 1.5"),
+        (["--strategy", "unimax"], "budget"),
+        (["--out", str(tmp_path / "bad name!")], "export folder name"),
+        (["--formats", "megatron,xyz"], "unknown export format"),
+        (["--strategy", "imported"], "--weights"),
+    ]
+    for extra, msg in cases:
+        assert main(base + extra) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "bad name!").exists()
+    assert main(["export", "-w", str(ws.root), "--run", "nope", "--no-gis"]) == 2

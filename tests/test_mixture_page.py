@@ -1,0 +1,135 @@
+"""AppTest of the Mixture page on a small synthetic workspace (real GEM fits, no mocks)."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gem import mixture as mx
+from gem.store import Workspace, write_parquet_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "4_Mixture.py")
+if str(ROOT) not in sys.path:  # the page imports `pages.common`
+    sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("streamlit.testing.v1")
+
+
+@pytest.fixture
+def ws_env(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    K, n_per, d = 4, 40, 16
+    centers = rng.normal(size=(K, d))
+    sizes = [80, 40, 25, 15]  # unequal topics, so balance and strategies move the weights
+    labels = np.repeat(np.arange(K), sizes)
+    X = centers[labels] * 3 + rng.normal(size=(labels.size, d))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir()
+    corpus = pd.DataFrame({"id": [f"d{i}" for i in range(labels.size)],
+                           "text": [f"<b>doc</b> {i} of topic {k}" for i, k in enumerate(labels)],
+                           "n_tokens": rng.integers(20, 120, labels.size)})
+    write_parquet_atomic(ws.corpus_path, corpus)
+    ws.save_embeddings("final", X, np.ones(labels.size, np.float32), {"fingerprint": "synthetic"})
+    monkeypatch.setenv("GEM_WORKSPACE", str(ws.root))
+    return ws
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    at.number_input(key="mx_k").set_value(4).run()
+    return at
+
+
+def _lambda(at) -> float:
+    text = " ".join(c.value for c in at.caption)
+    return float(re.search(r"λ used = ([0-9.e+\-]+)", text).group(1))
+
+
+def _weights(at) -> np.ndarray:
+    return at.dataframe[-1].value["weight"].to_numpy(np.float64)  # the weights table (after the editor)
+
+
+@pytest.mark.slow
+def test_mixture_page_balance_strategy_and_export(ws_env):
+    at = _app()
+    assert not at.exception, at.exception
+    w_nat = _weights(at)
+    assert abs(w_nat.sum() - 1) < 1e-12
+
+    # balanced weights follow the fitted mass; moving the balance control changes lambda and the weights
+    at.radio(key="mx_strategy").set_value("balanced").run()
+    lam0, w0 = _lambda(at), _weights(at)
+    at.select_slider(key="mx_lambda").set_value(100000.0).run()
+    assert not at.exception, at.exception
+    lam1, w1 = _lambda(at), _weights(at)
+    assert lam1 == 100000.0 and lam0 != lam1
+    assert w1.max() < w0.max()  # a stronger pull to uniform flattens the fitted mass
+    assert abs(w1.sum() - 1) < 1e-12
+
+    # UniMax with a budget beyond max epochs warns instead of hiding it
+    at.radio(key="mx_strategy").set_value("unimax").run()
+    at.number_input(key="mx_budget").set_value(10_000_000).run()
+    assert not at.exception, at.exception
+    assert any("epochs" in w.value for w in at.warning)
+
+    # export: written into the workspace, validated, offered as a zip
+    at.button(key="mx_export").click().run()
+    assert not at.exception, at.exception
+    name = at.text_input[0].value
+    bundle = ws_env.exports_dir / name
+    report = mx.validate_bundle(bundle)
+    assert {"megatron", "olmo", "hf", "doremi", "regmix", "weborganizer", "assignments", "dolma"} <= set(report["formats"])
+    assert abs(sum(report["weights"].values()) - 1) < 1e-12
+    assert any("Wrote and validated" in s.value for s in at.success)
+
+
+@pytest.mark.slow
+def test_mixture_page_shows_engine_errors(ws_env):
+    at = _app()
+    at.radio(key="mx_strategy").set_value("unimax").run()  # no budget: UniMax cannot run
+    assert not at.exception, at.exception
+    assert any("budget" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_mixture_page_saved_run_uses_taxonomy_ids_and_parents(ws_env):
+    from gem import runs
+    from gem.model import GEM
+    from gem.taxonomy import Taxonomy
+
+    X = ws_env.load_embeddings("final")
+    ids = pd.read_parquet(ws_env.corpus_path)["id"].to_numpy()
+    est = GEM(n_clusters=4, balance=10.0, random_state=0).fit(X)
+    runs.save_run(ws_env, "r1", est, "gem", {"n_clusters": 4, "representation": "final"}, ids, X=X)
+    tax = Taxonomy(ws_env.taxonomy_db)
+    tax.sync_run("r1", est.mean_directions_, author="test")
+    m = tax.run_mapping("r1")
+    g = tax.add_group("Group <i>A</i>", "test")
+    for k in (0, 1):
+        tax.update_topic(m[k], tax.topic(m[k])["version"], "test", parent=g)
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    at.number_input(key="mx_k").set_value(4).run()
+    at.selectbox(key="mx_source").set_value("r1").run()
+    assert not at.exception, at.exception
+    assert at.dataframe[-1].value["id"].tolist() == [m[k] for k in range(4)]  # stable taxonomy ids
+    at.toggle(key="mx_parent").set_value(True).run()
+    table = at.dataframe[-1].value
+    assert table["id"].tolist() == [g, m[2], m[3]] and table["label"].iloc[0] == "Group <i>A</i>"
+    at.button(key="mx_export").click().run()
+    assert not at.exception, at.exception
+    assert at.text_input[0].value == "r1-natural-parent"
+    report = mx.validate_bundle(ws_env.exports_dir / "r1-natural-parent")
+    assert list(report["weights"]) == [g, m[2], m[3]]

@@ -1,0 +1,243 @@
+"""GEM estimator: monotone MM, textbook EM equivalence, recovery, balance, collapse, I/O."""
+import json
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+from scipy.special import ive, logsumexp
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
+
+from gem import GEM
+from gem.baselines import make_estimator
+from gem.metrics import balance_report
+from gem.sphere import log_vmf_normalizer, planted_cone, sample_vmf
+
+
+def planted(k, d, n_per, kappa, seed, sizes=None):
+    rng = np.random.default_rng(seed)
+    mus = rng.standard_normal((k, d))
+    mus /= np.linalg.norm(mus, axis=1, keepdims=True)
+    sizes = sizes or [n_per] * k
+    X = np.concatenate([sample_vmf(mus[j], kappa, sizes[j], rng) for j in range(k)])
+    return X, np.repeat(np.arange(k), sizes)
+
+
+def assert_monotone(values, rel=1e-9):
+    v = np.asarray(values, dtype=float)
+    drops = v[:-1] - v[1:]
+    allowed = rel * np.maximum(1.0, np.abs(v[:-1]))
+    assert np.all(drops <= allowed), f"objective decreased by {drops.max():.3g} (allowed {allowed.max():.3g})"
+
+
+# overlapping clusters, so fits take many iterations
+OVERLAP = planted(6, 16, 200, 25.0, seed=11)
+W = np.random.default_rng(3).gamma(2.0, 50.0, size=OVERLAP[0].shape[0])
+TARGET = np.array([0.3, 0.2, 0.2, 0.1, 0.1, 0.1])
+
+CONFIGS = [
+    dict(balance=0.0),
+    dict(balance=3.0),
+    dict(balance=50.0, random_state=1),
+    dict(balance=50.0, random_state=2),
+    dict(balance=5000.0),
+    dict(balance="auto"),
+    dict(balance=5.0, regularizer="kl"),
+    dict(balance=500.0, regularizer="kl", random_state=1),
+    dict(balance=20.0, concentration="tied"),
+    dict(balance=20.0, sample_weight=True),
+    dict(balance=200.0, target=TARGET),
+    dict(balance=5.0, regularizer="kl", target=TARGET, concentration="tied", sample_weight=True),
+    dict(prior="learned"),
+    dict(prior="learned", concentration="tied", random_state=4),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[json.dumps(c, default=str)[:60] for c in CONFIGS])
+def test_objective_monotone_every_half_step(cfg):
+    cfg = dict(cfg)
+    sw = W if cfg.pop("sample_weight", False) else None
+    m = GEM(n_clusters=6, tol=1e-10, max_iter=60, **cfg).fit(OVERLAP[0], sample_weight=sw)
+    assert len(m.objective_history_) >= 2
+    assert_monotone(m.objective_history_)
+    trace = m.objective_trace_
+    kinds = [k for k, _ in trace]
+    assert kinds[0] == "E" and kinds[-1] == "E" and "M" in kinds
+    assert_monotone([f for _, f in trace])  # E-steps and M-steps separately non-decreasing
+    assert np.isclose(m.weights_.sum(), 1.0) and m.labels_.shape == (OVERLAP[0].shape[0],)
+    assert np.all(m.concentrations_ > 0) and np.all(m.concentrations_ <= m.kappa_max)
+
+
+def textbook_vmf_em(X, mu, kappa, n_iter):
+    """Plain EM for a vMF mixture (Banerjee et al. 2005), written directly from the formulas."""
+    n, d = X.shape
+    k = mu.shape[0]
+    alpha = np.full(k, 1.0 / k)
+
+    def a_inv(r):
+        A = lambda kap: ive(d / 2, kap) / ive(d / 2 - 1, kap) - r  # noqa: E731
+        return brentq(A, 1e-8, 1e4, xtol=1e-13, rtol=1e-15)
+
+    for _ in range(n_iter):
+        logp = np.log(alpha) + log_vmf_normalizer(kappa, d) + kappa * (X @ mu.T)
+        resp = np.exp(logp - logsumexp(logp, axis=1, keepdims=True))
+        nk = resp.sum(0)
+        alpha = nk / n
+        r = resp.T @ X
+        rn = np.linalg.norm(r, axis=1)
+        mu = r / rn[:, None]
+        kappa = np.array([a_inv(rn[j] / nk[j]) for j in range(k)])
+    logp = np.log(alpha) + log_vmf_normalizer(kappa, d) + kappa * (X @ mu.T)
+    return mu, kappa, alpha, logsumexp(logp, axis=1).mean()
+
+
+def test_learned_prior_is_textbook_vmf_em():
+    X, _ = OVERLAP
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    mu0 = X[[0, 250, 450, 650, 820, 1100]]
+    m = GEM(n_clusters=6, prior="learned", init=mu0, max_iter=25, tol=0.0).fit(X)
+    # GEM's initial kappa from an explicit init: A_d^{-1} of the members' mean cosine
+    lab = np.argmax(X @ mu0.T, axis=1)
+    from gem.sphere import solve_kappa
+
+    kappa0 = solve_kappa([np.mean(X[lab == j] @ mu0[j]) for j in range(6)], 16)
+    assert m.n_iter_ >= 5  # (it stops early only when F stops changing at all)
+    mu, kappa, alpha, loglik = textbook_vmf_em(X, mu0, kappa0, m.n_iter_)
+    assert np.max(np.abs(m.mean_directions_ - mu)) < 1e-7
+    assert np.max(np.abs(m.concentrations_ / kappa - 1)) < 1e-6
+    assert np.max(np.abs(np.exp(m.log_prior_) - alpha)) < 1e-8
+    assert abs(m.objective_ - loglik) < 1e-8 * abs(loglik)  # F = mean log-likelihood here
+
+
+@pytest.mark.parametrize("d", [64, 384])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_planted_recovery_default_settings(d, seed):
+    kappa = {64: 60.0, 384: 400.0}[d]
+    X, y = planted(10, d, 150, kappa, seed)
+    m = GEM(n_clusters=10, random_state=seed).fit(X)
+    assert adjusted_rand_score(y, m.labels_) >= 0.9
+
+
+def test_balance_grows_with_lambda():
+    X, _ = planted(6, 16, 0, 40.0, seed=5, sizes=[700, 350, 180, 90, 50, 30])
+    init = GEM(n_clusters=6, balance=0.0).fit(X).mean_directions_
+    entropies = []
+    for lam in [0.0, 1.0, 10.0, 100.0, 1e3, 1e4, 1e7]:
+        m = GEM(n_clusters=6, balance=lam, init=init, tol=1e-10).fit(X)
+        entropies.append(balance_report(m.weights_, 6)["normalized_entropy"])
+    assert np.all(np.diff(entropies) >= -1e-6), entropies
+    assert entropies[-1] > entropies[0] + 0.1
+    assert balance_report(m.weights_, 6)["largest_share"] <= 1.05 / 6
+
+
+def test_target_composition_is_reached_at_large_lambda():
+    X, _ = OVERLAP
+    for reg in ["quadratic", "kl"]:
+        m = GEM(n_clusters=6, balance=1e6, regularizer=reg, target=TARGET).fit(X)
+        assert np.allclose(np.sort(m.weights_), np.sort(TARGET), atol=0.01)
+
+
+def recovered_topics(labels, y):
+    count = 0
+    for t in np.unique(y):
+        size = np.sum(y == t)
+        for c in np.unique(labels):
+            members = labels == c
+            inter = np.sum(y[members] == t)
+            if inter > 0.5 * members.sum() and inter >= 0.5 * size:
+                count += 1
+                break
+    return count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_collapse_gem_auto_beats_kmeans_on_raw_vectors(seed):
+    k = 16
+    sizes = np.round(3000 * (70 / 3000) ** (np.arange(k) / (k - 1))).astype(int)  # 3000 .. 70
+    raw, unit, y = planted_cone(sizes, d=32, random_state=seed)
+    km = make_estimator("kmeans", k, random_state=seed).fit(raw)
+    gem = GEM(n_clusters=k, balance="auto", random_state=seed).fit(unit)
+    km_rep = balance_report(km.labels_, k)
+    gem_rep = balance_report(gem.labels_, k)
+    assert gem_rep["largest_share"] < km_rep["largest_share"]
+    assert recovered_topics(gem.labels_, y) >= recovered_topics(km.labels_, y)
+    assert 0 < gem.balance_ < 5000.0
+
+
+def test_predict_matches_labels_and_proba():
+    X, _ = OVERLAP
+    m = GEM(n_clusters=6, balance=100.0).fit(X)
+    assert np.array_equal(m.predict(X), m.labels_)
+    P = m.predict_proba(X)
+    assert P.shape == (X.shape[0], 6) and np.allclose(P.sum(1), 1.0)
+    assert np.array_equal(P.argmax(1), m.labels_)
+    assert abs(m.score(X) - m.objective_) < 1e-9 * abs(m.objective_)
+    # predictions ignore row scale (rows are normalised)
+    assert np.array_equal(m.predict(3.0 * X[:50]), m.labels_[:50])
+
+
+def test_float32_path_agrees():
+    X, y = planted(8, 64, 200, 80.0, seed=2)
+    m64 = GEM(n_clusters=8, balance=100.0, precision="float64").fit(X)
+    m32 = GEM(n_clusters=8, balance=100.0, precision="float32").fit(X)
+    assert adjusted_rand_score(m64.labels_, m32.labels_) > 0.99
+    assert abs(m64.objective_ - m32.objective_) < 1e-4 * abs(m64.objective_)
+
+
+def test_warm_start_refit_on_new_lambda():
+    X, _ = OVERLAP
+    m = GEM(n_clusters=6, balance=10.0, warm_start=True, tol=1e-8).fit(X)
+    first = m.n_iter_
+    m.set_params(balance=1000.0).fit(X)
+    assert m.balance_ == 1000.0 and m.n_iter_ <= max(first, 60)
+    assert_monotone(m.objective_history_)
+    cold = GEM(n_clusters=6, balance=1000.0, tol=1e-8).fit(X)
+    assert balance_report(m.weights_, 6)["normalized_entropy"] > 0.99
+    assert abs(m.objective_ - cold.objective_) < 0.05 * abs(cold.objective_)
+
+
+@pytest.mark.parametrize("bad", [
+    np.array([[np.nan, 1.0], [1.0, 0.0], [0.0, 1.0]]),
+    np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),
+    np.ones(5),
+    np.ones((2, 3, 4)),
+    np.ones((2, 3)),  # K > N
+    np.ones((0, 3)),
+    [["a", "b"], ["c", "d"]],
+])
+def test_bad_input_raises_clear_value_error(bad):
+    with pytest.raises(ValueError):
+        GEM(n_clusters=3).fit(bad)
+
+
+@pytest.mark.parametrize("params", [dict(n_clusters=0), dict(balance=-1.0), dict(balance="big"),
+                                    dict(regularizer="l2"), dict(prior="dirichlet"), dict(target=[1.0, 2.0]),
+                                    dict(init="farthest"), dict(n_init=0)])
+def test_bad_params_raise(params):
+    X, _ = OVERLAP
+    with pytest.raises(ValueError):
+        GEM(**{"n_clusters": 6, **params}).fit(X)
+
+
+def test_predict_wrong_dimension_and_unfitted():
+    X, _ = OVERLAP
+    with pytest.raises(ValueError):
+        GEM(n_clusters=6).predict(X)
+    m = GEM(n_clusters=6).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        m.predict(X[:, :8])
+
+
+def test_sklearn_contract_and_state_roundtrip():
+    X, _ = OVERLAP
+    est = GEM(n_clusters=6, balance=42.0, target=TARGET)
+    assert est.get_params()["balance"] == 42.0
+    assert clone(est).get_params()["target"] is not None
+    est.set_params(n_init=2)
+    assert est.fit(X) is est and not hasattr(GEM(), "labels_")
+    meta, arrays = est.to_state()
+    meta = json.loads(json.dumps(meta))  # JSON-able
+    back = GEM.from_state(meta, {k: np.array(v) for k, v in arrays.items()})
+    assert np.array_equal(back.predict(X), est.labels_)
+    assert back.balance_ == 42.0 and back.get_params()["n_init"] == 2

@@ -1,0 +1,93 @@
+"""`gem fit` / `gem compare` and run persistence (JSON + npy + Parquet, no pickle)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gem.cli import main
+from gem.runs import load_run, save_run
+from gem.sphere import planted_cone
+from gem.store import Workspace
+
+
+@pytest.fixture()
+def ws(tmp_path):
+    k = 6
+    sizes = np.round(400 * (30 / 400) ** (np.arange(k) / (k - 1))).astype(int)
+    raw, unit, y = planted_cone(sizes, d=16, random_state=0)
+    n = len(y)
+    w = Workspace(tmp_path / "ws")
+    w.root.mkdir()
+    corpus = pd.DataFrame({"id": [f"doc-{i}" for i in range(n)], "text": ["t"] * n,
+                           "source": np.where(y % 2 == 0, "web", "books"), "category": [f"c{t}" for t in y],
+                           "n_tokens": np.arange(n) % 50 + 10})
+    corpus.to_parquet(w.corpus_path)
+    norms = np.linalg.norm(raw, axis=1)
+    w.save_embeddings("final", unit, norms, {"shape": list(unit.shape)})
+    return w
+
+
+@pytest.mark.parametrize("method", ["gem", "kmeans", "spherical-kmeans", "vmf"])
+def test_fit_stores_a_loadable_run(ws, method, capsys):
+    assert main(["fit", "--workspace", str(ws.root), "--method", method, "--k", "6", "--run", f"r-{method}"]) == 0
+    assert "saved run" in capsys.readouterr().out
+    folder = ws.run_dir(f"r-{method}")
+    assert {"params.json", "model.json", "assignments.parquet"} <= {p.name for p in folder.iterdir()}
+    assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.pickle"))
+    run = load_run(ws, f"r-{method}")
+    assert run.method == method and run.params["k"] == 6
+    a = run.assignments
+    assert list(a.columns) == ["id", "cluster", "probability"]
+    assert a["id"].tolist() == ws.load_corpus()["id"].tolist()
+    assert a["probability"].between(0, 1).all()
+    X = ws.load_raw_embeddings() if method == "kmeans" else ws.load_embeddings()
+    assert np.array_equal(run.model.predict(X), a["cluster"].to_numpy())
+
+
+def test_fit_json_and_weighting(ws, capsys):
+    assert main(["fit", "-w", str(ws.root), "--k", "4", "--balance", "25", "--weight-by-tokens", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run"] == "gem-k4" and out["balance"] == 25.0 and 0 < out["normalized_entropy"] <= 1
+
+
+def test_save_run_replaces_atomically(ws):
+    from gem import GEM
+
+    X = ws.load_embeddings()
+    ids = ws.load_corpus()["id"].tolist()
+    m1 = GEM(n_clusters=3, balance=0.0).fit(X)
+    save_run(ws, "same", m1, "gem", {"k": 3}, ids, X=X)
+    m2 = GEM(n_clusters=5, balance=0.0).fit(X)
+    save_run(ws, "same", m2, "gem", {"k": 5}, ids, X=X)
+    run = load_run(ws, "same")
+    assert run.params["k"] == 5 and run.model.mean_directions_.shape[0] == 5
+    assert ws.runs() == ["same"]
+    with pytest.raises(ValueError):
+        save_run(ws, "short", m2, "gem", {}, ids[:-1])
+
+
+def test_compare_json(ws, capsys):
+    assert main(["compare", "--workspace", str(ws.root), "--k", "6", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = [r["method"] for r in rows]
+    assert names == ["kmeans", "kmeans-unit", "spherical-kmeans", "vmf", "gem (auto)", "gem (5000)"]
+    for r in rows:
+        assert {"normalized_entropy", "largest_share", "nmi_source", "ari_category"} <= set(r)
+    assert main(["compare", "--workspace", str(ws.root), "--k", "6"]) == 0
+    assert "gem (auto)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["fit", "--k", "100000"], "larger than the number"),
+    (["fit", "--representation", "layer3"], "layer3"),
+    (["fit", "--run", "../evil"], "invalid run name"),
+])
+def test_fit_bad_input_exits_2(ws, argv, needle, capsys):
+    assert main(argv[:1] + ["--workspace", str(ws.root)] + argv[1:]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_load_missing_run(ws):
+    with pytest.raises(FileNotFoundError, match="no such run"):
+        load_run(ws, "nope")

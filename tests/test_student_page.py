@@ -1,0 +1,48 @@
+"""AppTest of the Student page: train from the current GEM fit, see the report, label a folder."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "5_Student.py")
+if str(ROOT) not in sys.path:  # the page imports `pages.common`
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.mark.slow
+def test_student_page_trains_and_labels(synthetic_workspace, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from gem.model import GEM
+    from pages.common import KEY_RUN, FitResult
+
+    ws = synthetic_workspace
+    monkeypatch.setenv("GEM_WORKSPACE", str(ws.root))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert any("Fit GEM" in w.value for w in at.warning)  # no fit yet: a pointer, not a crash
+
+    X = ws.load_embeddings("final")
+    gem = GEM(n_clusters=4, random_state=0).fit(X)
+    at.session_state[KEY_RUN] = FitResult("gem", gem, np.asarray(gem.labels_), {"n_clusters": 4}, 0.1)
+    at.run()
+    at.button[0].click().run()  # "Train student" (form submit)
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert "Top-1 agreement (held out)" in labels
+    assert (ws.root / "students" / "current.bin").exists()
+
+    shard = tmp_path / "in" / "s.jsonl"
+    shard.parent.mkdir()
+    shard.write_text(json.dumps({"id": "x1", "text": "Document about cooking"}) + "\n{broken\n")
+    at.text_input[0].set_value(str(shard.parent / "*.jsonl"))
+    at.text_input[1].set_value(str(tmp_path / "labels"))
+    at.button[1].click().run()
+    assert not at.exception
+    assert any("1 documents labelled, 1 rejected" in s.value for s in at.success)
+    assert (tmp_path / "labels" / "s.parquet").exists()
