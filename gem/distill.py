@@ -239,6 +239,9 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
+MIN_FASTTEXT_THREADS = 11  # see train_student: fewer leaves part of fastText's matrix uninitialised
+
+
 def train_student(
     texts: Sequence[str],
     topic_ids: Sequence,
@@ -248,15 +251,20 @@ def train_student(
     word_ngrams: int = 2,
     bucket: int = 200_000,
     min_count: int = 1,
-    thread: int = 1,
+    thread: int = 12,
     seed: int = 0,
     meta: dict | None = None,
 ) -> Student:
     """Train a supervised fastText student on (text, topic id) pairs.
 
     ``bucket`` bounds the hashed n-gram table (DESIGN.md 7: 200k buckets give the accuracy of the
-    2M default at an eighth of the size). ``thread=1`` makes training deterministic for a given
-    seed (fastText's multi-threaded SGD is lock-free and so run-to-run variable).
+    2M default at an eighth of the size).
+
+    ``thread`` is raised to at least 11: fastText initialises its input matrix in ten blocks, one
+    per training thread, and with fewer threads this build (fasttext-numpy2 0.10.4) leaves the
+    remaining rows as uninitialised memory, so training dies at random with "Encountered NaN"
+    (seen here about half the time with thread=1). The price: fastText's lock-free SGD makes
+    multi-threaded runs vary slightly from run to run, so tests assert agreement thresholds.
     """
     import fasttext
 
@@ -270,7 +278,7 @@ def train_student(
     # fastText's SGD sees lines in file order: shuffle so topics are interleaved.
     order = np.random.default_rng(seed).permutation(len(texts))
     params = dict(dim=dim, epoch=epoch, lr=lr, wordNgrams=word_ngrams, bucket=bucket, minCount=min_count,
-                  thread=thread, seed=seed, loss="softmax")
+                  thread=max(int(thread), MIN_FASTTEXT_THREADS), seed=seed, loss="softmax")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gem-student-") as tmp:
         train_file = Path(tmp) / "train.txt"
