@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+	$(PY) benchmarks/collect.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts

@@ -171,16 +171,23 @@ def document_gis(
     return gis
 
 
-def banerjee_kappa(X: np.ndarray, labels: np.ndarray, n_clusters: int, kappa_max: float = 1e4) -> np.ndarray:
+def banerjee_kappa(X: np.ndarray, labels: np.ndarray, n_clusters: int, kappa_max: float = 1e4,
+                   prior_docs: float = 10.0) -> np.ndarray:
     """Per-cluster concentration from the mean resultant length (Banerjee et al. 2005 approximation),
-    for baselines (k-means) that do not estimate one. Empty clusters get 0."""
+    for baselines (k-means) that do not estimate one. Empty clusters get 0.
+
+    As in GEM's M-step (``GEM(kappa_prior=10)``), Rbar is shrunk towards the corpus mean resultant
+    length R0 by ``prior_docs`` pseudo-documents, (||sum x|| + n0 R0) / (n_k + n0): a one-document
+    cluster has Rbar = 1 (kappa_max) otherwise and would top every GIS ranking."""
     X = _as_unit_rows(X)
     labels = _check_labels(labels, X.shape[0], n_clusters)
     d = X.shape[1]
     sums = np.zeros((n_clusters, d))
     np.add.at(sums, labels, X.astype(np.float64))
     counts = np.bincount(labels, minlength=n_clusters).astype(np.float64)
-    rbar = np.divide(np.linalg.norm(sums, axis=1), counts, out=np.zeros(n_clusters), where=counts > 0)
+    r0 = float(np.linalg.norm(sums.sum(axis=0))) / max(X.shape[0], 1)
+    rbar = np.divide(np.linalg.norm(sums, axis=1) + prior_docs * r0, counts + prior_docs,
+                     out=np.zeros(n_clusters), where=counts > 0)
     rbar = np.clip(rbar, 0.0, 1.0 - 1e-12)
     kappa = rbar * (d - rbar**2) / (1.0 - rbar**2)
     return np.minimum(kappa, kappa_max)

@@ -16,7 +16,9 @@ Solver (minorise-maximise; each half-step is an exact block maximisation, so F n
   backtracking to a primal-dual gap below 1e-12 (relative). Newton needs O(NK) per pass plus one
   K x K product, and is warm-started from the previous v.
 - M-step: closed form, r_k = sum_i w_i gamma_ik x_i, mu_k = r_k / ||r_k||, kappa_k = A_d^{-1}(||r_k|| / pi_k)
-  (``gem.sphere.solve_kappa``), clipped to (0, kappa_max]. A cluster with pi_k ~ 0 keeps its
+  (``gem.sphere.solve_kappa``), clipped to (0, kappa_max]; with ``kappa_prior`` n0 > 0 the MAP
+  estimate A_d^{-1}((||r_k|| + a R0) / (pi_k + a)), a = n0 / N, R0 = the corpus mean resultant
+  length, and F gains the log prior a sum_k (log C_d(kappa_k) + kappa_k R0). A cluster with pi_k ~ 0 keeps its
   parameters (re-seeding would break monotonicity).
 
 Heavy products (N x d by d x K) run in torch; K-sized quantities are float64. Small problems
@@ -114,7 +116,7 @@ def torch_threads(work: float):
 class _Data:
     """X on the torch side, normalised weights, chunking."""
 
-    def __init__(self, Xu: np.ndarray, w: np.ndarray, k: int):
+    def __init__(self, Xu: np.ndarray, w: np.ndarray, k: int, kappa_prior: float = 0.0):
         import torch
 
         self.torch = torch
@@ -128,6 +130,16 @@ class _Data:
         # ~16 MB per N x K chunk temporary
         self.chunk = max(1024, (1 << 22) // max(k, 1))
         self.clamp = _CLAMP[self.np_dtype]
+        # conjugate prior on each kappa_k: ``kappa_prior`` pseudo-documents (mass a = n0 / N) spread
+        # like the whole corpus (mean resultant length R0 of the weighted corpus)
+        self.prior_mass = float(kappa_prior) / self.n
+        self.prior_rbar = float(np.linalg.norm(w @ Xu)) if kappa_prior > 0 else 0.0
+
+    def kappa_prior_term(self, kappa: np.ndarray) -> float:
+        """a sum_k (log C_d(kappa_k) + kappa_k R0): the log prior added to F (0 when disabled)."""
+        if self.prior_mass == 0:
+            return 0.0
+        return self.prior_mass * float(np.sum(sphere.log_vmf_normalizer(kappa, self.d) + kappa * self.prior_rbar))
 
     def chunks(self):
         for s in range(0, self.n, self.chunk):
@@ -281,11 +293,15 @@ def _m_step(data: _Data, G, pi, mu, kappa, log_alpha, prior, concentration, kapp
     mu_new[live] = r[live] / rn[live, None]
     kappa_new = kappa.copy()
     d = data.d
+    a, r0 = data.prior_mass, data.prior_rbar
+    # exact maximiser of pi_k (log C_d + kappa Rbar_k) + a (log C_d + kappa R0): the MAP estimate,
+    # Rbar shrunk towards R0 by a pseudo-documents (a = 0: the maximum-likelihood estimate)
     if concentration == "tied":
-        rbar = float(np.sum(np.einsum("kd,kd->k", mu_new, r)) / pi.sum())
+        k_all = len(pi)
+        rbar = float((np.sum(np.einsum("kd,kd->k", mu_new, r)) + k_all * a * r0) / (pi.sum() + k_all * a))
         kappa_new[:] = sphere.solve_kappa(min(rbar, 1.0), d, kappa_max=kappa_max)[0]
     elif live.any():
-        rbar = np.clip(rn[live] / pi[live], 0.0, 1.0)
+        rbar = np.clip((rn[live] + a * r0) / (pi[live] + a), 0.0, 1.0)
         kappa_new[live] = sphere.solve_kappa(rbar, d, kappa_max=kappa_max)
     log_alpha_new = log_alpha
     if prior == "learned":
@@ -314,7 +330,7 @@ class GEMSolution:
 def gem_solve(X, mean_directions, concentrations, *, balance: float = 0.0, regularizer: str = "quadratic",
               prior: str = "uniform", concentration: str = "per-cluster", target=None, sample_weight=None,
               kappa_max: float = 1e4, max_iter: int = 100, tol: float = 1e-6, potentials=None,
-              log_prior=None, precision: str = "auto") -> GEMSolution:
+              log_prior=None, precision: str = "auto", kappa_prior: float = 10.0) -> GEMSolution:
     """The pure MM solver from given parameters (no initialisation, no restarts).
 
     ``X`` rows are normalised here. ``balance`` is lambda (ignored with ``prior="learned"``).
@@ -326,7 +342,7 @@ def gem_solve(X, mean_directions, concentrations, *, balance: float = 0.0, regul
     k = mu.shape[0]
     Xu = _unit_rows(X, _pick_dtype(precision, X.shape[0] * X.shape[1] * k))
     w = _weights(sample_weight, Xu.shape[0])
-    data = _Data(Xu, w, k)
+    data = _Data(Xu, w, k, kappa_prior)
     mu = mu / np.linalg.norm(mu, axis=1, keepdims=True)
     kappa = np.asarray(concentrations, dtype=np.float64).copy()
     u = _target(target, k)
@@ -363,8 +379,9 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
         kappa = np.full_like(kappa, float(np.mean(kappa)))
     _logits(data, mu, kappa, _log_terms(kappa, d, log_alpha), L)
     e = _e_step(data, L, G, u, lam, reg, v0)
-    history = [e.F]
-    trace = [("E", e.F)]
+    P = data.kappa_prior_term(kappa)  # F = data part (E-step) + log prior on kappa
+    history = [e.F + P]
+    trace = [("E", e.F + P)]
     newton = e.newton_steps
     converged = False
     n_iter = 0
@@ -374,18 +391,20 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
         mu_new, kappa_new, log_alpha_new, r = _m_step(data, G, pi, mu, kappa, log_alpha, prior, concentration, kappa_max)
         lin_old = _linear_terms(pi, log_alpha, kappa, mu, r, d)
         lin_new = _linear_terms(pi, log_alpha_new, kappa_new, mu_new, r, d)
-        trace.append(("M", F_prev + lin_new - lin_old))
-        mu, kappa, log_alpha = mu_new, kappa_new, log_alpha_new
+        P_new = data.kappa_prior_term(kappa_new)
+        trace.append(("M", F_prev + lin_new - lin_old + P_new - P))
+        mu, kappa, log_alpha, P = mu_new, kappa_new, log_alpha_new, P_new
         _logits(data, mu, kappa, _log_terms(kappa, d, log_alpha), L)
         e = _e_step(data, L, G, u, lam, reg, e.v)
         newton += e.newton_steps
-        trace.append(("E", e.F))
-        history.append(e.F)
-        if e.F - F_prev <= tol * max(1.0, abs(e.F)):
+        F = e.F + P
+        trace.append(("E", F))
+        history.append(F)
+        if F - F_prev <= tol * max(1.0, abs(F)):
             converged = True
             break
     labels = _argmax(G, data)
-    return GEMSolution(mu, kappa, log_alpha, e.v, e.pi, labels, e.F, history, trace, n_iter, converged, newton)
+    return GEMSolution(mu, kappa, log_alpha, e.v, e.pi, labels, history[-1], history, trace, n_iter, converged, newton)
 
 
 def _argmax(G, data):
@@ -530,11 +549,17 @@ class GEM(ClusterMixin, BaseEstimator):
     random_state : int, Generator or None
     warm_start : re-fit from the previous fit's parameters (and potentials)
     precision : "auto" (float64 when N d K <= 3e8, else float32 matrices), "float32" or "float64"
+    kappa_prior : float >= 0, default 10
+        strength, in pseudo-documents n0, of a conjugate prior on each kappa_k: n0 documents spread
+        like the whole corpus (mean resultant length R0). The M-step then takes the MAP estimate
+        A_d(kappa_k) = (||r_k|| + a R0) / (pi_k + a), a = n0 / N, instead of ||r_k|| / pi_k, which
+        is 1 for a one-document cluster (kappa -> kappa_max). F includes the log prior
+        a sum_k (log C_d(kappa_k) + kappa_k R0), so the MM stays exactly monotone. 0 = plain MLE.
     """
 
     def __init__(self, n_clusters=24, balance="auto", regularizer="quadratic", prior="uniform",
                  concentration="per-cluster", target=None, kappa_max=1e4, init="k-means++", n_init=1,
-                 max_iter=100, tol=1e-6, random_state=0, warm_start=False, precision="auto"):
+                 max_iter=100, tol=1e-6, random_state=0, warm_start=False, precision="auto", kappa_prior=10.0):
         self.n_clusters = n_clusters
         self.balance = balance
         self.regularizer = regularizer
@@ -549,6 +574,7 @@ class GEM(ClusterMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.precision = precision
+        self.kappa_prior = kappa_prior
 
     # ---------------------------------------------------------------- validation
     def _check_params(self, n):
@@ -568,6 +594,9 @@ class GEM(ClusterMixin, BaseEstimator):
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not (isinstance(self.kappa_max, numbers.Real) and self.kappa_max > 0):
             raise ValueError(f"kappa_max must be > 0, got {self.kappa_max!r}")
+        if not (isinstance(self.kappa_prior, numbers.Real) and not isinstance(self.kappa_prior, bool)
+                and math.isfinite(self.kappa_prior) and self.kappa_prior >= 0):
+            raise ValueError(f"kappa_prior must be a number >= 0 (pseudo-documents), got {self.kappa_prior!r}")
         if not (isinstance(self.n_init, numbers.Integral) and self.n_init >= 1):
             raise ValueError(f"n_init must be an integer >= 1, got {self.n_init!r}")
         if not (isinstance(self.max_iter, numbers.Integral) and self.max_iter >= 1):
@@ -594,7 +623,7 @@ class GEM(ClusterMixin, BaseEstimator):
         Xu = _unit_rows(X, dtype)
         w = _weights(sample_weight, n)
         u = _target(self.target, k)
-        data = _Data(Xu, w, k)
+        data = _Data(Xu, w, k, float(self.kappa_prior))
         rng = np.random.default_rng(self.random_state)
         reg, prior, conc, kmax = self.regularizer, self.prior, self.concentration, float(self.kappa_max)
         warm = self.warm_start and hasattr(self, "mean_directions_") and self.mean_directions_.shape == (k, d)
@@ -616,18 +645,24 @@ class GEM(ClusterMixin, BaseEstimator):
                     lam = self._auto_lambda(data, mu, kappa, la, u)
                     cands = [(mu, kappa, la, v)]
                 else:
-                    # phase A: the unregularised uniform-prior mixture, best of the restarts
-                    pre = None
-                    for mu, kappa, la, _ in starts:
-                        sol = _solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax,
-                                     min(self.max_iter, 50), max(self.tol, 1e-5), None)
-                        if pre is None or sol.objective > pre.objective:
-                            pre = sol
+                    # phase A: the unregularised uniform-prior mixture from every restart; lambda
+                    # from the best of them; then every restart is fitted at that lambda (phase B)
+                    # and the best F there is kept, so restarts compare on the objective reported
+                    pres = [_solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax,
+                                   min(self.max_iter, 50), max(self.tol, 1e-5), None)
+                            for mu, kappa, la, _ in starts]
+                    pre = max(pres, key=lambda sol: sol.objective)
                     lam = self._auto_lambda(data, pre.mean_directions, pre.concentrations, pre.log_prior, u)
-                    cands = [(pre.mean_directions, pre.concentrations, pre.log_prior, None)]
+                    cands = [(p.mean_directions, p.concentrations, p.log_prior, None) for p in pres]
             else:
                 lam = float(self.balance)
                 cands = starts
+                old = getattr(self, "balance_", 0.0)
+                if warm and old > 0 and lam > 0:
+                    # the optimal potentials scale with lambda (quadratic: v = lambda (pi - u)), so
+                    # rescaled old ones are a far better Newton start after a lambda change
+                    mu, kappa, la, v = starts[0]
+                    cands = [(mu, kappa, la, v * (lam / old))]
             best = None
             for mu, kappa, la, v in cands:
                 sol = _solve(data, mu, kappa, la, u, lam, reg, prior, conc, kmax, self.max_iter, self.tol, v)
@@ -722,7 +757,9 @@ class GEM(ClusterMixin, BaseEstimator):
         data.w = data.torch.from_numpy(data.w64.astype(data.np_dtype))
         G = data.torch.empty_like(L)
         lse_sum, pi, _ = _softmax_pass(data, L, self.potentials_, G, hessian=False)
-        return float(lse_sum + pi @ self.potentials_ - _regulariser(pi, self.target_, self.balance_, self.regularizer))
+        prior = _Data(data.X.numpy(), data.w64, data.k, float(getattr(self, "kappa_prior", 0.0)))
+        return float(lse_sum + pi @ self.potentials_ - _regulariser(pi, self.target_, self.balance_, self.regularizer)
+                     + prior.kappa_prior_term(self.concentrations_))
 
     # ---------------------------------------------------------------- persistence
     def to_state(self):

@@ -1,4 +1,5 @@
 """Mixture: balance control, mixture weights per domain under a token budget, and the export bundle."""
+import json
 import re
 
 import numpy as np
@@ -185,6 +186,9 @@ st.dataframe(table, hide_index=True, width="stretch", key="mx_table",
              column_config={"natural_weight": st.column_config.NumberColumn("natural", format="%.4f"),
                             "weight": st.column_config.NumberColumn("weight", format="%.4f"),
                             "implied_epochs": st.column_config.NumberColumn("epochs", format="%.2f")})
+with st.expander("Chosen weights as JSON (to copy)", key="mx_weights_json"):
+    # full precision, readable as text (the table above is drawn on a canvas)
+    st.code(json.dumps(mixture.weights(), indent=1), language="json")
 
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")

@@ -163,6 +163,9 @@ def _data_key(ws: Workspace, representation: str) -> str:
     return f"{ws.root}|{representation}|{_mtime(ws.embeddings_path(representation))}|{ids_digest(corpus_ids(ws))}"
 
 
+WARM_TOL, WARM_MAX_ITER = 1e-5, 15  # bounded warm re-fits on a lambda change (engine engineer)
+
+
 def fit_gem(n_clusters: int, balance: float | str = "auto", seed: int = 0, representation: str = "final",
             ws: Workspace | None = None, **gem_kwargs) -> FitResult:
     """The current GEM run for these settings: re-used if unchanged, warm-started if only the
@@ -184,8 +187,9 @@ def fit_gem(n_clusters: int, balance: float | str = "auto", seed: int = 0, repre
     start = time.perf_counter()
     if same_but_balance:
         est = current.estimator
-        est.balance = balance
-        est.warm_start = True  # continue from the current mean directions / concentrations
+        # continue from the current mean directions / concentrations / potentials; interactive
+        # re-fits are bounded (each MM step still never lowers F): tol 1e-5, at most 15 iterations
+        est.set_params(balance=balance, warm_start=True, tol=WARM_TOL, max_iter=WARM_MAX_ITER)
         est.fit(X)
     else:
         est = GEM(**params)

@@ -52,7 +52,8 @@ def test_select_training_set_is_balanced_and_takes_top_scores():
         # every picked document outscores every unpicked member of its topic
         assert scores[picked].min() >= scores[np.setdiff1d(members, picked)].max()
     default = select_training_set(labels, scores, top_fraction=0.5)
-    assert default.per_topic == {"a": 50, "b": 50, "c": 20}  # median candidate count
+    # cap: 75th percentile of candidate counts (200, 50, 20) = 125
+    assert default.per_topic == {"a": 125, "b": 50, "c": 20}
 
 
 def test_select_training_set_excluded_modes_and_candidates():
@@ -110,11 +111,12 @@ def teacher_ws(tmp_path_factory):
 @pytest.mark.slow
 def test_distilled_student_agrees_with_teacher_on_held_out(teacher_ws, tmp_path):
     out = tmp_path / "student.bin"
-    report = distill_run(teacher_ws, "gem8", out, top_fraction=0.8, holdout=0.2, quantize_cutoff=5000)
-    # stated threshold: 80% top-1 agreement with the teacher on 600 held-out documents (8 topics,
-    # chance 12.5%); measured 0.87 when written
+    report = distill_run(teacher_ws, "gem8", out, holdout=0.2, quantize=True, quantize_cutoff=5000)
+    # stated threshold: 78% top-1 agreement with the teacher on 600 held-out documents (8 topics,
+    # chance 12.5%) with the default recipe; measured 0.847-0.848 (macro-F1 0.856-0.859) over
+    # repeated runs (multi-threaded fastText varies slightly), so the margin is ~7 points
     assert report["n"] == 600
-    assert report["agreement"] >= 0.80 and report["macro_f1"] >= 0.75
+    assert report["agreement"] >= 0.78 and report["macro_f1"] >= 0.78
     # more confident predictions agree more: the top confidence bin beats the overall rate
     top = [b for b in report["agreement_by_confidence"] if b["n"] >= 20][-1]
     assert top["agreement"] >= report["agreement"]
@@ -139,11 +141,12 @@ def test_gem_distill_cli_json(teacher_ws, tmp_path):
     out = tmp_path / "cli.bin"
     proc = subprocess.run(
         [sys.executable, "-m", "gem", "distill", "--workspace", str(teacher_ws.root), "--run", "gem8", "--out", str(out),
-         "--top-fraction", "0.8", "--no-kmeans", "--no-quantize", "--epoch", "10", "--json"],
+         "--top-fraction", "1.0", "--no-kmeans", "--json"],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["agreement"] >= 0.7 and out.exists() and not out.with_suffix(".ftz").exists()
+    # quantisation is opt-in: no .ftz without --quantize
+    assert report["agreement"] >= 0.78 and out.exists() and not out.with_suffix(".ftz").exists()
     bad = subprocess.run([sys.executable, "-m", "gem", "distill", "--workspace", str(teacher_ws.root), "--run", "nope",
                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "no such run" in bad.stderr

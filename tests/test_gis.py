@@ -247,3 +247,30 @@ def test_gis_for_fitted_gem_on_vmf_samples():
         cos_reps = X[rows] @ model.mean_directions_[k]
         cos_all = X[model.labels_ == k] @ model.mean_directions_[k]
         assert cos_reps.mean() > np.quantile(cos_all, 0.75)
+
+
+def test_one_document_topic_does_not_top_the_mean_gis_ranking():
+    # three 300-document topics plus one isolated document that forms its own cluster: its
+    # maximum-likelihood kappa is kappa_max (Rbar = 1), which used to put it first by mean GIS
+    from gem import GEM
+    from gem.sphere import sample_vmf
+
+    rng = np.random.default_rng(5)
+    mus = rng.standard_normal((3, 24))
+    mus /= np.linalg.norm(mus, axis=1, keepdims=True)
+    lone = rng.standard_normal(24)
+    X = np.vstack([sample_vmf(mus[j], 80.0, 300, rng) for j in range(3)] + [lone / np.linalg.norm(lone)])
+    init = np.vstack([mus, X[-1:]])
+    for model, kappa in [
+        (GEM(n_clusters=4, balance=0.0, init=init, max_iter=1).fit(X), None),  # one MAP M-step
+        (None, banerjee_kappa),
+    ]:
+        labels = model.labels_ if model is not None else np.argmax(X @ init.T, axis=1)
+        assert np.sum(labels == labels[-1]) == 1
+        k = model.concentrations_ if model is not None else kappa(X, labels, 4)
+        M = init if model is None else model.mean_directions_
+        P = np.eye(4)[labels]
+        gis = document_gis(X, labels, P, M, k)
+        t = topic_table(X, labels, gis, M, k)
+        assert t.sort_values("mean_gis", ascending=False)["cluster"].iloc[0] != labels[-1]
+        assert k[labels[-1]] < 1e3

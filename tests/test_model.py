@@ -95,7 +95,8 @@ def test_learned_prior_is_textbook_vmf_em():
     X, _ = OVERLAP
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
     mu0 = X[[0, 250, 450, 650, 820, 1100]]
-    m = GEM(n_clusters=6, prior="learned", init=mu0, max_iter=25, tol=0.0).fit(X)
+    # kappa_prior=0: the textbook maximum-likelihood M-step (no prior on kappa)
+    m = GEM(n_clusters=6, prior="learned", init=mu0, max_iter=25, tol=0.0, kappa_prior=0.0).fit(X)
     # GEM's initial kappa from an explicit init: A_d^{-1} of the members' mean cosine
     lab = np.argmax(X @ mu0.T, axis=1)
     from gem.sphere import solve_kappa
@@ -241,3 +242,28 @@ def test_sklearn_contract_and_state_roundtrip():
     back = GEM.from_state(meta, {k: np.array(v) for k, v in arrays.items()})
     assert np.array_equal(back.predict(X), est.labels_)
     assert back.balance_ == 42.0 and back.get_params()["n_init"] == 2
+
+
+def test_kappa_prior_keeps_a_one_document_cluster_sane_and_fit_monotone():
+    # a planted singleton far from everything: the MLE gives kappa_max (Rbar = 1); the MAP
+    # estimate with n0 = 10 pseudo-documents stays near the typical cluster's scale
+    X, _ = planted(4, 32, 400, 60.0, seed=3)
+    rng = np.random.default_rng(0)
+    lone = rng.standard_normal(32)
+    X = np.vstack([X, lone / np.linalg.norm(lone)])
+    init = np.vstack([X[[0, 400, 800, 1200]], X[-1:]])
+    mle = GEM(n_clusters=5, balance=0.0, init=init, kappa_prior=0.0).fit(X)
+    lone_k = mle.labels_[-1]
+    assert np.sum(mle.labels_ == lone_k) == 1 and mle.concentrations_[lone_k] == mle.kappa_max
+    for conc in ("per-cluster", "tied"):
+        m = GEM(n_clusters=5, balance=0.0, init=init, concentration=conc).fit(X)
+        assert_monotone(m.objective_history_)  # the MAP objective is monotone too
+        assert_monotone([f for _, f in m.objective_trace_])
+        assert abs(m.score(X) - m.objective_) < 1e-9 * abs(m.objective_)
+    # the same parameters, one MAP M-step: the singleton's kappa drops far below kappa_max,
+    # the 400-document clusters' barely move (400 documents vs 10 pseudo-documents)
+    from gem.model import gem_solve
+
+    one = gem_solve(X, mle.mean_directions_, mle.concentrations_, balance=0.0, max_iter=1, tol=0.0)
+    assert one.concentrations[lone_k] < 0.5 * np.max(np.delete(one.concentrations, lone_k))
+    assert np.allclose(np.delete(one.concentrations, lone_k), np.delete(mle.concentrations_, lone_k), rtol=0.05)

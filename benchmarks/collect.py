@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Collect benchmarks/results/*.md into BENCHMARKS.md (run after the bench_*.py scripts).
+
+Each bench_*.py writes its own table (with the machine that produced it) to
+benchmarks/results/<name>.md; this script only concatenates them in a fixed order.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = ["embed", "fit", "collapse", "app", "gis", "label"]
+SCRIPTS = {
+    "embed": "bench_embed.py", "fit": "bench_fit.py", "collapse": "bench_collapse.py",
+    "app": "bench_app.py", "gis": "bench_gis.py", "label": "bench_label.py",
+}
+
+HEADER = """# Benchmarks
+
+Every figure here is produced by a script in `benchmarks/` (`make bench` runs them all, then this
+collector). Speed targets are stated as ratios against a baseline measured in the same run, since
+absolute timings move with the machine and its load. Each section names the machine that produced
+it; "2-core CPU dev box" is the project's standard machine (2 cores, 24 GiB, no GPU).
+"""
+
+
+def main() -> int:
+    results = ROOT / "benchmarks" / "results"
+    names = [n for n in ORDER if (results / f"{n}.md").exists()]
+    names += sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER)
+    parts = [HEADER]
+    for name in names:
+        body = (results / f"{name}.md").read_text(encoding="utf-8").strip()
+        # demote the result file's own headings by one level under this document's title
+        body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+        script = SCRIPTS.get(name, f"bench_{name}.py")
+        parts.append(f"{body}\n\n_Reproduce: `.venv/bin/python benchmarks/{script}`._\n")
+    from gem.store import write_text_atomic
+
+    write_text_atomic(ROOT / "BENCHMARKS.md", "\n".join(parts))
+    print(f"BENCHMARKS.md: {len(names)} sections ({', '.join(names)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
