@@ -397,7 +397,11 @@ def topic_keywords(
     f_t = C.sum(axis=0)
     A = totals.mean()
     idf = np.log1p(A / np.maximum(f_t, 1e-12))
-    score = tf * idf
+    # Distinctiveness across topics: a word over-represented in many topics ("shall", "unto" in
+    # every Bible topic) names none of them, so weight by log(1 + C / topics over-representing it).
+    over = (tf > (f_t / max(float(totals.sum()), 1e-12))[None, :]).sum(axis=0)
+    class_idf = np.log1p(clusters.size / np.maximum(over, 1))
+    score = tf * idf * class_idf
     vocab = vec.get_feature_names_out()
     for row, k in enumerate(clusters):
         s = score[row]

@@ -17,7 +17,16 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-PALETTE = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
+# 30 colours picked greedily (Glasbey's method) from the sRGB grid with CIELAB lightness 30..80, each
+# as far as possible (CIEDE2000) from white, black and those already picked: any two of them differ
+# by ΔE00 >= 17 (plotly's Dark24 / Alphabet have pairs at 7-9, e.g. Dark24's 4 and 11 look alike).
+# Beyond 30 clusters colours repeat anyway; Dark24 + Alphabet keep ids distinct up to 80.
+DISTINCT_COLORS = [
+    "#2478B4", "#F00000", "#009000", "#FC00FC", "#CC9C00", "#900054", "#6C4800", "#00C0C0", "#005448", "#FC9CA8",
+    "#3000F0", "#B4B4FC", "#847884", "#9CD800", "#909C84", "#FC9054", "#F0186C", "#3C5400", "#843024", "#48486C",
+    "#846CCC", "#24D890", "#60C0FC", "#9C7854", "#606054", "#488484", "#D8C09C", "#848424", "#FC9CF0", "#A818B4",
+]
+PALETTE = DISTINCT_COLORS + qualitative.Dark24 + qualitative.Alphabet
 SVG_MAX_POINTS = 5000  # above this the 2-D maps use WebGL (SVG makes one DOM node per point)
 
 
@@ -31,6 +40,31 @@ def safe_text(text, max_chars: int = 160) -> str:
 
 def cluster_color(k: int) -> str:
     return PALETTE[int(k) % len(PALETTE)]
+
+
+_SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def superscript(n: int) -> str:
+    return str(int(n)).translate(_SUPERSCRIPTS)
+
+
+def robust_range(values, quantiles: tuple[float, float] = (0.005, 0.995), fence: float = 0.25,
+                 margin: float = 0.04) -> list[float] | None:
+    """An axis range for the bulk of the points: the data's extent, cut where a point lies more than
+    ``fence`` x the quantile span beyond the ``quantiles`` (a far outlier), plus ``margin`` x that
+    span on each side. Without far outliers it is simply the full extent plus the margin."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    q_lo, q_hi = np.quantile(v, quantiles)
+    span = q_hi - q_lo
+    if span <= 0:
+        span = max(float(v.max() - v.min()), abs(float(q_hi)), 1.0)
+    lo = max(float(v.min()), q_lo - fence * span)
+    hi = min(float(v.max()), q_hi + fence * span)
+    return [lo - margin * span, hi + margin * span]
 
 
 # ---------------------------------------------------------------------------- anisotropy
@@ -47,11 +81,15 @@ def uniform_sphere_cosine_density(t: np.ndarray, dim: int) -> np.ndarray:
     return np.where(np.abs(t) < 1, out, 0.0)
 
 
-def cosine_histogram(cosines: np.ndarray, dim: int, bins: int = 80, title: str | None = None) -> go.Figure:
-    """Histogram (as a density) of sampled pairwise cosines against the uniform sphere's density."""
+def cosine_histogram(cosines: np.ndarray, dim: int, bins: int = 80, title: str | None = None,
+                     mean: float | None = None) -> go.Figure:
+    """Histogram (as a density) of sampled pairwise cosines against the uniform sphere's density.
+    ``mean``: the exact mean pairwise cosine (gem.metrics.anisotropy) for the marker line; default:
+    the sample's mean."""
     cosines = np.asarray(cosines, dtype=np.float64)
     if cosines.size == 0:
         raise ValueError("no cosines to plot")
+    mean = float(cosines.mean()) if mean is None else float(mean)
     lo = min(-0.25, float(cosines.min()))
     hi = max(0.25, float(cosines.max()))
     counts, edges = np.histogram(cosines, bins=bins, range=(lo, hi), density=True)
@@ -62,10 +100,11 @@ def cosine_histogram(cosines: np.ndarray, dim: int, bins: int = 80, title: str |
                          marker_color="#1f77b4", opacity=0.75,
                          hovertemplate="cosine %{x:.3f}<br>density %{y:.2f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=grid, y=uniform_sphere_cosine_density(grid, dim), mode="lines",
-                             name=f"uniform on S^{dim - 1}", line=dict(color="#d62728", width=2),
+                             name=f"uniform on the sphere S{superscript(dim - 1)} (d = {dim})",
+                             line=dict(color="#d62728", width=2),
                              hovertemplate="cosine %{x:.3f}<br>density %{y:.2f}<extra></extra>"))
-    fig.add_vline(x=float(cosines.mean()), line_dash="dash", line_color="#1f77b4",
-                  annotation_text=f"mean {cosines.mean():.3f}", annotation_position="top")
+    fig.add_vline(x=mean, line_dash="dash", line_color="#1f77b4",
+                  annotation_text=f"mean {mean:.3f}", annotation_position="top")
     fig.update_layout(title=title or "Pairwise cosine similarity (sampled pairs)", xaxis_title="cosine",
                       yaxis_title="density", bargap=0, legend=dict(orientation="h", y=-0.2), margin=dict(t=50))
     return fig
@@ -113,10 +152,13 @@ def cluster_map(coords: np.ndarray, labels: np.ndarray, ids, texts=None, extra: 
         fig.add_trace(Trace(x=coords[m, 0], y=coords[m, 1], mode="markers", name=str(k),
                             marker=dict(size=size, color=cluster_color(k), opacity=0.8),
                             customdata=custom[m], hovertemplate=template))
+    # the view frames the bulk of the points, so a few far outliers do not squeeze the map into its
+    # middle; they stay in the figure (autoscale / a second double-click shows them). No locked aspect
+    # ratio: UMAP's axes carry no units, and a locked one would widen the range back to the outliers
     fig.update_layout(title=title, legend_title_text="cluster", dragmode="select",
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-                      xaxis=dict(showticklabels=False, title=None, zeroline=False),
-                      yaxis=dict(showticklabels=False, title=None, zeroline=False, scaleanchor="x"))
+                      xaxis=dict(showticklabels=False, title=None, zeroline=False, range=robust_range(coords[:, 0])),
+                      yaxis=dict(showticklabels=False, title=None, zeroline=False, range=robust_range(coords[:, 1])))
     return fig
 
 
@@ -179,6 +221,12 @@ def cluster_sizes(labels_or_masses: np.ndarray, n_clusters: int | None = None, t
 
 
 # ---------------------------------------------------------------------------- mixture (mixture engineer)
+def _domain_axis(ids: list[str], labels) -> dict:
+    """A category axis keyed by domain id (unique) that shows the domain labels (curator text: escaped)."""
+    return dict(title="domain", type="category", tickmode="array", tickvals=list(ids),
+                ticktext=[safe_text(lb, 24) for lb in labels])
+
+
 def mixture_weights_chart(ids, labels, natural, chosen, title: str = "") -> go.Figure:
     """Grouped bars per domain: natural (token share) vs chosen weight. Labels are curator text:
     escaped like corpus text."""
@@ -193,7 +241,7 @@ def mixture_weights_chart(ids, labels, natural, chosen, title: str = "") -> go.F
                          customdata=names, hovertemplate="%{x} %{customdata}<br>natural %{y:.2%}<extra></extra>"))
     fig.add_trace(go.Bar(x=ids, y=chosen, name="chosen weight", marker_color="#1f77b4",
                          customdata=names, hovertemplate="%{x} %{customdata}<br>weight %{y:.2%}<extra></extra>"))
-    fig.update_layout(title=title, barmode="group", xaxis=dict(title="domain", type="category"),
+    fig.update_layout(title=title, barmode="group", xaxis=_domain_axis(ids, labels),
                       yaxis=dict(title="share of training tokens", tickformat=".0%"),
                       legend=dict(orientation="h", y=1.08), margin=dict(l=10, r=10, t=40 if title else 30, b=10))
     return fig
@@ -214,7 +262,7 @@ def implied_epochs_chart(ids, labels, epochs, max_epochs: float | None = None, t
     if max_epochs is not None:
         fig.add_hline(y=float(max_epochs), line_dash="dash", line_color="#d62728",
                       annotation_text=f"max {max_epochs:g} epochs", annotation_position="top right")
-    fig.update_layout(title=title, xaxis=dict(title="domain", type="category"),
+    fig.update_layout(title=title, xaxis=_domain_axis(ids, labels),
                       yaxis=dict(title="epochs of the domain's tokens"), showlegend=False,
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     return fig
@@ -280,6 +328,10 @@ def confusion_heatmap(confusion, labels, names: dict | None = None, normalize: b
     C = np.asarray(confusion, dtype=np.float64)
     if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] != len(labels):
         raise ValueError(f"confusion must be square with one row per label, got {C.shape} for {len(labels)} labels")
+    # numeric ids in numeric order (reports sort them as strings: "0", "1", "10", ..., "2")
+    order = sorted(range(len(labels)), key=lambda i: (0, int(labels[i]), "") if str(labels[i]).isdigit()
+                   else (1, 0, str(labels[i])))
+    C, labels = C[np.ix_(order, order)], [labels[i] for i in order]
     names = names or {}
     ticks = [safe_text(f"{lab} {names.get(lab, '')}".strip(), 40) for lab in labels]
     Z = C / np.maximum(C.sum(axis=1, keepdims=True), 1) if normalize else C
@@ -287,6 +339,9 @@ def confusion_heatmap(confusion, labels, names: dict | None = None, normalize: b
         z=Z, x=ticks, y=ticks, colorscale="Blues", zmin=0, zmax=1 if normalize else None, customdata=C,
         hovertemplate="teacher %{y}<br>student %{x}<br>%{customdata:.0f} docs (%{z:.1%} of the row)<extra></extra>",
         colorbar=dict(title="share" if normalize else "docs")))
+    # category axes: topic ids like "0", "10", "2" would otherwise be read as numbers and the cells
+    # placed at those (unsorted) positions, garbling the matrix
     fig.update_layout(title=title or "Student vs teacher (rows: teacher topic)", xaxis_title="student",
-                      yaxis_title="teacher", yaxis_autorange="reversed", height=max(400, 18 * len(labels) + 150))
+                      yaxis_title="teacher", xaxis_type="category", yaxis_type="category",
+                      yaxis_autorange="reversed", height=max(400, 18 * len(labels) + 150))
     return fig

@@ -127,8 +127,9 @@ m1.metric("mean pairwise cosine", f"{stats['mean_cosine']:.3f}", help="about 0 o
 m2.metric("first-PC variance share", f"{stats['first_pc_share']:.1%}", help=f"uniform sphere: 1/d = {1 / dim:.2%}")
 m3.metric("mean direction length", f"{stats['mean_direction_norm']:.3f}", help="0 when isotropic, 1 when all equal")
 m4.metric("effective rank", f"{stats['effective_rank']:.0f} / {dim}")
-st.plotly_chart(cosine_histogram(cosines, dim), key="home_cosines")
+st.plotly_chart(cosine_histogram(cosines, dim, mean=stats["mean_cosine"]), key="home_cosines")
 st.caption(
-    f"{len(cosines):,} random pairs. The red curve is the cosine density for uniformly spread directions "
-    f"in {dim} dimensions; a histogram shifted right of it is the cone that makes Euclidean k-means collapse."
+    f"{len(cosines):,} random pairs; the dashed line is the exact mean over all pairs. The red curve is the "
+    f"cosine density for uniformly spread directions in {dim} dimensions; a histogram shifted right of it is "
+    "the cone that makes Euclidean k-means collapse."
 )

@@ -8,11 +8,7 @@ from gem.plots import cluster_map, cluster_sizes, sphere_map
 from pages import common
 
 st.title("Clusters on the hypersphere")
-ws = common.workspace()
-reps = ws.representations() if ws.has_corpus() else []
-if not reps:
-    st.warning("No embedded corpus in this workspace yet: open one and embed it on the Home page.")
-    st.stop()
+ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
 label_cols = [c for c in ("source", "category") if c in frame.columns]
 
@@ -23,16 +19,12 @@ with st.container(border=True):
                        help="Embed more layers on the Home page.")
     k = int(c2.number_input("K", min_value=2, max_value=256, value=24, step=1, key="cl_k"))
     with c3:
-        auto = st.toggle("Automatic balance", value=True, key="cl_auto",
-                         help="GEM picks lambda from the fitted concentrations and cosine margins.")
-        levels = [lam for _, lam in common.BALANCE_LEVELS]
-        lam = st.select_slider("Balance strength", options=levels, value=5000.0, format_func=common.balance_label,
-                               key="cl_lambda", disabled=auto,
-                               help="How hard GEM pulls cluster masses toward equal shares (the regulariser "
-                                    "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
+        balance, balance_note = common.balance_control(
+            "cl", default_auto=True, default_lambda=5000.0,
+            help="How hard GEM pulls cluster masses toward equal shares (the regulariser (λ/2)‖π − u‖²). "
+                 "0: plain vMF assignments with a uniform prior.")
     seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="cl_seed"))
     baseline_name = c5.selectbox("Baseline", list(common.BASELINES), index=0, key="cl_baseline")
-balance = "auto" if auto else float(lam)
 method = common.BASELINES[baseline_name]
 
 
@@ -55,6 +47,7 @@ with st.spinner("Fitting GEM…"):
 with st.spinner(f"Fitting the baseline ({baseline_name})…"):
     base_run = common.fit_baseline(method, k, seed, rep, ws=ws)
 
+common.show_auto_lambda(balance_note, gem_run)
 lam_used = gem_run.lambda_used
 st.caption(
     f"GEM fitted in {gem_run.seconds:.2f} s ({'warm-started from the previous model' if gem_run.warm_started else 'from scratch'}); "
@@ -77,7 +70,9 @@ def _panel(col, title: str, run, key: str):
         st.subheader(title)
         fig = cluster_map(layout.coords, run.labels[rows], layout.ids, texts=texts, extra=extra)
         event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("box", "lasso"))
-        st.plotly_chart(cluster_sizes(run.labels, run.n_clusters, title="cluster sizes (sorted)"), key=f"{key}_sizes")
+        sizes = cluster_sizes(run.labels, run.n_clusters, title="cluster sizes (sorted)")
+        sizes.update_yaxes(range=[0, size_ymax])  # the same scale on both sides, so heights compare
+        st.plotly_chart(sizes, key=f"{key}_sizes")
         from gem.metrics import agreement, balance_report
 
         rep_ = balance_report(run.labels, run.n_clusters)
@@ -91,6 +86,7 @@ def _panel(col, title: str, run, key: str):
         return event
 
 
+size_ymax = 1.1 * max(np.bincount(r.labels, minlength=r.n_clusters).max() / len(r.labels) for r in (gem_run, base_run))
 left, right = st.columns(2)
 ev_gem = _panel(left, "GEM", gem_run, "map_gem")
 ev_base = _panel(right, f"Baseline: {baseline_name}", base_run, "map_base")

@@ -3,8 +3,6 @@ and saved at once to the workspace taxonomy (SQLite, stable topic ids that survi
 
 Every curator text and corpus text is shown as plain text (st.text / st.dataframe), never markdown.
 """
-import hashlib
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -23,11 +21,7 @@ TOPIC = "tx_topic"
 EDITABLE = ["name", "parent", "description", "excluded", "review", "notes"]
 
 st.title("Taxonomy")
-ws = common.workspace()
-reps = ws.representations() if ws.has_corpus() else []
-if not reps:
-    st.warning("No embedded corpus in this workspace yet: open one and embed it on the Home page.")
-    st.stop()
+ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
 
 
@@ -70,9 +64,7 @@ if source == CURRENT:
     balance = prev.params.get("balance", "auto") if prev else "auto"
     with st.spinner("Fitting GEM…"):
         fit = common.fit_gem(k, balance, seed, rep, ws=ws)
-    h = hashlib.sha256(f"{fit.data_key}|{sorted(fit.params.items())}".encode())
-    h.update(np.ascontiguousarray(fit.estimator.mean_directions_, dtype=np.float32).tobytes())
-    run_key = f"session-{h.hexdigest()[:12]}"
+    run_key = common.session_run_key(fit)
     if run_key not in analyses:
         with st.spinner("Scoring documents (GIS), keywords…"):
             X = common.embeddings(rep, ws=ws)

@@ -19,13 +19,8 @@ STRATEGY_HELP = {
 }
 
 st.title("Mixture weights and export")
-ws = common.workspace()
-reps = ws.representations() if ws.has_corpus() else []
-if not reps:
-    st.warning("No embedded corpus in this workspace yet: open one and embed it on the Home page.")
-    st.stop()
+ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
-
 
 
 def _plain(text) -> str:
@@ -60,17 +55,18 @@ if source == CURRENT:
         k = int(c1.number_input("K", min_value=2, max_value=256, value=prev.n_clusters if prev else 24, step=1,
                                 key="mx_k"))
         with c2:
-            auto = st.toggle("Automatic balance", value=False, key="mx_auto",
-                             help="GEM picks lambda from the fitted concentrations and cosine margins.")
-            levels = [lam for _, lam in common.BALANCE_LEVELS]
-            lam = st.select_slider("Balance strength", options=levels, value=1000.0, format_func=common.balance_label,
-                                   key="mx_lambda", disabled=auto,
-                                   help="How hard GEM pulls topic masses toward the target composition "
-                                        "(the regulariser (λ/2)‖π − u‖²); a change re-fits warm-started.")
+            # start from the session's current fit (Clusters / Taxonomy), so opening this page re-uses
+            # the topics the curator just looked at instead of silently re-fitting with other settings
+            prev_balance = prev.params.get("balance") if prev else None
+            balance, balance_note = common.balance_control(
+                "mx", default_auto=prev_balance == "auto", default_lambda=prev_balance,
+                help="How hard GEM pulls topic masses toward the target composition "
+                     "(the regulariser (λ/2)‖π − u‖²); a change re-fits warm-started.")
         target_mode = c3.radio("Target composition", ["uniform", "natural", "edited per topic"], key="mx_target",
                                help="What the balance pulls towards: equal shares, the current topics' "
                                     "token shares, or shares you type per topic.")
-        seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="mx_seed"))
+        seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="mx_seed",
+                                   value=int(prev.params.get("random_state", 0)) if prev else 0))
     rep = "final" if "final" in reps else reps[0]
     tokens = frame["n_tokens"].to_numpy(np.float64)
     target = None
@@ -82,13 +78,15 @@ if source == CURRENT:
             share = np.bincount(prev.labels, weights=tokens, minlength=k)
             share = np.maximum(share / share.sum(), 1e-6)  # GEM needs positive shares
             if target_mode == "edited per topic":
-                start = pd.DataFrame({"topic": [f"t{i:02d}" for i in range(k)], "target %": share * 100})
+                named = common.session_topics(prev, ws)  # the curator's names once the Taxonomy page has them
+                topic = ([f"t{i:02d}" for i in range(k)] if named is None
+                         else [f"{i} {n}" for i, n in zip(named["id"], named["name"])])
+                start = pd.DataFrame({"topic": topic, "target %": share * 100})
                 edited = st.data_editor(start, key="mx_target_edit", hide_index=True, disabled=["topic"],
                                         column_config={"target %": st.column_config.NumberColumn(min_value=0.01,
                                                                                                   format="%.2f")})
                 share = np.maximum(edited["target %"].to_numpy(np.float64), 1e-6)
             target = tuple(float(x) for x in share / share.sum())
-    balance = "auto" if auto else float(lam)
     kwargs = {} if target is None else {"target": target}
     with st.spinner("Fitting GEM…"):
         try:
@@ -97,11 +95,16 @@ if source == CURRENT:
             st.error(_plain(f"GEM could not be fitted: {exc}"))
             st.stop()
     est = run.estimator
+    common.show_auto_lambda(balance_note, run)
     st.caption(f"GEM fitted in {run.seconds:.2f} s "
                f"({'warm-started' if run.warm_started else 'from scratch'}); λ used = {est.balance_:g}")
     assignments = pd.DataFrame({"id": frame["id"].astype(str).to_numpy(), "cluster": run.labels})
+    # the taxonomy's stable ids, names and parents once the Taxonomy page has synced this fit
+    topics = common.session_topics(run, ws)
+    if topics is None:
+        st.caption("Topics show as t00, t01, …: open the Taxonomy page to name this fit's topics.")
     try:
-        domains, documents, parent_labels = mx.run_domains(assignments, frame, k, mass=est.weights_)
+        domains, documents, parent_labels = mx.run_domains(assignments, frame, k, mass=est.weights_, topics=topics)
     except mx.MixtureError as exc:
         st.error(_plain(exc))
         st.stop()
@@ -182,10 +185,15 @@ with c2:
 for w in mixture.warnings:
     st.warning(_plain(w))
 table = d[["id", "label", "n_docs", "n_tokens", "natural_weight", "weight", "implied_epochs", "weight_source"]]
+if mixture.token_budget:
+    epochs_col = st.column_config.NumberColumn("epochs", format="%.2f")
+else:  # no budget, no epochs: a dash rather than "None"
+    table = table.assign(implied_epochs="—")
+    epochs_col = st.column_config.TextColumn("epochs", help="Set a token budget to see epochs.")
 st.dataframe(table, hide_index=True, width="stretch", key="mx_table",
              column_config={"natural_weight": st.column_config.NumberColumn("natural", format="%.4f"),
                             "weight": st.column_config.NumberColumn("weight", format="%.4f"),
-                            "implied_epochs": st.column_config.NumberColumn("epochs", format="%.2f")})
+                            "implied_epochs": epochs_col})
 with st.expander("Chosen weights as JSON (to copy)", key="mx_weights_json"):
     # full precision, readable as text (the table above is drawn on a canvas)
     st.code(json.dumps(mixture.weights(), indent=1), language="json")

@@ -13,7 +13,7 @@ KEY_STUDENT = "gem_student"  # (model path, report) of the student trained in th
 st.title("fastText student and corpus labelling")
 st.caption("The teacher (GEM) labels the sample; a fastText student trained on each topic's top-GIS documents, "
            "the same count per topic, labels corpora far larger than one machine can embed.")
-ws = common.workspace()
+ws, _ = common.embedded_workspace()
 run, _ = common.current_runs()
 if run is None or run.method != "gem":
     st.warning("Fit GEM on the Clusters page first: the student learns from the current GEM fit.")
@@ -47,7 +47,9 @@ if KEY_STUDENT in st.session_state:
     m2.metric("Macro-F1", f"{report['macro_f1']:.3f}")
     m3.metric("Student docs/s", f"{report['docs_per_second']:,.0f}")
     m4.metric("Model size", f"{report['model']['bytes'] / 1e6:.1f} MB")
-    st.plotly_chart(confusion_heatmap(report["confusion"], report["labels"]), use_container_width=True)
+    topics = common.session_topics(run, ws)  # the curator's names once the Taxonomy page has synced this fit
+    names = None if topics is None else {str(c): str(n) for c, n in zip(topics["cluster"], topics["name"])}
+    st.plotly_chart(confusion_heatmap(report["confusion"], report["labels"], names=names), width="stretch")
     bins = pd.DataFrame(report["agreement_by_confidence"])
     st.subheader("Agreement by student confidence")
     st.dataframe(bins, hide_index=True)

@@ -16,7 +16,13 @@ Import it in a page as ``from pages import common``. Everything a page needs fro
   changed. ``fit_baseline(method, n_clusters, seed, representation)`` likewise (no warm start).
 - ``author() -> str``: the curator's name (sidebar text box; session_state key ``gem_author``),
   for pages that record who did what (taxonomy edits, exports).
-- ``BALANCE_LEVELS`` / ``balance_label(v)``: the balance control's scale (named lambda stops).
+- ``BALANCE_LEVELS`` / ``balance_label(v)``: the balance control's scale (named lambda stops);
+  ``balance_control(key_prefix, default_auto, default_lambda, help) -> (balance, note)`` draws it
+  ("auto" or a lambda), ``show_auto_lambda(note, run)`` writes the lambda GEM chose under it.
+- ``embedded_workspace() -> (ws, representations)``: the workspace, or a pointer to the Home page
+  and st.stop() when it has no embedded corpus (the preamble of every analysis page).
+- ``session_run_key(fit)`` / ``session_topics(fit)``: the taxonomy run name of a session fit, and
+  its topics (stable ids, curator names, parents) once the Taxonomy page has synced it, else None.
 - ``sidebar()``: the workspace / author box shown on every page (app.py calls it).
 
 All logic beyond session bookkeeping lives in gem/ (engine) so it is usable without the UI.
@@ -71,6 +77,27 @@ def balance_label(value: float | str) -> str:
     return f"λ = {float(value):g}"
 
 
+def balance_control(key_prefix: str, default_auto: bool, default_lambda: float | str | None, help: str):
+    """The "Automatic balance" toggle over the named-lambda slider (keys ``<prefix>_auto`` and
+    ``<prefix>_lambda``; a ``default_lambda`` off the scale starts at "moderate"). Returns
+    ("auto" or the lambda, note): ``note`` is an empty slot under the slider for
+    ``show_auto_lambda`` once the fit has chosen lambda."""
+    auto = st.toggle("Automatic balance", value=default_auto, key=f"{key_prefix}_auto",
+                     help="GEM picks lambda from the fitted concentrations and cosine margins.")
+    levels = [lam for _, lam in BALANCE_LEVELS]
+    lam = st.select_slider("Balance strength", options=levels,
+                           value=default_lambda if default_lambda in levels else 1000.0,
+                           format_func=balance_label, key=f"{key_prefix}_lambda", disabled=auto, help=help)
+    note = st.empty()
+    return ("auto" if auto else float(lam)), note
+
+
+def show_auto_lambda(note, run) -> None:
+    """Under an automatic balance control, the lambda GEM chose (the greyed slider keeps the manual one)."""
+    if run is not None and run.params.get("balance") == "auto" and run.lambda_used is not None:
+        note.caption(f"auto: λ = {run.lambda_used:.1f} (chosen by GEM; the slider is used when automatic is off)")
+
+
 # ---------------------------------------------------------------------------- workspace
 def _default_workspace_path() -> str:
     env = os.environ.get(WORKSPACE_ENV)
@@ -90,6 +117,16 @@ def set_workspace(path: str | os.PathLike) -> Workspace:
     st.session_state[KEY_WORKSPACE] = str(ws.root)
     forget_runs()
     return ws
+
+
+def embedded_workspace() -> tuple[Workspace, list[str]]:
+    """(workspace, its representations); with no embedded corpus, a pointer to Home and st.stop()."""
+    ws = workspace()
+    reps = ws.representations() if ws.has_corpus() else []
+    if not reps:
+        st.warning("No embedded corpus in this workspace yet: open one and embed it on the Home page.")
+        st.stop()
+    return ws, reps
 
 
 def forget_runs() -> None:
@@ -222,6 +259,31 @@ def fit_baseline(method: str, n_clusters: int, seed: int = 0, representation: st
     return result
 
 
+def session_run_key(fit: FitResult) -> str:
+    """The taxonomy run name of a session fit: changes with the data, the settings and the fitted
+    mean directions (so a warm re-fit is a new run, matched to the previous one by the taxonomy)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{fit.data_key}|{sorted(fit.params.items())}".encode())
+    h.update(np.ascontiguousarray(fit.estimator.mean_directions_, dtype=np.float32).tobytes())
+    return f"session-{h.hexdigest()[:12]}"
+
+
+def session_topics(fit: FitResult | None, ws: Workspace | None = None):
+    """The taxonomy's topics of this session fit (columns cluster, id, name, parent, parent_name,
+    excluded, ...; one per cluster) when the Taxonomy page has synced it, else None."""
+    ws = ws or workspace()
+    if fit is None or fit.method != "gem" or not ws.taxonomy_db.exists():
+        return None
+    from gem.taxonomy import Taxonomy
+
+    try:
+        topics = Taxonomy(ws.taxonomy_db).topics(run=session_run_key(fit))
+    except KeyError:  # this fit was never synced
+        return None
+    return topics if len(topics) == fit.n_clusters else None
+
+
 # ---------------------------------------------------------------------------- sidebar
 def author() -> str:
     return str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
@@ -231,7 +293,8 @@ def sidebar() -> None:
     ws = workspace()
     with st.sidebar:
         st.caption("Workspace")
-        st.code(str(ws.root), language=None)
+        # the folder and its parent (the full path would be cut to its start); the full path on hover
+        st.text(f"{ws.root.parent.name}/{ws.root.name}", help=f"Full path: `{ws.root}`")
         st.text_input("Your name (recorded with curation edits)", key=KEY_AUTHOR, placeholder="curator")
 
 

@@ -59,6 +59,13 @@ def test_home_anisotropy_panel_reports_the_cone(app_test, synthetic_workspace):
     expected = anisotropy(synthetic_workspace.load_embeddings("final"))
     assert abs(_num(m["mean pairwise cosine"][0]) - expected["mean_cosine"]) < 1e-3
     assert _num(m["mean pairwise cosine"][0]) > 0.5  # the synthetic corpus is a narrow cone
+    # the histogram marks the same exact mean (not its sampled pairs' mean)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [a["text"] for a in spec["layout"]["annotations"]] == [f"mean {m['mean pairwise cosine'][0]}"]
+    # the sidebar names the workspace folder (and its parent); the full path is in the tooltip
+    side = at.sidebar.text[0]
+    root = synthetic_workspace.root
+    assert side.value == f"{root.parent.name}/{root.name}" and str(root) in side.proto.help
 
 
 def test_clusters_page_k_and_lambda_refit_in_the_expected_direction(app_test, synthetic_workspace):
@@ -70,12 +77,17 @@ def test_clusters_page_k_and_lambda_refit_in_the_expected_direction(app_test, sy
     assert _metrics(at)["effective clusters"][0].endswith("/ 8")
     # the GEM panel and the baseline panel each report a balance report
     assert len(_metrics(at)["normalised entropy"]) == 2
+    # automatic balance: the control shows the lambda GEM chose (the greyed slider is the manual one)
+    notes = [c.value for c in at.caption if c.value.startswith("auto: λ = ")]
+    assert len(notes) == 1
+    assert float(notes[0].split("= ")[1].split(" ")[0]) == pytest.approx(at.session_state["gem_run"].lambda_used, abs=0.06)
 
     at.toggle(key="cl_auto").set_value(False).run()
     at.select_slider(key="cl_lambda").set_value(0.0).run()
     at.number_input(key="cl_k").set_value(6).run()  # new K: fitted from scratch at lambda = 0
     _assert_clean(at, "K=6")
     assert "from scratch" in at.caption[0].value and "λ used = 0" in at.caption[0].value
+    assert not any(c.value.startswith("auto: λ") for c in at.caption)  # manual balance: no auto note
     m0 = _metrics(at)
     ent0, top0 = _num(m0["normalised entropy"][0]), _num(m0["largest share"][0])
     assert m0["effective clusters"][0].endswith("/ 6")

@@ -1,6 +1,7 @@
 """AppTest of the Mixture page on a small synthetic workspace (real GEM fits, no mocks)."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -133,3 +134,26 @@ def test_mixture_page_saved_run_uses_taxonomy_ids_and_parents(ws_env):
     assert at.text_input[0].value == "r1-natural-parent"
     report = mx.validate_bundle(ws_env.exports_dir / "r1-natural-parent")
     assert list(report["weights"]) == [g, m[2], m[3]]
+
+
+@pytest.mark.slow
+def test_mixture_page_shows_the_taxonomy_names_of_the_session_fit(app_test, synthetic_workspace):
+    """Name a topic on the Taxonomy page; the Mixture page (same session fit) shows its stable id and name."""
+    name = "Night <i>sky</i>"
+    at = app_test(synthetic_workspace)
+    at.session_state["gem_author"] = "alice"
+    at.switch_page("pages/3_Taxonomy.py").run()
+    at.number_input(key="tx_k").set_value(4).run()
+    first = at.data_editor(key="tx_editor").value["id"].iloc[0]
+    at.session_state["tx_editor"] = {"edited_rows": {0: {"name": name}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert not at.exception, at.exception
+
+    at.switch_page("pages/4_Mixture.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[-1].value
+    assert first in table["id"].tolist() and not any(i.startswith("t0") for i in table["id"])
+    assert table.set_index("id").loc[first, "label"] == name
+    assert set(table["implied_epochs"]) == {"—"}  # no token budget: a dash, not "None"
+    axis = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]
+    assert first in axis["tickvals"] and "Night &lt;i&gt;sky&lt;/i&gt;" in axis["ticktext"]  # labels, escaped

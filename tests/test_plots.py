@@ -43,7 +43,10 @@ def test_cosine_histogram_has_corpus_and_reference():
     bar, ref = fig.data
     widths = np.asarray(bar.width)
     assert abs(np.sum(np.asarray(bar.y) * widths) - 1) < 1e-6  # a density
-    assert "S^383" in ref.name
+    assert ref.name == "uniform on the sphere S³⁸³ (d = 384)"  # readable, not a literal "S^383"
+    # the marker line shows the exact mean when given (the sample's mean otherwise)
+    marked = plots.cosine_histogram(cos, dim=384, mean=0.4321)
+    assert marked.layout.shapes[0].x0 == 0.4321 and marked.layout.annotations[0].text == "mean 0.432"
     with pytest.raises(ValueError):
         plots.cosine_histogram(np.array([]), dim=3)
 
@@ -147,3 +150,89 @@ def test_cluster_sizes_sorted_shares_with_uniform_line():
     np.testing.assert_allclose(masses.data[0].y, [0.5, 0.25, 0.25])
     with pytest.raises(ValueError):
         plots.cluster_sizes(np.zeros(3), masses=True)
+
+
+# ---------------------------------------------------------------------------- colours and ranges
+def _lab(hexes) -> np.ndarray:
+    """sRGB hex colours -> CIELAB (D65)."""
+    rgb = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in hexes]) / 255.0
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz /= np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+def _delta_e2000(lab1, lab2) -> np.ndarray:
+    """CIEDE2000 colour difference (Sharma, Wu and Dalal 2005), broadcasting over leading axes."""
+    (L1, a1, b1), (L2, a2, b2) = np.moveaxis(lab1, -1, 0), np.moveaxis(lab2, -1, 0)
+    cbar = (np.hypot(a1, b1) + np.hypot(a2, b2)) / 2
+    g = 0.5 * (1 - np.sqrt(cbar ** 7 / (cbar ** 7 + 25.0 ** 7)))
+    a1p, a2p = (1 + g) * a1, (1 + g) * a2
+    c1, c2 = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1, h2 = np.degrees(np.arctan2(b1, a1p)) % 360, np.degrees(np.arctan2(b2, a2p)) % 360
+    dh = h2 - h1
+    dh = np.where(c1 * c2 == 0, 0, np.where(dh > 180, dh - 360, np.where(dh < -180, dh + 360, dh)))
+    dH = 2 * np.sqrt(c1 * c2) * np.sin(np.radians(dh / 2))
+    hsum = h1 + h2
+    hbar = np.where(c1 * c2 == 0, hsum, np.where(np.abs(h1 - h2) > 180,
+                                                 np.where(hsum < 360, hsum + 360, hsum - 360), hsum) / 2)
+    t = (1 - 0.17 * np.cos(np.radians(hbar - 30)) + 0.24 * np.cos(np.radians(2 * hbar))
+         + 0.32 * np.cos(np.radians(3 * hbar + 6)) - 0.20 * np.cos(np.radians(4 * hbar - 63)))
+    lbar, cbarp = (L1 + L2) / 2, (c1 + c2) / 2
+    sl = 1 + 0.015 * (lbar - 50) ** 2 / np.sqrt(20 + (lbar - 50) ** 2)
+    sc, sh = 1 + 0.045 * cbarp, 1 + 0.015 * cbarp * t
+    rt = -2 * np.sqrt(cbarp ** 7 / (cbarp ** 7 + 25.0 ** 7)) * np.sin(np.radians(60 * np.exp(-((hbar - 275) / 25) ** 2)))
+    dl, dc = L2 - L1, c2 - c1
+    return np.sqrt((dl / sl) ** 2 + (dc / sc) ** 2 + (dH / sh) ** 2 + rt * (dc / sc) * (dH / sh))
+
+
+def test_delta_e2000_matches_the_published_test_pairs():
+    # Sharma, Wu, Dalal (2005), table 1, pairs 1 and 7
+    lab1 = np.array([[50.0, 2.6772, -79.7751], [50.0, 0.0, 0.0]])
+    lab2 = np.array([[50.0, 0.0, -82.7485], [50.0, -1.0, 2.0]])
+    np.testing.assert_allclose(_delta_e2000(lab1, lab2), [2.0425, 2.3669], atol=1e-4)
+
+
+def test_palette_has_24_clearly_distinct_colours_visible_on_white():
+    colours = [plots.cluster_color(k) for k in range(24)]
+    lab = _lab(colours)
+    d = _delta_e2000(lab[:, None], lab[None])
+    np.fill_diagonal(d, np.inf)
+    # ~10 is "clearly different at a glance" for small markers; plotly's Dark24 has a pair at 7.2
+    assert d.min() >= 15, (d.min(), np.unravel_index(d.argmin(), d.shape))
+    assert _delta_e2000(lab, _lab(["#FFFFFF"])).min() >= 20  # no near-white marker on the white plot
+    assert _delta_e2000(_lab(plots.qualitative.Dark24)[:, None], _lab(plots.qualitative.Dark24)[None])[4, 11] < 10
+
+
+def test_robust_range_frames_the_bulk_and_ignores_far_outliers():
+    rng = np.random.default_rng(0)
+    bulk = rng.normal(size=2000)
+    lo, hi = plots.robust_range(np.r_[bulk, 1000.0, -500.0])
+    assert -10 < lo < bulk.min() and bulk.max() < hi < 10  # every bulk point in view, the outliers not
+    lo, hi = plots.robust_range(bulk)  # no far outlier: the full extent plus a margin
+    assert lo < bulk.min() and hi > bulk.max() and hi - lo < 1.2 * np.ptp(bulk)
+    assert plots.robust_range(np.full(5, 3.0))[0] < 3.0 < plots.robust_range(np.full(5, 3.0))[1]
+    assert plots.robust_range(np.array([np.nan])) is None
+
+
+def test_cluster_map_view_ignores_a_far_outlier_but_keeps_it_selectable():
+    coords, labels, ids = _blobs(n=400)
+    coords[0] = [1e4, -1e4]
+    fig = plots.cluster_map(coords, labels, ids)
+    x0, x1 = fig.layout.xaxis.range
+    y0, y1 = fig.layout.yaxis.range
+    bulk = coords[1:]
+    assert x0 <= bulk[:, 0].min() and x1 >= bulk[:, 0].max() and x1 < 100
+    assert y1 >= bulk[:, 1].max() and y0 > -100
+    assert any("doc-0" in np.asarray(t.customdata)[:, 0] for t in fig.data)  # still plotted (zoom out to see it)
+    assert fig.layout.yaxis.scaleanchor is None  # a locked aspect ratio would widen the view back to it
+
+
+def test_mixture_charts_show_domain_labels_keyed_by_id():
+    ids, labels = ["T001", "T002", "G001"], ["Space <b>x</b>", "Space <b>x</b>", "Group"]
+    for fig in (plots.mixture_weights_chart(ids, labels, [0.5, 0.3, 0.2], [0.4, 0.4, 0.2]),
+                plots.implied_epochs_chart(ids, labels, [1.0, 2.0, 3.0], max_epochs=2.5)):
+        assert list(fig.data[0].x) == ids  # unique keys, even when two domains share a name
+        assert list(fig.layout.xaxis.tickvals) == ids
+        assert list(fig.layout.xaxis.ticktext) == ["Space &lt;b&gt;x&lt;/b&gt;"] * 2 + ["Group"]

@@ -37,6 +37,20 @@ def test_student_page_trains_and_labels(synthetic_workspace, monkeypatch, tmp_pa
     assert "Top-1 agreement (held out)" in labels
     assert (ws.root / "students" / "current.bin").exists()
 
+    # once the taxonomy names the fit's topics, the confusion heatmap shows the names
+    from gem.taxonomy import Taxonomy
+    from pages.common import session_run_key
+
+    tax = Taxonomy(ws.taxonomy_db)
+    run_key = session_run_key(at.session_state[KEY_RUN])
+    tax.sync_run(run_key, gem.mean_directions_)
+    tid = tax.run_mapping(run_key)[0]
+    tax.update_topic(tid, tax.topic(tid)["version"], "test", name="Cooking & food")
+    at.run()
+    assert not at.exception
+    heatmap = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert "0 Cooking &amp; food" in heatmap["x"] and "0 Cooking &amp; food" in heatmap["y"]
+
     shard = tmp_path / "in" / "s.jsonl"
     shard.parent.mkdir()
     shard.write_text(json.dumps({"id": "x1", "text": "Document about cooking"}) + "\n{broken\n")
