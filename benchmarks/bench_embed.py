@@ -113,8 +113,8 @@ def main() -> None:
     ]
     names = {
         "plain": "plain `SentenceTransformer.encode` (float32, batch 32)",
-        "bfloat16": "gem `SentenceTransformerEmbedder` (bf16 autocast, length-sorted, batch 64)",
-        "float32": "gem `SentenceTransformerEmbedder(precision=\"float32\")` (length-sorted, batch 64)",
+        "bfloat16": "gem `SentenceTransformerEmbedder` (bf16 weights, token-length-sorted, batches of <= 2048 tokens)",
+        "float32": "gem `SentenceTransformerEmbedder(precision=\"float32\")` (token-length-sorted, batches of <= 2048 tokens)",
     }
     for method, (dt, peak, _, X, cpu) in rows.items():
         cos = np.einsum("ij,ij->i", X, ref)

@@ -44,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("--column", default=None, help="Parquet column holding the precomputed vectors")
     p.add_argument("--representation", default=None, metavar="NAME",
                    help="name to save under: 'final' or 'layerN' (default: from --layer)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="texts per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="most texts per forward pass (default: 256; batches are also capped at 2048 tokens)")
     p.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.set_defaults(handler=cmd_embed)
