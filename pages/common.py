@@ -285,8 +285,20 @@ def session_topics(fit: FitResult | None, ws: Workspace | None = None):
 
 
 # ---------------------------------------------------------------------------- sidebar
+def signed_in_user() -> str | None:
+    """The signed-in user's name or email when Streamlit login (st.login, OIDC) is configured."""
+    try:
+        user = st.user
+        if user.get("is_logged_in"):
+            return str(user.get("name") or user.get("email") or "").strip() or None
+    except Exception:  # no auth configured here: curators type their name instead
+        return None
+    return None
+
+
 def author() -> str:
-    return str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
+    """Who is editing: the signed-in user when login is configured, else the sidebar name field."""
+    return signed_in_user() or str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
 
 
 def sidebar() -> None:
@@ -295,7 +307,11 @@ def sidebar() -> None:
         st.caption("Workspace")
         # the folder and its parent (the full path would be cut to its start); the full path on hover
         st.text(f"{ws.root.parent.name}/{ws.root.name}", help=f"Full path: `{ws.root}`")
-        st.text_input("Your name (recorded with curation edits)", key=KEY_AUTHOR, placeholder="curator")
+        user = signed_in_user()
+        if user:
+            st.text(f"Signed in as {user} (recorded with curation edits)")
+        else:
+            st.text_input("Your name (recorded with curation edits)", key=KEY_AUTHOR, placeholder="curator")
 
 
 # ---------------------------------------------------------------------------- corpus ingest
