@@ -244,26 +244,3 @@ def get_layout(ws: Workspace, representation: str = "final", kind: str = "2d",
     layout = Layout(frame["id"].astype(str).to_numpy()[rows], coords, kind, representation, len(frame), params)
     save_layout(ws, layout, max_points)
     return layout
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m gem.layout WORKSPACE [REP ...]``: compute and cache every layout kind for the
-    given representations (default: all embedded). Used to ship sample_data/layouts/."""
-    import argparse
-    import time
-
-    parser = argparse.ArgumentParser(prog="python -m gem.layout", description=main.__doc__)
-    parser.add_argument("workspace", help="workspace folder (sample_data/ is laid out as one)")
-    parser.add_argument("representations", nargs="*")
-    args = parser.parse_args(argv)
-    ws = Workspace(args.workspace)
-    for rep in args.representations or ws.representations():
-        for kind in KINDS:
-            start = time.perf_counter()
-            lay = get_layout(ws, rep, kind)
-            print(f"{rep} {kind}: {len(lay.ids)} points in {time.perf_counter() - start:.1f} s -> {layout_path(ws, rep, kind)}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

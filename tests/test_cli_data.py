@@ -106,8 +106,35 @@ def test_embed_bad_precomputed_rows(tmp_path, corpus_file, capsys):
     assert "short.npy: 3 rows but the corpus has 5" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", ["ingest", "embed", "info"])
+@pytest.mark.parametrize("cmd", ["ingest", "embed", "info", "layout"])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([cmd, "--help"])
     assert exc.value.code == 0 and "--workspace" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_layout_computes_caches_and_reuses(tmp_path, capsys):
+    """`gem layout` writes both map kinds for a small workspace, then serves them from the cache."""
+    import pandas as pd
+
+    from gem.layout import get_layout
+    from gem.store import Workspace
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16))
+    X = np.repeat(centres, 60, axis=0) + 0.1 * rng.standard_normal((180, 16))
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir()
+    pd.DataFrame({"id": [f"d{i}" for i in range(180)], "text": [f"doc {i}" for i in range(180)],
+                  "n_tokens": 2}).to_parquet(ws.corpus_path)
+    norms = np.linalg.norm(X, axis=1)
+    ws.save_embeddings("final", (X / norms[:, None]).astype(np.float32), norms, {"n": 180})
+    assert main(["layout", "-w", str(ws.root)]) == 0
+    out = capsys.readouterr().out
+    assert "final 2d: 180 points" in out and "final sphere: 180 points" in out
+    two_d = get_layout(ws, "final", "2d", compute=False)
+    assert two_d is not None and two_d.coords.shape == (180, 2)
+    assert get_layout(ws, "final", "sphere", compute=False) is not None
+    assert main(["layout", "-w", str(ws.root), "--kind", "2d"]) == 0  # cached: no recompute, same ids
+    assert get_layout(ws, "final", "2d", compute=False).ids.tolist() == two_d.ids.tolist()

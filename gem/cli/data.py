@@ -59,6 +59,19 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_info)
 
+    p = sub.add_parser(
+        "layout",
+        help="compute and cache the 2-D and sphere maps the app shows",
+        description="Compute the UMAP layouts (2-D, cosine metric; sphere, haversine output metric) of a "
+        "workspace's embeddings on a stratified sample and cache them in WS/layouts/, so the app opens "
+        "without waiting (the first UMAP in a process pays ~20 s of numba JIT).",
+    )
+    add_workspace_arg(p)
+    p.add_argument("--representation", action="append", metavar="REP",
+                   help="final or layerN (repeatable; default: every embedded representation)")
+    p.add_argument("--kind", choices=("2d", "sphere"), action="append", help="default: both")
+    p.set_defaults(handler=cmd_layout)
+
 
 def _workspace(args):
     from gem.store import Workspace
@@ -230,4 +243,22 @@ def cmd_info(args) -> int:
     if info.get("rejects"):
         out.append(f"rejected records at ingest: {info['rejects']} (see {ws.rejects_path})")
     print("\n".join(out))
+    return 0
+
+
+def cmd_layout(args) -> int:
+    import time
+
+    from gem.layout import KINDS, get_layout, layout_path
+
+    ws = _workspace(args)
+    reps = args.representation or ws.representations()
+    if not reps:
+        raise ValueError(f"{ws.root}: no embeddings; run `gem embed` first")
+    for rep in reps:
+        for kind in args.kind or KINDS:
+            start = time.perf_counter()
+            layout = get_layout(ws, rep, kind)
+            print(f"{rep} {kind}: {len(layout.ids):,} points in {time.perf_counter() - start:.1f} s "
+                  f"-> {layout_path(ws, rep, kind)}")
     return 0
