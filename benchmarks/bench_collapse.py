@@ -53,7 +53,7 @@ def main():
     verdicts = []
     for rep in ["final"] + [r for r in reps if r.startswith("layer")]:
         X = ws.load_embeddings(rep)
-        raw = ws.load_raw_embeddings(rep)
+        raw = ws.load_raw_embeddings(rep, unit=X)
         an = anisotropy(X)
         runs = [compare_methods(X, raw, args.k, refs, methods=methods, random_state=s, estimator_kw=kw)
                 for s in seeds]
@@ -94,8 +94,9 @@ def main():
         lines.append("")
         print("\n".join(lines[-12:]), flush=True)
     lines += ["## Goal (judged on the means over seeds)", ""] + verdicts
-    out = ROOT / "benchmarks" / "results" / "collapse.md"
-    out.write_text("\n".join(lines) + "\n")
+    from gem.store import write_text_atomic
+
+    write_text_atomic(ROOT / "benchmarks" / "results" / "collapse.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from gem.store import atomic_path, write_json_atomic
+from gem.store import write_json_atomic, write_parquet_atomic, write_text_atomic
 
 META_KEY = b"gem.label"
 REJECTS_DIR = "rejects"
@@ -212,7 +212,6 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
     """Label one shard; write rejects, then the output Parquet (its existence marks completion).
     Returns the shard's stats (also stored in the output's schema metadata)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path, out_dir = Path(path), Path(out_dir)
     stem = shard_stem(path)
@@ -244,10 +243,8 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
     }
     rej_path = out_dir / REJECTS_DIR / f"{stem}.jsonl"
     if rejects:
-        with atomic_path(rej_path, suffix=".jsonl") as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for r in rejects:
-                    fh.write(json.dumps({"shard": path.name, **r}, ensure_ascii=False) + "\n")
+        write_text_atomic(rej_path, "".join(json.dumps({"shard": path.name, **r}, ensure_ascii=False) + "\n"
+                                            for r in rejects))
     elif rej_path.exists():
         rej_path.unlink()  # stale rejects of an earlier run of a now-clean shard
     stats["seconds"] = round(time.perf_counter() - start, 3)
@@ -256,8 +253,7 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
         "topic_id": pa.array(topic.tolist(), pa.string()),
         "probability": pa.array(np.concatenate(prob_parts) if prob_parts else np.zeros(0, np.float32), pa.float32()),
     }).replace_schema_metadata({META_KEY: json.dumps(stats).encode()})
-    with atomic_path(out_dir / f"{stem}.parquet", suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
+    write_parquet_atomic(out_dir / f"{stem}.parquet", table)
     return stats
 
 

@@ -428,7 +428,6 @@ def greedy_kmeanspp(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Genera
     first = int(rng.choice(n, p=w / w.sum()))
     centers = [first]
     dist = (2.0 - 2.0 * (Xt @ Xt[first])).clamp_(min=0.0)
-    pot = float(torch.dot(wt, dist))
     for _ in range(1, k):
         cum = np.cumsum((wt * dist).double().numpy())
         if cum[-1] <= 0:  # all points coincide with seeds: take any unused row
@@ -441,8 +440,6 @@ def greedy_kmeanspp(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Genera
         best = int(np.argmin(pots))
         centers.append(int(cand[best]))
         dist = cand_dist[:, best].contiguous()
-        pot = pots[best]
-    del pot
     return np.array(centers)
 
 
@@ -489,9 +486,9 @@ def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.
             r[empty] = Xu[far]
             rn[empty] = np.linalg.norm(r[empty], axis=1)
         mu = r / rn[:, None]
-    # kappa from the mean cosine of each cluster's members to its direction
-    S = (Xt @ torch.from_numpy(mu.T.astype(Xu.dtype).copy())).double().numpy()
-    cos = S[np.arange(n), labels]
+    # kappa from the mean cosine of each cluster's members to its direction: the loop always
+    # leaves after scoring the final mu, so `best` is each row's cosine to its own cluster
+    cos = best.double().numpy()
     mass = np.bincount(labels, weights=w, minlength=k)
     rbar = np.bincount(labels, weights=w * cos, minlength=k) / np.maximum(mass, 1e-300)
     kappa = sphere.solve_kappa(np.clip(rbar, 0.0, 1.0), d)

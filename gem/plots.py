@@ -136,12 +136,7 @@ def cluster_map(coords: np.ndarray, labels: np.ndarray, ids, texts=None, extra: 
     hover shows the escaped id, the cluster, an escaped text snippet and escaped ``extra`` columns
     (e.g. source, category).
     """
-    coords = np.asarray(coords)
-    labels = np.asarray(labels)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must be (n, 2), got {coords.shape}")
-    if not (len(coords) == len(labels) == len(ids)):
-        raise ValueError(f"coords ({len(coords)}), labels ({len(labels)}) and ids ({len(ids)}) differ in length")
+    coords, labels = _points(coords, labels, ids, 2, "coords")
     custom, template = _hover(ids, texts, labels, extra)
     use_gl = len(coords) > SVG_MAX_POINTS if webgl is None else webgl
     Trace = go.Scattergl if use_gl else go.Scatter
@@ -162,15 +157,21 @@ def cluster_map(coords: np.ndarray, labels: np.ndarray, ids, texts=None, extra: 
     return fig
 
 
+def _points(coords, labels, ids, dim: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check a map's point coordinates (n, dim) against its labels and ids."""
+    coords = np.asarray(coords)
+    labels = np.asarray(labels)
+    if coords.ndim != 2 or coords.shape[1] != dim:
+        raise ValueError(f"{name} must be (n, {dim}), got {coords.shape}")
+    if not (len(coords) == len(labels) == len(ids)):
+        raise ValueError(f"{name} ({len(coords)}), labels ({len(labels)}) and ids ({len(ids)}) differ in length")
+    return coords, labels
+
+
 def sphere_map(xyz: np.ndarray, labels: np.ndarray, ids, texts=None, title: str = "") -> go.Figure:
     """Documents as points on S^2 (from the haversine layout), coloured by cluster, over a faint
     unit sphere so the geometry is visible."""
-    xyz = np.asarray(xyz)
-    labels = np.asarray(labels)
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise ValueError(f"xyz must be (n, 3), got {xyz.shape}")
-    if not (len(xyz) == len(labels) == len(ids)):
-        raise ValueError(f"xyz ({len(xyz)}), labels ({len(labels)}) and ids ({len(ids)}) differ in length")
+    xyz, labels = _points(xyz, labels, ids, 3, "xyz")
     custom, template = _hover(ids, texts, labels, None)
     u, v = np.mgrid[0:2 * np.pi:40j, 0:np.pi:20j]
     fig = go.Figure()

@@ -233,9 +233,11 @@ class Workspace:
     def load_norms(self, representation: str = "final") -> np.ndarray:
         return load_npy(self.norms_path(representation))
 
-    def load_raw_embeddings(self, representation: str = "final") -> np.ndarray:
-        """Pre-normalisation vectors (unit rows x stored norms): what practitioners feed k-means."""
-        unit = self.load_embeddings(representation)
+    def load_raw_embeddings(self, representation: str = "final", unit: np.ndarray | None = None) -> np.ndarray:
+        """Pre-normalisation vectors (unit rows x stored norms): what practitioners feed k-means.
+        Pass ``unit`` when the unit rows are already loaded, to skip reading them again."""
+        if unit is None:
+            unit = self.load_embeddings(representation)
         return unit * self.load_norms(representation)[:, None].astype(unit.dtype)
 
     def save_embeddings(self, representation: str, unit: np.ndarray, norms: np.ndarray, meta: dict) -> None:

@@ -25,16 +25,6 @@ ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
 
 
-def _author() -> str:
-    """The logged-in user when login is configured, else the sidebar name field."""
-    try:
-        if st.user.is_logged_in:
-            return str(st.user.get("name") or st.user.get("email") or "").strip() or common.author()
-    except Exception:  # no auth configured: st.user has no login state
-        pass
-    return common.author()
-
-
 def _namer_settings():
     """The optional LLM namer, configured by GEM_NAMER_URL / GEM_NAMER_MODEL (off by default)."""
     from gem.naming import settings_from_env
@@ -109,7 +99,7 @@ if report.matched or report.retired or report.revived:  # a first sync has nothi
     st.info("Matched to the previous taxonomy: " + "; ".join(parts) + ".")
 
 # ---------------------------------------------------------------------------- apply pending edits
-author = _author()
+author = common.author()
 pending = st.session_state.get(EDITOR) or {}
 edited_rows = pending.get("edited_rows") or {}
 seen = st.session_state.get(ROWS) or []

@@ -30,8 +30,7 @@ if submitted:
     from gem.distill import distill_labels, teacher_scores
 
     texts = common.corpus(ws)["text"].tolist()
-    rep_name = run.params.get("representation", "final")
-    X = common.embeddings(rep_name, ws=ws)
+    X = common.embeddings(run.representation, ws=ws)
     with st.spinner("Scoring documents (GIS) and training the student..."):
         scores = teacher_scores(run.estimator, X, run.labels, "gis")
         student, report = distill_labels(texts, run.labels, scores, holdout=holdout, top_fraction=top_fraction,

@@ -180,6 +180,7 @@ class FitResult:
     seconds: float
     warm_started: bool = False
     data_key: str = ""  # workspace + representation + ids digest the fit belongs to
+    representation: str = "final"  # the embeddings the fit was made on (final or layerN)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -196,8 +197,15 @@ def current_runs() -> tuple[FitResult | None, FitResult | None]:
     return st.session_state.get(KEY_RUN), st.session_state.get(KEY_BASELINE)
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _corpus_digest(path: str, mtime: float) -> str:
+    """ids digest of a corpus file version: hashed once, not on every rerun (each map selection is one)."""
+    return ids_digest(_load_corpus(path, mtime)["id"].to_numpy())
+
+
 def _data_key(ws: Workspace, representation: str) -> str:
-    return f"{ws.root}|{representation}|{_mtime(ws.embeddings_path(representation))}|{ids_digest(corpus_ids(ws))}"
+    return (f"{ws.root}|{representation}|{_mtime(ws.embeddings_path(representation))}|"
+            f"{_corpus_digest(str(ws.root), _mtime(ws.corpus_path))}")
 
 
 WARM_TOL, WARM_MAX_ITER = 1e-5, 15  # bounded warm re-fits on a lambda change (engine engineer)
@@ -232,7 +240,8 @@ def fit_gem(n_clusters: int, balance: float | str = "auto", seed: int = 0, repre
         est = GEM(**params)
         est.fit(X)
     seconds = time.perf_counter() - start
-    result = FitResult("gem", est, np.asarray(est.labels_), params, seconds, bool(same_but_balance), key)
+    result = FitResult("gem", est, np.asarray(est.labels_), params, seconds, bool(same_but_balance), key,
+                       representation=representation)
     st.session_state[KEY_RUN] = result
     return result
 
@@ -254,7 +263,8 @@ def fit_baseline(method: str, n_clusters: int, seed: int = 0, representation: st
     est = make_estimator(method, int(n_clusters), random_state=int(seed))
     est.fit(X)
     seconds = time.perf_counter() - start
-    result = FitResult(method, est, np.asarray(est.labels_), params, seconds, False, key)
+    result = FitResult(method, est, np.asarray(est.labels_), params, seconds, False, key,
+                       representation=representation)
     st.session_state[KEY_BASELINE] = result
     return result
 

@@ -155,3 +155,12 @@ def test_gem_export_bad_input_exits_2(fitted_ws, tmp_path, capsys):
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "bad name!").exists()
     assert main(["export", "-w", str(ws.root), "--run", "nope", "--no-gis"]) == 2
+
+
+@pytest.mark.parametrize("items", [["a=1", "a=2"], ["a=0.1", "b=0.2", "a=0.3"]])
+def test_manual_override_given_twice_is_refused(items):
+    from gem.cli.export import parse_overrides
+
+    with pytest.raises(ValueError, match="domain 'a' given twice"):
+        parse_overrides(items)
+    assert parse_overrides(["a=0.1", "b=0.2"]) == {"a": 0.1, "b": 0.2}

@@ -73,6 +73,11 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_layout)
 
 
+def _require_corpus(ws) -> None:
+    if not ws.has_corpus():
+        raise ValueError(f"{ws.corpus_path}: no corpus in this workspace; run `gem ingest INPUT -w {ws.root}` first")
+
+
 def _workspace(args):
     from gem.store import Workspace
 
@@ -108,8 +113,7 @@ def cmd_embed(args) -> int:
     from gem.store import ids_digest
 
     ws = _workspace(args)
-    if not ws.has_corpus():
-        raise ValueError(f"{ws.corpus_path}: no corpus in this workspace; run `gem ingest INPUT -w {ws.root}` first")
+    _require_corpus(ws)
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, not {args.batch_size}")
     rep = args.representation or representation_name(args.layer)
@@ -159,7 +163,10 @@ def workspace_info(ws) -> dict:
 
     from gem.store import ids_digest
 
-    corpus = ws.load_corpus()
+    import pyarrow.parquet as pq
+
+    # every column but the text: info never reads it, and it is most of the file's bytes
+    corpus = ws.load_corpus(columns=[c for c in pq.read_schema(ws.corpus_path).names if c != "text"])
     info: dict = {"workspace": str(ws.root), "documents": int(len(corpus))}
     if "n_tokens" in corpus:
         tok = corpus["n_tokens"].to_numpy()
@@ -207,8 +214,7 @@ def _anisotropy(X):
 
 def cmd_info(args) -> int:
     ws = _workspace(args)
-    if not ws.has_corpus():
-        raise ValueError(f"{ws.corpus_path}: no corpus in this workspace; run `gem ingest INPUT -w {ws.root}` first")
+    _require_corpus(ws)
     info = workspace_info(ws)
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))

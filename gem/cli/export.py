@@ -54,22 +54,24 @@ def parse_overrides(items: list[str]) -> dict[str, float]:
         if not sep or not key:
             raise ValueError(f"--manual {item!r}: write domain=weight, e.g. T003=0.1")
         try:
-            out[key] = float(value)
+            weight = float(value)
         except ValueError:
             raise ValueError(f"--manual {item!r}: {value!r} is not a number") from None
-        if key in list(out)[:-1]:
+        if key in out:
             raise ValueError(f"--manual: domain {key!r} given twice")
+        out[key] = weight
     return out
 
 
 def _read_weights(path: str) -> dict[str, float]:
     from gem import mixture as mx
 
-    text = open(path, encoding="utf-8").read()
+    from pathlib import Path
+
     try:
         if path.lower().endswith(".json"):
-            return mx.read_doremi_weights(text)
-        return mx.read_regmix_weights(text)
+            return mx.read_doremi_weights(Path(path))
+        return mx.read_regmix_weights(Path(path))
     except mx.MixtureError as exc:
         raise ValueError(f"{path}: {exc}") from None
 

@@ -86,9 +86,7 @@ def cmd_fit(args) -> int:
     kw = {"random_state": args.seed}
     if args.method == "gem":
         kw.update(balance=args.balance, regularizer=args.regularizer, n_init=args.n_init)
-    elif args.method in ("vmf",):
-        kw.update(n_init=args.n_init)
-    elif args.method in ("kmeans", "kmeans-unit"):
+    elif args.method in ("vmf", "kmeans", "kmeans-unit"):
         kw.update(n_init=args.n_init)
     weights = None
     if args.weight_by_tokens:
@@ -125,7 +123,7 @@ def cmd_compare(args) -> int:
 
     ws = open_workspace(args.workspace)
     X, corpus = _load(ws, args.representation, raw=False)
-    X_raw = ws.load_raw_embeddings(args.representation)
+    X_raw = ws.load_raw_embeddings(args.representation, unit=X)
     refs = {c: corpus[c].to_numpy() for c in ("source", "category") if c in corpus.columns}
     methods = ("kmeans", "kmeans-unit", "spherical-kmeans", "vmf", "gem", "gem-5000")
     rows = compare_methods(X, X_raw, args.k, refs, methods=methods, random_state=args.seed,
