@@ -60,3 +60,28 @@ def test_student_page_trains_and_labels(synthetic_workspace, monkeypatch, tmp_pa
     assert not at.exception
     assert any("1 documents labelled, 1 rejected" in s.value for s in at.success)
     assert (tmp_path / "labels" / "s.parquet").exists()
+
+
+@pytest.mark.slow
+def test_student_page_uses_the_fits_own_representation(synthetic_workspace, monkeypatch):
+    """A fit made on a layer representation is scored on that layer's vectors, not on `final`
+    (here the layer has another dimension, so scoring the wrong vectors cannot pass silently)."""
+    from streamlit.testing.v1 import AppTest
+
+    from gem.model import GEM
+    from pages.common import KEY_RUN, FitResult
+
+    ws = synthetic_workspace
+    final = ws.load_embeddings("final")
+    layer = np.ascontiguousarray(final[:, : final.shape[1] // 2])
+    norms = np.linalg.norm(layer, axis=1)
+    ws.save_embeddings("layer2", layer / norms[:, None], norms, {"n": len(layer)})
+    monkeypatch.setenv("GEM_WORKSPACE", str(ws.root))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    gem = GEM(n_clusters=4, random_state=0).fit(ws.load_embeddings("layer2"))
+    at.session_state[KEY_RUN] = FitResult("gem", gem, np.asarray(gem.labels_), {"n_clusters": 4}, 0.1,
+                                          representation="layer2")
+    at.run()
+    at.button[0].click().run()  # "Train student"
+    assert not at.exception
+    assert "Top-1 agreement (held out)" in [m.label for m in at.metric]
