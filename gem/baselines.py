@@ -13,7 +13,7 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .model import GEM, _unit_rows, _weights, spherical_kmeans_init, torch_threads, validate_X
+from .model import GEM, _pick_dtype, _unit_rows, _weights, spherical_kmeans_init, torch_threads, validate_X
 
 __all__ = ["EuclideanKMeans", "SphericalKMeans", "make_estimator", "METHODS", "uses_raw_vectors"]
 
@@ -28,6 +28,24 @@ def uses_raw_vectors(method: str) -> bool:
 def _shares(labels, k, sample_weight):
     w = _weights(sample_weight, labels.shape[0])
     return np.bincount(labels, weights=w, minlength=k)
+
+
+def _check_k(k, n: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1 or k > n:
+        raise ValueError(f"n_clusters must be an integer in [1, {n}] (number of rows), got {k!r}")
+
+
+def _directions(centers: np.ndarray) -> np.ndarray:
+    """Centroids scaled to unit length (a zero centroid stays zero)."""
+    norms = np.linalg.norm(centers, axis=1, keepdims=True)
+    return centers / np.where(norms > 0, norms, 1.0)
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    """Hard assignments as one-hot rows (k-means has no soft assignment)."""
+    out = np.zeros((labels.size, k))
+    out[np.arange(labels.size), labels] = 1.0
+    return out
 
 
 class EuclideanKMeans(ClusterMixin, BaseEstimator):
@@ -54,14 +72,12 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
         t0 = time.perf_counter()
         X = self._prep(X)
         k = self.n_clusters
-        if not isinstance(k, (int, np.integer)) or k < 1 or k > X.shape[0]:
-            raise ValueError(f"n_clusters must be an integer in [1, {X.shape[0]}] (number of rows), got {k!r}")
+        _check_k(k, X.shape[0])
         km = KMeans(n_clusters=k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
                     random_state=self.random_state)
         km.fit(X, sample_weight=sample_weight)
         self.cluster_centers_ = km.cluster_centers_.astype(np.float64)
-        norms = np.linalg.norm(self.cluster_centers_, axis=1, keepdims=True)
-        self.mean_directions_ = self.cluster_centers_ / np.where(norms > 0, norms, 1.0)
+        self.mean_directions_ = _directions(self.cluster_centers_)
         self.labels_ = km.labels_.astype(np.int64)
         self.weights_ = _shares(self.labels_, k, sample_weight)
         self.inertia_ = float(km.inertia_)
@@ -80,10 +96,7 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Hard assignments as one-hot rows (k-means has no soft assignment)."""
-        lab = self.predict(X)
-        out = np.zeros((lab.size, self.cluster_centers_.shape[0]))
-        out[np.arange(lab.size), lab] = 1.0
-        return out
+        return _one_hot(self.predict(X), self.cluster_centers_.shape[0])
 
     def to_state(self):
         meta = {"class": "EuclideanKMeans", "params": _json_params(self), "inertia_": self.inertia_,
@@ -95,8 +108,7 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
     def from_state(cls, meta, arrays):
         m = cls(**meta["params"])
         m.cluster_centers_ = np.asarray(arrays["cluster_centers"], dtype=np.float64)
-        norms = np.linalg.norm(m.cluster_centers_, axis=1, keepdims=True)
-        m.mean_directions_ = m.cluster_centers_ / np.where(norms > 0, norms, 1.0)
+        m.mean_directions_ = _directions(m.cluster_centers_)
         m.weights_ = np.asarray(arrays["weights"], dtype=np.float64)
         m.labels_ = np.asarray(arrays["labels"], dtype=np.int64)
         m.inertia_, m.n_iter_, m.n_features_in_ = meta["inertia_"], meta["n_iter_"], meta["n_features_in_"]
@@ -118,9 +130,8 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         t0 = time.perf_counter()
         X = validate_X(X)
         k = self.n_clusters
-        if not isinstance(k, (int, np.integer)) or k < 1 or k > X.shape[0]:
-            raise ValueError(f"n_clusters must be an integer in [1, {X.shape[0]}] (number of rows), got {k!r}")
-        dtype = np.float64 if X.shape[0] * X.shape[1] * k <= 3e8 else np.float32
+        _check_k(k, X.shape[0])
+        dtype = _pick_dtype("auto", X.shape[0] * X.shape[1] * k)
         Xu = _unit_rows(X, dtype)
         w = _weights(sample_weight, Xu.shape[0])
         rng = np.random.default_rng(self.random_state)
@@ -129,7 +140,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         self.mean_directions_ = mu
         self.concentrations_ = kappa
         self.labels_ = labels.astype(np.int64)
-        self.weights_ = np.bincount(self.labels_, weights=w, minlength=k)
+        self.weights_ = _shares(self.labels_, k, sample_weight)
         self.n_features_in_ = X.shape[1]
         self.fit_time_ = time.perf_counter() - t0
         return self
@@ -141,10 +152,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         return np.argmax(_unit_rows(X, np.float64) @ self.mean_directions_.T, axis=1).astype(np.int64)
 
     def predict_proba(self, X):
-        lab = self.predict(X)
-        out = np.zeros((lab.size, self.mean_directions_.shape[0]))
-        out[np.arange(lab.size), lab] = 1.0
-        return out
+        return _one_hot(self.predict(X), self.mean_directions_.shape[0])
 
     def to_state(self):
         meta = {"class": "SphericalKMeans", "params": _json_params(self), "n_features_in_": self.n_features_in_}

@@ -209,6 +209,12 @@ def gis_for_model(X: np.ndarray, model, labels: np.ndarray | None = None, **kw) 
     model has them, else a Banerjee estimate per cluster from the hard assignment. X is normalised
     to the unit sphere (GIS is defined on directions; Euclidean baselines are fitted on raw vectors).
     """
+    return document_gis(*_gis_inputs(X, model, labels), **kw)
+
+
+def _gis_inputs(X: np.ndarray, model, labels: np.ndarray | None):
+    """What document_gis needs from a fitted model: (unit rows float32, labels, posterior or
+    None, mean directions, concentrations); see gis_for_model."""
     X = _as_unit_rows(X)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     if np.any(norms == 0):
@@ -233,7 +239,7 @@ def gis_for_model(X: np.ndarray, model, labels: np.ndarray | None = None, **kw) 
     if kappa is None:
         kappa = banerjee_kappa(X, labels, K)
     kappa = np.broadcast_to(np.asarray(kappa, dtype=np.float64).reshape(-1), (K,))
-    return document_gis(X, labels, proba, M, kappa, **kw)
+    return X, labels, proba, M, kappa
 
 
 # ---------------------------------------------------------------------------- topic figures
@@ -269,7 +275,7 @@ def topic_table(
     sums = np.zeros((K, X.shape[1]))
     np.add.at(sums, labels, X.astype(np.float64))
     rbar = np.divide(np.linalg.norm(sums, axis=1), counts, out=np.full(K, np.nan), where=counts > 0)
-    rbar_all = float(np.linalg.norm(X.astype(np.float64).mean(axis=0)))
+    rbar_all = float(np.linalg.norm(sums.sum(axis=0))) / n  # every row is in one cluster's sum
     tightness = (rbar - rbar_all) / max(1.0 - rbar_all, 1e-12)
     gis_sum = np.bincount(labels, weights=gis, minlength=K)
     mean_gis = np.divide(gis_sum, counts, out=np.full(K, np.nan), where=counts > 0)
@@ -514,11 +520,8 @@ def analyze(
         if labels is None or len(labels) != n:
             raise ValueError("pass labels: the model's labels_ do not match X")
     labels = np.asarray(labels).astype(np.int64)
-    gis = gis_for_model(X, model, labels=labels, beta=beta, n_neighbors=n_neighbors, max_reference=max_reference)
-    M = _model_directions(model)
-    kappa = getattr(model, "concentrations_", None)
-    if kappa is None:
-        kappa = banerjee_kappa(X, labels, M.shape[0])
+    Xn, labels, proba, M, kappa = _gis_inputs(X, model, labels)
+    gis = document_gis(Xn, labels, proba, M, kappa, beta=beta, n_neighbors=n_neighbors, max_reference=max_reference)
     table = topic_table(X, labels, gis, M, kappa, getattr(model, "weights_", None), n_tokens)
     keywords = topic_keywords(list(texts), labels, gis, n_keywords=n_keywords)
     reps = representatives(labels, gis, top=top)

@@ -29,6 +29,7 @@ The pure solver is :func:`gem_solve`; :class:`GEM` is the scikit-learn style est
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -92,9 +93,6 @@ def _weights(sample_weight, n: int) -> np.ndarray:
     if total <= 0:
         raise ValueError("sample_weight: all weights are zero")
     return w / total
-
-
-import contextlib
 
 
 @contextlib.contextmanager
@@ -626,45 +624,36 @@ class GEM(ClusterMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "mean_directions_") and self.mean_directions_.shape == (k, d)
 
         auto = isinstance(self.balance, str)
-        if prior == "learned":
-            starts = self._starts(data, Xu, w, rng, warm)
-            best = None
-            for mu, kappa, la, v in starts:
-                sol = _solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax, self.max_iter, self.tol, None)
-                if best is None or sol.objective > best.objective:
-                    best = sol
-            lam = 0.0
-        else:
-            starts = self._starts(data, Xu, w, rng, warm)
-            if auto:
-                if warm:
-                    mu, kappa, la, v = starts[0]
-                    lam = self._auto_lambda(data, mu, kappa, la, u)
-                    cands = [(mu, kappa, la, v)]
-                else:
-                    # phase A: the unregularised uniform-prior mixture from every restart; lambda
-                    # from the best of them; then every restart is fitted at that lambda (phase B)
-                    # and the best F there is kept, so restarts compare on the objective reported
-                    pres = [_solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax,
-                                   min(self.max_iter, 50), max(self.tol, 1e-5), None)
-                            for mu, kappa, la, _ in starts]
-                    pre = max(pres, key=lambda sol: sol.objective)
-                    lam = self._auto_lambda(data, pre.mean_directions, pre.concentrations, pre.log_prior, u)
-                    cands = [(p.mean_directions, p.concentrations, p.log_prior, None) for p in pres]
+        starts = self._starts(data, Xu, w, rng, warm)
+        if prior == "learned":  # the plain vMF mixture: no regulariser, no potentials
+            lam, cands = 0.0, [(mu, kappa, la, None) for mu, kappa, la, _ in starts]
+        elif auto:
+            if warm:
+                mu, kappa, la, v = starts[0]
+                lam = self._auto_lambda(data, mu, kappa, la, u)
+                cands = [(mu, kappa, la, v)]
             else:
-                lam = float(self.balance)
-                cands = starts
-                old = getattr(self, "balance_", 0.0)
-                if warm and old > 0 and lam > 0:
-                    # the optimal potentials scale with lambda (quadratic: v = lambda (pi - u)), so
-                    # rescaled old ones are a far better Newton start after a lambda change
-                    mu, kappa, la, v = starts[0]
-                    cands = [(mu, kappa, la, v * (lam / old))]
-            best = None
-            for mu, kappa, la, v in cands:
-                sol = _solve(data, mu, kappa, la, u, lam, reg, prior, conc, kmax, self.max_iter, self.tol, v)
-                if best is None or sol.objective > best.objective:
-                    best = sol
+                # phase A: the unregularised uniform-prior mixture from every restart; lambda
+                # from the best of them; then every restart is fitted at that lambda (phase B)
+                # and the best F there is kept, so restarts compare on the objective reported
+                pres = [_solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax,
+                               min(self.max_iter, 50), max(self.tol, 1e-5), None)
+                        for mu, kappa, la, _ in starts]
+                pre = max(pres, key=lambda sol: sol.objective)
+                lam = self._auto_lambda(data, pre.mean_directions, pre.concentrations, pre.log_prior, u)
+                cands = [(p.mean_directions, p.concentrations, p.log_prior, None) for p in pres]
+        else:
+            lam = float(self.balance)
+            cands = starts
+            old = getattr(self, "balance_", 0.0)
+            if warm and old > 0 and lam > 0:
+                # the optimal potentials scale with lambda (quadratic: v = lambda (pi - u)), so
+                # rescaled old ones are a far better Newton start after a lambda change
+                mu, kappa, la, v = starts[0]
+                cands = [(mu, kappa, la, v * (lam / old))]
+        # restarts: keep the best objective (max keeps the first of equals)
+        best = max((_solve(data, mu, kappa, la, u, lam, reg, prior, conc, kmax, self.max_iter, self.tol, v)
+                    for mu, kappa, la, v in cands), key=lambda sol: sol.objective)
         self._set_fitted(best, lam, u, d)
         self.fit_time_ = time.perf_counter() - t0
         return self
@@ -709,14 +698,14 @@ class GEM(ClusterMixin, BaseEstimator):
         if not hasattr(self, "mean_directions_"):
             raise ValueError("this GEM is not fitted yet: call fit(X) first")
 
-    def _logits_np(self, X):
+    def _logits_np(self, X, sample_weight=None, kappa_prior: float = 0.0):
         self._check_fitted()
         X = validate_X(X)
         if X.shape[1] != self.mean_directions_.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.mean_directions_.shape[1]}")
         k = self.mean_directions_.shape[0]
         Xu = _unit_rows(X, _pick_dtype(self.precision, X.shape[0] * X.shape[1] * k))
-        data = _Data(Xu, np.full(Xu.shape[0], 1.0 / Xu.shape[0]), k)
+        data = _Data(Xu, _weights(sample_weight, Xu.shape[0]), k, kappa_prior)
         L = data.torch.empty((data.n, k), dtype=data.dtype)
         _logits(data, self.mean_directions_, self.concentrations_,
                 _log_terms(self.concentrations_, data.d, self.log_prior_), L)
@@ -749,14 +738,12 @@ class GEM(ClusterMixin, BaseEstimator):
     def score(self, X, y=None, sample_weight=None):
         """The objective F on X with the fitted parameters and potentials (mean log-likelihood
         for prior="learned"); higher is better."""
-        data, L = self._logits_np(X)
-        data.w64 = _weights(sample_weight, data.n)
-        data.w = data.torch.from_numpy(data.w64.astype(data.np_dtype))
-        G = data.torch.empty_like(L)
-        lse_sum, pi, _ = _softmax_pass(data, L, self.potentials_, G, hessian=False)
-        prior = _Data(data.X.numpy(), data.w64, data.k, float(getattr(self, "kappa_prior", 0.0)))
+        with torch_threads(self._work(X)):
+            data, L = self._logits_np(X, sample_weight, float(self.kappa_prior))
+            G = data.torch.empty_like(L)
+            lse_sum, pi, _ = _softmax_pass(data, L, self.potentials_, G, hessian=False)
         return float(lse_sum + pi @ self.potentials_ - _regulariser(pi, self.target_, self.balance_, self.regularizer)
-                     + prior.kappa_prior_term(self.concentrations_))
+                     + data.kappa_prior_term(self.concentrations_))
 
     # ---------------------------------------------------------------- persistence
     def to_state(self):
