@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import re
 import uuid
@@ -30,7 +29,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .store import Workspace, ids_digest, load_npy, save_npy_atomic, write_json_atomic
+from .store import Workspace, ids_digest, load_npy, read_json, save_npy_atomic, write_json_atomic
 
 ProgressFn = Callable[[int, int], None]
 
@@ -203,11 +202,8 @@ class SentenceTransformerEmbedder:
 
     # -- identity
     def _fingerprint(self) -> str:
-        cfg = {}
-        for name in ("sentence_bert_config.json",):
-            p = self.model_path / name
-            if p.exists():
-                cfg = json.loads(p.read_text())
+        p = self.model_path / "sentence_bert_config.json"
+        cfg = read_json(p) if p.exists() else {}
         parts = [
             model_fingerprint(self.model_path),
             representation_name(self.layer),
@@ -338,7 +334,7 @@ class EmbeddingCache:
         path = self._folder(fingerprint) / "index.json"
         if not path.exists():
             return {"fingerprint": fingerprint, "dim": None, "shards": []}
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
 
     def __len__(self) -> int:
         return sum(s["n"] for fp in self.fingerprints() for s in self._index(fp)["shards"])
@@ -476,7 +472,7 @@ def embed_workspace(
 
 def check_embeddings(ws: Workspace, representation: str = "final") -> dict:
     """Verify saved embeddings match the corpus (ids digest, row count); return their meta."""
-    meta = json.loads(ws.embeddings_meta_path(representation).read_text(encoding="utf-8"))
+    meta = read_json(ws.embeddings_meta_path(representation))
     ids = ws.load_corpus(columns=["id"])["id"]
     if meta.get("ids_digest") != ids_digest(ids) or meta.get("n") != len(ids):
         raise ValueError(

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from gem.store import atomic_dir, validate_name
+from gem.store import atomic_dir, read_json, validate_name
 
 SCHEMA_VERSION = 1
 DOMAIN_COLUMNS = [
@@ -466,21 +466,16 @@ def read_regmix_weights(source, split: str = "train") -> dict[str, float]:
 
 
 # ============================================================================ renderers
-def _f(x) -> float:
-    return float(x)
-
-
-def _check_template(template: str, **fields) -> None:
+def _format_template(template: str, **fields) -> str:
     try:
-        template.format(**fields)
+        return template.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
         raise MixtureError(f"bad template {template!r}: {exc}; available fields: {', '.join(fields)}") from None
 
 
 def _prefix(template: str, row, data_root: str, split: str = "train") -> str:
     fields = dict(data_root=data_root, domain_id=row.id, label=row.label, split=split)
-    _check_template(template, **fields)
-    out = template.format(**fields)
+    out = _format_template(template, **fields)
     if any(c.isspace() for c in out):
         raise MixtureError(f"prefix {out!r} contains whitespace: Megatron splits --data-path on spaces")
     return out
@@ -492,11 +487,11 @@ def mixture_to_dict(mixture: Mixture) -> dict:
     for r in d.itertuples(index=False):
         domains.append({
             "id": r.id, "label": r.label, "parent": r.parent, "n_docs": int(r.n_docs), "n_tokens": int(r.n_tokens),
-            "natural_weight": _f(r.natural_weight), "weight": _f(r.weight),
+            "natural_weight": float(r.natural_weight), "weight": float(r.weight),
             # null: no budget given (or a weighted domain with 0 tokens, which the warnings name)
-            "implied_epochs": _f(r.implied_epochs) if np.isfinite(r.implied_epochs) else None,
+            "implied_epochs": float(r.implied_epochs) if np.isfinite(r.implied_epochs) else None,
             "weight_source": r.weight_source, "excluded": bool(r.excluded),
-            "mass": None if not np.isfinite(r.mass) else _f(r.mass),
+            "mass": None if not np.isfinite(r.mass) else float(r.mass),
         })
     meta = dict(mixture.metadata)
     return {
@@ -560,7 +555,7 @@ def read_mixture_json(source) -> Mixture:
 def render_megatron_blend(mixture: Mixture, prefix_template: str = DEFAULT_PREFIX_TEMPLATE,
                           data_root: str = "data") -> str:
     """Megatron ``--data-path`` / ``--data-args-path`` text: ``w1 prefix1 w2 prefix2 ...``."""
-    parts = [f"{_f(r.weight)!r} {_prefix(prefix_template, r, data_root)}" for r in mixture.active().itertuples(index=False)]
+    parts = [f"{float(r.weight)!r} {_prefix(prefix_template, r, data_root)}" for r in mixture.active().itertuples(index=False)]
     return " ".join(parts) + "\n"
 
 
@@ -585,7 +580,7 @@ def render_megatron_per_split(mixture: Mixture, prefix_template: str = DEFAULT_S
     for split in splits:
         flat: list = []
         for r in mixture.active().itertuples(index=False):
-            flat += [_f(r.weight), _prefix(prefix_template, r, data_root, split)]
+            flat += [float(r.weight), _prefix(prefix_template, r, data_root, split)]
         obj[split] = flat
     return json.dumps(obj, indent=2) + "\n"
 
@@ -601,7 +596,7 @@ def render_olmo_core(mixture: Mixture, path_template: str = DEFAULT_OLMO_PATH_TE
         reps = cap
         if np.isfinite(r.implied_epochs) and r.implied_epochs > reps:
             reps = float(math.ceil(r.implied_epochs * 1000) / 1000)
-        sources.append({"source_name": r.id, "target_ratio": _f(r.weight), "max_repetitions": reps,
+        sources.append({"source_name": r.id, "target_ratio": float(r.weight), "max_repetitions": reps,
                         "paths": [_prefix(path_template, r, data_root)]})
     obj: dict[str, Any] = {"source_configs": sources, "seed": int(seed)}
     if mixture.token_budget:
@@ -860,7 +855,7 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
     mpath = root / "MANIFEST.json"
     if not mpath.exists():
         raise BundleError(f"{root}: no MANIFEST.json (not an export bundle, or an interrupted copy)")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    manifest = read_json(mpath)
     for name, info in manifest.get("files", {}).items():
         p = root / name
         if not p.exists():
@@ -1043,13 +1038,17 @@ class RunMixtureInputs:
         mix = build_mixture(self.domains, strategy, level=level, parent_labels=self.parent_labels,
                             metadata=self.metadata, **kw)
         mix.warnings = list(self.notes) + mix.warnings
+        return mix, self.assignments(level)
+
+    def assignments(self, level: str = "topic") -> pd.DataFrame:
+        """Per-document rows for ``write_bundle``, with domain ids at ``level``."""
         t = self.domains
         domain_of = {i: topic_domain_id(i, p, bool(x), level) for i, p, x in zip(t["id"], t["parent"], t["excluded"])}
         a = self.documents.copy()
         a["domain_id"] = a["topic_id"].map(domain_of)
         if "gis" not in a.columns:
             a["gis"] = np.nan
-        return mix, a
+        return a
 
 
 def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixtureInputs:
@@ -1088,7 +1087,7 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
             notes.append(f"no GIS in assignments ({exc})")
     emb_meta = {}
     if ws.embeddings_meta_path(rep).exists():
-        emb_meta = json.loads(ws.embeddings_meta_path(rep).read_text(encoding="utf-8"))
+        emb_meta = read_json(ws.embeddings_meta_path(rep))
     if taxonomy is None:
         taxonomy = {"format": "gem-topics", "run": run_name,
                     "topics": [{"id": r.id, "cluster": k, "label": r.label, "n_docs": int(r.n_docs),

@@ -206,12 +206,7 @@ name = e1.text_input("Bundle name", value=f"{export_name}-{strategy}" + ("-paren
 formats = e2.multiselect("Formats", [f for f in mx.FORMATS if f != "taxonomy"],
                          default=[f for f in mx.FORMATS if f != "taxonomy"], key="mx_formats")
 if st.button("Export bundle", type="primary", key="mx_export"):
-    t = inputs.domains
-    domain_of = {i: mx.topic_domain_id(i, p, bool(x), level) for i, p, x in zip(t["id"], t["parent"], t["excluded"])}
-    docs = inputs.documents.copy()
-    docs["domain_id"] = docs["topic_id"].map(domain_of)
-    if "gis" not in docs.columns:
-        docs["gis"] = np.nan
+    docs = inputs.assignments(level)
     try:
         path = mx.write_bundle(ws.exports_dir / name, mixture, formats or ["doremi"], assignments=docs,
                                taxonomy=inputs.taxonomy)

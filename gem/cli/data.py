@@ -149,7 +149,9 @@ def cmd_embed(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    meta = json.loads(ws.embeddings_meta_path(rep).read_text(encoding="utf-8"))
+    from gem.store import read_json
+
+    meta = read_json(ws.embeddings_meta_path(rep))
     print(
         f"embedded {meta['n']} documents as '{rep}' ({meta['dim']}-d; {meta['n_encoded']} encoded, "
         f"{meta['n'] - meta['n_encoded']} reused from the cache or duplicate texts) -> {ws.embeddings_path(rep)}"
@@ -160,10 +162,9 @@ def cmd_embed(args) -> int:
 def workspace_info(ws) -> dict:
     """Everything `gem info` prints, as a dict (the app reuses it)."""
     import numpy as np
-
-    from gem.store import ids_digest
-
     import pyarrow.parquet as pq
+
+    from gem.store import ids_digest, read_json
 
     # every column but the text: info never reads it, and it is most of the file's bytes
     corpus = ws.load_corpus(columns=[c for c in pq.read_schema(ws.corpus_path).names if c != "text"])
@@ -187,7 +188,7 @@ def workspace_info(ws) -> dict:
     for rep in ws.representations():
         entry: dict = {}
         meta_path = ws.embeddings_meta_path(rep)
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        meta = read_json(meta_path) if meta_path.exists() else {}
         X = ws.load_embeddings(rep, mmap=True)
         entry.update(n=int(X.shape[0]), dim=int(X.shape[1]) if X.ndim == 2 else None,
                      source=meta.get("source"), layer=meta.get("layer"), precision=meta.get("precision"))
