@@ -156,6 +156,13 @@ def count_tokens(texts: Sequence[str], model_path: str | os.PathLike | None = No
     return out
 
 
+def vocabulary_words(model_path: str | os.PathLike | None = None) -> list[str]:
+    """The whole words of the model's tokenizer vocabulary (lowercase letters only: no ``##``
+    continuation pieces, no ``[CLS]``-style specials, no digits), sorted."""
+    vocab = _tokenizer(str(model_path or default_model_path())).get_vocab()
+    return sorted(w for w in vocab if w.isalpha() and w.islower())
+
+
 # ---------------------------------------------------------------------------- backend
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model on CPU (default: the offline MiniLM).

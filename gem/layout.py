@@ -17,13 +17,12 @@ process pays ~25 s of numba JIT; passing an exact kNN graph (``precomputed_knn``
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .store import Workspace, ids_digest, read_json, write_json_atomic, write_parquet_atomic
+from .store import Workspace, file_sha256, ids_digest, read_json, write_json_atomic, write_parquet_atomic
 
 KINDS = ("2d", "sphere")
 DEFAULT_MAX_POINTS = 20_000
@@ -159,11 +158,7 @@ def embeddings_digest(ws: Workspace, representation: str) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGEST_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        _DIGEST_MEMO[key] = h.hexdigest()[:16]
+        _DIGEST_MEMO[key] = file_sha256(path)[:16]
     return _DIGEST_MEMO[key]
 
 

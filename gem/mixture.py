@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from gem.store import atomic_dir, read_json, validate_name
+from gem.store import atomic_dir, file_sha256, read_json, validate_name
 
 SCHEMA_VERSION = 1
 DOMAIN_COLUMNS = [
@@ -806,7 +806,7 @@ def write_bundle(
                 c for c in table.columns if c not in ("id", "domain_id", "probability", "gis", "n_tokens")]
             table[cols].to_parquet(tmp / "assignments.parquet", index=False)
             manifest["files"]["assignments.parquet"] = {
-                "sha256": _sha256_file(tmp / "assignments.parquet"), "bytes": (tmp / "assignments.parquet").stat().st_size}
+                "sha256": file_sha256(tmp / "assignments.parquet"), "bytes": (tmp / "assignments.parquet").stat().st_size}
             manifest["files"] = dict(sorted(manifest["files"].items()))
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out_dir
@@ -839,14 +839,6 @@ def _check_assignments(assignments: pd.DataFrame, mixture: Mixture) -> pd.DataFr
     return t
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
     """Re-read a bundle: manifest hashes, then every format parsed back and compared with
     ``mixture.json`` (to 1e-9). Raises BundleError naming the first bad file; returns a report
@@ -860,7 +852,7 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
         p = root / name
         if not p.exists():
             raise BundleError(f"{p}: listed in MANIFEST.json but missing")
-        if _sha256_file(p) != info["sha256"]:
+        if file_sha256(p) != info["sha256"]:
             raise BundleError(f"{p}: sha256 differs from MANIFEST.json (file changed after export)")
     mix = read_mixture_json((root / "mixture.json").read_bytes())
     expected = mix.weights()
@@ -1017,9 +1009,21 @@ def run_domains(
     return domains, docs, parent_labels
 
 
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (the corpus fingerprint written into mixture.json)."""
-    return _sha256_file(Path(path))
+def corpus_fingerprint(path: str | os.PathLike) -> str:
+    """The corpus fingerprint written into mixture.json: ``sha256:<hex>`` of the file's bytes."""
+    return "sha256:" + file_sha256(path)
+
+
+def run_metadata(ws, representation: str, clustering: dict, fingerprint: str | None = None) -> dict[str, Any]:
+    """Provenance for mixture.json: the corpus fingerprint (``fingerprint`` when the caller already
+    has it, else hashed now), the embedding model of ``representation`` and the ``clustering``."""
+    meta_path = ws.embeddings_meta_path(representation)
+    emb_meta = read_json(meta_path) if meta_path.exists() else {}
+    return {
+        "corpus_fingerprint": fingerprint or corpus_fingerprint(ws.corpus_path),
+        "embedding_model": emb_meta.get("fingerprint") or emb_meta.get("model") or None,
+        "clustering": clustering,
+    }
 
 
 @dataclass
@@ -1085,17 +1089,10 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
                                         labels=docs["cluster"].to_numpy())
         except FileNotFoundError as exc:
             notes.append(f"no GIS in assignments ({exc})")
-    emb_meta = {}
-    if ws.embeddings_meta_path(rep).exists():
-        emb_meta = read_json(ws.embeddings_meta_path(rep))
     if taxonomy is None:
         taxonomy = {"format": "gem-topics", "run": run_name,
                     "topics": [{"id": r.id, "cluster": k, "label": r.label, "n_docs": int(r.n_docs),
                                 "n_tokens": int(r.n_tokens)} for k, r in enumerate(domains.itertuples(index=False))]}
-    metadata = {
-        "corpus_fingerprint": "sha256:" + file_fingerprint(ws.corpus_path),
-        "embedding_model": emb_meta.get("fingerprint") or emb_meta.get("model") or None,
-        "clustering": {"run": run_name, "method": getattr(run, "method", None), "representation": rep,
-                       "n_clusters": K, "params": params},
-    }
+    metadata = run_metadata(ws, rep, {"run": run_name, "method": getattr(run, "method", None),
+                                      "representation": rep, "n_clusters": K, "params": params})
     return RunMixtureInputs(domains, docs, parent_labels, metadata, taxonomy, notes)

@@ -140,6 +140,15 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def ids_digest(ids) -> str:
     """A short digest of an ordered id sequence: embeddings are checked against it."""
     h = hashlib.sha256()

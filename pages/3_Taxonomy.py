@@ -15,8 +15,6 @@ from pages import common
 CURRENT = "current GEM fit (this session)"
 EDITOR = "tx_editor"          # st.data_editor key (its edit state is applied, then cleared)
 ROWS = "tx_rows"              # (topic id, version) per editor row, as the curator saw them
-ANALYSES = "tx_analyses"      # run key -> RunAnalysis (GIS is computed once per fit)
-SYNCED = "tx_synced"          # run key -> SyncReport of this session
 TOPIC = "tx_topic"
 EDITABLE = ["name", "parent", "description", "excluded", "review", "notes"]
 
@@ -40,7 +38,6 @@ def _namer_settings():
 sources = [CURRENT] + ws.runs()
 source = st.selectbox("Topics from", sources, key="tx_source",
                       help="The GEM fit of this session (Clusters page or below), or a run saved with `gem fit`.")
-analyses = st.session_state.setdefault(ANALYSES, {})
 if source == CURRENT:
     prev = common.current_runs()[0]
     with st.expander("Fit settings (a change re-fits; topic ids and labels are kept by matching)",
@@ -55,32 +52,34 @@ if source == CURRENT:
     with st.spinner("Fitting GEM…"):
         fit = common.fit_gem(k, balance, seed, rep, ws=ws)
     run_key = common.session_run_key(fit)
-    if run_key not in analyses:
+
+    def _analyze():  # rows in corpus order: the Student page re-uses this GIS for the same fit
         with st.spinner("Scoring documents (GIS), keywords…"):
-            X = common.embeddings(rep, ws=ws)
-            analyses.clear()  # keep one: GIS is N floats, the keywords small
-            analyses[run_key] = analyze(
-                X, fit.estimator, list(frame["text"].astype(str)), labels=fit.labels, ids=frame["id"].astype(str),
+            return analyze(
+                common.embeddings(rep, ws=ws), fit.estimator, list(frame["text"].astype(str)), labels=fit.labels,
+                ids=frame["id"].astype(str),
                 n_tokens=frame["n_tokens"].to_numpy() if "n_tokens" in frame.columns else None, run=run_key)
-    analysis = analyses[run_key]
+
+    analysis = common.run_analysis(run_key, _analyze)
     rows_of_corpus = np.arange(len(frame))
 else:
     run_key = source
-    if run_key not in analyses:
+
+    def _analyze():
         with st.spinner(f"Scoring the documents of run {source} (GIS), keywords…"):
-            analyses.clear()
             try:
                 from gem.gis import analyze_run
 
-                analyses[run_key] = analyze_run(ws, source)
+                return analyze_run(ws, source)
             except (ValueError, OSError, KeyError) as exc:
                 st.error(f"Cannot read run {source}: {exc}")
                 st.stop()
-    analysis = analyses[run_key]
+
+    analysis = common.run_analysis(run_key, _analyze)
     rows_of_corpus = analysis.extra["rows"]
 
 tax = Taxonomy(ws.taxonomy_db)
-synced = st.session_state.setdefault(SYNCED, {})
+synced = st.session_state.setdefault(common.KEY_SYNCED, {})
 if run_key not in synced:
     table = analysis.table
     synced[run_key] = tax.sync_run(run_key, analysis.mean_directions, keywords=analysis.keywords,

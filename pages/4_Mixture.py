@@ -30,16 +30,8 @@ def _plain(text) -> str:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _fingerprint(path: str, mtime: int) -> str:
-    return "sha256:" + mx.file_fingerprint(path)
-
-
-def _embedding_model(meta_path: str) -> str | None:
-    import json
-    from pathlib import Path
-
-    p = Path(meta_path)
-    meta = json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
-    return meta.get("fingerprint") or meta.get("model")
+    """The corpus fingerprint, hashed once per corpus file version (not on every rerun)."""
+    return mx.corpus_fingerprint(path)
 
 
 # ---------------------------------------------------------------------------- source of the topics
@@ -108,12 +100,12 @@ if source == CURRENT:
     except mx.MixtureError as exc:
         st.error(_plain(exc))
         st.stop()
-    inputs = mx.RunMixtureInputs(domains, documents, parent_labels, {
-        "corpus_fingerprint": _fingerprint(str(ws.corpus_path), ws.corpus_path.stat().st_mtime_ns),
-        "embedding_model": _embedding_model(str(ws.embeddings_meta_path(rep))),
-        "clustering": {"run": None, "method": "gem", "representation": rep, "n_clusters": k,
-                       "params": {kk: (list(v) if isinstance(v, tuple) else v) for kk, v in run.params.items()},
-                       "balance_used": float(est.balance_)}}, None, [])
+    metadata = mx.run_metadata(
+        ws, rep, {"run": None, "method": "gem", "representation": rep, "n_clusters": k,
+                  "params": {kk: (list(v) if isinstance(v, tuple) else v) for kk, v in run.params.items()},
+                  "balance_used": float(est.balance_)},
+        fingerprint=_fingerprint(str(ws.corpus_path), ws.corpus_path.stat().st_mtime_ns))
+    inputs = mx.RunMixtureInputs(domains, documents, parent_labels, metadata, None, [])
     export_name = f"session-k{k}"
 else:
     @st.cache_resource(max_entries=4, show_spinner=False)

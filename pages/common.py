@@ -23,6 +23,9 @@ Import it in a page as ``from pages import common``. Everything a page needs fro
   and st.stop() when it has no embedded corpus (the preamble of every analysis page).
 - ``session_run_key(fit)`` / ``session_topics(fit)``: the taxonomy run name of a session fit, and
   its topics (stable ids, curator names, parents) once the Taxonomy page has synced it, else None.
+- ``run_analysis(run_key, compute)`` / ``cached_analysis(run_key)``: the gem.gis.RunAnalysis (GIS,
+  topic table, keywords) of one fit or saved run, computed once by ``compute()`` and kept, one at a
+  time, across pages (session_state key ``gem_analysis``); ``cached_analysis`` only reads it.
 - ``sidebar()``: the workspace / author box shown on every page (app.py calls it).
 
 All logic beyond session bookkeeping lives in gem/ (engine) so it is usable without the UI.
@@ -33,7 +36,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
@@ -45,6 +48,8 @@ KEY_WORKSPACE = "gem_workspace"
 KEY_AUTHOR = "gem_author"
 KEY_RUN = "gem_run"
 KEY_BASELINE = "gem_baseline"
+KEY_ANALYSIS = "gem_analysis"  # (run key, RunAnalysis) of the last analysed fit
+KEY_SYNCED = "tx_synced"  # run key -> taxonomy SyncReport of this session (Taxonomy page)
 
 # Baseline choices shown in the UI -> gem.baselines.make_estimator method names.
 BASELINES = {
@@ -130,7 +135,8 @@ def embedded_workspace() -> tuple[Workspace, list[str]]:
 
 
 def forget_runs() -> None:
-    for key in (KEY_RUN, KEY_BASELINE):
+    """Drop the session's fits and everything derived from them (run keys repeat across workspaces)."""
+    for key in (KEY_RUN, KEY_BASELINE, KEY_ANALYSIS, KEY_SYNCED):
         st.session_state.pop(key, None)
 
 
@@ -294,6 +300,23 @@ def session_topics(fit: FitResult | None, ws: Workspace | None = None):
     return topics if len(topics) == fit.n_clusters else None
 
 
+def run_analysis(run_key: str, compute: Callable[[], Any]):
+    """The RunAnalysis of ``run_key`` (a ``session_run_key`` or a saved run's name): the kept one, or
+    ``compute()``'s, which then replaces it (one is kept: its GIS is N floats)."""
+    kept = st.session_state.get(KEY_ANALYSIS)
+    if kept is None or kept[0] != run_key:
+        st.session_state.pop(KEY_ANALYSIS, None)  # free the old one first; a failed compute keeps none
+        kept = (run_key, compute())
+        st.session_state[KEY_ANALYSIS] = kept
+    return kept[1]
+
+
+def cached_analysis(run_key: str):
+    """The kept RunAnalysis of ``run_key`` when a page has computed it, else None."""
+    kept = st.session_state.get(KEY_ANALYSIS)
+    return kept[1] if kept is not None and kept[0] == run_key else None
+
+
 # ---------------------------------------------------------------------------- sidebar
 def signed_in_user() -> str | None:
     """The signed-in user's name or email when Streamlit login (st.login, OIDC) is configured."""
@@ -329,10 +352,8 @@ def ingest(path: str | os.PathLike, display_name: str | None = None):
     """Validate a corpus file (JSONL / CSV / Parquet) with gem.corpus.load_corpus and make it the
     current workspace (a sibling of the current one, named after the file and its content).
     Returns (workspace, LoadReport or None when the corpus was already ingested). Raises gem.corpus.CorpusError (a ValueError) with the loader's message on bad input."""
-    import hashlib
-
     from gem.corpus import load_corpus
-    from gem.store import validate_name, write_parquet_atomic
+    from gem.store import file_sha256, validate_name, write_parquet_atomic
 
     path = Path(path)
     if path.is_dir():
@@ -341,12 +362,8 @@ def ingest(path: str | os.PathLike, display_name: str | None = None):
         return set_workspace(path), None
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(display_name or path.name).stem)[:40] or "corpus"
-    dest = validate_name(f"{stem}-{h.hexdigest()[:10]}", "workspace name")
+    dest = validate_name(f"{stem}-{file_sha256(path)[:10]}", "workspace name")
     ws = Workspace(workspace().root.parent / dest)
     report = None
     if not ws.has_corpus():

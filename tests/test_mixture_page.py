@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from gem import mixture as mx
-from gem.store import Workspace, write_parquet_atomic
+from gem.store import Workspace, file_sha256, write_parquet_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "4_Mixture.py")
@@ -91,6 +91,12 @@ def test_mixture_page_balance_strategy_and_export(ws_env):
     assert {"megatron", "olmo", "hf", "doremi", "regmix", "weborganizer", "assignments", "dolma"} <= set(report["formats"])
     assert abs(sum(report["weights"].values()) - 1) < 1e-12
     assert any("Wrote and validated" in s.value for s in at.success)
+    # provenance of the session fit (mx.run_metadata): corpus hash, embedder, settings and lambda used
+    obj = json.loads((bundle / "mixture.json").read_text(encoding="utf-8"))
+    assert obj["corpus_fingerprint"] == "sha256:" + file_sha256(ws_env.corpus_path)
+    assert obj["embedding_model"] == "synthetic"
+    assert obj["clustering"]["run"] is None and obj["clustering"]["n_clusters"] == 4
+    assert obj["clustering"]["balance_used"] == lam1 and obj["clustering"]["params"]["balance"] == lam1
 
 
 @pytest.mark.slow

@@ -33,6 +33,8 @@ def test_student_page_trains_and_labels(synthetic_workspace, monkeypatch, tmp_pa
     at.run()
     at.button[0].click().run()  # "Train student" (form submit)
     assert not at.exception
+    # synthetic vectors have no encoder to embed words: the page says so and trains the plain student
+    assert any("without teacher word vectors" in i.value for i in at.info)
     labels = [m.label for m in at.metric]
     assert "Top-1 agreement (held out)" in labels
     assert (ws.root / "students" / "current.bin").exists()
@@ -84,4 +86,30 @@ def test_student_page_uses_the_fits_own_representation(synthetic_workspace, monk
     at.run()
     at.button[0].click().run()  # "Train student"
     assert not at.exception
+    assert "Top-1 agreement (held out)" in [m.label for m in at.metric]
+
+
+@pytest.mark.slow
+def test_student_page_reuses_the_taxonomy_pages_gis(app_test, synthetic_workspace, monkeypatch):
+    """Same session fit: the Student page trains on the GIS the Taxonomy page already computed
+    (pages.common.run_analysis) instead of scoring every document again."""
+    import gem.distill
+    from pages.common import KEY_ANALYSIS, KEY_RUN, session_run_key
+
+    at = app_test(synthetic_workspace)
+    at.session_state["gem_author"] = "alice"
+    at.switch_page("pages/3_Taxonomy.py").run()
+    at.number_input(key="tx_k").set_value(4).run()
+    assert not at.exception, at.exception
+    run_key, analysis = at.session_state[KEY_ANALYSIS]
+    assert run_key == session_run_key(at.session_state[KEY_RUN])
+    assert analysis.gis.shape == (len(synthetic_workspace.load_corpus()),)  # corpus rows, as the Student page's
+
+    def rescoring(*args, **kwargs):
+        raise AssertionError("the Student page scored GIS again for the Taxonomy page's fit")
+
+    monkeypatch.setattr(gem.distill, "teacher_scores", rescoring)
+    at.switch_page("pages/5_Student.py").run()
+    at.button[0].click().run()  # "Train student"
+    assert not at.exception, at.exception
     assert "Top-1 agreement (held out)" in [m.label for m in at.metric]

@@ -23,9 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     # opt-in: quantising takes ~0.3 ms per kept row (seconds at 20k rows, a minute on a loaded box at 50k)
     p.add_argument("--quantize", action="store_true", help="also write the product-quantised .ftz (~20x smaller)")
     p.add_argument("--quantize-cutoff", type=int, default=20_000, metavar="ROWS", help="word/n-gram rows kept in the .ftz (default 20000)")
-    p.add_argument("--epoch", type=int, default=25)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--bucket", type=int, default=200_000)
+    p.add_argument("--no-word-vectors", action="store_true",
+                   help="train from scratch instead of from teacher word vectors (the default when the run's "
+                        "embeddings came from the bundled encoder)")
+    p.add_argument("--epoch", type=int, default=None, help="fastText epochs (default 10 with word vectors, else 25)")
+    p.add_argument("--lr", type=float, default=None, help="fastText learning rate (default 0.1 with word vectors, else 0.5)")
+    p.add_argument("--dim", type=int, default=None, help="vector size without word vectors (default 64; with them: K)")
+    p.add_argument("--bucket", type=int, default=None, help="hashed n-gram rows without word vectors (default 200000)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(handler=_distill)
 
@@ -52,7 +56,8 @@ def _distill(args) -> int:
     ws = open_workspace(args.workspace)
     report = distill_run(ws, args.run, args.out, top_fraction=args.top_fraction, per_topic=args.per_topic,
                          holdout=args.holdout, excluded_mode=args.excluded_mode, compare_kmeans=not args.no_kmeans,
-                         quantize=args.quantize, quantize_cutoff=args.quantize_cutoff, epoch=args.epoch, dim=args.dim, bucket=args.bucket)
+                         quantize=args.quantize, quantize_cutoff=args.quantize_cutoff, word_vectors=not args.no_word_vectors,
+                         epoch=args.epoch, lr=args.lr, dim=args.dim, bucket=args.bucket)
     print(json.dumps(report, indent=2) if args.json else report_text(report))
     return 0
 
