@@ -234,32 +234,34 @@ def test_student_from_teacher_vectors_and_vec_round_trip(lsa_teacher, tmp_path):
 
 @pytest.mark.slow
 def test_teacher_vectors_with_the_real_encoder(tmp_path):
-    """The bundled MiniLM embeds the vocabulary (cached in the workspace), on 2,000 real documents
-    with their shipped embeddings and a GEM K=8 teacher."""
-    from gem.distill import teacher_geometry
+    """`distill_run` on a workspace whose embeddings came from the bundled MiniLM: 2,000 real
+    documents with their shipped embeddings, a saved GEM K=8 run; the encoder embeds the
+    vocabulary once (cached in the workspace) for the GEM student and the k-means comparison."""
+    from gem.distill import report_text
+    from gem.embed import EmbeddingCache
     from gem.model import GEM
+    from gem.runs import save_run
     from gem.store import load_npy
 
     corpus = pd.read_parquet(SAMPLE_DATA_DIR / "corpus.parquet")
     rows = np.sort(np.random.default_rng(0).permutation(len(corpus))[:2000])
     corpus = corpus.iloc[rows].reset_index(drop=True)
     X = load_npy(SAMPLE_DATA_DIR / "embeddings" / "final.npy")[rows]
+    norms = load_npy(SAMPLE_DATA_DIR / "embeddings" / "final.norms.npy")[rows]
     ws = Workspace(tmp_path / "ws")
     write_parquet_atomic(ws.corpus_path, corpus)
-    meta = json.loads((SAMPLE_DATA_DIR / "embeddings" / "final.json").read_text())
-    ws.save_embeddings("final", X, np.ones(len(X), dtype=np.float32), meta)
+    ws.save_embeddings("final", X, norms, json.loads((SAMPLE_DATA_DIR / "embeddings" / "final.json").read_text()))
     gem = GEM(n_clusters=8, random_state=0).fit(X)
-    geometry, why = teacher_geometry(ws, "final", X, gem.mean_directions_)
-    assert geometry is not None, why
-    from gem.distill import teacher_scores
+    save_run(ws, "gem8", gem, "gem", {"n_clusters": 8, "representation": "final"}, corpus["id"], X=X)
 
-    _, report = distill_labels(corpus["text"].tolist(), gem.labels_, teacher_scores(gem, X, gem.labels_),
-                               geometry=geometry)
+    report = distill_run(ws, "gem8", tmp_path / "student.bin")
     # 400 held-out documents, 8 topics; measured 0.81-0.84 over seeds (plain recipe 0.78-0.84)
-    assert report["agreement"] >= 0.76
+    assert report["teacher"]["word_vectors"] == "teacher encoder"
+    assert report["agreement"] >= 0.76 and report["kmeans"]["agreement"] >= 0.7
     wv = report["word_vectors"]
-    assert wv["n_words"] > wv["n_training_words"] > 10_000 and wv["residual_fitted"] < 0.5 * wv["residual_static"]
-    # the words' embeddings went into the workspace cache: a second fit encodes nothing
-    from gem.embed import EmbeddingCache
-
+    assert wv["dim"] == 8 and wv["n_words"] > wv["n_training_words"] > 10_000
+    assert wv["residual_fitted"] < 0.5 * wv["residual_static"]
+    assert report["model"]["bytes"] < 10e6  # words x K floats, no hashed n-gram table
+    assert "teacher word vectors:" in report_text(report)
+    # the words' embeddings went into the workspace's embedding cache (a re-distil encodes nothing)
     assert any(EmbeddingCache(ws.cache_dir).directory.rglob("*.keys.npy"))
