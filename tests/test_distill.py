@@ -214,6 +214,10 @@ def test_teacher_word_vectors_fit_document_means_and_keep_held_out_words_out(lsa
     j = words.index("aardvark") if "aardvark" not in pool_words else words.index("zyzzyva")
     expected = geometry.encode([words[j]]) @ U
     assert np.allclose(vectors[j], expected[0], atol=1e-5)
+    # the ridge step may read a subset of the documents; the vocabulary still covers them all
+    sub_words, _, sub_info = teacher_word_vectors(texts, geometry, rows=pool, max_docs=300)
+    assert sub_info["n_docs"] == 300 and sub_words == words
+    assert sub_info["residual_fitted"] < sub_info["residual_static"]
 
 
 def test_student_from_teacher_vectors_and_vec_round_trip(lsa_teacher, tmp_path):
