@@ -346,3 +346,26 @@ def confusion_heatmap(confusion, labels, names: dict | None = None, normalize: b
                       yaxis_title="teacher", xaxis_type="category", yaxis_type="category",
                       yaxis_autorange="reversed", height=max(400, 18 * len(labels) + 150))
     return fig
+
+
+def agreement_by_confidence_chart(bins, overall: float | None = None, title: str = "") -> go.Figure:
+    """Student agreement with the teacher per student-confidence bin (``evaluate``'s
+    ``agreement_by_confidence``): bars = share of documents in the bin, markers = agreement there,
+    so a curator sees which threshold keeps how many documents at what agreement."""
+    bins = [b for b in bins if b["n"] > 0]
+    names = [f"{b['low']:.2f}-{b['high']:.2f}" for b in bins]
+    fig = go.Figure([
+        go.Bar(x=names, y=[b["share"] for b in bins], name="share of documents", marker_color=PALETTE[0],
+               customdata=[b["n"] for b in bins],
+               hovertemplate="confidence %{x}<br>%{customdata} documents (%{y:.1%})<extra></extra>"),
+        go.Scatter(x=names, y=[b["agreement"] for b in bins], name="agreement with teacher", mode="lines+markers",
+                   marker=dict(size=10, color=PALETTE[1]), line=dict(color=PALETTE[1]),
+                   hovertemplate="confidence %{x}<br>agreement %{y:.1%}<extra></extra>"),
+    ])
+    if overall is not None:
+        fig.add_hline(y=overall, line_dash="dot", line_color="#666666",
+                      annotation_text=f"overall {overall:.1%}", annotation_position="bottom right")
+    fig.update_layout(title=title or "Agreement by student confidence", xaxis_title="student confidence",
+                      xaxis_type="category", yaxis=dict(range=[0, 1.02], tickformat=".0%"), height=360,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from gem.plots import confusion_heatmap
+from gem.plots import agreement_by_confidence_chart, confusion_heatmap
 from pages import common
 
 KEY_STUDENT = "gem_student"  # (model path, report) of the student trained in this session
@@ -67,9 +67,8 @@ if KEY_STUDENT in st.session_state:
     topics = common.session_topics(run, ws)  # the curator's names once the Taxonomy page has synced this fit
     names = None if topics is None else {str(c): str(n) for c, n in zip(topics["cluster"], topics["name"])}
     st.plotly_chart(confusion_heatmap(report["confusion"], report["labels"], names=names), width="stretch")
-    bins = pd.DataFrame(report["agreement_by_confidence"])
-    st.subheader("Agreement by student confidence")
-    st.dataframe(bins, hide_index=True)
+    st.plotly_chart(agreement_by_confidence_chart(report["agreement_by_confidence"], report["agreement"]),
+                    width="stretch")
     st.caption(f"Student saved at `{model_path}`; `gem label --model {model_path}` labels shards from the command line.")
 
     st.subheader("Label a server-side folder")

@@ -236,3 +236,14 @@ def test_mixture_charts_show_domain_labels_keyed_by_id():
         assert list(fig.data[0].x) == ids  # unique keys, even when two domains share a name
         assert list(fig.layout.xaxis.tickvals) == ids
         assert list(fig.layout.xaxis.ticktext) == ["Space &lt;b&gt;x&lt;/b&gt;"] * 2 + ["Group"]
+
+
+def test_agreement_by_confidence_chart_skips_empty_bins_and_marks_overall():
+    bins = [{"low": 0.0, "high": 0.5, "n": 10, "share": 0.1, "agreement": 0.4},
+            {"low": 0.5, "high": 0.9, "n": 0, "share": 0.0, "agreement": None},
+            {"low": 0.9, "high": 1.0, "n": 90, "share": 0.9, "agreement": 0.95}]
+    fig = plots.agreement_by_confidence_chart(bins, overall=0.895)
+    bars, line = fig.data
+    assert list(bars.x) == ["0.00-0.50", "0.90-1.00"] and list(bars.y) == [0.1, 0.9]
+    assert list(bars.customdata) == [10, 90] and list(line.y) == [0.4, 0.95]
+    assert any("89.5%" in a.text for a in fig.layout.annotations)

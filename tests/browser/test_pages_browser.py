@@ -43,6 +43,8 @@ def _main_content(page, name):
         # the student learns from the session's GEM fit (made on the Clusters page): train it
         page.get_by_role("button", name="Train student").click()
         page.get_by_text("Top-1 agreement (held out)").wait_for(timeout=FIT_TIMEOUT_MS)
+        # the sample's embeddings came from the bundled encoder: the student starts from its word vectors
+        page.get_by_text("Started from teacher word vectors").wait_for()
         heatmap = page.locator("[data-testid='stMain'] .js-plotly-plot").first
         heatmap.wait_for()
         # topic ids are categories: read as numbers ("0", "10", "2", ...) the cells land out of order
