@@ -437,10 +437,12 @@ def write_vec(path: str | os.PathLike, words: Sequence[str], vectors: np.ndarray
             fh.write(word + " " + " ".join(f"{x:.6g}" for x in row) + "\n")
 
 
-def teacher_geometry(ws, representation: str, X: np.ndarray, directions: np.ndarray) -> tuple[TeacherGeometry | None, str]:
+def teacher_geometry(ws, representation: str, X: np.ndarray, directions: np.ndarray,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[TeacherGeometry | None, str]:
     """The workspace teacher's geometry with its encoder, or (None, why) when the embeddings did
     not come from the bundled encoder (precomputed vectors: no way to embed words). Word
-    embeddings go through the workspace's embedding cache, so re-distilling does not re-encode."""
+    embeddings go through the workspace's embedding cache, so re-distilling does not re-encode;
+    ``progress(done, total)`` counts the words actually encoded (``(0, 0)``: all were cached)."""
     from gem.embed import (EmbeddingCache, SentenceTransformerEmbedder, encode_cached, parse_representation,
                            vocabulary_words)
 
@@ -453,7 +455,7 @@ def teacher_geometry(ws, representation: str, X: np.ndarray, directions: np.ndar
         return None, (f"{representation} embeddings were made by encoder {meta.get('fingerprint')}, "
                       f"not the installed {embedder.fingerprint}; run `gem embed` again")
     cache = EmbeddingCache(ws.cache_dir)
-    geometry = TeacherGeometry(X, directions, lambda words: encode_cached(embedder, words, cache)[0],
+    geometry = TeacherGeometry(X, directions, lambda words: encode_cached(embedder, words, cache, progress)[0],
                                vocabulary_words(embedder.model_path))
     return geometry, "teacher encoder"
 
@@ -648,6 +650,7 @@ def distill_run(
     random_state: int = 0,
     quantize_cutoff: int = 20_000,
     word_vectors: bool = True,
+    progress: Callable[[int, int], None] | None = None,
     **train_kw,
 ) -> dict:
     """Train the student from a workspace run, save it at ``out_path`` (.bin; with ``quantize``
@@ -656,7 +659,8 @@ def distill_run(
     ``word_vectors``: start the student from :func:`teacher_word_vectors` when the run's
     embeddings came from the bundled encoder (+4 points of agreement on the sample; the encoder
     embeds the training vocabulary once, ~20 s for 44k words on 2 cores, cached in the
-    workspace); else, or with ``False``, the plain recipe (character n-grams, dim 64).
+    workspace; ``progress(done, total)`` follows that encoding); else, or with ``False``, the plain
+    recipe (character n-grams, dim 64).
 
     Quantisation is opt-in: it costs ~0.3 ms per kept row on one core (``quantize_cutoff`` rows)
     and the .bin is what labelling needs; ask for the small ``.ftz`` when shipping the model
@@ -674,7 +678,7 @@ def distill_run(
     excluded = tax_excluded if excluded is None else [label_name(t) for t in excluded]
     scores = teacher_scores(run.model, X, cluster, confidence)
     teacher_ids = np.asarray(tid, dtype=object)[cluster]
-    geometry, vectors_note = teacher_geometry(ws, rep, X, directions) if word_vectors else (None, "off")
+    geometry, vectors_note = teacher_geometry(ws, rep, X, directions, progress) if word_vectors else (None, "off")
 
     t0 = time.perf_counter()
     student, report = distill_labels(texts, teacher_ids, scores, holdout, top_fraction, per_topic, excluded,

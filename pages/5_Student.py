@@ -42,12 +42,19 @@ if submitted:
             scores = analysis.gis
         else:
             scores = teacher_scores(run.estimator, X, run.labels, "gis")
-        geometry, why = (teacher_geometry(ws, run.representation, X, run.estimator.mean_directions_)
+        bar = st.empty()
+
+        def _progress(done: int, total: int) -> None:  # the encoder embedding the vocabulary (then cached)
+            if total:
+                bar.progress(min(done / total, 1.0), text=f"Teacher word vectors: {done:,} / {total:,} words embedded")
+
+        geometry, why = (teacher_geometry(ws, run.representation, X, run.estimator.mean_directions_, _progress)
                          if word_vectors else (None, "off"))
         if word_vectors and geometry is None:
             st.info(f"Training without teacher word vectors: {why}.")
         student, report = distill_labels(texts, run.labels, scores, holdout=holdout, top_fraction=top_fraction,
                                          geometry=geometry, epoch=int(epoch) or None)
+        bar.empty()
         out = ws.root / "students" / "current.bin"
         report["model"] = student.save(out)
     st.session_state[KEY_STUDENT] = (str(out), report)

@@ -258,7 +258,8 @@ def test_teacher_vectors_with_the_real_encoder(tmp_path):
     gem = GEM(n_clusters=8, random_state=0).fit(X)
     save_run(ws, "gem8", gem, "gem", {"n_clusters": 8, "representation": "final"}, corpus["id"], X=X)
 
-    report = distill_run(ws, "gem8", tmp_path / "student.bin")
+    calls = []
+    report = distill_run(ws, "gem8", tmp_path / "student.bin", progress=lambda done, total: calls.append((done, total)))
     # 400 held-out documents, 8 topics; measured 0.81-0.84 over seeds (plain recipe 0.78-0.84)
     assert report["teacher"]["word_vectors"] == "teacher encoder"
     assert report["agreement"] >= 0.76 and report["kmeans"]["agreement"] >= 0.7
@@ -267,5 +268,12 @@ def test_teacher_vectors_with_the_real_encoder(tmp_path):
     assert wv["residual_fitted"] < 0.5 * wv["residual_static"]
     assert report["model"]["bytes"] < 10e6  # words x K floats, no hashed n-gram table
     assert "teacher word vectors:" in report_text(report)
-    # the words' embeddings went into the workspace's embedding cache (a re-distil encodes nothing)
+    # progress followed the vocabulary's encoding, which went into the workspace's embedding cache
+    # (the k-means comparison, fitted next, found every word there: a (0, 0) call)...
+    encoded = [c for c in calls if c[1]]
+    assert encoded[-1][0] == encoded[-1][1] > 10_000 and calls[-1] == (0, 0)
     assert any(EmbeddingCache(ws.cache_dir).directory.rglob("*.keys.npy"))
+    # ...so a re-distil encodes nothing
+    again = []
+    distill_run(ws, "gem8", tmp_path / "again.bin", compare_kmeans=False, progress=lambda d, t: again.append((d, t)))
+    assert again and all(total == 0 for _, total in again)

@@ -50,14 +50,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _distill(args) -> int:
+    import sys
+
+    from tqdm import tqdm
+
     from gem.distill import distill_run, report_text
     from gem.store import open_workspace
 
     ws = open_workspace(args.workspace)
-    report = distill_run(ws, args.run, args.out, top_fraction=args.top_fraction, per_topic=args.per_topic,
-                         holdout=args.holdout, excluded_mode=args.excluded_mode, compare_kmeans=not args.no_kmeans,
-                         quantize=args.quantize, quantize_cutoff=args.quantize_cutoff, word_vectors=not args.no_word_vectors,
-                         epoch=args.epoch, lr=args.lr, dim=args.dim, bucket=args.bucket)
+    bars = []
+
+    def progress(done: int, total: int) -> None:  # the teacher encoder embedding the vocabulary (once; then cached)
+        if not total:
+            return
+        if not bars or bars[-1].total != total:
+            bars.append(tqdm(total=total, unit="word", desc="teacher word vectors", file=sys.stderr, disable=args.json))
+        bars[-1].update(done - bars[-1].n)
+
+    try:
+        report = distill_run(ws, args.run, args.out, top_fraction=args.top_fraction, per_topic=args.per_topic,
+                             holdout=args.holdout, excluded_mode=args.excluded_mode, compare_kmeans=not args.no_kmeans,
+                             quantize=args.quantize, quantize_cutoff=args.quantize_cutoff,
+                             word_vectors=not args.no_word_vectors, progress=progress,
+                             epoch=args.epoch, lr=args.lr, dim=args.dim, bucket=args.bucket)
+    finally:
+        for bar in bars:
+            bar.close()
     print(json.dumps(report, indent=2) if args.json else report_text(report))
     return 0
 
