@@ -412,17 +412,17 @@ def teacher_word_vectors(
     A = normalize(counts_matrix, norm="l1")
     goal = X[rows[fit]].astype(np.float64) @ Q
     # lsqr: memory linear in the bag-of-words nonzeros (the dual solve needs n_docs^2)
-    D = Ridge(alpha=alpha, fit_intercept=False, solver="lsqr", tol=1e-6).fit(A, goal - A @ V0).coef_.T
-    fitted = A @ (V0 + D)
+    static = A @ V0
+    W = V0 + Ridge(alpha=alpha, fit_intercept=False, solver="lsqr", tol=1e-6).fit(A, goal - static).coef_.T
     info = {
         "n_words": len(words), "n_training_words": len(known), "dim": int(Q.shape[1]), "alpha": float(alpha),
         "n_docs": int(len(fit)),
         # the fit's quality: relative residual of the document means, before and after the ridge step
-        "residual_static": float(np.linalg.norm(A @ V0 - goal) / np.linalg.norm(goal)),
-        "residual_fitted": float(np.linalg.norm(fitted - goal) / np.linalg.norm(goal)),
+        "residual_static": float(np.linalg.norm(static - goal) / np.linalg.norm(goal)),
+        "residual_fitted": float(np.linalg.norm(A @ W - goal) / np.linalg.norm(goal)),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    return words, (V0 + D).astype(np.float32), info
+    return words, W.astype(np.float32), info
 
 
 def write_vec(path: str | os.PathLike, words: Sequence[str], vectors: np.ndarray) -> None:
@@ -611,30 +611,6 @@ def teacher_scores(estimator, X: np.ndarray, labels: np.ndarray, confidence: str
     return np.asarray(gis_for_model(X, estimator, labels=labels), dtype=np.float64)
 
 
-def load_teacher(ws, run_name: str):
-    """(run, texts, X unit rows, cluster labels, representation, corpus rows) of a saved run, in the
-    run's assignment order (``corpus rows``: each document's row in the workspace corpus)."""
-    from gem.runs import load_run
-
-    run = load_run(ws, run_name)
-    corpus = ws.load_corpus(columns=["id", "text"])
-    rep = (getattr(run, "params", None) or {}).get("representation", "final")
-    X_all = ws.load_embeddings(rep, mmap=True)
-    if X_all.shape[0] != len(corpus):
-        raise ValueError(f"{ws.embeddings_path(rep)} has {X_all.shape[0]} rows but the corpus has {len(corpus)}; "
-                         "run `gem embed` again")
-    pos = {d: i for i, d in enumerate(corpus["id"].astype(str))}
-    ids = run.assignments["id"].astype(str).tolist()
-    missing = [d for d in ids if d not in pos]
-    if missing:
-        raise ValueError(f"run {run_name!r}: {len(missing)} assigned documents (e.g. {missing[0]!r}) are not in the "
-                         "workspace corpus; re-fit the run")
-    rows = np.fromiter((pos[d] for d in ids), dtype=np.int64, count=len(ids))
-    texts = corpus["text"].to_numpy()[rows].tolist()
-    X = np.asarray(X_all[rows], dtype=np.float32)
-    return run, texts, X, run.assignments["cluster"].to_numpy().astype(np.int64), rep, rows
-
-
 def distill_run(
     ws,
     run_name: str,
@@ -671,7 +647,11 @@ def distill_run(
     word vectors fitted to the k-means centroid directions) is trained on Euclidean k-means labels
     (scikit-learn, raw vectors, same K) and scored against k-means on the same held-out rows.
     """
-    run, texts, X, cluster, rep, rows = load_teacher(ws, run_name)
+    from gem.runs import load_run_documents
+
+    run, docs, rows, X = load_run_documents(ws, run_name, columns=["id", "text"])
+    texts, rep = docs["text"].tolist(), run.representation
+    cluster = run.assignments["cluster"].to_numpy().astype(np.int64)
     directions = np.asarray(run.model.mean_directions_)
     n_clusters = int(directions.shape[0])
     tid, tax_excluded, id_source = run_topic_ids(ws, run_name, n_clusters)

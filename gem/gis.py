@@ -542,33 +542,14 @@ def analyze_run(
 ) -> RunAnalysis:
     """``analyze`` for a run saved with gem.runs.save_run: loads the run, its embeddings and the
     corpus. Rows follow the run's assignments order; ``extra['rows']`` are the corpus rows."""
-    from gem.runs import load_run
+    from gem.runs import load_run_documents
 
-    run = load_run(ws, run_name)
-    params = dict(getattr(run, "params", {}) or {})
-    rep = params.get("representation", "final")
-    assignments = run.assignments
-    corpus = ws.load_corpus()
-    X_all = ws.load_embeddings(rep, mmap=True)
-    if X_all.shape[0] != len(corpus):
-        raise ValueError(
-            f"{ws.embeddings_path(rep)} has {X_all.shape[0]} rows but the corpus has {len(corpus)}; run `gem embed` again"
-        )
-    import pandas as pd
-
-    ids = assignments["id"].astype(str).to_numpy()
-    rows = pd.Index(corpus["id"].astype(str)).get_indexer(ids)
-    if (rows < 0).any():
-        raise ValueError(
-            f"run {run_name!r}: document id {ids[rows < 0][0]!r} is not in the workspace corpus "
-            "(the corpus changed after the fit: re-run `gem fit`)"
-        )
-    X = np.asarray(X_all[rows], dtype=np.float32)
-    n_tokens = corpus["n_tokens"].to_numpy()[rows] if "n_tokens" in corpus.columns else None
+    run, docs, rows, X = load_run_documents(ws, run_name)
+    n_tokens = docs["n_tokens"].to_numpy() if "n_tokens" in docs.columns else None
     out = analyze(
-        X, run.model, list(corpus["text"].to_numpy()[rows]), labels=assignments["cluster"].to_numpy(),
-        ids=ids, n_tokens=n_tokens, run=run_name, top=top, n_keywords=n_keywords, beta=beta,
-        n_neighbors=n_neighbors, max_reference=max_reference,
+        X, run.model, docs["text"].tolist(), labels=run.assignments["cluster"].to_numpy(),
+        ids=docs["id"].astype(str).to_numpy(), n_tokens=n_tokens, run=run_name, top=top, n_keywords=n_keywords,
+        beta=beta, n_neighbors=n_neighbors, max_reference=max_reference,
     )
-    out.extra.update({"representation": rep, "rows": rows})
+    out.extra.update({"representation": run.representation, "rows": rows})
     return out

@@ -72,8 +72,7 @@ class TeacherLabeller(Labeller):
         ws = Workspace(run_dir.parent.parent)  # <workspace>/runs/<name>
         run = load_run(ws, run_dir.name)
         self.model = run.model
-        rep = (getattr(run, "params", None) or {}).get("representation", "final")
-        self.embedder = SentenceTransformerEmbedder(layer=parse_representation(rep), batch_size=batch_size)
+        self.embedder = SentenceTransformerEmbedder(layer=parse_representation(run.representation), batch_size=batch_size)
         tid, _, _ = run_topic_ids(ws, run_dir.name, int(np.asarray(self.model.mean_directions_).shape[0]))
         self.topic_ids = np.asarray(tid, dtype=object)
         self.name = f"teacher:{run_dir.name}"

@@ -1078,7 +1078,7 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
         taxonomy = tax.export_json()
     domains, docs, parent_labels = run_domains(run.assignments, corpus, K, mass=mass, topics=topics)
     params = dict(getattr(run, "params", {}) or {})
-    rep = params.get("representation", "final")
+    rep = run.representation
     if with_gis:
         try:
             from gem.gis import gis_for_model

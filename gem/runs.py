@@ -17,7 +17,7 @@ import numpy as np
 
 from .store import Workspace, atomic_dir, ids_digest, load_npy, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
 
-__all__ = ["Run", "save_run", "load_run", "assignment_probabilities"]
+__all__ = ["Run", "save_run", "load_run", "load_run_documents", "assignment_probabilities"]
 
 _ARRAY_NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -30,6 +30,11 @@ class Run:
     model: Any
     assignments: Any  # pandas DataFrame: id, cluster, probability
     info: dict | None = None  # the whole params.json
+
+    @property
+    def representation(self) -> str:
+        """The embeddings the run was fitted on ("final" unless its params say otherwise)."""
+        return (self.params or {}).get("representation", "final")
 
 
 def assignment_probabilities(estimator, X, labels, chunk: int = 100_000) -> np.ndarray:
@@ -98,3 +103,23 @@ def load_run(ws: Workspace, name: str) -> Run:
     assignments = pd.read_parquet(folder / "assignments.parquet")
     return Run(name=name, method=info["method"], params=info.get("params", {}), model=model,
                assignments=assignments, info=info)
+
+
+def load_run_documents(ws: Workspace, name: str, columns: list[str] | None = None):
+    """A saved run with its documents, in the run's assignment order: (run, corpus rows of those
+    documents (``columns`` of the workspace corpus), their positions in the corpus, their unit
+    embeddings as float32). Raises ValueError when the embeddings or the corpus no longer match."""
+    run = load_run(ws, name)
+    corpus = ws.load_corpus(columns=columns)
+    X_all = ws.load_embeddings(run.representation, mmap=True)
+    if X_all.shape[0] != len(corpus):
+        raise ValueError(f"{ws.embeddings_path(run.representation)} has {X_all.shape[0]} rows but the corpus has "
+                         f"{len(corpus)}; run `gem embed` again")
+    import pandas as pd
+
+    ids = run.assignments["id"].astype(str).to_numpy()
+    rows = pd.Index(corpus["id"].astype(str)).get_indexer(ids)
+    if (rows < 0).any():
+        raise ValueError(f"run {name!r}: document id {ids[rows < 0][0]!r} is not in the workspace corpus "
+                         "(the corpus changed after the fit: re-run `gem fit`)")
+    return run, corpus.iloc[rows].reset_index(drop=True), rows, np.asarray(X_all[rows], dtype=np.float32)

@@ -91,3 +91,28 @@ def test_fit_bad_input_exits_2(ws, argv, needle, capsys):
 def test_load_missing_run(ws):
     with pytest.raises(FileNotFoundError, match="no such run"):
         load_run(ws, "nope")
+
+
+def test_load_run_documents_in_assignment_order_and_stale_workspaces(ws):
+    from gem.runs import load_run_documents
+
+    assert main(["fit", "--workspace", str(ws.root), "--method", "gem", "--k", "6", "--run", "r"]) == 0
+    corpus = ws.load_corpus()
+    unit = ws.load_embeddings("final")
+    # a run whose documents are listed in another order than the corpus
+    run = load_run(ws, "r")
+    run.assignments = run.assignments.iloc[::-1].reset_index(drop=True)
+    save_run(ws, "rev", run.model, "gem", run.params, run.assignments["id"], X=None)
+    loaded, docs, rows, X = load_run_documents(ws, "rev", columns=["id", "text"])
+    assert loaded.representation == "final" and list(docs.columns) == ["id", "text"]
+    assert list(docs["id"]) == list(run.assignments["id"]) == list(corpus["id"].iloc[rows])
+    assert X.dtype == np.float32 and np.array_equal(X, unit[rows])
+    # the corpus lost a document the run assigned
+    corpus.iloc[1:].to_parquet(ws.corpus_path)
+    ws.save_embeddings("final", unit[1:], np.ones(len(unit) - 1, dtype=np.float32), {})
+    with pytest.raises(ValueError, match="'doc-0' is not in the workspace corpus"):
+        load_run_documents(ws, "r")
+    # embeddings no longer aligned with the corpus
+    ws.save_embeddings("final", unit[2:], np.ones(len(unit) - 2, dtype=np.float32), {})
+    with pytest.raises(ValueError, match="run `gem embed` again"):
+        load_run_documents(ws, "r")
