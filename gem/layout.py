@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Workspace, file_sha256, ids_digest, read_json, write_json_atomic, write_parquet_atomic
+from .store import Workspace, embeddings_digest, ids_digest, read_json, write_json_atomic, write_parquet_atomic
 
 KINDS = ("2d", "sphere")
 DEFAULT_MAX_POINTS = 20_000
@@ -149,19 +149,6 @@ def compute_layout(X: np.ndarray, kind: str = "2d", n_neighbors: int = 15, min_d
 
 
 # ---------------------------------------------------------------------------- disk cache
-_DIGEST_MEMO: dict[tuple, str] = {}
-
-
-def embeddings_digest(ws: Workspace, representation: str) -> str:
-    """Content digest of the stored unit embeddings (memoised by path, size and mtime)."""
-    path = ws.embeddings_path(representation)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGEST_MEMO:
-        _DIGEST_MEMO[key] = file_sha256(path)[:16]
-    return _DIGEST_MEMO[key]
-
-
 def layout_path(ws: Workspace, representation: str, kind: str) -> Path:
     if kind not in KINDS:
         raise ValueError(f"unknown layout kind {kind!r}; use one of {KINDS}")

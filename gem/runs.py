@@ -6,18 +6,26 @@
     assignments.parquet  id, cluster, probability (of the assigned cluster; 1.0 for hard methods)
 
 A run folder is written as a whole (``gem.store.atomic_dir``): a crash never leaves half a run.
+
+``FitSettings`` + ``fit_run`` are the one way a run is made: ``gem fit`` and the app's current fit
+both go through them, so a run fitted in the app is exported, labelled and distilled by the CLI
+exactly as one fitted there. ``load_fit_data`` is the one reader of a corpus with its embeddings:
+it refuses embeddings made for another corpus (row count, or the ids digest stored beside them).
 """
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from .store import Workspace, atomic_dir, ids_digest, load_npy, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
+from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
 
-__all__ = ["Run", "save_run", "load_run", "load_run_documents", "assignment_probabilities"]
+__all__ = ["Run", "FitSettings", "fit_run", "load_fit_data", "run_is_current", "save_run", "load_run",
+           "load_run_documents", "assignment_probabilities"]
 
 _ARRAY_NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -48,8 +56,9 @@ def assignment_probabilities(estimator, X, labels, chunk: int = 100_000) -> np.n
     return out
 
 
-def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids, X=None):
-    """Store a fitted estimator as run ``name`` (replacing an existing run of that name)."""
+def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids, X=None, data: dict | None = None):
+    """Store a fitted estimator as run ``name`` (replacing an existing run of that name). ``data``:
+    the version of the corpus and embeddings it was fitted on (``run_is_current`` compares it)."""
     import pandas as pd
 
     target = ws.run_dir(name)
@@ -72,6 +81,8 @@ def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "arrays": sorted(arrays),
     }
+    if data is not None:
+        info["data"] = data
     frame = pd.DataFrame({"id": ids, "cluster": labels.astype(np.int32), "probability": probs})
     with atomic_dir(target) as tmp:
         write_json_atomic(tmp / "params.json", info)
@@ -112,9 +123,7 @@ def load_run_documents(ws: Workspace, name: str, columns: list[str] | None = Non
     run = load_run(ws, name)
     corpus = ws.load_corpus(columns=columns)
     X_all = ws.load_embeddings(run.representation, mmap=True)
-    if X_all.shape[0] != len(corpus):
-        raise ValueError(f"{ws.embeddings_path(run.representation)} has {X_all.shape[0]} rows but the corpus has "
-                         f"{len(corpus)}; run `gem embed` again")
+    check_embeddings_match(ws, run.representation, corpus["id"].astype(str), X_all.shape[0], len(corpus))
     import pandas as pd
 
     ids = run.assignments["id"].astype(str).to_numpy()
@@ -123,3 +132,145 @@ def load_run_documents(ws: Workspace, name: str, columns: list[str] | None = Non
         raise ValueError(f"run {name!r}: document id {ids[rows < 0][0]!r} is not in the workspace corpus "
                          "(the corpus changed after the fit: re-run `gem fit`)")
     return run, corpus.iloc[rows].reset_index(drop=True), rows, np.asarray(X_all[rows], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- making runs
+METHODS = ("gem", "kmeans", "kmeans-unit", "spherical-kmeans", "vmf")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything that determines a fit (with the data): the same settings on the same data give
+    the same run. ``balance`` is GEM's lambda ("auto" or >= 0; ignored by the other methods);
+    ``target``: K positive shares GEM balances towards (None: uniform)."""
+
+    method: str = "gem"
+    k: int = 24
+    balance: float | str = "auto"
+    seed: int = 0
+    representation: str = "final"
+    regularizer: str = "quadratic"
+    n_init: int = 1
+    weight_by_tokens: bool = False
+    target: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if isinstance(self.balance, str):
+            if self.balance != "auto":
+                raise ValueError(f"balance must be 'auto' or a number >= 0, got {self.balance!r}")
+        else:
+            object.__setattr__(self, "balance", float(self.balance))
+            if not self.balance >= 0:
+                raise ValueError(f"balance must be 'auto' or a number >= 0, got {self.balance!r}")
+        if self.target is not None:
+            object.__setattr__(self, "target", tuple(float(x) for x in self.target))
+
+    def params(self) -> dict:
+        """What params.json records as the run's parameters."""
+        gem = self.method == "gem"
+        return {"method": self.method, "k": int(self.k), "representation": self.representation, "seed": int(self.seed),
+                "balance": self.balance if gem else None, "regularizer": self.regularizer if gem else None,
+                "n_init": int(self.n_init), "weight_by_tokens": bool(self.weight_by_tokens),
+                "target": list(self.target) if (gem and self.target is not None) else None}
+
+    def slug(self) -> str:
+        """A run name that spells the settings, e.g. ``gem-k24-auto-s0`` or ``gem-k24-l5000-s0-layer3``
+        (the app's runs are named so; a custom target adds a short hash of it)."""
+        parts = [self.method, f"k{self.k}"]
+        if self.method == "gem":
+            parts.append("auto" if self.balance == "auto" else f"l{self.balance:g}")
+            if self.regularizer != "quadratic":
+                parts.append(self.regularizer)
+        parts.append(f"s{self.seed}")
+        if self.representation != "final":
+            parts.append(self.representation)
+        if self.n_init != 1:
+            parts.append(f"n{self.n_init}")
+        if self.weight_by_tokens:
+            parts.append("tok")
+        if self.method == "gem" and self.target is not None:
+            parts.append("t" + hashlib.sha256(json.dumps(list(self.target)).encode()).hexdigest()[:8])
+        return "-".join(parts)
+
+    def replace(self, **changes) -> "FitSettings":
+        return FitSettings(**{**asdict(self), **changes})
+
+
+def load_fit_data(ws: Workspace, representation: str = "final", raw: bool = False, columns: list[str] | None = None):
+    """(embeddings, corpus) of a workspace, checked to belong together: same row count and, when the
+    embeddings recorded it, the same ids in the same order. Raises ValueError naming the fix."""
+    X = ws.load_raw_embeddings(representation) if raw else ws.load_embeddings(representation)
+    corpus = ws.load_corpus(columns=columns)
+    check_embeddings_match(ws, representation, corpus["id"] if "id" in corpus.columns else None, X.shape[0], len(corpus))
+    return X, corpus
+
+
+def check_embeddings_match(ws: Workspace, representation: str, ids, n_rows: int, n_corpus: int) -> None:
+    """Refuse embeddings made for another corpus (row count, or the ids digest stored beside them)."""
+    fix = f"re-embed with `gem embed -w {ws.root} --representation {representation}` (or on the Home page)"
+    if n_rows != n_corpus:
+        raise ValueError(f"{ws.embeddings_path(representation)} has {n_rows} rows but the corpus has {n_corpus}; {fix}")
+    meta_path = ws.embeddings_meta_path(representation)
+    stored = read_json(meta_path).get("ids_digest") if meta_path.exists() else None
+    if stored is not None and ids is not None and stored != ids_digest(ids):
+        raise ValueError(f"{ws.embeddings_path(representation)} was made for other documents (or another order) "
+                         f"than {ws.corpus_path}; {fix}")
+
+
+def _data_version(ws: Workspace, settings: FitSettings, ids) -> dict:
+    return {"ids_digest": ids_digest(ids), "embeddings_digest": embeddings_digest(ws, settings.representation)}
+
+
+def run_is_current(ws: Workspace, name: str, settings: FitSettings) -> bool:
+    """True when run ``name`` exists, was made with ``settings`` and on today's corpus and embeddings."""
+    path = ws.run_dir(name) / "params.json"
+    if not path.exists() or not ws.has_corpus() or not ws.embeddings_path(settings.representation).exists():
+        return False
+    try:
+        info = read_json(path)
+    except (OSError, ValueError):
+        return False
+    ids = ws.load_corpus(columns=["id"])["id"].astype(str)
+    return info.get("params") == json.loads(json.dumps(settings.params())) and info.get("data") == _data_version(
+        ws, settings, ids)
+
+
+def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | None = None):
+    """Fit ``settings`` on the workspace's embeddings and save it as run ``name``; returns the
+    fitted estimator. ``warm_from``: a saved GEM run of the same data, K and representation whose
+    parameters (directions, concentrations, potentials) start the fit (recorded in params.json)."""
+    from .baselines import make_estimator, uses_raw_vectors
+
+    X, corpus = load_fit_data(ws, settings.representation, uses_raw_vectors(settings.method))
+    weights = None
+    if settings.weight_by_tokens:
+        if "n_tokens" not in corpus.columns:
+            raise ValueError(f"{ws.corpus_path}: no n_tokens column to weight by; re-ingest the corpus")
+        weights = corpus["n_tokens"].to_numpy(dtype=np.float64)
+    kw: dict[str, Any] = {"random_state": settings.seed}
+    if settings.method == "gem":
+        kw.update(balance=settings.balance, regularizer=settings.regularizer, n_init=settings.n_init)
+        if settings.target is not None:
+            kw["target"] = settings.target
+    elif settings.method in ("vmf", "kmeans", "kmeans-unit"):
+        kw.update(n_init=settings.n_init)
+    params = settings.params()
+    if warm_from is not None:
+        if settings.method != "gem" or warm_from.method != "gem":
+            raise ValueError("only a GEM fit can be warm-started from a GEM run")
+        from .baselines import estimator_from_state
+
+        est = estimator_from_state(*warm_from.model.to_state())  # a copy: the source run stays as saved
+        if est.mean_directions_.shape != (settings.k, X.shape[1]):
+            raise ValueError(f"run {warm_from.name!r} has another K or dimension than these settings")
+        est.set_params(**kw, warm_start=True)
+        params["warm_start_from"] = warm_from.name
+    else:
+        est = make_estimator(settings.method, settings.k, **kw)
+    est.fit(X, sample_weight=weights)
+    ids = corpus["id"].astype(str).tolist()
+    save_run(ws, name, est, settings.method, params, ids, X=X if settings.method in ("gem", "vmf") else None,
+             data=_data_version(ws, settings, ids))
+    return est

@@ -158,6 +158,19 @@ def ids_digest(ids) -> str:
     return h.hexdigest()[:16]
 
 
+_DIGEST_MEMO: dict[tuple, str] = {}
+
+
+def embeddings_digest(ws: "Workspace", representation: str) -> str:
+    """Content digest of the stored unit embeddings (memoised by path, size and mtime)."""
+    path = ws.embeddings_path(representation)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGEST_MEMO:
+        _DIGEST_MEMO[key] = file_sha256(path)[:16]
+    return _DIGEST_MEMO[key]
+
+
 # ---------------------------------------------------------------------------- workspace
 class Workspace:
     """Paths and loaders of one workspace folder (see the module docstring for the layout)."""

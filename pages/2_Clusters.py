@@ -13,18 +13,9 @@ frame = common.corpus(ws)
 label_cols = [c for c in ("source", "category") if c in frame.columns]
 
 # ---------------------------------------------------------------------------- controls
-with st.container(border=True):
-    c1, c2, c3, c4, c5 = st.columns([1.2, 0.8, 2.2, 0.7, 1.6])
-    rep = c1.selectbox("Representation", reps, index=reps.index("final") if "final" in reps else 0, key="cl_rep",
-                       help="Embed more layers on the Home page.")
-    k = int(c2.number_input("K", min_value=2, max_value=256, value=24, step=1, key="cl_k"))
-    with c3:
-        balance, balance_note = common.balance_control(
-            "cl", default_auto=True, default_lambda=5000.0,
-            help="How hard GEM pulls cluster masses toward equal shares (the regulariser (λ/2)‖π − u‖²). "
-                 "0: plain vMF assignments with a uniform prior.")
-    seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="cl_seed"))
-    baseline_name = c5.selectbox("Baseline", list(common.BASELINES), index=0, key="cl_baseline")
+# K, balance, seed and representation are the current fit's (sidebar): every page shows the same fit
+baseline_name = st.selectbox("Baseline", list(common.BASELINES), index=0, key="cl_baseline",
+                             help="Fitted with the current fit's K, seed and representation.")
 method = common.BASELINES[baseline_name]
 
 
@@ -39,20 +30,21 @@ def _layout_cached(root: str, rep: str, kind: str, emb_mtime: float) -> bool:
     return get_layout(common.Workspace(root), rep, kind, compute=False) is not None
 
 
+settings = common.fit_settings(ws)
+rep = settings.representation
 emb_mtime = ws.embeddings_path(rep).stat().st_mtime_ns
 with st.spinner("Computing the 2-D UMAP layout (once per corpus and representation, then cached on disk)…"):
     layout = _layout(str(ws.root), rep, "2d", emb_mtime)
-with st.spinner("Fitting GEM…"):
-    gem_run = common.fit_gem(k, balance, seed, rep, ws=ws)
-with st.spinner(f"Fitting the baseline ({baseline_name})…"):
-    base_run = common.fit_baseline(method, k, seed, rep, ws=ws)
-
-common.show_auto_lambda(balance_note, gem_run)
-lam_used = gem_run.lambda_used
-st.caption(
-    f"GEM fitted in {gem_run.seconds:.2f} s ({'warm-started from the previous model' if gem_run.warm_started else 'from scratch'}); "
-    f"λ used = {lam_used:g}" if lam_used is not None else f"GEM fitted in {gem_run.seconds:.2f} s"
-)
+try:
+    with st.spinner("Fitting GEM…"):
+        gem_run = common.current_fit(ws)
+    with st.spinner(f"Fitting the baseline ({baseline_name})…"):
+        base_run = common.baseline_fit(method, ws)
+except ValueError as exc:
+    st.error(f"The fit could not be made: {exc}", icon=None)
+    st.stop()
+k = gem_run.n_clusters
+st.caption(common.fit_caption(gem_run))
 if layout.sampled:
     st.info(f"The maps show a stratified sample of {len(layout.ids):,} of {layout.n_total:,} documents "
             f"(at most {DEFAULT_MAX_POINTS:,}); sizes and metrics use every document.")

@@ -13,8 +13,9 @@ from gem.taxonomy import REVIEW_STATES, StaleEditError, Taxonomy
 from pages import common
 
 CURRENT = "current GEM fit (this session)"
-EDITOR = "tx_editor"          # st.data_editor key (its edit state is applied, then cleared)
+EDITOR_GEN = "tx_editor_gen"  # the editor's key carries a generation: a new key drops the browser's edits
 ROWS = "tx_rows"              # (topic id, version) per editor row, as the curator saw them
+REFUSED = "tx_refused"        # rows of edits refused as stale: field, refused value, stored value
 TOPIC = "tx_topic"
 EDITABLE = ["name", "parent", "description", "excluded", "review", "notes"]
 
@@ -30,64 +31,30 @@ def _namer_settings():
     try:
         return settings_from_env()
     except ValueError as exc:
-        st.warning(f"LLM naming is misconfigured: {exc}")
+        st.warning(common.plain(f"LLM naming is misconfigured: {exc}"))
         return None
 
 
 # ---------------------------------------------------------------------------- which fit
 sources = [CURRENT] + ws.runs()
 source = st.selectbox("Topics from", sources, key="tx_source",
-                      help="The GEM fit of this session (Clusters page or below), or a run saved with `gem fit`.")
-if source == CURRENT:
-    prev = common.current_runs()[0]
-    with st.expander("Fit settings (a change re-fits; topic ids and labels are kept by matching)",
-                     expanded=prev is None):
-        c1, c2, c3 = st.columns(3)
-        k = int(c1.number_input("K", min_value=2, max_value=256, value=prev.n_clusters if prev else 24, step=1,
-                                key="tx_k"))
-        seed = int(c2.number_input("Seed", min_value=0, max_value=2**31 - 1,
-                                   value=int(prev.params.get("random_state", 0)) if prev else 0, key="tx_seed"))
-        rep = c3.selectbox("Representation", reps, index=reps.index("final") if "final" in reps else 0, key="tx_rep")
-    balance = prev.params.get("balance", "auto") if prev else "auto"
-    with st.spinner("Fitting GEM…"):
-        fit = common.fit_gem(k, balance, seed, rep, ws=ws)
-    run_key = common.session_run_key(fit)
-
-    def _analyze():  # rows in corpus order: the Student page re-uses this GIS for the same fit
-        with st.spinner("Scoring documents (GIS), keywords…"):
-            return analyze(
-                common.embeddings(rep, ws=ws), fit.estimator, list(frame["text"].astype(str)), labels=fit.labels,
-                ids=frame["id"].astype(str),
-                n_tokens=frame["n_tokens"].to_numpy() if "n_tokens" in frame.columns else None, run=run_key)
-
-    analysis = common.run_analysis(run_key, _analyze)
-    rows_of_corpus = np.arange(len(frame))
-else:
-    run_key = source
-
-    def _analyze():
-        with st.spinner(f"Scoring the documents of run {source} (GIS), keywords…"):
-            try:
-                from gem.gis import analyze_run
-
-                return analyze_run(ws, source)
-            except (ValueError, OSError, KeyError) as exc:
-                st.error(f"Cannot read run {source}: {exc}")
-                st.stop()
-
-    analysis = common.run_analysis(run_key, _analyze)
-    rows_of_corpus = analysis.extra["rows"]
-
-tax = Taxonomy(ws.taxonomy_db)
-synced = st.session_state.setdefault(common.KEY_SYNCED, {})
-if run_key not in synced:
-    table = analysis.table
-    synced[run_key] = tax.sync_run(run_key, analysis.mean_directions, keywords=analysis.keywords,
-                                   sizes=table["n_docs"].tolist())
-    st.session_state.pop(EDITOR, None)  # the rows changed: old edit state no longer applies
-    st.session_state.pop(ROWS, None)
-report = synced[run_key]
-if report.matched or report.retired or report.revived:  # a first sync has nothing to compare with
+                      help="The current fit (its settings are in the sidebar), or any run saved in this workspace "
+                           "(`gem fit`, or earlier fits of the app).")
+try:
+    if source == CURRENT:
+        with st.spinner("Fitting GEM…"):
+            fit = common.current_fit(ws)
+        st.caption(common.fit_caption(fit))
+        run_key = fit.name
+    else:
+        run_key = source
+    analysis = common.run_analysis(run_key, ws)
+    tax, report = common.synced_taxonomy(run_key, ws, analysis)
+except (ValueError, OSError, KeyError) as exc:
+    st.error(common.plain(f"Cannot read run {run_key if source != CURRENT else ''}: {exc}"))
+    st.stop()
+rows_of_corpus = analysis.extra["rows"]
+if report is not None and (report.matched or report.retired or report.revived):  # a first sync compares nothing
     parts = [f"{len(report.matched)} topics kept their ids and labels"]
     if report.new:
         parts.append(f"new: {', '.join(report.new.values())}")
@@ -95,18 +62,28 @@ if report.matched or report.retired or report.revived:  # a first sync has nothi
         parts.append(f"back from retirement: {', '.join(report.revived.values())}")
     if report.retired:
         parts.append(f"retired (kept, with their labels): {', '.join(report.retired)}")
-    st.info("Matched to the previous taxonomy: " + "; ".join(parts) + ".")
+    st.info(common.plain("Matched to the previous taxonomy: " + "; ".join(parts) + "."))
 
 # ---------------------------------------------------------------------------- apply pending edits
+def _editor_key() -> str:
+    return f"tx_editor_{st.session_state.get(EDITOR_GEN, 0)}"
+
+
+def _reset_editor() -> None:
+    """Show the database again: the editor under a new key (the browser drops what was typed)."""
+    st.session_state.pop(_editor_key(), None)
+    st.session_state[EDITOR_GEN] = st.session_state.get(EDITOR_GEN, 0) + 1
+
+
 author = common.author()
-pending = st.session_state.get(EDITOR) or {}
+pending = st.session_state.get(_editor_key()) or {}
 edited_rows = pending.get("edited_rows") or {}
 seen = st.session_state.get(ROWS) or []
 if edited_rows and seen:
     if not author:
         st.warning("Enter your name in the sidebar to save edits: every change is recorded with its author.")
     else:
-        saved, errors = [], []
+        saved, errors, refused = [], [], []
         for pos, change in edited_rows.items():
             pos = int(pos)
             if pos >= len(seen):
@@ -122,13 +99,22 @@ if edited_rows and seen:
                 saved.append(tid)
             except StaleEditError as exc:
                 errors.append(str(exc))
+                stored = tax.topic(tid)
+                refused += [{"topic": tid, "field": f, "your value (not saved)": str(v),
+                             "stored value": str(stored.get(f)), "stored by": str(stored.get("updated_by") or "")}
+                            for f, v in fields.items()]
             except (ValueError, KeyError) as exc:
                 errors.append(f"{tid}: {exc}")
-        del st.session_state[EDITOR]  # the table below is rebuilt from the database
+        _reset_editor()  # the table below is rebuilt from the database
+        st.session_state[REFUSED] = refused
         if saved:
-            st.toast(f"Saved {', '.join(saved)} as {author}")
+            st.toast(common.plain(f"Saved {', '.join(saved)} as {author}"))
         for e in errors:
-            st.error(e)
+            st.error(common.plain(e))
+if st.session_state.get(REFUSED):
+    st.caption("Not saved: another curator changed these topics first. The table shows the stored values; "
+               "re-type yours to overwrite them.")
+    st.dataframe(pd.DataFrame(st.session_state[REFUSED]), hide_index=True, key="tx_refused_table")
 
 # ---------------------------------------------------------------------------- the table
 topics = tax.topics(run_key)
@@ -146,7 +132,8 @@ view = pd.DataFrame({
     "description": t["description"],
     "excluded": t["excluded"].astype(bool),
     "review": t["review"],
-    "status": t["status"],
+    "status": [f"{st_} · confirm the name" if flag else st_
+               for st_, flag in zip(t["status"], t.get("needs_confirmation", pd.Series(False, index=t.index)))],
     "keywords": [", ".join(k) for k in t["keywords"]],
     "documents": t["n_docs"].astype(int),
     "tokens": t["n_tokens"].astype(int),
@@ -156,11 +143,16 @@ view = pd.DataFrame({
     "notes": t["notes"],
 })
 st.session_state[ROWS] = list(zip(t["id"], t["version"].astype(int)))
+unconfirmed = t.loc[t.get("needs_confirmation", pd.Series(False, index=t.index)).astype(bool), "id"].tolist()
+if unconfirmed:
+    st.warning(common.plain(f"The content of {', '.join(unconfirmed)} moved since they were named (the re-fit "
+                            "matched them to clusters with other documents): check each name, then rename or "
+                            "approve the topic to confirm it."))
 st.caption("Topics ranked by mean GIS (confidence + centrality + local density of their documents). "
            "Edit names, parents, descriptions, exclusions and review status in place: each edit is saved "
            "at once, with your name.")
 st.data_editor(
-    view, key=EDITOR, hide_index=True, width="stretch", num_rows="fixed",
+    view, key=_editor_key(), hide_index=True, width="stretch", num_rows="fixed",
     disabled=["id", "status", "keywords", "documents", "tokens", "share", "kappa", "GIS"],
     column_config={
         "name": st.column_config.TextColumn("name", max_chars=200),
@@ -185,7 +177,7 @@ with st.expander("Parent groups"):
             else:
                 by_cluster = topic_hierarchy(analysis.mean_directions, n_parents=n_par)
                 tax.apply_hierarchy(by_cluster, author=author, run_name=run_key)
-                st.session_state.pop(EDITOR, None)
+                _reset_editor()
                 st.rerun()
     with c2:
         new_group = st.text_input("New group name", key="tx_group_name")
@@ -224,7 +216,7 @@ def _approve(tid: str, version: int, who: str) -> None:
     except StaleEditError as exc:
         st.session_state["tx_msg"] = str(exc)
         return
-    st.session_state.pop(EDITOR, None)
+    _reset_editor()
     _next_unreviewed()
 
 
@@ -237,7 +229,7 @@ k = int(row["cluster"])
 c3.button("Approve and next", key="tx_approve", disabled=row["review"] == "approved", on_click=_approve,
           args=(chosen, int(row["version"]), author))
 if st.session_state.get("tx_msg"):
-    st.error(st.session_state.pop("tx_msg"))
+    st.error(common.plain(st.session_state.pop("tx_msg")))
 
 st.text(f"{chosen}: {row['name']}")  # curator text: plain
 st.caption(f"{int(row['n_docs'])} documents · {int(row['n_tokens'])} tokens · share {row['share']:.1%} · "
@@ -256,7 +248,7 @@ if namer_settings is not None and st.button("Suggest a name (LLM)", key="tx_llm"
             list(row["keywords"]), [str(x) for x in frame["text"].to_numpy()[rows_of_corpus[top_rows]]])
         st.session_state["tx_suggestion"] = (chosen, suggestion)
     except NamingError as exc:
-        st.error(str(exc))
+        st.error(common.plain(exc))
 sugg = st.session_state.get("tx_suggestion")
 if sugg and sugg[0] == chosen:
     st.text(f"Suggested name: {sugg[1]}")
@@ -264,10 +256,10 @@ if sugg and sugg[0] == chosen:
         try:
             tax.update_topic(chosen, int(row["version"]), author, name=sugg[1])
             st.session_state.pop("tx_suggestion", None)
-            st.session_state.pop(EDITOR, None)
+            _reset_editor()
             st.rerun()
         except StaleEditError as exc:
-            st.error(str(exc))
+            st.error(common.plain(exc))
 
 texts = frame["text"].to_numpy()
 ids = frame["id"].to_numpy()
@@ -326,4 +318,4 @@ with st.expander("Export / import taxonomy.json"):
                 st.success(f"Imported: {counts['inserted']} new, {counts['updated']} updated, "
                            f"{counts['unchanged']} unchanged")
             except (ValueError, UnicodeDecodeError) as exc:
-                st.error(f"{up.name}: {exc}")
+                st.error(common.plain(f"{up.name}: {exc}"))

@@ -1,6 +1,5 @@
 """Mixture: balance control, mixture weights per domain under a token budget, and the export bundle."""
 import json
-import re
 
 import numpy as np
 import pandas as pd
@@ -23,104 +22,67 @@ ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
 
 
-def _plain(text) -> str:
-    """Messages can quote curator labels: escape markdown so st.warning / st.error show them as text."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
+def _mtime(path) -> int:
+    return path.stat().st_mtime_ns if path.exists() else -1
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _fingerprint(path: str, mtime: int) -> str:
-    """The corpus fingerprint, hashed once per corpus file version (not on every rerun)."""
-    return mx.corpus_fingerprint(path)
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _inputs(root: str, name: str, run_mtime: int, taxonomy_mtime: tuple, corpus_mtime: int):
+    """The run's domains (taxonomy ids, names, parents, exclusions) as `gem export` reads them."""
+    return mx.mixture_inputs_from_run(common.Workspace(root), name, with_gis=False)
 
 
 # ---------------------------------------------------------------------------- source of the topics
 sources = [CURRENT] + ws.runs()
 source = st.selectbox("Topics from", sources, key="mx_source",
-                      help="The clustering fitted here, or a run saved with `gem fit` (saved runs use the "
-                           "taxonomy's stable topic ids once synced).")
-
-if source == CURRENT:
-    with st.container(border=True):
-        c1, c2, c3, c4 = st.columns([0.8, 2.4, 1.6, 0.7])
-        prev = common.current_runs()[0]
-        k = int(c1.number_input("K", min_value=2, max_value=256, value=prev.n_clusters if prev else 24, step=1,
-                                key="mx_k"))
-        with c2:
-            # start from the session's current fit (Clusters / Taxonomy), so opening this page re-uses
-            # the topics the curator just looked at instead of silently re-fitting with other settings
-            prev_balance = prev.params.get("balance") if prev else None
-            balance, balance_note = common.balance_control(
-                "mx", default_auto=prev_balance == "auto", default_lambda=prev_balance,
-                help="How hard GEM pulls topic masses toward the target composition "
-                     "(the regulariser (λ/2)‖π − u‖²); a change re-fits warm-started.")
-        target_mode = c3.radio("Target composition", ["uniform", "natural", "edited per topic"], key="mx_target",
-                               help="What the balance pulls towards: equal shares, the current topics' "
-                                    "token shares, or shares you type per topic.")
-        seed = int(c4.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="mx_seed",
-                                   value=int(prev.params.get("random_state", 0)) if prev else 0))
-    rep = "final" if "final" in reps else reps[0]
-    tokens = frame["n_tokens"].to_numpy(np.float64)
-    target = None
-    if target_mode != "uniform":
-        if prev is None or prev.n_clusters != k:
-            st.info("Fit once with the uniform target first: the natural / edited target starts from the topics "
-                    "of the current fit.")
-        else:
-            share = np.bincount(prev.labels, weights=tokens, minlength=k)
+                      help="The current fit (its settings are in the sidebar: K, balance, seed), or any run saved "
+                           "in this workspace (`gem fit`, or earlier fits of the app).")
+try:
+    if source == CURRENT:
+        settings = common.fit_settings(ws)
+        modes = ["uniform", "natural", "edited per topic"]
+        stored_mode = st.session_state.get(common.KEY_FIT_TARGET_MODE, "uniform")
+        target_mode = st.radio(
+            "Target composition", modes, index=modes.index(stored_mode), key="mx_target", horizontal=True,
+            help="What the balance pulls the topic masses towards: equal shares, the token shares of the "
+                 "uniform-target fit's topics, or shares you type per topic. Part of the current fit.")
+        stored_target = st.session_state.get(common.KEY_FIT_TARGET)
+        target = None
+        if target_mode != "uniform":
+            with st.spinner("Fitting GEM with a uniform target…"):
+                base = common.ensure_run(settings.replace(target=None), ws)
+            tokens = frame["n_tokens"].to_numpy(np.float64)
+            share = np.bincount(base.labels, weights=tokens, minlength=base.n_clusters)
             share = np.maximum(share / share.sum(), 1e-6)  # GEM needs positive shares
             if target_mode == "edited per topic":
-                named = common.session_topics(prev, ws)  # the curator's names once the Taxonomy page has them
-                topic = ([f"t{i:02d}" for i in range(k)] if named is None
-                         else [f"{i} {n}" for i, n in zip(named["id"], named["name"])])
-                start = pd.DataFrame({"topic": topic, "target %": share * 100})
-                edited = st.data_editor(start, key="mx_target_edit", hide_index=True, disabled=["topic"],
-                                        column_config={"target %": st.column_config.NumberColumn(min_value=0.01,
-                                                                                                  format="%.2f")})
-                share = np.maximum(edited["target %"].to_numpy(np.float64), 1e-6)
-            target = tuple(float(x) for x in share / share.sum())
-    kwargs = {} if target is None else {"target": target}
-    with st.spinner("Fitting GEM…"):
-        try:
-            run = common.fit_gem(k, balance, seed, rep, ws=ws, **kwargs)
-        except ValueError as exc:
-            st.error(_plain(f"GEM could not be fitted: {exc}"))
-            st.stop()
-    est = run.estimator
-    common.show_auto_lambda(balance_note, run)
-    st.caption(f"GEM fitted in {run.seconds:.2f} s "
-               f"({'warm-started' if run.warm_started else 'from scratch'}); λ used = {est.balance_:g}")
-    assignments = pd.DataFrame({"id": frame["id"].astype(str).to_numpy(), "cluster": run.labels})
-    # the taxonomy's stable ids, names and parents once the Taxonomy page has synced this fit
-    topics = common.session_topics(run, ws)
-    if topics is None:
-        st.caption("Topics show as t00, t01, …: open the Taxonomy page to name this fit's topics.")
-    try:
-        domains, documents, parent_labels = mx.run_domains(assignments, frame, k, mass=est.weights_, topics=topics)
-    except mx.MixtureError as exc:
-        st.error(_plain(exc))
-        st.stop()
-    metadata = mx.run_metadata(
-        ws, rep, {"run": None, "method": "gem", "representation": rep, "n_clusters": k,
-                  "params": {kk: (list(v) if isinstance(v, tuple) else v) for kk, v in run.params.items()},
-                  "balance_used": float(est.balance_)},
-        fingerprint=_fingerprint(str(ws.corpus_path), ws.corpus_path.stat().st_mtime_ns))
-    inputs = mx.RunMixtureInputs(domains, documents, parent_labels, metadata, None, [])
-    export_name = f"session-k{k}"
-else:
-    @st.cache_resource(max_entries=4, show_spinner=False)
-    def _inputs(root: str, name: str, mtime: float):
-        return mx.mixture_inputs_from_run(common.Workspace(root), name, with_gis=False)
-
-    try:
-        run_dir = ws.run_dir(source)
-        inputs = _inputs(str(ws.root), source, max(p.stat().st_mtime_ns for p in run_dir.iterdir()))
-    except (ValueError, OSError, KeyError, ImportError) as exc:
-        st.error(_plain(f"Run {source!r} could not be read: {exc}"))
-        st.stop()
-    export_name = source
-    for note in inputs.notes:
-        st.info(_plain(note))
+                if stored_mode == target_mode and stored_target is not None and len(stored_target) == base.n_clusters:
+                    share = np.asarray(stored_target)  # the curator's shares, kept across pages
+                named = common.run_topics(base.name, ws)
+                named = None if named is None else named.sort_values("cluster")
+                topic = ([f"t{i:02d}" for i in range(base.n_clusters)] if named is None else
+                         [f"{i} {n}" for i, n in zip(named["id"], named["name"])])
+                edited_target = st.data_editor(
+                    pd.DataFrame({"topic": topic, "target %": share * 100}), key=f"mx_target_edit_{base.name}",
+                    hide_index=True, disabled=["topic"],
+                    column_config={"target %": st.column_config.NumberColumn(min_value=0.01, format="%.2f")})
+                share = np.maximum(edited_target["target %"].to_numpy(np.float64), 1e-6)
+            target = tuple(round(float(x), 8) for x in share / share.sum())
+        st.session_state[common.KEY_FIT_TARGET_MODE] = target_mode
+        st.session_state[common.KEY_FIT_TARGET] = target
+        with st.spinner("Fitting GEM…"):
+            run = common.current_fit(ws)
+        st.caption(common.fit_caption(run) + " Change K, balance or seed in the sidebar: every page shows this fit.")
+        run_name = run.name
+    else:
+        run_name = source
+    tax_files = (_mtime(ws.taxonomy_db), _mtime(ws.taxonomy_db.with_name(ws.taxonomy_db.name + "-wal")))
+    inputs = _inputs(str(ws.root), run_name, _mtime(ws.run_dir(run_name) / "params.json"), tax_files,
+                     _mtime(ws.corpus_path))
+except (ValueError, OSError, KeyError, ImportError) as exc:
+    st.error(common.plain(f"Run could not be read: {exc}"))
+    st.stop()
+for note in inputs.notes:
+    st.info(common.plain(note))
 
 # ---------------------------------------------------------------------------- strategy
 with st.container(border=True):
@@ -137,29 +99,54 @@ with st.container(border=True):
                                   help="Aggregate topics under their parent group (taxonomy).") else "topic"
     st.caption(STRATEGY_HELP[strategy])
 
-# manual edits: a weight typed in a row fixes that domain; the rest share the remainder
+# manual edits: a weight typed in a row fixes that domain; the rest share the remainder. Exclusions are
+# the taxonomy's (so `gem export`, the student and every page see them): a tick here is saved there.
 base_view = inputs.domains if level == "topic" else mx.aggregate_parents(inputs.domains, inputs.parent_labels)
+topics = common.run_topics(run_name, ws)
+can_exclude = level == "topic" and topics is not None
 editor = pd.DataFrame({
     "id": base_view["id"], "label": base_view["label"], "tokens": base_view["n_tokens"],
     "exclude": base_view["excluded"].astype(bool), "manual weight %": np.full(len(base_view), np.nan),
 })
 st.subheader("Domains")
-st.caption("Type a weight to fix a domain (the others keep their strategy's proportions); tick to exclude.")
-edited = st.data_editor(editor, key=f"mx_editor_{export_name}_{level}", hide_index=True, width="stretch",
-                        disabled=["id", "label", "tokens"],
+st.caption("Type a weight to fix a domain (the others keep their strategy's proportions). "
+           + ("Tick to exclude a topic: saved in the taxonomy with your name, so every page and `gem export` "
+              "leave it out." if can_exclude else
+              "Exclude topics at topic level (the taxonomy keeps exclusions per topic)." if topics is not None else
+              "This run is not matched to the taxonomy: open it on the Taxonomy page to exclude topics."))
+editor_key = f"mx_editor_{run_name}_{level}_{st.session_state.get('mx_editor_gen', 0)}"
+edited = st.data_editor(editor, key=editor_key, hide_index=True, width="stretch",
+                        disabled=["id", "label", "tokens"] + ([] if can_exclude else ["exclude"]),
                         column_config={"manual weight %": st.column_config.NumberColumn(min_value=0.0, max_value=100.0,
                                                                                         format="%.2f")})
+flips = [(tid, bool(x)) for tid, x, was in zip(edited["id"], edited["exclude"], editor["exclude"]) if bool(x) != bool(was)]
+if flips:
+    from gem.taxonomy import StaleEditError, Taxonomy
+
+    who = common.author()
+    if not who:
+        st.warning("Enter your name in the sidebar to exclude topics: exclusions are saved in the taxonomy with "
+                   "their author.")
+    else:
+        tax = Taxonomy(ws.taxonomy_db)
+        problems = []
+        for tid, value in flips:
+            try:
+                tax.update_topic(str(tid), int(tax.topic(str(tid))["version"]), who, excluded=value)
+            except (StaleEditError, ValueError, KeyError) as exc:
+                problems.append(str(exc))
+        st.session_state["mx_editor_gen"] = st.session_state.get("mx_editor_gen", 0) + 1
+        st.session_state["mx_problems"] = problems
+        st.rerun()
+for problem in st.session_state.pop("mx_problems", []):
+    st.error(common.plain(problem))
 overrides = {str(i): float(w) / 100 for i, w in zip(edited["id"], edited["manual weight %"]) if pd.notna(w)}
-domains = base_view.copy()
-domains["excluded"] = edited["exclude"].to_numpy(bool)
+build = dict(strategy=strategy, level=level, token_budget=float(budget) if budget else None,
+             max_epochs=float(max_epochs), temperature=float(temperature), overrides=overrides)
 try:
-    mixture = mx.build_mixture(domains, strategy, token_budget=float(budget) if budget else None,
-                               max_epochs=float(max_epochs), temperature=float(temperature), overrides=overrides,
-                               metadata=inputs.metadata)
-    mixture.level = level
-    mixture.warnings = list(inputs.notes) + mixture.warnings
+    mixture, _ = inputs.build(**build)
 except mx.MixtureError as exc:
-    st.error(_plain(exc))
+    st.error(common.plain(exc))
     st.stop()
 
 d = mixture.domains
@@ -175,7 +162,7 @@ with c2:
     else:
         st.info("Set a token budget to see how many epochs of each domain this mix implies.")
 for w in mixture.warnings:
-    st.warning(_plain(w))
+    st.warning(common.plain(w))
 table = d[["id", "label", "n_docs", "n_tokens", "natural_weight", "weight", "implied_epochs", "weight_source"]]
 if mixture.token_budget:
     epochs_col = st.column_config.NumberColumn("epochs", format="%.2f")
@@ -193,23 +180,24 @@ with st.expander("Chosen weights as JSON (to copy)", key="mx_weights_json"):
 # ---------------------------------------------------------------------------- export
 st.subheader("Export")
 e1, e2 = st.columns([1, 2])
-# no key: the default name follows the source, strategy and level (a keyed widget would keep a stale one)
-name = e1.text_input("Bundle name", value=f"{export_name}-{strategy}" + ("-parent" if level == "parent" else ""))
-formats = e2.multiselect("Formats", [f for f in mx.FORMATS if f != "taxonomy"],
-                         default=[f for f in mx.FORMATS if f != "taxonomy"], key="mx_formats")
+# no key: the default name follows the run, strategy and level (a keyed widget would keep a stale one)
+name = e1.text_input("Bundle name", value=f"{run_name}-{strategy}" + ("-parent" if level == "parent" else ""))
+formats = e2.multiselect("Formats", list(mx.FORMATS), default=list(mx.FORMATS), key="mx_formats")
+st.caption(common.plain("The same bundle from the command line: " + mx.export_command(ws.root, run_name, name, formats, **build)))
 if st.button("Export bundle", type="primary", key="mx_export"):
-    docs = inputs.assignments(level)
     try:
-        path = mx.write_bundle(ws.exports_dir / name, mixture, formats or ["doremi"], assignments=docs,
-                               taxonomy=inputs.taxonomy)
-        report = mx.validate_bundle(path)
+        from gem.store import validate_name
+
+        with st.spinner("Scoring documents (GIS) and writing the bundle…"):
+            path, report = mx.export_run(ws, run_name, ws.exports_dir / validate_name(name, "bundle name"),
+                                         formats=formats or list(mx.FORMATS), **build)
     except (ValueError, OSError) as exc:
-        st.error(_plain(f"Export failed, nothing written: {exc}"))
+        st.error(common.plain(f"Export failed, nothing written: {exc}"))
     else:
         st.session_state["mx_last_export"] = (str(path), mx.bundle_zip_bytes(path), report["formats"])
 last = st.session_state.get("mx_last_export")
 if last:
     path, data, fmts = last
-    st.success(_plain(f"Wrote and validated {path} ({', '.join(fmts)})."))
+    st.success(common.plain(f"Wrote and validated {path.rsplit('/', 1)[-1]} ({', '.join(fmts)})."))
     st.download_button("Download the bundle (zip)", data, file_name=f"{path.rsplit('/', 1)[-1]}.zip",
                        mime="application/zip", key="mx_download")

@@ -2,54 +2,54 @@
 
 Import it in a page as ``from pages import common``. Everything a page needs from the session:
 
-- ``workspace() -> gem.store.Workspace``: the current workspace. Default: $GEM_WORKSPACE if set
-  (the browser tests use it), else ``gem.store.open_workspace()`` (the shipped sample, seeded
-  from sample_data/). ``set_workspace(path)`` switches (and forgets the fitted runs).
+- ``workspace() -> gem.store.Workspace``: the session's workspace: the one named in the address
+  (``?ws=NAME``) when a new session opens, else $GEM_WORKSPACE (the browser tests use it), else
+  ``gem.store.open_workspace()`` (the shipped sample). ``set_workspace(path)`` switches;
+  ``list_workspaces()`` names those under ``workspaces_root()`` (the sidebar lists them).
 - ``corpus(ws=None) -> DataFrame`` and ``embeddings(representation="final", raw=False, ws=None)
   -> ndarray``: loaded once per process and cached by (file path, mtime), so a re-embed or a new
   ingest is picked up, and pages never reload on rerun. Treat the arrays as read-only.
-- ``current_runs() -> (FitResult | None, FitResult | None)``: the current GEM run and the current
-  baseline run (session_state keys ``gem_run`` and ``gem_baseline``). FitResult carries the fitted
-  estimator, its labels aligned with ``corpus()`` rows, the parameters and the fit time.
-- ``fit_gem(n_clusters, balance, seed, representation)``: fits GEM, or re-uses the current run when
-  nothing changed, or re-fits WARM-STARTED from the current model when only the balance (lambda)
-  changed. ``fit_baseline(method, n_clusters, seed, representation)`` likewise (no warm start).
+- The current fit: ONE per session, shared by every page. ``fit_settings()`` reads its settings
+  (gem.runs.FitSettings: representation, K, balance, seed, target) from the sidebar controls
+  (``fit_controls``); ``current_fit()`` returns its FitResult: a saved run of the workspace named
+  ``settings.slug()``, made by gem.runs.fit_run exactly as `gem fit` makes runs (so `gem export
+  --run NAME` writes the same bundle as the Mixture page), loaded when it is on disk, and matched to
+  the taxonomy (stable ids, names, parents, exclusions) as soon as it exists. A manual balance starts
+  from the "auto" run of the same K, seed and representation, so the same visible settings always
+  give the same run. ``baseline_fit(method)``: a baseline run with the same K, seed, representation.
+- ``synced_taxonomy(run)``, ``run_topics(run)``: the taxonomy matched to a run, and its topics.
+- ``run_analysis(run)`` / ``cached_analysis(run)``: the gem.gis.RunAnalysis (GIS, topic table,
+  keywords) of a saved run, computed once and kept, one at a time, across pages.
 - ``author() -> str``: the curator's name (sidebar text box; session_state key ``gem_author``),
   for pages that record who did what (taxonomy edits, exports).
-- ``BALANCE_LEVELS`` / ``balance_label(v)``: the balance control's scale (named lambda stops);
-  ``balance_control(key_prefix, default_auto, default_lambda, help) -> (balance, note)`` draws it
-  ("auto" or a lambda), ``show_auto_lambda(note, run)`` writes the lambda GEM chose under it.
+- ``BALANCE_LEVELS`` / ``balance_label(v)`` / ``balance_control(...)``: the balance control's scale.
+- ``plain(text)``: untrusted text escaped for st.error / st.warning / st.caption (no markdown).
 - ``embedded_workspace() -> (ws, representations)``: the workspace, or a pointer to the Home page
   and st.stop() when it has no embedded corpus (the preamble of every analysis page).
-- ``session_run_key(fit)`` / ``session_topics(fit)``: the taxonomy run name of a session fit, and
-  its topics (stable ids, curator names, parents) once the Taxonomy page has synced it, else None.
-- ``run_analysis(run_key, compute)`` / ``cached_analysis(run_key)``: the gem.gis.RunAnalysis (GIS,
-  topic table, keywords) of one fit or saved run, computed once by ``compute()`` and kept, one at a
-  time, across pages (session_state key ``gem_analysis``); ``cached_analysis`` only reads it.
-- ``sidebar()``: the workspace / author box shown on every page (app.py calls it).
+- ``sidebar()``: workspace, curator name and the current fit, on every page (app.py calls it).
 
 All logic beyond session bookkeeping lives in gem/ (engine) so it is usable without the UI.
 """
 from __future__ import annotations
 
 import os
+import re
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from gem.store import Workspace, ids_digest, open_workspace
+from gem.store import Workspace, open_workspace
 
 WORKSPACE_ENV = "GEM_WORKSPACE"
 KEY_WORKSPACE = "gem_workspace"
 KEY_AUTHOR = "gem_author"
-KEY_RUN = "gem_run"
-KEY_BASELINE = "gem_baseline"
-KEY_ANALYSIS = "gem_analysis"  # (run key, RunAnalysis) of the last analysed fit
-KEY_SYNCED = "tx_synced"  # run key -> taxonomy SyncReport of this session (Taxonomy page)
+KEY_ANALYSIS = "gem_analysis"  # (run key, RunAnalysis) of the last analysed run
+KEY_SYNCED = "tx_synced"  # run name -> taxonomy SyncReport of this session's syncs
 
 # Baseline choices shown in the UI -> gem.baselines.make_estimator method names.
 BASELINES = {
@@ -97,12 +97,6 @@ def balance_control(key_prefix: str, default_auto: bool, default_lambda: float |
     return ("auto" if auto else float(lam)), note
 
 
-def show_auto_lambda(note, run) -> None:
-    """Under an automatic balance control, the lambda GEM chose (the greyed slider keeps the manual one)."""
-    if run is not None and run.params.get("balance") == "auto" and run.lambda_used is not None:
-        note.caption(f"auto: λ = {run.lambda_used:.1f} (chosen by GEM; the slider is used when automatic is off)")
-
-
 # ---------------------------------------------------------------------------- workspace
 def _default_workspace_path() -> str:
     env = os.environ.get(WORKSPACE_ENV)
@@ -111,15 +105,38 @@ def _default_workspace_path() -> str:
     return str(open_workspace().root)
 
 
+def workspaces_root() -> Path:
+    """The folder holding this server's workspaces (the default workspace's parent): uploads
+    become workspaces here, and the sidebar lists them."""
+    return Path(_default_workspace_path()).parent
+
+
+def list_workspaces() -> list[str]:
+    """Names of the workspaces (folders with a corpus) under ``workspaces_root()``."""
+    root = workspaces_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and Workspace(p).has_corpus())
+
+
 def workspace() -> Workspace:
+    """The session's workspace; a new session reopens the one named in the page address (``?ws=``,
+    kept by ``set_workspace``, so a reload or a bookmark comes back to it), else the default."""
     if KEY_WORKSPACE not in st.session_state:
-        st.session_state[KEY_WORKSPACE] = _default_workspace_path()
+        path = _default_workspace_path()
+        name = st.query_params.get("ws")
+        if name and name in list_workspaces():
+            path = str(workspaces_root() / name)
+        st.session_state[KEY_WORKSPACE] = path
     return Workspace(st.session_state[KEY_WORKSPACE])
 
 
 def set_workspace(path: str | os.PathLike) -> Workspace:
     ws = open_workspace(path)
     st.session_state[KEY_WORKSPACE] = str(ws.root)
+    if ws.root.parent.resolve() == workspaces_root().resolve():
+        st.query_params["ws"] = ws.root.name
     forget_runs()
     return ws
 
@@ -136,7 +153,7 @@ def embedded_workspace() -> tuple[Workspace, list[str]]:
 
 def forget_runs() -> None:
     """Drop the session's fits and everything derived from them (run keys repeat across workspaces)."""
-    for key in (KEY_RUN, KEY_BASELINE, KEY_ANALYSIS, KEY_SYNCED):
+    for key in (KEY_ANALYSIS, KEY_SYNCED, KEY_FIT_TARGET, KEY_FIT_TARGET_MODE):
         st.session_state.pop(key, None)
 
 
@@ -174,24 +191,45 @@ def corpus_ids(ws: Workspace | None = None) -> np.ndarray:
     return corpus(ws)["id"].to_numpy()
 
 
-# ---------------------------------------------------------------------------- runs
+# ---------------------------------------------------------------------------- the current fit
+# One current fit per session, shared by every page: its settings live in session_state under
+# these keys (drawn by ``fit_controls`` in the sidebar on every page), and the fit itself is a saved
+# run of the workspace named after them (gem.runs.FitSettings.slug), made by gem.runs.fit_run as
+# `gem fit` makes runs. The same visible settings always give the same run: a manual balance starts
+# from the "auto" run of the same K, seed and representation (never from whatever was fitted last).
+KEY_FIT_REP, KEY_FIT_K, KEY_FIT_SEED = "fit_rep", "fit_k", "fit_seed"
+KEY_FIT_AUTO, KEY_FIT_LAMBDA = "fit_auto", "fit_lambda"
+KEY_FIT_TARGET = "fit_target"  # None (uniform) or K shares, set on the Mixture page
+KEY_FIT_TARGET_MODE = "fit_target_mode"  # how the Mixture page made it: uniform, natural, edited per topic
+DEFAULT_K, DEFAULT_LAMBDA = 24, 5000.0
+
+
 @dataclass
 class FitResult:
-    """One fitted clustering shown in the UI (labels aligned with corpus() rows)."""
+    """One saved run shown in the UI (``labels`` aligned with ``corpus()`` rows)."""
 
-    method: str  # "gem" or a make_estimator method name
+    name: str  # the run's folder name under runs/
+    settings: Any  # gem.runs.FitSettings
     estimator: Any
     labels: np.ndarray
-    params: dict
-    seconds: float
-    warm_started: bool = False
-    data_key: str = ""  # workspace + representation + ids digest the fit belongs to
-    representation: str = "final"  # the embeddings the fit was made on (final or layerN)
-    extra: dict = field(default_factory=dict)
+    seconds: float | None = None  # fit time when this session fitted it, None when it was on disk
+    warm_from: str | None = None  # the run this fit started from
+
+    @property
+    def method(self) -> str:
+        return self.settings.method
+
+    @property
+    def representation(self) -> str:
+        return self.settings.representation
 
     @property
     def n_clusters(self) -> int:
-        return int(self.params["n_clusters"])
+        return int(self.settings.k)
+
+    @property
+    def params(self) -> dict:
+        return self.settings.params()
 
     @property
     def lambda_used(self) -> float | None:
@@ -199,122 +237,192 @@ class FitResult:
         return None if lam is None else float(lam)
 
 
-def current_runs() -> tuple[FitResult | None, FitResult | None]:
-    return st.session_state.get(KEY_RUN), st.session_state.get(KEY_BASELINE)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _corpus_digest(path: str, mtime: float) -> str:
-    """ids digest of a corpus file version: hashed once, not on every rerun (each map selection is one)."""
-    return ids_digest(_load_corpus(path, mtime)["id"].to_numpy())
-
-
-def _data_key(ws: Workspace, representation: str) -> str:
-    return (f"{ws.root}|{representation}|{_mtime(ws.embeddings_path(representation))}|"
-            f"{_corpus_digest(str(ws.root), _mtime(ws.corpus_path))}")
-
-
-WARM_TOL, WARM_MAX_ITER = 1e-5, 15  # bounded warm re-fits on a lambda change (engine engineer)
-
-
-def fit_gem(n_clusters: int, balance: float | str = "auto", seed: int = 0, representation: str = "final",
-            ws: Workspace | None = None, **gem_kwargs) -> FitResult:
-    """The current GEM run for these settings: re-used if unchanged, warm-started if only the
-    balance changed (same data, K, seed and other settings), fitted from scratch otherwise."""
-    from gem.model import GEM
+def fit_settings(ws: Workspace | None = None, method: str = "gem"):
+    """The current fit's settings (gem.runs.FitSettings) from the session, with defaults."""
+    from gem.runs import FitSettings
 
     ws = ws or workspace()
-    params = dict(n_clusters=int(n_clusters), balance=balance, random_state=int(seed), **gem_kwargs)
-    key = _data_key(ws, representation)
-    current: FitResult | None = st.session_state.get(KEY_RUN)
-    if current is not None and current.data_key == key and current.params == params:
-        return current
-    X = embeddings(representation, ws=ws)
-    same_but_balance = (
-        current is not None
-        and current.data_key == key
-        and {k: v for k, v in current.params.items() if k != "balance"} == {k: v for k, v in params.items() if k != "balance"}
-    )
-    start = time.perf_counter()
-    if same_but_balance:
-        est = current.estimator
-        # continue from the current mean directions / concentrations / potentials; interactive
-        # re-fits are bounded (each MM step still never lowers F): tol 1e-5, at most 15 iterations
-        est.set_params(balance=balance, warm_start=True, tol=WARM_TOL, max_iter=WARM_MAX_ITER)
-        est.fit(X)
-    else:
-        est = GEM(**params)
-        est.fit(X)
-    seconds = time.perf_counter() - start
-    result = FitResult("gem", est, np.asarray(est.labels_), params, seconds, bool(same_but_balance), key,
-                       representation=representation)
-    st.session_state[KEY_RUN] = result
-    return result
+    reps = ws.representations()
+    rep = st.session_state.get(KEY_FIT_REP)
+    if rep not in reps:
+        rep = "final" if "final" in reps or not reps else reps[0]
+    balance = "auto" if st.session_state.get(KEY_FIT_AUTO, True) else float(st.session_state.get(KEY_FIT_LAMBDA, DEFAULT_LAMBDA))
+    target = st.session_state.get(KEY_FIT_TARGET)
+    k = int(st.session_state.get(KEY_FIT_K, DEFAULT_K))
+    if target is not None and len(target) != k:
+        target = None
+    return FitSettings(method=method, k=k, balance=balance if method == "gem" else "auto",
+                       seed=int(st.session_state.get(KEY_FIT_SEED, 0)), representation=rep,
+                       target=target if method == "gem" else None)
 
 
-def fit_baseline(method: str, n_clusters: int, seed: int = 0, representation: str = "final",
-                 ws: Workspace | None = None) -> FitResult:
-    """The current baseline run (k-means on raw vectors, or on unit vectors, spherical k-means,
-    plain vMF): re-used when nothing changed."""
-    from gem.baselines import make_estimator
+def fit_controls(ws: Workspace) -> None:
+    """The current fit's settings (sidebar): representation, K, balance, seed."""
+    reps = ws.representations() if ws.has_corpus() else []
+    if not reps:
+        return
+    with st.expander("Current fit", expanded=True):
+        if st.session_state.get(KEY_FIT_REP) not in reps:
+            st.session_state[KEY_FIT_REP] = "final" if "final" in reps else reps[0]
+        st.selectbox("Representation", reps, key=KEY_FIT_REP, help="Embed more layers on the Home page.")
+        st.number_input("K (topics)", min_value=2, max_value=256, value=DEFAULT_K, step=1, key=KEY_FIT_K)
+        balance_control("fit", default_auto=True, default_lambda=DEFAULT_LAMBDA,
+                        help="How hard GEM pulls topic masses toward the target composition (the regulariser "
+                             "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key=KEY_FIT_SEED)
+        settings = fit_settings(ws)
+        if settings.target is not None:
+            st.caption("Target composition: custom (set on the Mixture page)")
+        st.caption("Run")
+        st.text(settings.slug())  # the same name works with `gem export --run`, `gem distill --run`
+
+
+def fit_caption(run: FitResult) -> str:
+    """One line saying which run is shown, how it was made and the lambda GEM used."""
+    how = ("loaded from disk" if run.seconds is None else
+           f"fitted in {run.seconds:.1f} s" + (f", warm-started from {run.warm_from}" if run.warm_from else ""))
+    lam = f"; λ used = {run.lambda_used:.4g}" + (" (chosen by GEM)" if run.settings.balance == "auto" else "") \
+        if run.lambda_used is not None else ""
+    return plain(f"Run {run.name} ({how}){lam}.")
+
+
+def plain(text) -> str:
+    """Escape markdown so st.error / st.warning / st.caption show untrusted text (ids, names, paths,
+    messages quoting them) as typed: no bold, no links, no images."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", str(text))
+
+
+_FIT_LOCKS: dict[str, threading.Lock] = {}
+_FIT_LOCKS_GUARD = threading.Lock()
+
+
+def _fit_lock(key: str) -> threading.Lock:
+    with _FIT_LOCKS_GUARD:
+        return _FIT_LOCKS.setdefault(key, threading.Lock())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _run_is_current(root: str, name: str, settings, run_mtime: float, corpus_mtime: float, emb_mtime: float) -> bool:
+    from gem.runs import run_is_current
+
+    return run_is_current(Workspace(root), name, settings)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _load_run(root: str, name: str, run_mtime: float):
+    from gem.runs import load_run
+
+    return load_run(Workspace(root), name)
+
+
+def _params_mtime(ws: Workspace, name: str) -> float:
+    return _mtime(ws.run_dir(name) / "params.json")
+
+
+def ensure_run(settings, ws: Workspace | None = None) -> FitResult:
+    """The saved run of ``settings``: loaded when it is on disk and current, else fitted (a manual
+    GEM balance warm-starts from the "auto" run of the same K, seed and representation) and, for
+    GEM, synced into the workspace taxonomy so names, parents and exclusions follow it."""
+    from gem.runs import fit_run
 
     ws = ws or workspace()
-    params = dict(method=method, n_clusters=int(n_clusters), random_state=int(seed))
-    key = _data_key(ws, representation)
-    current: FitResult | None = st.session_state.get(KEY_BASELINE)
-    if current is not None and current.data_key == key and current.params == params:
-        return current
-    X = embeddings(representation, raw=method in RAW_METHODS, ws=ws)
-    start = time.perf_counter()
-    est = make_estimator(method, int(n_clusters), random_state=int(seed))
-    est.fit(X)
-    seconds = time.perf_counter() - start
-    result = FitResult(method, est, np.asarray(est.labels_), params, seconds, False, key,
-                       representation=representation)
-    st.session_state[KEY_BASELINE] = result
-    return result
+    name = settings.slug()
+    key = f"{ws.root}|{name}"
+
+    def current() -> bool:
+        return _run_is_current(str(ws.root), name, settings, _params_mtime(ws, name), _mtime(ws.corpus_path),
+                               _mtime(ws.embeddings_path(settings.representation)))
+
+    seconds, warm = None, None
+    if not current():
+        base = None
+        if settings.method == "gem" and settings.balance != "auto":
+            base = ensure_run(settings.replace(balance="auto"), ws)
+        with _fit_lock(key):
+            if not current():  # another session may have fitted it while this one waited
+                start = time.perf_counter()
+                fit_run(ws, name, settings, warm_from=None if base is None else _load_run(
+                    str(ws.root), base.name, _params_mtime(ws, base.name)))
+                seconds = time.perf_counter() - start
+                warm = None if base is None else base.name
+    run = _load_run(str(ws.root), name, _params_mtime(ws, name))
+    if settings.method == "gem":
+        synced_taxonomy(name, ws)
+    ids = corpus_ids(ws).astype(str)
+    if len(run.assignments) != len(ids) or not np.array_equal(run.assignments["id"].astype(str).to_numpy(), ids):
+        raise ValueError(f"run {name!r} does not follow the corpus order; delete {ws.run_dir(name)} to refit it")
+    return FitResult(name, settings, run.model, run.assignments["cluster"].to_numpy().astype(np.int64), seconds,
+                     warm or run.params.get("warm_start_from"))
 
 
-def session_run_key(fit: FitResult) -> str:
-    """The taxonomy run name of a session fit: changes with the data, the settings and the fitted
-    mean directions (so a warm re-fit is a new run, matched to the previous one by the taxonomy)."""
-    import hashlib
-
-    h = hashlib.sha256(f"{fit.data_key}|{sorted(fit.params.items())}".encode())
-    h.update(np.ascontiguousarray(fit.estimator.mean_directions_, dtype=np.float32).tobytes())
-    return f"session-{h.hexdigest()[:12]}"
+def current_fit(ws: Workspace | None = None) -> FitResult:
+    """The session's current GEM fit (sidebar settings), fitted or loaded once."""
+    return ensure_run(fit_settings(ws), ws)
 
 
-def session_topics(fit: FitResult | None, ws: Workspace | None = None):
-    """The taxonomy's topics of this session fit (columns cluster, id, name, parent, parent_name,
-    excluded, ...; one per cluster) when the Taxonomy page has synced it, else None."""
+def baseline_fit(method: str, ws: Workspace | None = None) -> FitResult:
+    """A baseline run (k-means on raw vectors, on unit vectors, spherical k-means, plain vMF) with
+    the current fit's K, seed and representation."""
+    return ensure_run(fit_settings(ws, method=method), ws)
+
+
+def synced_taxonomy(name: str, ws: Workspace | None = None, analysis=None):
+    """(gem.taxonomy.Taxonomy, SyncReport or None) with run ``name`` matched to the workspace
+    taxonomy (stable ids), once per run; the report when this session made the match. The first
+    time, the run's GIS analysis (keywords for provisional names) is computed and kept."""
+    from gem.taxonomy import Taxonomy, sync_saved_run
+
     ws = ws or workspace()
-    if fit is None or fit.method != "gem" or not ws.taxonomy_db.exists():
+    tax = Taxonomy(ws.taxonomy_db)
+    if not tax.run_mapping(name):
+        with _fit_lock(f"{ws.root}|sync"):
+            if not tax.run_mapping(name):  # another session may have synced it meanwhile
+                with st.spinner("Matching the topics to the taxonomy (GIS, keywords)…"):
+                    _, report, analysis = sync_saved_run(ws, name, analysis=analysis)
+                st.session_state[KEY_ANALYSIS] = (_analysis_key(ws, name), analysis)
+                st.session_state.setdefault(KEY_SYNCED, {})[name] = report
+    return tax, st.session_state.get(KEY_SYNCED, {}).get(name)
+
+
+def _analysis_key(ws: Workspace, name: str) -> str:
+    return f"{ws.root}|{name}|{_params_mtime(ws, name)}"
+
+
+def run_topics(run_name: str, ws: Workspace | None = None):
+    """The taxonomy's topics of a synced run (columns cluster, id, name, parent, parent_name,
+    excluded, ...; one per cluster), or None when the run is not synced."""
+    ws = ws or workspace()
+    if not ws.taxonomy_db.exists():
         return None
     from gem.taxonomy import Taxonomy
 
     try:
-        topics = Taxonomy(ws.taxonomy_db).topics(run=session_run_key(fit))
-    except KeyError:  # this fit was never synced
+        topics = Taxonomy(ws.taxonomy_db).topics(run=run_name)
+    except KeyError:
         return None
-    return topics if len(topics) == fit.n_clusters else None
+    return topics if len(topics) else None
 
 
-def run_analysis(run_key: str, compute: Callable[[], Any]):
-    """The RunAnalysis of ``run_key`` (a ``session_run_key`` or a saved run's name): the kept one, or
-    ``compute()``'s, which then replaces it (one is kept: its GIS is N floats)."""
+def run_analysis(run_name: str, ws: Workspace | None = None):  # noqa: D401
+    """The gem.gis.RunAnalysis (GIS, topic table, keywords) of a saved run: the kept one, or
+    computed now (one is kept at a time: its GIS is N floats)."""
+    from gem.gis import analyze_run
+
+    ws = ws or workspace()
+    key = _analysis_key(ws, run_name)
     kept = st.session_state.get(KEY_ANALYSIS)
-    if kept is None or kept[0] != run_key:
+    if kept is None or kept[0] != key:
         st.session_state.pop(KEY_ANALYSIS, None)  # free the old one first; a failed compute keeps none
-        kept = (run_key, compute())
+        with st.spinner(f"Scoring the documents of run {run_name} (GIS), keywords…"):
+            kept = (key, analyze_run(ws, run_name))
         st.session_state[KEY_ANALYSIS] = kept
     return kept[1]
 
 
-def cached_analysis(run_key: str):
-    """The kept RunAnalysis of ``run_key`` when a page has computed it, else None."""
+def cached_analysis(run_name: str, ws: Workspace | None = None):
+    """The kept RunAnalysis of ``run_name`` when a page has computed it, else None."""
     kept = st.session_state.get(KEY_ANALYSIS)
-    return kept[1] if kept is not None and kept[0] == run_key else None
+    return kept[1] if kept is not None and kept[0] == _analysis_key(ws or workspace(), run_name) else None
 
 
 # ---------------------------------------------------------------------------- sidebar
@@ -334,17 +442,31 @@ def author() -> str:
     return signed_in_user() or str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
 
 
+def _switch_workspace() -> None:
+    name = st.session_state.get("sb_workspace")
+    if name in list_workspaces():
+        set_workspace(workspaces_root() / name)
+
+
 def sidebar() -> None:
+    """Workspace, curator and the current fit, on every page (app.py calls it)."""
     ws = workspace()
     with st.sidebar:
-        st.caption("Workspace")
-        # the folder and its parent (the full path would be cut to its start); the full path on hover
-        st.text(f"{ws.root.parent.name}/{ws.root.name}", help=f"Full path: `{ws.root}`")
+        names = list_workspaces()
+        if ws.root.name in names and ws.root.parent.resolve() == workspaces_root().resolve():
+            st.session_state["sb_workspace"] = ws.root.name
+            st.selectbox("Workspace", names, key="sb_workspace", on_change=_switch_workspace,
+                         help="Each opened corpus is a workspace; upload a new one on the Home page.")
+        else:
+            st.caption("Workspace")
+            st.text(ws.root.name)
         user = signed_in_user()
         if user:
             st.text(f"Signed in as {user} (recorded with curation edits)")
         else:
-            st.text_input("Your name (recorded with curation edits)", key=KEY_AUTHOR, placeholder="curator")
+            st.text_input("Your name (recorded with curation edits)", key=KEY_AUTHOR, placeholder="type your name",
+                          help="Taxonomy edits and exports are saved with this name.")
+        fit_controls(ws)
 
 
 # ---------------------------------------------------------------------------- corpus ingest

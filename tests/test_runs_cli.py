@@ -114,5 +114,5 @@ def test_load_run_documents_in_assignment_order_and_stale_workspaces(ws):
         load_run_documents(ws, "r")
     # embeddings no longer aligned with the corpus
     ws.save_embeddings("final", unit[2:], np.ones(len(unit) - 2, dtype=np.float32), {})
-    with pytest.raises(ValueError, match="run `gem embed` again"):
+    with pytest.raises(ValueError, match="re-embed with `gem embed"):
         load_run_documents(ws, "r")

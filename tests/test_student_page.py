@@ -1,4 +1,4 @@
-"""AppTest of the Student page: train from the current GEM fit, see the report, label a folder."""
+"""AppTest of the Student page: train from the current fit, see the report, label a folder."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,102 +15,93 @@ if str(ROOT) not in sys.path:  # the page imports `pages.common`
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.mark.slow
-def test_student_page_trains_and_labels(synthetic_workspace, monkeypatch, tmp_path):
+def _page(ws, monkeypatch, **state):
     from streamlit.testing.v1 import AppTest
 
-    from gem.model import GEM
-    from pages.common import KEY_RUN, FitResult
-
-    ws = synthetic_workspace
     monkeypatch.setenv("GEM_WORKSPACE", str(ws.root))
     at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["fit_k"] = 4  # the current fit's K (a sidebar control in the full app)
+    for key, value in state.items():
+        at.session_state[key] = value
     at.run()
-    assert any("Fit GEM" in w.value for w in at.warning)  # no fit yet: a pointer, not a crash
+    assert not at.exception, at.exception
+    return at
 
-    X = ws.load_embeddings("final")
-    gem = GEM(n_clusters=4, random_state=0).fit(X)
-    at.session_state[KEY_RUN] = FitResult("gem", gem, np.asarray(gem.labels_), {"n_clusters": 4}, 0.1)
-    at.run()
+
+@pytest.mark.slow
+def test_student_page_trains_on_stable_topic_ids_and_labels(synthetic_workspace, monkeypatch, tmp_path):
+    """The student learns the taxonomy's topic ids (T001, ...), leaves excluded topics out, and a
+    labelled shard carries those ids, so it joins the mixture's domains."""
+    from gem.taxonomy import Taxonomy
+
+    ws = synthetic_workspace
+    at = _page(ws, monkeypatch)
+    run_name = "gem-k4-auto-s0"
+    assert (ws.run_dir(run_name) / "params.json").exists()  # the current fit is a saved run
+    tax = Taxonomy(ws.taxonomy_db)
+    topics = tax.topics(run=run_name)
+    assert list(topics["id"]) and all(t.startswith("T") for t in topics["id"])
+    named, dropped = topics["id"].iloc[0], topics["id"].iloc[1]
+    tax.update_topic(named, tax.topic(named)["version"], "test", name="Cooking & food")
+    tax.update_topic(dropped, tax.topic(dropped)["version"], "test", excluded=True)
+
     at.button[0].click().run()  # "Train student" (form submit)
-    assert not at.exception
+    assert not at.exception, at.exception
     # synthetic vectors have no encoder to embed words: the page says so and trains the plain student
     assert any("without teacher word vectors" in i.value for i in at.info)
-    labels = [m.label for m in at.metric]
-    assert "Top-1 agreement (held out)" in labels
-    assert (ws.root / "students" / "current.bin").exists()
-
-    # once the taxonomy names the fit's topics, the confusion heatmap shows the names
-    from gem.taxonomy import Taxonomy
-    from pages.common import session_run_key
-
-    tax = Taxonomy(ws.taxonomy_db)
-    run_key = session_run_key(at.session_state[KEY_RUN])
-    tax.sync_run(run_key, gem.mean_directions_)
-    tid = tax.run_mapping(run_key)[0]
-    tax.update_topic(tid, tax.topic(tid)["version"], "test", name="Cooking & food")
-    at.run()
-    assert not at.exception
+    assert "Top-1 agreement (held out)" in [m.label for m in at.metric]
+    assert (ws.root / "students" / f"{run_name}.bin").exists()
+    report = at.session_state["gem_student"][2]
+    assert set(report["labels"]) <= set(topics["id"]) and dropped not in report["labels"]
+    assert report["teacher"]["topic_ids"] == "taxonomy" and report["teacher"]["excluded"] == [dropped]
+    assert any(dropped in t.value for t in at.text)  # the page says which topics were left out
+    # the confusion heatmap names topics by id and curator name (escaped: never markup)
     heatmap = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
-    assert "0 Cooking &amp; food" in heatmap["x"] and "0 Cooking &amp; food" in heatmap["y"]
+    assert f"{named} Cooking &amp; food" in heatmap["x"] and f"{named} Cooking &amp; food" in heatmap["y"]
+    # the model can be downloaded from the page
+    assert any(b.proto.label.startswith("Download the student") for b in at.get("download_button"))
 
     shard = tmp_path / "in" / "s.jsonl"
     shard.parent.mkdir()
-    shard.write_text(json.dumps({"id": "x1", "text": "Document about cooking"}) + "\n{broken\n")
+    shard.write_text(json.dumps({"id": "x1", "text": "Document 3 about astronomy, paragraph 3."}) + "\n{broken\n")
     at.text_input[0].set_value(str(shard.parent / "*.jsonl"))
-    at.text_input[1].set_value(str(tmp_path / "labels"))
+    at.text_input[1].set_value("batch1")
     at.button[1].click().run()
-    assert not at.exception
+    assert not at.exception, at.exception
     assert any("1 documents labelled, 1 rejected" in s.value for s in at.success)
-    assert (tmp_path / "labels" / "s.parquet").exists()
+    out = pd.read_parquet(ws.root / "labels" / "batch1" / "s.parquet")
+    assert list(out["id"]) == ["x1"]
+    assert out["topic_id"].iloc[0] in set(topics["id"]) - {dropped}
+
+
+@pytest.mark.slow
+def test_student_page_output_folder_stays_in_the_workspace(synthetic_workspace, monkeypatch, tmp_path):
+    ws = synthetic_workspace
+    at = _page(ws, monkeypatch)
+    at.button[0].click().run()
+    shard = tmp_path / "in" / "s.jsonl"
+    shard.parent.mkdir()
+    shard.write_text(json.dumps({"id": "x1", "text": "hello"}) + "\n")
+    at.text_input[0].set_value(str(shard))
+    at.text_input[1].set_value("../../escape")
+    at.button[1].click().run()
+    assert not at.exception, at.exception
+    assert any("invalid output folder name" in e.value for e in at.error)
+    assert not (ws.root.parent / "escape").exists()
 
 
 @pytest.mark.slow
 def test_student_page_uses_the_fits_own_representation(synthetic_workspace, monkeypatch):
     """A fit made on a layer representation is scored on that layer's vectors, not on `final`
     (here the layer has another dimension, so scoring the wrong vectors cannot pass silently)."""
-    from streamlit.testing.v1 import AppTest
-
-    from gem.model import GEM
-    from pages.common import KEY_RUN, FitResult
-
     ws = synthetic_workspace
     final = ws.load_embeddings("final")
     layer = np.ascontiguousarray(final[:, : final.shape[1] // 2])
     norms = np.linalg.norm(layer, axis=1)
     ws.save_embeddings("layer2", layer / norms[:, None], norms, {"n": len(layer)})
-    monkeypatch.setenv("GEM_WORKSPACE", str(ws.root))
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    gem = GEM(n_clusters=4, random_state=0).fit(ws.load_embeddings("layer2"))
-    at.session_state[KEY_RUN] = FitResult("gem", gem, np.asarray(gem.labels_), {"n_clusters": 4}, 0.1,
-                                          representation="layer2")
-    at.run()
-    at.button[0].click().run()  # "Train student"
-    assert not at.exception
-    assert "Top-1 agreement (held out)" in [m.label for m in at.metric]
-
-
-@pytest.mark.slow
-def test_student_page_reuses_the_taxonomy_pages_gis(app_test, synthetic_workspace, monkeypatch):
-    """Same session fit: the Student page trains on the GIS the Taxonomy page already computed
-    (pages.common.run_analysis) instead of scoring every document again."""
-    import gem.distill
-    from pages.common import KEY_ANALYSIS, KEY_RUN, session_run_key
-
-    at = app_test(synthetic_workspace)
-    at.session_state["gem_author"] = "alice"
-    at.switch_page("pages/3_Taxonomy.py").run()
-    at.number_input(key="tx_k").set_value(4).run()
-    assert not at.exception, at.exception
-    run_key, analysis = at.session_state[KEY_ANALYSIS]
-    assert run_key == session_run_key(at.session_state[KEY_RUN])
-    assert analysis.gis.shape == (len(synthetic_workspace.load_corpus()),)  # corpus rows, as the Student page's
-
-    def rescoring(*args, **kwargs):
-        raise AssertionError("the Student page scored GIS again for the Taxonomy page's fit")
-
-    monkeypatch.setattr(gem.distill, "teacher_scores", rescoring)
-    at.switch_page("pages/5_Student.py").run()
+    at = _page(ws, monkeypatch, fit_rep="layer2")
+    assert (ws.run_dir("gem-k4-auto-s0-layer2") / "params.json").exists()
     at.button[0].click().run()  # "Train student"
     assert not at.exception, at.exception
     assert "Top-1 agreement (held out)" in [m.label for m in at.metric]
+    assert at.session_state["gem_student"][2]["teacher"]["representation"] == "layer2"

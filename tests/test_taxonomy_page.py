@@ -17,14 +17,23 @@ def _open(app_test, ws, author="alice"):
     # AppTest runs the page alone (app.py's sidebar name field is not rendered): give the name
     # through the field's session key before the first run, as the sidebar would
     at.session_state["gem_author"] = author
+    at.session_state["fit_k"] = 4  # the current fit's K (a sidebar control in the full app)
     at.switch_page(PAGE).run()
-    at.number_input(key="tx_k").set_value(4).run()
     assert not at.exception, at.exception
     return at
 
 
+def _editor_key(at) -> str:
+    return f"tx_editor_{at.session_state['tx_editor_gen'] if 'tx_editor_gen' in at.session_state else 0}"
+
+
 def _editor(at):
-    return at.data_editor(key="tx_editor").value
+    return at.data_editor(key=_editor_key(at)).value
+
+
+def _edit(at, rows: dict) -> None:
+    """Seed cell edits into the editor's state, as the browser sends them."""
+    at.session_state[_editor_key(at)] = {"edited_rows": rows, "added_rows": [], "deleted_rows": []}
 
 
 @pytest.mark.slow  # real GEM fits inside AppTest (~10 s on 2 busy cores)
@@ -39,8 +48,7 @@ def test_edit_label_refit_and_label_is_kept(app_test, synthetic_workspace):
     first = table["id"].iloc[0]
 
     # a curator renames the top topic (cell edit seeded into the editor's state) and excludes it
-    at.session_state["tx_editor"] = {"edited_rows": {0: {"name": LABEL, "excluded": True}}, "added_rows": [],
-                                     "deleted_rows": []}
+    _edit(at, {0: {"name": LABEL, "excluded": True}})
     at.run()
     assert not at.exception, at.exception
     tax = Taxonomy(ws.taxonomy_db)
@@ -52,7 +60,8 @@ def test_edit_label_refit_and_label_is_kept(app_test, synthetic_workspace):
     assert not any("<script>" in m.value for m in at.markdown)
 
     # re-fit with another seed: the same topic keeps its id, label and exclusion
-    at.number_input(key="tx_seed").set_value(3).run()
+    at.session_state["fit_seed"] = 3
+    at.run()
     assert not at.exception, at.exception
     after = _editor(at).set_index("id")
     assert first in after.index and after.loc[first, "name"] == LABEL and bool(after.loc[first, "excluded"])
@@ -75,8 +84,15 @@ def test_stale_edit_is_refused_on_the_page(app_test, synthetic_workspace):
     # another curator saves the same topic after bob loaded the page
     tax = Taxonomy(ws.taxonomy_db)
     tax.update_topic(first, tax.topic(first)["version"], "carol", name="Carol's name")
-    at.session_state["tx_editor"] = {"edited_rows": {0: {"name": "Bob's name"}}, "added_rows": [], "deleted_rows": []}
+    _edit(at, {0: {"name": "Bob's name"}})
     at.run()
     assert any("changed by carol" in e.value for e in at.error)
     assert tax.topic(first)["name"] == "Carol's name"
+    # the grid shows the stored value (a new editor key: the browser drops the refused text) ...
+    assert _editor_key(at) != "tx_editor_0"
     assert _editor(at).set_index("id").loc[first, "name"] == "Carol's name"  # reloaded, not overwritten
+    # ... and the refused edit is listed beside it, so bob can re-apply it
+    refused = next(d.value for d in at.dataframe if "your value (not saved)" in d.value.columns)
+    row = refused[refused["field"] == "name"].iloc[0]
+    assert row["topic"] == first and row["your value (not saved)"] == "Bob's name"
+    assert row["stored value"] == "Carol's name" and row["stored by"] == "carol"

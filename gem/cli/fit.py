@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..runs import METHODS
 from . import add_workspace_arg
-
-METHODS = ("gem", "kmeans", "kmeans-unit", "spherical-kmeans", "vmf")
 
 
 def _balance(text: str):
@@ -47,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--n-init", type=_positive_int, default=1)
     p.add_argument("--weight-by-tokens", action="store_true", help="weight documents by n_tokens (mass in tokens)")
     p.add_argument("--run", default=None, help="run name (default: <method>-k<K>)")
+    p.add_argument("--warm-from", default=None, metavar="RUN",
+                   help="start GEM from a saved GEM run's parameters (same K and representation), as the app "
+                        "does when only the balance changes")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_fit)
 
@@ -62,46 +64,23 @@ def register(subparsers) -> None:
     c.set_defaults(handler=cmd_compare)
 
 
-def _load(ws, representation, raw: bool):
-    X = ws.load_raw_embeddings(representation) if raw else ws.load_embeddings(representation)
-    corpus = ws.load_corpus()
-    if len(corpus) != X.shape[0]:
-        raise ValueError(f"{ws.embeddings_path(representation)}: {X.shape[0]} rows but the corpus has "
-                         f"{len(corpus)}; re-run `gem embed`")
-    return X, corpus
-
-
 def cmd_fit(args) -> int:
-    import numpy as np
-
-    from ..baselines import make_estimator, uses_raw_vectors
     from ..metrics import balance_report
-    from ..runs import save_run
+    from ..runs import FitSettings, fit_run, load_run
     from ..store import open_workspace, validate_name
 
     ws = open_workspace(args.workspace)
+    settings = FitSettings(method=args.method, k=args.k, balance=args.balance, seed=args.seed,
+                           representation=args.representation, regularizer=args.regularizer, n_init=args.n_init,
+                           weight_by_tokens=bool(args.weight_by_tokens))
     name = validate_name(args.run or f"{args.method}-k{args.k}" + ("" if args.representation == "final" else f"-{args.representation}"),
                          "run name")
-    X, corpus = _load(ws, args.representation, uses_raw_vectors(args.method))
-    kw = {"random_state": args.seed}
-    if args.method == "gem":
-        kw.update(balance=args.balance, regularizer=args.regularizer, n_init=args.n_init)
-    elif args.method in ("vmf", "kmeans", "kmeans-unit"):
-        kw.update(n_init=args.n_init)
+    warm = load_run(ws, validate_name(args.warm_from, "run name")) if args.warm_from else None
+    est = fit_run(ws, name, settings, warm_from=warm)
     weights = None
     if args.weight_by_tokens:
-        if "n_tokens" not in corpus.columns:
-            raise ValueError(f"{ws.corpus_path}: no n_tokens column to weight by; re-ingest the corpus")
-        weights = corpus["n_tokens"].to_numpy(dtype=np.float64)
-    est = make_estimator(args.method, args.k, **kw)
-    est.fit(X, sample_weight=weights)
-    params = {"method": args.method, "k": args.k, "representation": args.representation, "seed": args.seed,
-              "balance": args.balance if args.method == "gem" else None,
-              "regularizer": args.regularizer if args.method == "gem" else None,
-              "n_init": args.n_init, "weight_by_tokens": bool(args.weight_by_tokens)}
-    folder = save_run(ws, name, est, args.method, params, corpus["id"].tolist(),
-                      X=X if args.method in ("gem", "vmf") else None)
-    summary = {"run": name, "path": str(folder), **balance_report(est.labels_, args.k, weights),
+        weights = ws.load_corpus(columns=["n_tokens"])["n_tokens"].to_numpy(dtype=float)
+    summary = {"run": name, "path": str(ws.run_dir(name)), **balance_report(est.labels_, args.k, weights),
                "fit_seconds": round(float(getattr(est, "fit_time_", float("nan"))), 3)}
     if hasattr(est, "balance_"):
         summary["balance"] = est.balance_
@@ -110,7 +89,7 @@ def cmd_fit(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"saved run {name!r} in {folder}")
+        print(f"saved run {name!r} in {summary['path']}")
         for key, value in summary.items():
             if key not in ("run", "path"):
                 print(f"  {key:20s} {value:.4g}" if isinstance(value, float) else f"  {key:20s} {value}")
@@ -119,10 +98,11 @@ def cmd_fit(args) -> int:
 
 def cmd_compare(args) -> int:
     from ..baselines import compare_methods
+    from ..runs import load_fit_data
     from ..store import open_workspace
 
     ws = open_workspace(args.workspace)
-    X, corpus = _load(ws, args.representation, raw=False)
+    X, corpus = load_fit_data(ws, args.representation)
     X_raw = ws.load_raw_embeddings(args.representation, unit=X)
     refs = {c: corpus[c].to_numpy() for c in ("source", "category") if c in corpus.columns}
     methods = ("kmeans", "kmeans-unit", "spherical-kmeans", "vmf", "gem", "gem-5000")
