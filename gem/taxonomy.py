@@ -1,16 +1,61 @@
 """The curators' taxonomy: topics with stable ids, persisted in SQLite, surviving re-fits.
 
 Topics are keyed by a stable id ("T001"), never by a cluster's row position. Each fitted run is
-synced in: its clusters are matched to the active topics by mean direction (Hungarian assignment on
-cosine, with a minimum cosine under which a pair is not a match). Matched topics keep their id and
-all curator work; unmatched clusters become topics with status 'new' and a provisional name from
-their keywords; topics whose cluster vanished become 'retired' (kept, with their labels, and revived
-if a later run brings a matching cluster back). Parent groups are rows of the same table with kind
-'group' ("G001").
+synced in: its clusters are matched to the active topics (Hungarian assignment over the admissible
+pairs, see below). Matched topics keep their id and all curator work; unmatched clusters become
+topics with status 'new' and a provisional name from their keywords; topics whose cluster vanished
+become 'retired' (kept, with their labels, and revived if a later run brings a matching cluster
+back). Parent groups are rows of the same table with kind 'group' ("G001").
+
+Matching: two tiers. Each pair (cluster of the new run, topic) is judged on the cosine of the mean
+directions and, when the sync is given each cluster's member document ids (``members``;
+``sync_saved_run`` passes them from the run's assignments) and the topic has a member sketch from
+its last sync, on the members' Jaccard |A & B| / |A | B|, estimated from bottom-k MinHash sketches
+(the 256 smallest blake2b-64 hashes of the ids, 2 KiB per topic, ``members_sketch``; exact for
+topics of <= 256 documents, else standard error <= 0.031):
+
+- refused: cosine < 0.6 (``MIN_COSINE``, the ``min_cosine`` argument) or Jaccard < 0.2
+  (``MIN_JACCARD``). The cluster becomes a new topic (or revives a retired one); the topic, if
+  nothing else matches it, retires with its labels kept.
+- plain match: cosine >= 0.9 (``STRICT_COSINE``) and, when both sides have sketches, Jaccard >= 0.5
+  (``STRICT_JACCARD``): id, name and every curator field kept, nothing flagged.
+- changed: kept but in between. The topic keeps its id; a provisional (never curator-named) topic
+  just follows its new keywords; a curator-named one keeps its name but is flagged
+  ``name_unconfirmed`` (``needs_confirmation`` in ``topics()``), its review goes back to
+  'unreviewed', it is listed in ``SyncReport.changed`` and audited (old and new keywords, cosine,
+  Jaccard). Saving its name (even unchanged) or approving it clears the flag.
+
+Jaccard, not |A & B| / min(|A|, |B|): when a small topic is absorbed into a bigger, different
+cluster, most of the small side can lie in the big one (share of the smaller side high) while the
+cluster is mostly other content (Jaccard low); that is how the re-pointing below happened.
+
+Calibration (sample_data, final embeddings, GEM K = 24 at balance auto / 100 / 1000 / 5000 for seeds
+0, 1, 2 cold, plus per seed the app's warm-started lambda chain auto -> 100 -> 1000 -> 5000 -> 100
+-> auto; 27 runs, every ordered pair of runs matched by Hungarian on cosine: 8,424 pairs). Member
+agreement against exact Jaccard: 6,272 pairs with J >= 0.5 ("same topic": 79-100 % share >= 3 of
+their top-5 keywords), 1,637 with 0.2 <= J < 0.5 (mixed: 47-63 %), 515 with J < 0.2 ("re-pointed":
+98-100 % share at most 1 keyword). Cosine of the same-topic pairs: min 0.838, 1 % quantile 0.919,
+median 0.996; of the re-pointed ones: median 0.451, 99 % 0.857, max 0.923 (the old rule, cosine >=
+0.5 alone, kept 232 of them). No pair with J >= 0.2 has cosine < 0.61, hence the 0.6 floor. Cosine
+alone at 0.9: 2 re-pointed pairs (J 0.198, 0.199) would pass plain, 44 same-topic pairs are flagged.
+With members (sketch estimates, |error| median 0.010, max 0.085): 0 re-pointed pairs kept plain
+(502 refused, 13 near J = 0.2 flagged), 6,208 of 6,272 same-topic pairs plain, 64 flagged (all
+cross-seed or cold re-fits; none on the warm lambda steps the app makes). Replaying the runs in
+sequence as the app syncs them (curator names every topic; 3 warm chains, 3 cold balance sweeps,
+2 seed changes): the old rule kept 12 re-pointed topics silently, among them seed 0, lambda 100 ->
+1000 (warm): T019 "test, tests, testing" -> "tryton, debian, module" (cosine 0.700, Jaccard 0.12):
+the reported defect. The new rule keeps none silently: cosine alone flags 6 (T019 among them), with
+members every re-pointed pair is refused (T019 retires, its cluster becomes a new topic); with
+members 42 of 44 partial pairs are flagged and 612 of 612 same-topic pairs keep their names
+without a flag.
 
 Curator edits use optimistic concurrency: each topic row has a version, incremented on every save;
 an edit made against an older version raises ``StaleEditError`` instead of overwriting someone
-else's change. Every change is written to an audit table (who, when, field, old, new).
+else's change. Every change is written to an audit table (who, when, field, old, new). A sync that
+flags a topic also bumps its version (an editor open on the old version must reload).
+
+Schema version 2 added topics.name_unconfirmed / members_sketch and run_topics.jaccard / changed;
+an older database is migrated in place when opened (columns added, nothing lost).
 
 Names, descriptions and notes are plain text: stored verbatim (HTML included), never interpreted.
 One short-lived connection per operation, so a Taxonomy can be shared across Streamlit threads.
@@ -18,6 +63,7 @@ One short-lived connection per operation, so a Taxonomy can be shared across Str
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -29,7 +75,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: topics.name_unconfirmed / members_sketch, run_topics.jaccard / changed
 EXPORT_FORMAT = "gem-taxonomy"
 EXPORT_VERSION = 1
 REVIEW_STATES = ("unreviewed", "approved", "needs_work")
@@ -37,6 +83,13 @@ STATUSES = ("active", "new", "retired")
 EDITABLE_FIELDS = ("name", "description", "parent", "excluded", "notes", "review")
 MAX_TEXT = {"name": 200, "description": 5000, "notes": 20000}
 _ID_RE = re.compile(r"^[TG][0-9]{3,}$")
+
+# matching thresholds (see the module docstring for the rule and the measurements behind them)
+MIN_COSINE = 0.6  # hard floor on the mean-direction cosine: below it a pair is refused
+STRICT_COSINE = 0.9  # a plain match (id and name kept, no flag) needs at least this cosine ...
+MIN_JACCARD = 0.2  # hard floor on the members' Jaccard |A & B| / |A | B| (when both sides have sketches)
+STRICT_JACCARD = 0.5  # ... and, when both sides have member sketches, at least this Jaccard
+SKETCH_SIZE = 256  # bottom-k MinHash: the k smallest 64-bit blake2b hashes of a topic's member ids
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -56,6 +109,8 @@ CREATE TABLE IF NOT EXISTS topics (
     direction BLOB,
     keywords TEXT NOT NULL DEFAULT '[]',
     n_docs INTEGER,
+    name_unconfirmed INTEGER NOT NULL DEFAULT 0 CHECK (name_unconfirmed IN (0, 1)),
+    members_sketch BLOB,
     version INTEGER NOT NULL DEFAULT 1,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
@@ -73,6 +128,8 @@ CREATE TABLE IF NOT EXISTS run_topics (
     topic_id TEXT NOT NULL REFERENCES topics(id),
     cosine REAL,
     outcome TEXT NOT NULL CHECK (outcome IN ('matched', 'new', 'revived')),
+    jaccard REAL,
+    changed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run, cluster)
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -88,6 +145,14 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_topic ON audit (topic_id, seq);
 """
 
+# columns added after schema version 1: (table, column, definition); added in place on older databases
+_ADDED_COLUMNS = (
+    ("topics", "name_unconfirmed", "INTEGER NOT NULL DEFAULT 0 CHECK (name_unconfirmed IN (0, 1))"),
+    ("topics", "members_sketch", "BLOB"),
+    ("run_topics", "jaccard", "REAL"),
+    ("run_topics", "changed", "INTEGER NOT NULL DEFAULT 0"),
+)
+
 
 class StaleEditError(ValueError):
     """A save made against an outdated version of a topic (someone else saved in between)."""
@@ -95,23 +160,35 @@ class StaleEditError(ValueError):
 
 @dataclass
 class SyncReport:
-    """Outcome of syncing a run: cluster -> topic id for matched / new / revived, retired topic ids."""
+    """Outcome of syncing a run: cluster -> topic id for matched / new / revived, retired topic ids.
+
+    ``changed`` (cluster -> topic id) is the subset of ``matched`` and ``revived`` whose curator-given
+    name was kept on a weaker match (between the floors and the strict thresholds): the topic is
+    flagged (``needs_confirmation`` in ``Taxonomy.topics()``) until a curator renames or approves it.
+    ``cosine`` and ``jaccard`` (cluster -> value; ``jaccard``, the members' estimated Jaccard, only
+    where both sides have member sketches) are the figures of every kept pair."""
 
     run: str
     matched: dict[int, str] = field(default_factory=dict)
     new: dict[int, str] = field(default_factory=dict)
     revived: dict[int, str] = field(default_factory=dict)
     retired: list[str] = field(default_factory=list)
+    changed: dict[int, str] = field(default_factory=dict)
+    cosine: dict[int, float] = field(default_factory=dict)
+    jaccard: dict[int, float] = field(default_factory=dict)
 
     @property
     def mapping(self) -> dict[int, str]:
         return dict(sorted({**self.matched, **self.new, **self.revived}.items()))
 
     def summary(self) -> str:
-        return (
+        text = (
             f"run {self.run}: {len(self.matched)} matched, {len(self.new)} new, "
             f"{len(self.revived)} revived, {len(self.retired)} retired"
         )
+        if self.changed:
+            text += f"; {len(self.changed)} changed, confirm their names: {', '.join(self.changed.values())}"
+        return text
 
 
 def _now() -> str:
@@ -140,6 +217,41 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# ---------------------------------------------------------------------------- member sketches
+def hash_ids(ids: Sequence[str]) -> np.ndarray:
+    """Stable 64-bit hashes of document ids (blake2b of the UTF-8 text; the same on every machine
+    and Python process, unlike ``hash()``)."""
+    blake = hashlib.blake2b
+    raw = b"".join(blake(str(i).encode("utf-8"), digest_size=8).digest() for i in ids)
+    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+
+
+def member_sketch(ids: Sequence[str], size: int = SKETCH_SIZE) -> np.ndarray:
+    """Bottom-k MinHash sketch of a set of document ids: the ``size`` smallest distinct hashes,
+    sorted (2 KiB at 256). A set of at most ``size`` ids is held exactly."""
+    return np.unique(hash_ids(ids))[:size]
+
+
+def _sketch_to_blob(sketch: np.ndarray) -> bytes:
+    return np.ascontiguousarray(sketch, dtype="<u8").tobytes()
+
+
+def _sketch_from_blob(b: bytes | None) -> np.ndarray | None:
+    return None if b is None else np.frombuffer(b, dtype="<u8").astype(np.uint64)
+
+
+def sketch_jaccard(a: np.ndarray, b: np.ndarray, size: int = SKETCH_SIZE) -> float:
+    """Estimated Jaccard |A & B| / |A | B| of two id sets from their bottom-k sketches: of the
+    ``size`` smallest hashes of A | B (all among the two sketches), the fraction in both. Exact when
+    both sets have at most ``size`` members; standard error about sqrt(J (1 - J) / size) otherwise
+    (<= 0.031 at 256)."""
+    if a.size == 0 or b.size == 0:
+        return 0.0
+    union = np.union1d(a, b)[:size]
+    both = np.intersect1d(a, b, assume_unique=True)
+    return float(np.isin(union, both, assume_unique=True).sum()) / union.size
+
+
 class Taxonomy:
     """SQLite-backed taxonomy of one workspace (``ws.taxonomy_db``)."""
 
@@ -148,14 +260,37 @@ class Taxonomy:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect(transaction=False) as con:
             con.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
-            row = con.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise ValueError(
-                    f"{self.db_path}: taxonomy schema version {row[0]} is newer than this program "
-                    f"understands ({SCHEMA_VERSION}); upgrade gem"
-                )
+            version = self._schema_version(con)
+            missing = self._missing_columns(con)
+        self._check_version(version)
+        if version is None or version < SCHEMA_VERSION or missing:
+            # create or migrate under the write lock, re-checking there (another process may be at it too)
+            with self._connect(write=True) as con:
+                version = self._schema_version(con)
+                self._check_version(version)
+                for table, column, definition in self._missing_columns(con):
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                if version is None:
+                    con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif version < SCHEMA_VERSION:
+                    con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and version > SCHEMA_VERSION:
+            raise ValueError(
+                f"{self.db_path}: taxonomy schema version {version} is newer than this program "
+                f"understands ({SCHEMA_VERSION}); upgrade gem"
+            )
+
+    @staticmethod
+    def _schema_version(con) -> int | None:
+        row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    @staticmethod
+    def _missing_columns(con) -> list[tuple[str, str, str]]:
+        have = {t: {r[1] for r in con.execute(f"PRAGMA table_info({t})")} for t in ("topics", "run_topics")}
+        return [(t, c, d) for t, c, d in _ADDED_COLUMNS if c not in have[t]]
 
     def __repr__(self) -> str:
         return f"Taxonomy({str(self.db_path)!r})"
@@ -217,15 +352,28 @@ class Taxonomy:
         mean_directions: np.ndarray,
         keywords: Mapping[int, Sequence[str]] | Sequence[Sequence[str]] | None = None,
         sizes: Sequence[int] | None = None,
-        min_cosine: float = 0.5,
+        min_cosine: float = MIN_COSINE,
         author: str = "system",
+        members: Mapping[int, Sequence[str]] | Sequence[Sequence[str]] | None = None,
+        strict_cosine: float = STRICT_COSINE,
+        min_jaccard: float = MIN_JACCARD,
+        strict_jaccard: float = STRICT_JACCARD,
     ) -> SyncReport:
         """Match a run's clusters to the taxonomy and record the mapping (see the module docstring).
 
-        Pass 1: Hungarian on cosine between clusters and active/new topics; pairs below
-        ``min_cosine`` are not matches. Pass 2: the clusters left over against retired topics
-        (revival, so curator work comes back when a cluster returns). The rest become new topics.
-        Active topics left unmatched are retired. Syncing the same run again is idempotent.
+        ``members``: per cluster, the ids of its documents (K sequences of str). Each topic keeps a
+        bottom-k sketch of them, so the next sync can check that a matched pair shares members.
+
+        Pairs are classed by the two-tier rule: refused below ``min_cosine`` (cosine) or
+        ``min_jaccard`` (members' Jaccard, when both sides have sketches); a plain match at or above
+        ``strict_cosine`` and (with sketches) ``strict_jaccard``; in between, kept but changed (a
+        curator-named topic is flagged ``name_unconfirmed``, its review reset to unreviewed).
+        Pass 1: Hungarian over the admissible pairs of clusters and active/new topics (plain pairs
+        preferred, then cosine; refused pairs never chosen, so a cluster refused by one topic may
+        still match another).
+        Pass 2: the clusters left over against retired topics (revival, so curator work comes back
+        when a cluster returns). The rest become new topics. Active topics left unmatched are
+        retired. Syncing the same run again is idempotent.
         """
         from scipy.optimize import linear_sum_assignment
 
@@ -233,11 +381,18 @@ class Taxonomy:
 
         if not isinstance(run_name, str) or not run_name:
             raise ValueError("run_name must be a non-empty string")
-        if not -1.0 <= min_cosine <= 1.0:
-            raise ValueError(f"min_cosine must be in [-1, 1], got {min_cosine}")
+        for name, value in (("min_cosine", min_cosine), ("strict_cosine", strict_cosine)):
+            if not -1.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [-1, 1], got {value}")
+        for name, value in (("min_jaccard", min_jaccard), ("strict_jaccard", strict_jaccard)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         M = _unit_rows(mean_directions)
         K, d = M.shape
         kw = self._keywords_list(keywords, K)
+        sketches = self._sketches(members, K)
+        if sizes is None and members is not None:
+            sizes = [n for _, n in sketches]
         if sizes is not None:
             sizes = [int(s) for s in sizes]
             if len(sizes) != K:
@@ -245,10 +400,15 @@ class Taxonomy:
         report = SyncReport(run=run_name)
         at = _now()
         with self._connect(write=True) as con:
+            # topics this run flagged when it was last synced: a re-sync reports them again
+            prev_changed = {
+                r[0] for r in con.execute("SELECT topic_id FROM run_topics WHERE run = ? AND changed = 1", (run_name,))
+            }
             # a re-sync of the same run replaces its previous mapping
             con.execute("DELETE FROM runs WHERE name = ?", (run_name,))
             rows = con.execute(
-                "SELECT id, status, direction FROM topics WHERE kind = 'topic' AND direction IS NOT NULL"
+                "SELECT id, status, direction, members_sketch FROM topics"
+                " WHERE kind = 'topic' AND direction IS NOT NULL"
             ).fetchall()
             for r in rows:
                 if len(r["direction"]) != 4 * d:
@@ -261,27 +421,51 @@ class Taxonomy:
             retired = [r for r in rows if r["status"] == "retired"]
             first_sync = not rows
             unmatched = list(range(K))
-            cosines: dict[int, float] = {}
+            tiers: dict[int, str] = {}
             for pool, bucket in ((live, report.matched), (retired, report.revived)):
                 if not pool or not unmatched:
                     continue
                 D = np.stack([_from_blob(r["direction"]) for r in pool])
                 D /= np.linalg.norm(D, axis=1, keepdims=True)
                 S = M[unmatched] @ D.T
-                ri, ci = linear_sum_assignment(S, maximize=True)
+                J = np.full(S.shape, np.nan)  # members' Jaccard, NaN where a side has no sketch
+                if sketches is not None:
+                    for b, r in enumerate(pool):
+                        if not r["members_sketch"]:
+                            continue
+                        sk = _sketch_from_blob(r["members_sketch"])
+                        for a, c in enumerate(unmatched):
+                            if sketches[c][0].size and S[a, b] >= min_cosine:  # pairs refused by cosine: moot
+                                J[a, b] = sketch_jaccard(sketches[c][0], sk)
+                known = ~np.isnan(J)
+                admissible = (S >= min_cosine) & ~(known & (np.nan_to_num(J) < min_jaccard))
+                plain = admissible & (S >= strict_cosine) & ~(known & (np.nan_to_num(J) < strict_jaccard))
+                # every admissible pair scores in [1, 4] (plain ones 1 higher), refused ones 0
+                score = np.where(admissible, 2.0 + S + plain, 0.0)
+                ri, ci = linear_sum_assignment(score, maximize=True)
                 for a, b in zip(ri, ci):
-                    if S[a, b] >= min_cosine:
-                        bucket[unmatched[a]] = pool[b]["id"]
-                        cosines[unmatched[a]] = float(S[a, b])
+                    if admissible[a, b]:
+                        c = unmatched[a]
+                        bucket[c] = pool[b]["id"]
+                        tiers[c] = "plain" if plain[a, b] else "changed"
+                        report.cosine[c] = float(S[a, b])
+                        if known[a, b]:
+                            report.jaccard[c] = float(J[a, b])
                 unmatched = [c for c in unmatched if c not in bucket]
             con.execute(
                 "INSERT INTO runs (name, synced_at, n_clusters, min_cosine) VALUES (?, ?, ?, ?)",
                 (run_name, at, K, float(min_cosine)),
             )
+
+            def sketch_of(c):  # a sync without members leaves no sketch (it would describe older content)
+                return None if sketches is None or not sketches[c][0].size else _sketch_to_blob(sketches[c][0])
+
             for outcome, bucket in (("matched", report.matched), ("revived", report.revived)):
                 for c, tid in list(bucket.items()):
                     old = con.execute(
-                        "SELECT status, name, name_provisional, run FROM topics WHERE id = ?", (tid,)
+                        "SELECT status, name, name_provisional, run, review, keywords, name_unconfirmed"
+                        " FROM topics WHERE id = ?",
+                        (tid,),
                     ).fetchone()
                     # a still-provisional name follows the keywords; a curator's name never changes here
                     name = provisional_name(kw[c]) if old["name_provisional"] and kw[c] else old["name"]
@@ -290,27 +474,52 @@ class Taxonomy:
                     status = "new" if resync_new else "active"
                     con.execute(
                         "UPDATE topics SET status = ?, cluster = ?, run = ?, direction = ?, keywords = ?,"
-                        " n_docs = ?, name = ? WHERE id = ?",
+                        " n_docs = ?, name = ?, members_sketch = ? WHERE id = ?",
                         (status, c, run_name, _to_blob(M[c]), json.dumps(kw[c]), None if sizes is None else sizes[c],
-                         name, tid),
+                         name, sketch_of(c), tid),
                     )
                     if old["status"] != status:
                         self._audit(con, author, tid, "status", old["status"], status, at)
+                    changed = False
+                    if tiers[c] == "changed" and not old["name_provisional"]:
+                        # the content moved: keep the id, but the curator must confirm the name
+                        changed = True
+                        shared = f", members' Jaccard {report.jaccard[c]:.2f}" if c in report.jaccard else ""
+                        old_kw = ", ".join(json.loads(old["keywords"])[:5])
+                        con.execute(
+                            "UPDATE topics SET name_unconfirmed = 1, review = 'unreviewed', version = version + 1,"
+                            " updated_at = ?, updated_by = ? WHERE id = ?",
+                            (at, author, tid),
+                        )
+                        self._audit(
+                            con, author, tid, "name_unconfirmed", old["name_unconfirmed"],
+                            f"1 (run {run_name}: cosine {report.cosine[c]:.2f}{shared}; keywords were "
+                            f"[{old_kw}], now [{', '.join(kw[c][:5])}])", at,
+                        )
+                        if old["review"] != "unreviewed":
+                            self._audit(con, author, tid, "review", old["review"], "unreviewed", at)
+                    elif tid in prev_changed and old["name_unconfirmed"]:
+                        changed = True  # re-sync of the run that flagged it, not confirmed since
+                    if changed:
+                        report.changed[c] = tid
                     if resync_new:
                         del report.matched[c]
                         report.new[c] = tid
                     con.execute(
-                        "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome) VALUES (?, ?, ?, ?, ?)",
-                        (run_name, c, tid, cosines[c], "new" if resync_new else outcome),
+                        "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome, jaccard, changed)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (run_name, c, tid, report.cosine[c], "new" if resync_new else outcome, report.jaccard.get(c),
+                         int(changed)),
                     )
             for c in unmatched:
                 tid = self._next_id(con, "T")
                 status = "active" if first_sync else "new"
                 con.execute(
                     "INSERT INTO topics (id, kind, name, status, cluster, run, direction, keywords, n_docs,"
-                    " created_at, updated_at, updated_by) VALUES (?, 'topic', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " members_sketch, created_at, updated_at, updated_by)"
+                    " VALUES (?, 'topic', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (tid, provisional_name(kw[c]), status, c, run_name, _to_blob(M[c]), json.dumps(kw[c]),
-                     None if sizes is None else sizes[c], at, at, author),
+                     None if sizes is None else sizes[c], sketch_of(c), at, at, author),
                 )
                 self._audit(con, author, tid, "status", None, status, at)
                 con.execute(
@@ -318,7 +527,7 @@ class Taxonomy:
                     (run_name, c, tid),
                 )
                 report.new[c] = tid
-            kept = set(report.matched.values())
+            kept = set(report.matched.values()) | set(report.new.values())  # new: re-synced ones too
             for r in live:
                 if r["id"] not in kept:
                     con.execute("UPDATE topics SET status = 'retired', cluster = NULL WHERE id = ?", (r["id"],))
@@ -326,6 +535,24 @@ class Taxonomy:
                     report.retired.append(r["id"])
             con.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_run', ?)", (run_name,))
         return report
+
+    @staticmethod
+    def _sketches(members, K: int) -> list[tuple[np.ndarray, int]] | None:
+        """(bottom-k sketch, number of ids) per cluster, or None without members."""
+        if members is None:
+            return None
+        if isinstance(members, Mapping):
+            members = [members.get(k, members.get(str(k), ())) for k in range(K)]
+        members = list(members)
+        if len(members) != K:
+            raise ValueError(f"members has {len(members)} entries for {K} clusters")
+        out = []
+        for k, ids in enumerate(members):
+            if isinstance(ids, (str, bytes)):
+                raise ValueError(f"members[{k}] must be a sequence of document ids, not a single string")
+            ids = [str(i) for i in ids]
+            out.append((member_sketch(ids), len(ids)))
+        return out
 
     @staticmethod
     def _keywords_list(keywords, K: int) -> list[list[str]]:
@@ -418,7 +645,9 @@ class Taxonomy:
 
         Raises ``StaleEditError`` when someone saved the topic since it was loaded, ``KeyError`` for an
         unknown topic and ``ValueError`` for invalid values. Unchanged fields are not audited; a save
-        that changes nothing keeps the version.
+        that changes nothing keeps the version. On a topic flagged ``name_unconfirmed`` (its name was
+        kept on a changed match), saving ``name`` (even unchanged) or ``review="approved"`` confirms the
+        name and clears the flag.
         """
         author = self._check_author(author)
         unknown = set(fields) - set(EDITABLE_FIELDS)
@@ -453,9 +682,11 @@ class Taxonomy:
             if "parent" in clean and clean["parent"] is not None:
                 self._check_parent(con, topic_id, clean["parent"])
             changes = {k: v for k, v in clean.items() if row[k] != v}
-            if not changes:
+            # saving a name (even the same one) or approving confirms a name kept on a changed match
+            confirm = bool(row["name_unconfirmed"]) and ("name" in clean or clean.get("review") == "approved")
+            if not changes and not confirm:
                 return int(row["version"])
-            sets = ", ".join(f"{k} = ?" for k in changes)
+            sets = ", ".join([f"{k} = ?" for k in changes] + (["name_unconfirmed = 0"] if confirm else []))
             extra = ", name_provisional = 0" if "name" in changes else ""
             cur = con.execute(
                 f"UPDATE topics SET {sets}{extra}, version = version + 1, updated_at = ?, updated_by = ?"
@@ -466,6 +697,8 @@ class Taxonomy:
                 raise StaleEditError(f"topic {topic_id} changed while saving; reload and re-apply your edit")
             for k, v in changes.items():
                 self._audit(con, author, topic_id, k, row[k], v, at)
+            if confirm:
+                self._audit(con, author, topic_id, "name_unconfirmed", 1, 0, at)
             return int(row["version"]) + 1
 
     @staticmethod
@@ -486,12 +719,15 @@ class Taxonomy:
     # ------------------------------------------------------------------ queries
     def topics(self, run: str | None = None, include_groups: bool = False):
         """Topics as a DataFrame. ``run=None``: every topic (retired included; cluster = index in the
-        current run); ``run`` given: the topics of that run, one per cluster, ordered by cluster."""
+        current run); ``run`` given: the topics of that run, one per cluster, ordered by cluster, with
+        the match figures (``outcome``, ``match_cosine``, ``match_jaccard``, ``match_changed``).
+        ``needs_confirmation``: the name was kept on a changed match; ask the curator to confirm it."""
         import pandas as pd
 
         cols = (
             "t.id, t.kind, t.name, t.description, t.parent, p.name AS parent_name, t.excluded, t.notes, t.review,"
-            " t.status, t.keywords, t.n_docs, t.version, t.updated_at, t.updated_by, t.name_provisional"
+            " t.status, t.keywords, t.n_docs, t.version, t.updated_at, t.updated_by, t.name_provisional,"
+            " t.name_unconfirmed AS needs_confirmation"
         )
         with self._connect() as con:
             if run is None:
@@ -504,7 +740,8 @@ class Taxonomy:
                 if con.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is None:
                     raise KeyError(f"run {run!r} has not been synced into {self.db_path}")
                 rows = con.execute(
-                    f"SELECT {cols}, rt.cluster AS cluster, rt.outcome AS outcome, rt.cosine AS match_cosine"
+                    f"SELECT {cols}, rt.cluster AS cluster, rt.outcome AS outcome, rt.cosine AS match_cosine,"
+                    " rt.jaccard AS match_jaccard, rt.changed AS match_changed"
                     " FROM run_topics rt JOIN topics t ON t.id = rt.topic_id LEFT JOIN topics p ON p.id = t.parent"
                     " WHERE rt.run = ? ORDER BY rt.cluster",
                     (run,),
@@ -514,6 +751,9 @@ class Taxonomy:
             frame = pd.DataFrame(columns=[c.split(" AS ")[-1].split(".")[-1] for c in cols.split(", ")] + ["cluster"])
         frame["excluded"] = frame["excluded"].astype(bool)
         frame["name_provisional"] = frame["name_provisional"].astype(bool)
+        frame["needs_confirmation"] = frame["needs_confirmation"].astype(bool)
+        if "match_changed" in frame.columns:
+            frame["match_changed"] = frame["match_changed"].astype(bool)
         frame["keywords"] = [json.loads(k) if isinstance(k, str) else [] for k in frame["keywords"]]
         frame["cluster"] = frame["cluster"].astype("Int64")
         frame["n_docs"] = frame["n_docs"].astype("Int64")
@@ -530,8 +770,11 @@ class Taxonomy:
             raise KeyError(f"no topic {topic_id!r} in {self.db_path}")
         out = dict(row)
         out["direction"] = _from_blob(out["direction"])
+        out["members_sketch"] = _sketch_from_blob(out["members_sketch"])
         out["keywords"] = json.loads(out["keywords"])
         out["excluded"] = bool(out["excluded"])
+        out["name_unconfirmed"] = bool(out["name_unconfirmed"])
+        out["needs_confirmation"] = out["name_unconfirmed"]
         return out
 
     def review_progress(self) -> dict:
@@ -577,12 +820,15 @@ class Taxonomy:
             d["keywords"] = json.loads(d["keywords"])
             d["excluded"] = bool(d["excluded"])
             d["name_provisional"] = bool(d["name_provisional"])
+            d["name_unconfirmed"] = bool(d["name_unconfirmed"])
+            d["members_sketch"] = None if d["members_sketch"] is None else bytes(d["members_sketch"]).hex()
             topics.append(d)
         run_list = []
         for r in runs:
             rd = dict(r)
             rd["clusters"] = [
-                {"cluster": m["cluster"], "topic_id": m["topic_id"], "cosine": m["cosine"], "outcome": m["outcome"]}
+                {"cluster": m["cluster"], "topic_id": m["topic_id"], "cosine": m["cosine"], "outcome": m["outcome"],
+                 "jaccard": m["jaccard"], "changed": bool(m["changed"])}
                 for m in maps
                 if m["run"] == r["name"]
             ]
@@ -629,7 +875,8 @@ class Taxonomy:
             raise ValueError(f"taxonomy export lists topic {dup} twice")
         at = _now()
         counts = {"inserted": 0, "updated": 0, "unchanged": 0}
-        system = ("kind", "name_provisional", "status", "cluster", "run", "direction", "keywords", "n_docs")
+        system = ("kind", "name_provisional", "status", "cluster", "run", "direction", "keywords", "n_docs",
+                  "name_unconfirmed", "members_sketch")
         with self._connect(write=True) as con:
             # parents may point forward in the list: insert without parents first, then set them
             con.execute("PRAGMA defer_foreign_keys=ON")
@@ -639,11 +886,12 @@ class Taxonomy:
                     con.execute(
                         "INSERT INTO topics (id, kind, name, name_provisional, description, parent, excluded, notes,"
                         " review, status, cluster, run, direction, keywords, n_docs, version, created_at, updated_at,"
-                        " updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " updated_by, name_unconfirmed, members_sketch)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (t["id"], t["kind"], t["name"], t["name_provisional"], t["description"], t["parent"],
                          t["excluded"], t["notes"], t["review"], t["status"], t["cluster"], t["run"], t["direction"],
                          t["keywords"], t["n_docs"], t["version"], t["created_at"] or at, t["updated_at"] or at,
-                         t["updated_by"] or author),
+                         t["updated_by"] or author, t["name_unconfirmed"], t["members_sketch"]),
                     )
                     self._audit(con, author, t["id"], "imported", None, t["name"], at)
                     counts["inserted"] += 1
@@ -671,8 +919,10 @@ class Taxonomy:
                 )
                 for m in r.get("clusters") or []:
                     con.execute(
-                        "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome) VALUES (?, ?, ?, ?, ?)",
-                        (r["name"], int(m["cluster"]), str(m["topic_id"]), m.get("cosine"), m.get("outcome", "matched")),
+                        "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome, jaccard, changed)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (r["name"], int(m["cluster"]), str(m["topic_id"]), m.get("cosine"), m.get("outcome", "matched"),
+                         m.get("jaccard"), int(bool(m.get("changed", False)))),
                     )
             if data.get("current_run"):
                 con.execute(
@@ -716,6 +966,16 @@ class Taxonomy:
             }
             vec = t.get("direction")
             out["direction"] = None if vec is None else _to_blob(np.asarray(vec, dtype=np.float64))
+            out["name_unconfirmed"] = int(bool(t.get("name_unconfirmed", False)))
+            sketch = t.get("members_sketch")
+            if sketch is not None:
+                try:
+                    sketch = bytes.fromhex(sketch)
+                except (TypeError, ValueError):
+                    sketch = b"?"
+                if len(sketch) % 8:
+                    raise ValueError("members_sketch is not a hex string of 64-bit hashes")
+            out["members_sketch"] = sketch
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where} ({tid}): {exc}") from exc
         if out["review"] not in REVIEW_STATES:
@@ -725,13 +985,23 @@ class Taxonomy:
         return out
 
 
-def sync_saved_run(ws, run_name: str, analysis=None, min_cosine: float = 0.5, author: str = "system"):
+def sync_saved_run(ws, run_name: str, analysis=None, min_cosine: float = MIN_COSINE, author: str = "system"):
     """Sync a saved run into the workspace taxonomy (``ws.taxonomy_db``), with keywords and sizes
-    from ``gem.gis.analyze_run`` (computed when not given). Returns (Taxonomy, SyncReport, analysis)."""
+    from ``gem.gis.analyze_run`` (computed when not given) and each cluster's member ids from the
+    run's assignments (so matching checks shared members). Returns (Taxonomy, SyncReport, analysis)."""
     from gem.gis import analyze_run
+    from gem.runs import load_run
 
     if analysis is None:
         analysis = analyze_run(ws, run_name)
+    assignments = load_run(ws, run_name).assignments
+    K = int(np.asarray(analysis.mean_directions).shape[0])
+    ids = assignments["id"].astype(str).to_numpy()
+    clusters = assignments["cluster"].to_numpy().astype(np.int64)
+    if clusters.size and (clusters.min() < 0 or clusters.max() >= K):
+        raise ValueError(f"run {run_name!r}: assignments name clusters outside 0..{K - 1}")
+    order = np.argsort(clusters, kind="stable")
+    members = np.split(ids[order], np.searchsorted(clusters[order], np.arange(1, K)))
     tax = Taxonomy(ws.taxonomy_db)
     table = analysis.table
     report = tax.sync_run(
@@ -741,5 +1011,6 @@ def sync_saved_run(ws, run_name: str, analysis=None, min_cosine: float = 0.5, au
         sizes=table["n_docs"].tolist(),
         min_cosine=min_cosine,
         author=author,
+        members=members,
     )
     return tax, report, analysis

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gem.taxonomy import StaleEditError, Taxonomy
+from gem.taxonomy import SCHEMA_VERSION, StaleEditError, Taxonomy
 
 
 def _unit(A):
@@ -259,10 +260,390 @@ def test_database_settings(tmp_path):
     tax.sync_run("r", np.eye(2))
     con = sqlite3.connect(tmp_path / "t.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 1
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
     con.close()
     # reopening an existing database keeps everything
     assert len(Taxonomy(tmp_path / "t.sqlite").topics()) == 2
+
+
+# ---------------------------------------------------------------------------- re-pointed topics (issue 11.5)
+def _planted_topics(k=4, d=16, n=60, seed=0):
+    """k random unit directions in d dimensions and k disjoint sets of n document ids."""
+    rng = np.random.default_rng(seed)
+    M = _unit(rng.standard_normal((k, d)))
+    members = [[f"doc-{c}-{i}" for i in range(n)] for c in range(k)]
+    return M, members
+
+
+def _at_cosine(M, j, cos, seed=1):
+    """M with row j turned to cosine ``cos`` from itself, away from every other row (so the new
+    direction is not closer to another topic than its own was)."""
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal(M.shape[1])
+    q, _ = np.linalg.qr(M.T)  # orthonormal basis of the topics' span
+    u -= q @ (q.T @ u)
+    u /= np.linalg.norm(u)
+    out = M.copy()
+    out[j] = cos * M[j] + np.sqrt(1 - cos**2) * u
+    return out
+
+
+def _named(tax, run, author="alice", approve=True):
+    """A curator names (and approves) every topic of ``run``; returns {topic id: name}."""
+    names = {}
+    for _, row in tax.topics(run).iterrows():
+        names[row["id"]] = f"curated {row['id']}"
+        tax.update_topic(row["id"], row["version"], author, name=names[row["id"]],
+                         **({"review": "approved"} if approve else {}))
+    return names
+
+
+def test_repointed_topic_is_refused_with_members_and_flagged_without(tmp_path):
+    M, members = _planted_topics()
+    kw = [[f"kw{c}", "a", "b"] for c in range(4)]
+    others = [[f"other-{i}" for i in range(60)]] + members[1:]  # cluster 0 now holds other documents
+
+    # with members: cluster 0 at cosine 0.95 (a plain match by direction alone) but no shared member
+    tax = Taxonomy(tmp_path / "m.sqlite")
+    tax.sync_run("r1", M, keywords=kw, members=members)
+    names = _named(tax, "r1")
+    rep = tax.sync_run("r2", _at_cosine(M, 0, 0.95), keywords=[["tryton", "sys", "sale"]] + kw[1:], members=others)
+    assert rep.retired == ["T001"] and list(rep.new) == [0] and rep.new[0] != "T001"
+    assert rep.matched == {1: "T002", 2: "T003", 3: "T004"} and not rep.changed
+    assert rep.jaccard == {1: 1.0, 2: 1.0, 3: 1.0}
+    old = tax.topic("T001")
+    assert old["status"] == "retired" and old["name"] == names["T001"] and old["review"] == "approved"
+    fresh = tax.topic(rep.new[0])
+    assert fresh["name"] == "tryton, sys, sale" and fresh["name_provisional"] == 1
+    assert not tax.topics()["needs_confirmation"].any()
+
+    # without members: cosine alone; 0.65 is above the floor but below the strict threshold
+    tax = Taxonomy(tmp_path / "c.sqlite")
+    tax.sync_run("r1", M, keywords=kw)
+    names = _named(tax, "r1")
+    v_before = tax.topic("T001")["version"]
+    M2 = _at_cosine(M, 0, 0.65)
+    rep = tax.sync_run("r2", M2, keywords=[["tryton", "sys", "sale"]] + kw[1:])
+    assert rep.changed == {0: "T001"} and rep.matched[0] == "T001" and not rep.new and not rep.retired
+    assert abs(rep.cosine[0] - 0.65) < 1e-6 and not rep.jaccard
+    assert "1 changed, confirm their names: T001" in rep.summary()
+    t = tax.topics("r2").set_index("id")
+    assert t.loc["T001", "name"] == names["T001"]  # the curated name is kept ...
+    assert t.loc["T001", "needs_confirmation"] and t.loc["T001", "match_changed"]  # ... but flagged
+    assert t.loc["T001", "review"] == "unreviewed"  # approval withdrawn
+    assert t.loc["T001", "version"] == v_before + 1  # an editor open on the old version must reload
+    assert not t.drop(index="T001")["needs_confirmation"].any()
+    assert (t.drop(index="T001")["review"] == "approved").all()
+    audit = tax.audit("T001")
+    flag = audit[audit["field"] == "name_unconfirmed"].iloc[-1]
+    assert flag["new"].startswith("1 (run r2: cosine 0.65") and "kw0, a, b" in flag["new"] and "tryton" in flag["new"]
+    assert audit[audit["field"] == "review"][["old", "new"]].values.tolist()[-1] == ["approved", "unreviewed"]
+    assert tax.review_progress()["text"] == "3 of 4 topics approved"
+    # below the cosine floor (0.6) the pair is refused even without members
+    rep = tax.sync_run("r3", _at_cosine(M2, 0, 0.55), keywords=kw)
+    assert rep.retired == ["T001"] and list(rep.new) == [0]
+
+
+def test_refused_pair_leaves_the_cluster_free_for_its_real_topic(tmp_path):
+    """A cluster that points at topic A but holds topic B's documents goes to B (flagged), not new."""
+    M, members = _planted_topics()
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    tax.sync_run("r1", M, members=members)
+    _named(tax, "r1")
+    # run 2 has three clusters: cluster 0 points almost at T001 (cos ~0.98 to it) but holds T002's
+    # documents and is at cosine ~0.7 to T002; T001's documents are gone
+    d0 = _unit(0.95 * M[0] + 0.8 * M[1])
+    new_M = np.vstack([d0, M[2], M[3]])
+    cos = new_M @ M.T
+    assert cos[0, 0] > cos[0, 1] > 0.6
+    rep = tax.sync_run("r2", new_M, members=[members[1], members[2], members[3]])
+    assert rep.matched[0] == "T002" and rep.changed == {0: "T002"} and rep.jaccard[0] == 1.0
+    assert rep.retired == ["T001"] and not rep.new
+
+
+def test_members_decide_at_the_same_direction(tmp_path):
+    """Same mean directions, members partly replaced: Jaccard 1/3 is kept but flagged, 1/11 refused."""
+    M, members = _planted_topics()
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    tax.sync_run("r1", M, members=members)
+    _named(tax, "r1")
+    half = members[0][:30] + [f"new-{i}" for i in range(30)]  # Jaccard 30 / 90
+    few = members[1][:10] + [f"more-{i}" for i in range(50)]  # Jaccard 10 / 110
+    rep = tax.sync_run("r2", M, members=[half, few, members[2], members[3]])
+    assert rep.jaccard[0] == pytest.approx(1 / 3) and rep.cosine[0] == pytest.approx(1.0)
+    assert rep.changed == {0: "T001"} and tax.topic("T001")["needs_confirmation"]
+    assert rep.retired == ["T002"] and list(rep.new) == [1]
+    assert rep.matched == {0: "T001", 2: "T003", 3: "T004"}
+
+
+def test_identical_resync_is_idempotent_and_same_content_keeps_names(tmp_path):
+    M, members = _planted_topics(k=5, n=400)  # more than 256 members: estimated, not exact, sketches
+    kw = [[f"kw{c}"] for c in range(5)]
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    rep1 = tax.sync_run("r1", M, keywords=kw, members=members)
+    names = _named(tax, "r1")
+    before = tax.topics().set_index("id")
+    again = tax.sync_run("r1", M, keywords=kw, members=members)
+    assert again.mapping == rep1.mapping and not again.changed and not again.new and not again.retired
+    assert again.jaccard == {c: 1.0 for c in range(5)}
+    after = tax.topics().set_index("id")
+    assert (after["version"] == before["version"]).all() and (after["name"] == before["name"]).all()
+    assert not after["needs_confirmation"].any() and (after["review"] == "approved").all()
+    # the same content as another run name: all plain matches
+    rep2 = tax.sync_run("r2", M, keywords=kw, members=members)
+    assert rep2.matched == rep1.mapping and not rep2.changed and not rep2.new
+
+    # a small perturbation: directions moved slightly, 5 % of each cluster's members swapped
+    rng = np.random.default_rng(3)
+    M3 = _unit(M + 0.05 * rng.standard_normal(M.shape) / np.sqrt(M.shape[1]))
+    moved = [m[20:] + members[(c + 1) % 5][:20] for c, m in enumerate(members)]
+    rep3 = tax.sync_run("r3", M3, keywords=kw, members=moved)
+    assert rep3.matched == rep1.mapping and not rep3.changed and not rep3.new and not rep3.retired
+    assert all(0.8 < j < 1.0 for j in rep3.jaccard.values())  # true Jaccard 380 / 420 = 0.905
+    t3 = tax.topics("r3").set_index("id")
+    assert dict(t3["name"]) == names and (t3["review"] == "approved").all()
+    assert not t3["needs_confirmation"].any() and not t3["match_changed"].any()
+    assert (t3["version"] == after["version"]).all()
+    assert (t3["match_jaccard"] > 0.8).all() and (t3["match_cosine"] > 0.99).all()
+    # a run with one more topic, synced twice: the new topic stays new, nothing retires
+    extra = _unit(np.random.default_rng(9).standard_normal((1, M.shape[1])))
+    M4, members4 = np.vstack([M, extra]), members + [[f"fresh-{i}" for i in range(50)]]
+    rep4 = tax.sync_run("r4", M4, keywords=kw + [["fresh"]], members=members4)
+    again4 = tax.sync_run("r4", M4, keywords=kw + [["fresh"]], members=members4)
+    assert list(rep4.new) == [5] and again4.new == rep4.new and again4.mapping == rep4.mapping
+    assert not again4.retired and not again4.changed and tax.topic(rep4.new[5])["status"] == "new"
+
+
+def test_confirmation_flag_cleared_by_rename_or_approval(tmp_path):
+    M, members = _planted_topics()
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    tax.sync_run("r1", M, members=members)
+    names = _named(tax, "r1", approve=False)
+    stale = tax.topic("T001")["version"]
+    # every topic keeps its members but three moved to cosine 0.8: kept, but changed
+    M2 = _at_cosine(_at_cosine(_at_cosine(M, 0, 0.8), 1, 0.8, seed=2), 2, 0.8, seed=3)
+    rep = tax.sync_run("r2", M2, members=members)
+    assert rep.changed == {0: "T001", 1: "T002", 2: "T003"} and rep.jaccard[0] == 1.0
+    with pytest.raises(StaleEditError, match="changed by system"):
+        tax.update_topic("T001", stale, "bob", review="approved")
+    # a re-sync of the same run reports them again (not yet confirmed) without flagging anew
+    n_audit = len(tax.audit())
+    again = tax.sync_run("r2", M2, members=members)
+    assert again.changed == rep.changed and len(tax.audit()) == n_audit
+
+    t = tax.topic("T001")
+    tax.update_topic("T001", t["version"], "bob", name="Renamed")  # a new name confirms
+    t = tax.topic("T002")
+    tax.update_topic("T002", t["version"], "bob", review="approved")  # approval confirms
+    t = tax.topic("T003")
+    v = tax.update_topic("T003", t["version"], "bob", name=names["T003"])  # saving the same name confirms
+    assert v == t["version"] + 1
+    assert tax.update_topic("T003", v, "bob", name=names["T003"]) == v  # once confirmed: a no-op again
+    t = tax.topic("T004")
+    tax.update_topic("T004", t["version"], "bob", review="needs_work")  # not a confirmation (never flagged)
+    flags = tax.topics().set_index("id")["needs_confirmation"]
+    assert not flags.any()
+    assert tax.topic("T001")["name"] == "Renamed" and tax.topic("T003")["name"] == names["T003"]
+    cleared = tax.audit()[lambda a: (a["field"] == "name_unconfirmed") & (a["new"] == "0")]
+    assert cleared[["topic_id", "author", "old"]].values.tolist() == [["T001", "bob", "1"], ["T002", "bob", "1"],
+                                                                     ["T003", "bob", "1"]]
+    # confirmed: a further re-sync of r2 no longer lists them
+    assert not tax.sync_run("r2", M2, members=members).changed
+    # a flagged topic that is only given notes stays flagged
+    tax.sync_run("r3", M, members=members)  # back to the first directions: cosine 0.8 again
+    t = tax.topic("T001")
+    assert t["needs_confirmation"]
+    tax.update_topic("T001", t["version"], "bob", notes="looked at it")
+    assert tax.topic("T001")["needs_confirmation"]
+
+
+def test_provisional_topics_follow_keywords_without_flag(tmp_path):
+    M, members = _planted_topics()
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    tax.sync_run("r1", M, keywords=[[f"kw{c}"] for c in range(4)], members=members)
+    rep = tax.sync_run("r2", _at_cosine(M, 0, 0.8), keywords=[["moved"]] + [[f"kw{c}"] for c in range(1, 4)],
+                       members=members)
+    assert rep.matched[0] == "T001" and not rep.changed
+    t = tax.topic("T001")
+    assert t["name"] == "moved" and not t["needs_confirmation"] and t["version"] == 1
+
+
+def test_members_validation_and_sizes(tmp_path):
+    M, members = _planted_topics(k=3)
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    with pytest.raises(ValueError, match="members has 2 entries for 3 clusters"):
+        tax.sync_run("r", M, members=members[:2])
+    with pytest.raises(ValueError, match="single string"):
+        tax.sync_run("r", M, members=["doc-1", members[1], members[2]])
+    with pytest.raises(ValueError, match="min_jaccard"):
+        tax.sync_run("r", M, members=members, min_jaccard=1.5)
+    assert tax.topics().empty
+    tax.sync_run("r", M, members={0: members[0], 1: members[1][:7], 2: np.array(members[2])})
+    assert tax.topics("r")["n_docs"].tolist() == [60, 7, 60]  # sizes default to the member counts
+    assert tax.topic("T002")["members_sketch"].size == 7
+
+
+def test_member_sketch_is_stable_and_estimates_jaccard():
+    import subprocess
+    import sys
+
+    from gem.taxonomy import SKETCH_SIZE, member_sketch, sketch_jaccard
+
+    a = [f"id-{i}" for i in range(5000)]
+    b = [f"id-{i}" for i in range(2000, 7000)]  # Jaccard 3000 / 7000
+    sa, sb = member_sketch(a), member_sketch(b)
+    assert sa.size == SKETCH_SIZE and sa.dtype == np.uint64 and np.all(np.diff(sa) > 0)
+    assert abs(sketch_jaccard(sa, sb) - 3 / 7) < 0.1
+    assert sketch_jaccard(sa, sa) == 1.0
+    assert sketch_jaccard(sa, member_sketch([f"x-{i}" for i in range(5000)])) == 0.0
+    assert sketch_jaccard(sa, member_sketch([])) == 0.0
+    small = member_sketch(["p", "q", "r", "s"])
+    assert small.size == 4 and sketch_jaccard(small, member_sketch(["r", "s", "t", "u", "r"])) == 2 / 6  # exact
+    # the same sketch in another process with another str-hash seed (blake2b, not hash())
+    code = "from gem.taxonomy import member_sketch; print(member_sketch(['p', 'q', 'r', 's']).tolist())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=str(Path(__file__).resolve().parent.parent))
+    assert json.loads(out.stdout) == small.tolist()
+
+
+_OLD_SCHEMA_V1 = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE topics (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL DEFAULT 'topic' CHECK (kind IN ('topic', 'group')),
+    name TEXT NOT NULL DEFAULT '',
+    name_provisional INTEGER NOT NULL DEFAULT 1,
+    description TEXT NOT NULL DEFAULT '',
+    parent TEXT REFERENCES topics(id) ON DELETE SET NULL,
+    excluded INTEGER NOT NULL DEFAULT 0 CHECK (excluded IN (0, 1)),
+    notes TEXT NOT NULL DEFAULT '',
+    review TEXT NOT NULL DEFAULT 'unreviewed' CHECK (review IN ('unreviewed', 'approved', 'needs_work')),
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'new', 'retired')),
+    cluster INTEGER, run TEXT, direction BLOB, keywords TEXT NOT NULL DEFAULT '[]', n_docs INTEGER,
+    version INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE runs (name TEXT PRIMARY KEY, synced_at TEXT NOT NULL, n_clusters INTEGER NOT NULL,
+                   min_cosine REAL NOT NULL);
+CREATE TABLE run_topics (
+    run TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    cluster INTEGER NOT NULL,
+    topic_id TEXT NOT NULL REFERENCES topics(id),
+    cosine REAL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('matched', 'new', 'revived')),
+    PRIMARY KEY (run, cluster)
+);
+CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, author TEXT NOT NULL,
+                    topic_id TEXT NOT NULL, field TEXT NOT NULL, old TEXT, new TEXT);
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX audit_topic ON audit (topic_id, seq);
+INSERT INTO schema_version (version) VALUES (1);
+"""
+
+
+def test_schema_migration_of_a_version_1_database(tmp_path):
+    """A database written by the previous version (schema 1, as its code created it) opens, gains the
+    new columns, keeps everything, and then matches with members."""
+    M, members = _planted_topics(k=2)
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(_OLD_SCHEMA_V1)
+    at = "2024-01-01T00:00:00.000+00:00"
+    for i in range(2):
+        con.execute(
+            "INSERT INTO topics (id, name, name_provisional, review, status, cluster, run, direction, keywords,"
+            " n_docs, version, created_at, updated_at, updated_by) VALUES (?, ?, 0, 'approved', 'active', ?, 'old',"
+            " ?, '[\"w\"]', 60, 2, ?, ?, 'alice')",
+            (f"T00{i + 1}", f"Curated {i}", i, M[i].astype("<f4").tobytes(), at, at),
+        )
+    con.execute("INSERT INTO runs VALUES ('old', ?, 2, 0.5)", (at,))
+    con.executemany("INSERT INTO run_topics VALUES ('old', ?, ?, NULL, 'new')", [(0, "T001"), (1, "T002")])
+    con.execute("INSERT INTO audit (at, author, topic_id, field, old, new)"
+                " VALUES (?, 'alice', 'T001', 'name', '', 'Curated 0')", (at,))
+    con.commit()
+    con.close()
+
+    tax = Taxonomy(path)
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    cols = {r[1] for r in con.execute("PRAGMA table_info(topics)")}
+    assert {"name_unconfirmed", "members_sketch"} <= cols
+    assert {"jaccard", "changed"} <= {r[1] for r in con.execute("PRAGMA table_info(run_topics)")}
+    con.close()
+    t = tax.topics("old").set_index("id")
+    assert t["name"].tolist() == ["Curated 0", "Curated 1"] and (t["version"] == 2).all()
+    assert not t["needs_confirmation"].any() and not t["match_changed"].any() and t["match_jaccard"].isna().all()
+    assert len(tax.audit("T001")) == 1
+    assert len(Taxonomy(path).topics()) == 2  # opening again: nothing to migrate
+    # old topics have no member sketch: cosine alone decides, so a cosine-0.7 pair is flagged
+    rep = tax.sync_run("new", _at_cosine(M, 1, 0.7), members=members)
+    assert rep.matched == {0: "T001", 1: "T002"} and rep.changed == {1: "T002"} and not rep.jaccard
+    # from now on they have sketches
+    rep = tax.sync_run("newer", M, members=[members[0], [f"other-{i}" for i in range(60)]])
+    assert rep.jaccard == {0: 1.0} and rep.retired == ["T002"]
+    # a database from a newer program is refused, not modified
+    con = sqlite3.connect(path)
+    con.execute("UPDATE schema_version SET version = 99")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="newer than this program"):
+        Taxonomy(path)
+
+
+def test_json_round_trip_keeps_sketches_and_flags(tmp_path):
+    M, members = _planted_topics(k=3)
+    tax = Taxonomy(tmp_path / "a.sqlite")
+    tax.sync_run("r1", M, members=members)
+    _named(tax, "r1")
+    tax.sync_run("r2", _at_cosine(M, 0, 0.8), members=members)
+    data = tax.export_json()
+    json.dumps(data)  # JSON-ready (sketches as hex)
+    other = Taxonomy(tmp_path / "b.sqlite")
+    other.import_json(data, "importer")
+    again = other.export_json()
+    data.pop("exported_at"), again.pop("exported_at")
+    assert again == data
+    assert other.topic("T001")["needs_confirmation"] and not other.topic("T002")["needs_confirmation"]
+    assert np.array_equal(other.topic("T002")["members_sketch"], tax.topic("T002")["members_sketch"])
+    assert [c["changed"] for c in again["runs"][1]["clusters"]] == [True, False, False]
+    # the sketches work after the import: disjoint members refuse the match
+    rep = other.sync_run("r3", M, members=[[f"x{i}" for i in range(60)], members[1], members[2]])
+    assert rep.retired == ["T001"]
+    # an export of the previous version (no sketch / flag fields) still imports
+    old = {k: v for k, v in data.items()}
+    old["topics"] = [{k: v for k, v in t.items() if k not in ("members_sketch", "name_unconfirmed")}
+                     for t in data["topics"]]
+    third = Taxonomy(tmp_path / "c.sqlite")
+    assert third.import_json(old, "importer")["inserted"] == 3
+    assert not third.topics()["needs_confirmation"].any() and third.topic("T001")["members_sketch"] is None
+    with pytest.raises(ValueError, match="members_sketch"):
+        third.import_json({**old, "topics": [{"id": "T009", "members_sketch": "abc"}]}, "x")
+
+
+def test_sync_saved_run_passes_members(synthetic_workspace):
+    from gem.baselines import make_estimator
+    from gem.runs import load_run, save_run
+    from gem.taxonomy import member_sketch, sync_saved_run
+
+    ws = synthetic_workspace
+    X = ws.load_embeddings()
+    ids = ws.load_corpus()["id"]
+    for name, seed in (("a", 0), ("b", 1)):
+        est = make_estimator("spherical-kmeans", 4, random_state=seed).fit(X)
+        save_run(ws, name, est, "spherical-kmeans", {"representation": "final"}, ids, X=X)
+    tax, rep_a, _ = sync_saved_run(ws, "a")
+    assign = load_run(ws, "a").assignments
+    for c, tid in rep_a.mapping.items():
+        expected = member_sketch(assign.loc[assign["cluster"] == c, "id"].astype(str).tolist())
+        assert np.array_equal(tax.topic(tid)["members_sketch"], expected)
+    _, rep_b, _ = sync_saved_run(ws, "b")
+    assert set(rep_b.jaccard) == set(rep_b.matched) and rep_b.matched
+    assign_b = load_run(ws, "b").assignments
+    for c, tid in rep_b.matched.items():
+        c_a = next(k for k, t in rep_a.mapping.items() if t == tid)
+        A = set(assign.loc[assign["cluster"] == c_a, "id"])
+        B = set(assign_b.loc[assign_b["cluster"] == c, "id"])
+        assert rep_b.jaccard[c] == pytest.approx(len(A & B) / len(A | B), abs=0.1)
 
 
 # ---------------------------------------------------------------------------- CLI
