@@ -105,7 +105,8 @@ def fitted_ws(tmp_path):
     ws.root.mkdir()
     write_parquet_atomic(ws.corpus_path, corpus)
     ws.save_embeddings("final", X, np.ones(len(X), np.float32),
-                       {"fingerprint": "synthetic-16d", "n": len(X), "dim": X.shape[1]})
+                       {"source": "model", "model": "synthetic 16-d", "fingerprint": "synthetic-16d",
+                        "n": len(X), "dim": X.shape[1]})
     assert main(["fit", "-w", str(ws.root), "--k", str(K), "--balance", "10", "--run", "r1"]) == 0
     return ws, corpus
 
@@ -120,12 +121,14 @@ def test_gem_export_end_to_end(fitted_ws, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "validated" in text
     report = mx.validate_bundle(out)
-    assert set(report["formats"]) == set(mx.FORMATS)
+    assert set(report["formats"]) == set(mx.FORMATS)  # the default formats include taxonomy.json
     obj = json.loads((out / "mixture.json").read_text())
-    assert obj["corpus_fingerprint"].startswith("sha256:") and obj["embedding_model"] == "synthetic-16d"
+    assert obj["corpus_fingerprint"].startswith("sha256:")
+    assert obj["embedding_model"] == {"name": "synthetic 16-d", "fingerprint": "synthetic-16d"}
+    assert json.loads((out / "taxonomy.json").read_text())["topics"][0]["id"] == "t00"
     assert obj["clustering"]["run"] == "r1" and obj["token_budget"] == int(corpus["n_tokens"].sum() * 2)
     a = pd.read_parquet(out / "assignments.parquet")
-    assert len(a) == len(corpus) and np.isfinite(a["gis"]).all()
+    assert len(a) == len(corpus) and np.isfinite(a["gis"]).all() and np.isfinite(a["probability"]).all()
     assert a["n_tokens"].sum() == corpus["n_tokens"].sum()
     w = np.array([d["weight"] for d in obj["domains"]])
     assert abs(w.sum() - 1) <= 1e-12
@@ -136,7 +139,19 @@ def test_gem_export_end_to_end(fitted_ws, tmp_path, capsys):
     assert rc == 0
     man = mx.validate_bundle(ws.exports_dir / "r1-manual")
     assert man["weights"]["t00"] == pytest.approx(0.5, abs=1e-12) and man["formats"] == ["megatron", "hf"]
+    # --no-gis: assignments without a gis column (never a column of NaN), Dolma without the gis attribute
     assert main(["export", "-w", str(ws.root), "--run", "r1", "--strategy", "balanced", "--no-gis"]) == 0
+    bal = ws.exports_dir / "r1-balanced"
+    assert {"assignments", "dolma", "taxonomy"} <= set(mx.validate_bundle(bal)["formats"])
+    a = pd.read_parquet(bal / "assignments.parquet")
+    assert "gis" not in a.columns and np.isfinite(a["probability"]).all()
+
+    # a budget far beyond the corpus: one summary warning, not one per domain
+    capsys.readouterr()
+    assert main(["export", "-w", str(ws.root), "--run", "r1", "--budget-tokens", "2e9", "--formats", "hf",
+                 "--no-gis", "--out", str(tmp_path / "big")]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {K} domains need more than 4 epochs")
 
 
 def test_gem_export_bad_input_exits_2(fitted_ws, tmp_path, capsys):
@@ -145,7 +160,7 @@ def test_gem_export_bad_input_exits_2(fitted_ws, tmp_path, capsys):
     cases = [
         (["--strategy", "manual", "--manual", "t09=0.2"], "unknown domain"),
         (["--strategy", "manual", "--manual", "t00=0.8", "t01=0.7"], "sum to 1.5"),
-        (["--strategy", "unimax"], "budget"),
+        (["--strategy", "unimax"], "UniMax needs a token budget: set one"),
         (["--out", str(tmp_path / "bad name!")], "export folder name"),
         (["--formats", "megatron,xyz"], "unknown export format"),
         (["--strategy", "imported"], "--weights"),
@@ -164,3 +179,24 @@ def test_manual_override_given_twice_is_refused(items):
     with pytest.raises(ValueError, match="domain 'a' given twice"):
         parse_overrides(items)
     assert parse_overrides(["a=0.1", "b=0.2"]) == {"a": 0.1, "b": 0.2}
+
+
+def test_export_run_and_its_command_line_write_the_same_bundle(fitted_ws, tmp_path):
+    import shlex
+
+    ws, corpus = fitted_ws
+    build = dict(strategy="temperature", level="topic", token_budget=float(corpus["n_tokens"].sum() * 3),
+                 max_epochs=2.5, temperature=2.0, overrides={"t01": 0.123456789012})
+    path, report = mx.export_run(ws, "r1", ws.exports_dir / "app-bundle", ["hf", "assignments"], **build)
+    assert report["formats"] == ["hf", "assignments", "taxonomy"]  # per-document files bring the taxonomy
+    cmd = mx.export_command(ws.root, "r1", "cli-bundle", ["hf", "assignments"], **build)
+    assert cmd.startswith(f"gem export -w {ws.root} --run r1 --out {ws.exports_dir / 'cli-bundle'} ")
+    assert "--temperature 2 " in cmd and "--max-epochs 2.5" in cmd and "--manual t01=0.123456789012" in cmd
+    assert main(shlex.split(cmd)[1:]) == 0
+    cli = mx.validate_bundle(ws.exports_dir / "cli-bundle")
+    assert cli["weights"] == report["weights"] and cli["formats"] == report["formats"]
+    a, b = (pd.read_parquet(p / "assignments.parquet") for p in (path, ws.exports_dir / "cli-bundle"))
+    pd.testing.assert_frame_equal(a, b)
+    assert np.isfinite(a["gis"]).all()
+    assert mx.export_command(ws.root, "r1", "x", list(mx.FORMATS)) == (
+        f"gem export -w {ws.root} --run r1 --out {ws.exports_dir / 'x'} --strategy natural")

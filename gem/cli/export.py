@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--weights", metavar="FILE", help="weights learned elsewhere: DoReMi JSON, RegMix YAML or CSV")
     p.add_argument("--level", default="topic", choices=["topic", "parent"], help="mix topics or their parent groups")
     p.add_argument("--formats", default="all", metavar="LIST",
-                   help="all, or a comma list of megatron,olmo,hf,doremi,regmix,weborganizer,dolma,assignments,taxonomy")
+                   help="all (default, taxonomy.json included), or a comma list of megatron,olmo,hf,doremi,regmix,"
+                        "weborganizer,dolma,assignments,taxonomy; assignments and dolma always bring taxonomy.json")
     p.add_argument("--data-root", default="data", help="root substituted into path templates (default 'data')")
     p.add_argument("--prefix-template", default=None, metavar="TPL",
                    help="Megatron prefix, fields {data_root} {domain_id} {label} {split} "
@@ -43,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--olmo-path-template", default=None, metavar="TPL",
                    help="OLMo-core paths (default '{data_root}/{domain_id}/*.npy')")
     p.add_argument("--seed", type=int, default=0, help="seed written into HF / OLMo-core configs")
-    p.add_argument("--no-gis", action="store_true", help="skip GIS in assignments.parquet (faster)")
+    p.add_argument("--no-gis", action="store_true",
+                   help="skip GIS (faster): assignments.parquet has no gis column, Dolma attributes no gis attribute")
     p.set_defaults(handler=run_export)
 
 
@@ -90,11 +92,6 @@ def run_export(args: argparse.Namespace) -> int:
     if args.strategy == "imported" or (args.strategy == "manual" and args.base == "imported"):
         if imported is None:
             raise ValueError("--strategy imported needs --weights FILE (DoReMi JSON or RegMix YAML/CSV)")
-    inputs = mx.mixture_inputs_from_run(ws, args.run, with_gis=not args.no_gis)
-    mixture, assignments = inputs.build(
-        args.strategy, level=args.level, token_budget=args.budget_tokens, max_epochs=args.max_epochs,
-        temperature=args.temperature, overrides=overrides, base=args.base, imported=imported,
-    )
     out = Path(args.out) if args.out else ws.exports_dir / f"{args.run}-{args.strategy}"
     options = {"data_root": args.data_root, "seed": args.seed}
     if args.prefix_template:
@@ -102,8 +99,12 @@ def run_export(args: argparse.Namespace) -> int:
         options["split_prefix_template"] = args.prefix_template
     if args.olmo_path_template:
         options["olmo_path_template"] = args.olmo_path_template
-    bundle = mx.write_bundle(out, mixture, args.formats, assignments=assignments, taxonomy=inputs.taxonomy, **options)
-    report = mx.validate_bundle(bundle)
+    bundle, report = mx.export_run(
+        ws, args.run, out, args.formats, with_gis=not args.no_gis, bundle_options=options,
+        strategy=args.strategy, level=args.level, token_budget=args.budget_tokens, max_epochs=args.max_epochs,
+        temperature=args.temperature, overrides=overrides, base=args.base, imported=imported,
+    )
+    mixture = mx.read_mixture_json((bundle / "mixture.json").read_bytes())  # the table below is what was written
 
     d = mixture.domains
     print(f"{'domain':<10} {'label':<32} {'docs':>7} {'tokens':>11} {'natural':>8} {'weight':>8} {'epochs':>7}  source")

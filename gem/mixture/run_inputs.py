@@ -1,0 +1,219 @@
+"""Mixture inputs from a fitted clustering: ``run_domains`` turns a run's assignments and the
+corpus into the domain table and the per-document table; ``run_metadata`` gathers the provenance
+``mixture.json`` records (corpus fingerprint, embedding model, clustering); ``RunMixtureInputs``
+holds all of it (and builds the mixture plus the assignments ``write_bundle`` takes), and
+``mixture_inputs_from_run`` reads a saved run into one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from gem.mixture.errors import MixtureError
+from gem.mixture.weights import Mixture, build_mixture, make_domains, topic_domain_id
+from gem.store import file_sha256, read_json
+
+
+def run_domains(
+    assignments: pd.DataFrame,
+    corpus: pd.DataFrame,
+    n_clusters: int,
+    mass: Iterable | None = None,
+    topics: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Topic-level domain table of one run, and its per-document table.
+
+    ``assignments``: id, cluster (and probability: without it the documents table has no
+    probability column, which ``RunMixtureInputs.with_scores`` fills). ``corpus``: id, n_tokens (text
+    gives n_chars for Dolma). ``mass``: the fitted GEM mass per cluster (``model.weights_``).
+    ``topics``: the taxonomy's topics of this run (``Taxonomy.topics(run=...)``: cluster, id,
+    name, parent, parent_name, excluded) — the stable ids; without it a cluster's id is "t<k>".
+    Returns (domains, documents[id, cluster, topic_id, probability, n_tokens, n_chars],
+    parent_labels)."""
+    need = [c for c in ("id", "cluster") if c not in assignments.columns]
+    if need:
+        raise MixtureError(f"run assignments lack columns {need}")
+    if "n_tokens" not in corpus.columns:
+        raise MixtureError("corpus has no n_tokens column: re-ingest it (gem ingest counts tokens)")
+    K = int(n_clusters)
+    cl = assignments["cluster"].to_numpy().astype(np.int64)
+    if cl.size and (cl.min() < 0 or cl.max() >= K):
+        raise MixtureError(f"run assignments name cluster {int(cl.max())} but the model has {K} clusters")
+    docs = pd.DataFrame({"id": assignments["id"].astype(str).to_numpy(), "cluster": cl})
+    if "probability" in assignments.columns:
+        docs["probability"] = assignments["probability"].to_numpy(np.float64)
+    cidx = pd.Index(corpus["id"].astype(str))
+    pos = cidx.get_indexer(docs["id"])
+    if (pos < 0).any():
+        raise MixtureError(f"run document {docs['id'][pos < 0].iloc[0]!r} is not in the workspace corpus "
+                           "(the corpus changed after the fit: re-run `gem fit`)")
+    docs["n_tokens"] = corpus["n_tokens"].to_numpy()[pos].astype(np.int64)
+    if "text" in corpus.columns:
+        docs["n_chars"] = corpus["text"].astype(str).str.len().to_numpy()[pos].astype(np.int64)
+    width = max(2, len(str(K - 1)))
+    ids = [f"t{k:0{width}d}" for k in range(K)]
+    labels = [f"topic {k}" for k in range(K)]
+    parents: list[str | None] = [None] * K
+    excluded = [False] * K
+    parent_labels: dict[str, str] = {}
+    if topics is not None and len(topics):
+        t = topics.dropna(subset=["cluster"])
+        by_cluster = {int(r.cluster): r for r in t.itertuples(index=False)}
+        missing = [k for k in range(K) if k not in by_cluster]
+        if missing:
+            raise MixtureError(f"the taxonomy maps no topic to cluster(s) {missing[:5]} of this run: re-sync it")
+        for k in range(K):
+            r = by_cluster[k]
+            ids[k] = str(r.id)
+            labels[k] = str(r.name) if isinstance(r.name, str) and r.name else str(r.id)
+            parent = getattr(r, "parent", None)
+            parents[k] = parent if isinstance(parent, str) and parent else None
+            excluded[k] = bool(r.excluded)
+            pname = getattr(r, "parent_name", None)
+            if parents[k] and isinstance(pname, str) and pname:
+                parent_labels[parents[k]] = pname
+    docs["topic_id"] = np.asarray(ids, dtype=object)[cl] if K else []
+    n_docs = np.bincount(cl, minlength=K)
+    n_tok = np.bincount(cl, weights=docs["n_tokens"].to_numpy(np.float64), minlength=K)
+    domains = make_domains(ids, n_tok.round().astype(np.int64), n_docs=n_docs, labels=labels, parents=parents,
+                           mass=None if mass is None else np.asarray(mass, dtype=np.float64), excluded=excluded)
+    return domains, docs, parent_labels
+
+
+def corpus_fingerprint(path: str | os.PathLike) -> str:
+    """The corpus fingerprint written into mixture.json: ``sha256:<hex>`` of the file's bytes."""
+    return "sha256:" + file_sha256(path)
+
+
+def embedding_model_from_meta(meta: dict) -> dict[str, Any] | None:
+    """``mixture.json``'s embedding model from a representation's embeddings metadata (written by
+    ``embed_workspace`` / ``gem embed``): ``{"name": meta["model"], "fingerprint": meta["fingerprint"]}``;
+    imported vectors are named "precomputed (<file>)" and have no fingerprint. None when the
+    metadata names neither."""
+    name = meta.get("model") or None
+    if name is None and meta.get("source") == "precomputed":
+        name = f"precomputed ({Path(meta['path']).name})" if meta.get("path") else "precomputed"
+    fingerprint = meta.get("fingerprint") or None
+    if name is None and fingerprint is None:
+        return None
+    return {"name": name, "fingerprint": fingerprint}
+
+
+def run_metadata(ws, representation: str, clustering: dict, fingerprint: str | None = None) -> dict[str, Any]:
+    """Provenance for mixture.json: the corpus fingerprint (``fingerprint`` when the caller already
+    has it, else hashed now), the embedding model of ``representation`` (``embedding_model_from_meta``)
+    and the ``clustering``."""
+    meta_path = ws.embeddings_meta_path(representation)
+    emb_meta = read_json(meta_path) if meta_path.exists() else {}
+    return {
+        "corpus_fingerprint": fingerprint or corpus_fingerprint(ws.corpus_path),
+        "embedding_model": embedding_model_from_meta(emb_meta),
+        "clustering": clustering,
+    }
+
+
+def topic_list_taxonomy(domains: pd.DataFrame, run_name: str | None = None) -> dict:
+    """A minimal ``taxonomy.json`` for a run with no workspace taxonomy: its topics in cluster
+    order (id, cluster, label, parent, excluded, n_docs, n_tokens), so the domain ids of the
+    per-document files always come with their meaning."""
+    return {"format": "gem-topics", "run": run_name,
+            "topics": [{"id": r.id, "cluster": k, "label": r.label, "parent": r.parent, "excluded": bool(r.excluded),
+                        "n_docs": int(r.n_docs), "n_tokens": int(r.n_tokens)}
+                       for k, r in enumerate(domains.itertuples(index=False))]}
+
+
+@dataclass
+class RunMixtureInputs:
+    """Everything ``mixture_inputs_from_run`` gathers for one run (used by the CLI and the app).
+
+    ``taxonomy``: the workspace taxonomy's export; None becomes the run's topic list
+    (``topic_list_taxonomy``), since per-document files need the meaning of their domain ids."""
+
+    domains: pd.DataFrame
+    documents: pd.DataFrame
+    parent_labels: dict[str, str]
+    metadata: dict[str, Any]
+    taxonomy: dict | None
+    notes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.taxonomy is None:
+            self.taxonomy = topic_list_taxonomy(self.domains, (self.metadata.get("clustering") or {}).get("run"))
+
+    def build(self, strategy: str, level: str = "topic", **kw) -> tuple[Mixture, pd.DataFrame]:
+        """The mixture and the assignments table for ``write_bundle`` (domain ids at ``level``)."""
+        mix = build_mixture(self.domains, strategy, level=level, parent_labels=self.parent_labels,
+                            metadata=self.metadata, **kw)
+        mix.warnings = list(self.notes) + mix.warnings
+        return mix, self.assignments(level)
+
+    def assignments(self, level: str = "topic") -> pd.DataFrame:
+        """Per-document rows for ``write_bundle``, with domain ids at ``level``."""
+        t = self.domains
+        domain_of = {i: topic_domain_id(i, p, bool(x), level) for i, p, x in zip(t["id"], t["parent"], t["excluded"])}
+        a = self.documents.copy()
+        a["domain_id"] = a["topic_id"].map(domain_of)
+        return a
+
+    def with_scores(self, X: np.ndarray, model, gis: bool = True) -> "RunMixtureInputs":
+        """A copy whose documents carry what assignments.parquet and the Dolma attributes record:
+        each document's probability of its cluster (kept when already there; else the model's
+        ``predict_proba``, or 1.0 for a model without one) and, with ``gis``, its GIS
+        (``gem.gis.gis_for_model``). ``X``: the documents' embeddings, in ``documents`` order."""
+        docs = self.documents.copy()
+        labels = docs["cluster"].to_numpy()
+        if "probability" not in docs.columns or not np.isfinite(docs["probability"].to_numpy(np.float64)).all():
+            if hasattr(model, "predict_proba"):
+                proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+                docs["probability"] = proba[np.arange(len(labels)), labels]
+            else:
+                docs["probability"] = 1.0
+        if gis:
+            from gem.gis import gis_for_model
+
+            docs["gis"] = gis_for_model(X, model, labels=labels)
+        return dataclasses.replace(self, documents=docs)
+
+
+def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixtureInputs:
+    """Gather a saved run's domains (stable taxonomy ids when the run is synced into the
+    workspace taxonomy, else "t<k>"), documents, GIS, and provenance for mixture.json."""
+    from gem.runs import load_run
+
+    run = load_run(ws, run_name)
+    model = run.model
+    corpus = ws.load_corpus()
+    notes: list[str] = []
+    mass = getattr(model, "weights_", None)
+    K = int(len(mass) if mass is not None else np.asarray(model.mean_directions_).shape[0])
+    topics, taxonomy = None, None
+    if Path(ws.taxonomy_db).exists():
+        from gem.taxonomy import Taxonomy
+
+        tax = Taxonomy(ws.taxonomy_db)
+        try:
+            topics = tax.topics(run=run_name)
+        except KeyError:
+            notes.append(f"run {run_name!r} is not synced into the taxonomy: domains use cluster ids t<k>")
+        taxonomy = tax.export_json()
+    domains, docs, parent_labels = run_domains(run.assignments, corpus, K, mass=mass, topics=topics)
+    params = dict(getattr(run, "params", {}) or {})
+    rep = run.representation
+    metadata = run_metadata(ws, rep, {"run": run_name, "method": getattr(run, "method", None),
+                                      "representation": rep, "n_clusters": K, "params": params})
+    inputs = RunMixtureInputs(domains, docs, parent_labels, metadata, taxonomy, notes)
+    if with_gis:
+        try:
+            X_all = ws.load_embeddings(rep, mmap=True)
+        except FileNotFoundError as exc:
+            notes.append(f"no GIS in assignments ({exc})")
+        else:
+            pos = pd.Index(corpus["id"].astype(str)).get_indexer(docs["id"])
+            inputs = inputs.with_scores(np.asarray(X_all[pos], dtype=np.float32), model)
+    return inputs
