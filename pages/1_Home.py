@@ -4,7 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from gem.corpus import NEAR_DUPLICATE_THRESHOLD, ingest_file, read_ingest_report
+from gem.embed import PRECISIONS, describe_precision
 from gem.plots import cosine_histogram
+from gem.store import read_json
 from pages import common
 
 st.title("GEM curation studio")
@@ -17,37 +20,74 @@ st.caption(
 st.header("Corpus")
 ws = common.workspace()
 limit_mb = st.get_option("server.maxUploadSize")
+DEDUP_LABELS = {
+    "exact": "drop exact copies",
+    "near": f"drop exact and near copies (Jaccard ≥ {NEAR_DUPLICATE_THRESHOLD:g})",
+    "none": "keep duplicates",
+}
+
+
+def _ingest_file(path: Path, display_name: str | None, dedup: str):
+    """A corpus file becomes its own workspace (in this server's workspaces folder), then the current one."""
+    new_ws, report = ingest_file(path, common.workspaces_root(), display_name=display_name, dedup=dedup)
+    return common.set_workspace(new_ws.root), report
+
+
+def _show_load(report, name: str, where) -> None:
+    """Plain text only: file names, ids and reasons come from the user's data."""
+    st.success("Corpus loaded.")
+    st.text(f"{name} -> workspace {where}")
+    if report is None:
+        st.text("(already ingested with this duplicate setting: the existing workspace was opened)")
+    elif report.n_rejected:
+        st.warning(
+            f"{report.n_records:,} records read: {report.n_accepted:,} accepted, {report.n_rejected:,} rejected "
+            "(see the ingest report below)."
+        )
+
+
 source = st.radio(
     "Open", ["Current workspace", "Upload a file", "Server-side path"], horizontal=True, key="home_source",
     help="The shipped sample opens by default, with embeddings and layouts ready.",
 )
+if source != "Current workspace":
+    dedup = st.radio(
+        "Duplicate texts", list(DEDUP_LABELS), format_func=DEDUP_LABELS.get, horizontal=True, key="home_dedup",
+        help="Texts are compared after Unicode NFKC normalisation, case folding and whitespace collapsing; the first "
+        f"copy is kept. Near: word 3-gram shingle sets with a MinHash-estimated Jaccard similarity ≥ "
+        f"{NEAR_DUPLICATE_THRESHOLD:g} (about one edited word in fifty). Dropped rows go to the rejects file as "
+        "'duplicate of <id>'. Copies inflate a topic's mass and fill its representatives.",
+    )
 if source == "Upload a file":
     upload = st.file_uploader(
         f"JSONL, CSV or Parquet with `id` and `text` columns (optional `source`, `category`); up to {limit_mb} MB",
         type=["jsonl", "json", "csv", "parquet"], key="home_upload",
     )
-    if upload is not None and st.session_state.get("home_ingested") != upload.file_id:
+    if upload is not None and st.session_state.get("home_ingested") != (upload.file_id, dedup):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(upload.name).name
             path.write_bytes(upload.getvalue())
             try:
                 with st.spinner("Validating the corpus…"):
-                    ws, report = common.ingest(path, display_name=upload.name)
-                st.session_state["home_ingested"] = upload.file_id
-                st.success(f"Loaded {upload.name} into workspace {ws.root}")
-                if report is not None and report.n_rejected:
-                    st.warning(report.summary())
+                    ws, report = _ingest_file(path, upload.name, dedup)
+                st.session_state["home_ingested"] = (upload.file_id, dedup)
+                _show_load(report, upload.name, ws.root)
             except (ValueError, OSError, KeyError) as exc:  # the loader's own message, app keeps running
                 st.error(f"{upload.name}: {exc}")
 elif source == "Server-side path":
     server_path = st.text_input("Path on the server (a corpus file, or a workspace folder)", key="home_path")
     if st.button("Open", key="home_open", disabled=not server_path):
         try:
+            path = Path(server_path).expanduser()
             with st.spinner("Validating the corpus…"):
-                ws, report = common.ingest(Path(server_path).expanduser())
-            st.success(f"Opened workspace {ws.root}")
-            if report is not None and report.n_rejected:
-                st.warning(report.summary())
+                if path.is_dir():  # a workspace folder opens as it is
+                    ws, report = common.ingest(path)
+                else:
+                    ws, report = _ingest_file(path, None, dedup)
+            if path.is_dir():
+                st.text(f"Opened workspace {ws.root}")
+            else:
+                _show_load(report, server_path, ws.root)
         except (ValueError, OSError, KeyError) as exc:
             st.error(f"{server_path}: {exc}")
 
@@ -67,6 +107,22 @@ if label_cols:
         cols = st.columns(len(label_cols))
         for col, name in zip(cols, label_cols):
             col.dataframe(frame[name].value_counts().rename("documents"), width="stretch")
+ingest_report = read_ingest_report(ws)
+if ingest_report is not None:
+    with st.expander(
+        f"Ingest report: {ingest_report.n_accepted:,} accepted, {ingest_report.n_rejected:,} rejected "
+        f"(duplicates: {ingest_report.dedup})",
+        expanded=bool(ingest_report.n_rejected),
+    ):
+        st.text(ingest_report.summary())
+        if ingest_report.n_rejected and ws.rejects_path.exists():
+            import pandas as pd
+
+            rejected = pd.read_json(ws.rejects_path, lines=True, nrows=1000, dtype=False)
+            cols = [c for c in ("file", "line", "row", "reason", "duplicate_of") if c in rejected.columns]
+            st.dataframe(rejected[cols], width="stretch", hide_index=True, key="home_rejects")
+            st.caption(f"First {min(len(rejected), 1000):,} rejects; all of them, with the records, are in the rejects file.")
+            st.text(str(ws.rejects_path))
 
 # ---------------------------------------------------------------------------- embedding
 st.header("Embeddings")
@@ -76,36 +132,60 @@ st.caption(
     "Embeddings are cached by text hash in the workspace."
 )
 reps = ws.representations()
-e1, e2 = st.columns([2, 1])
+e1, e2, e3 = st.columns([2, 1, 1])
 with e1:
     target = st.selectbox(
         "Representation to embed", ["final"] + [f"layer{i}" for i in range(1, 7)], key="home_embed_rep",
         help="MiniLM-L6 has 6 layers; layer 3 is a good cone for the collapse demo.",
     )
 with e2:
+    precision = st.selectbox(
+        "Precision", list(PRECISIONS), key="home_embed_precision",
+        help="auto: bfloat16 when this CPU has native bf16 (avx512_bf16 or amx_bf16), else float32: without "
+        "those instructions bf16 is emulated and slower than float32. Vectors agree to cosine ≥ 0.999.",
+    )
+with e3:
     st.write("")
     go_embed = st.button(
         "Re-embed" if target in reps else "Embed", key="home_embed", type="primary" if not reps else "secondary"
     )
+st.caption(f"Precision here: {describe_precision(precision)}.")
 if go_embed:
-    from gem.embed import embed_workspace
+    import time
+
+    from gem.embed import SentenceTransformerEmbedder, embed_workspace, parse_representation
 
     bar = st.progress(0.0, text=f"Embedding {len(frame):,} documents ({target})…")
+    clock: dict[str, float] = {}
 
     def _progress(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - clock.setdefault("start", time.perf_counter())  # from the first batch
         if total:
-            bar.progress(min(done / total, 1.0), text=f"Embedding ({target}): {done:,} / {total:,}")
+            rate = f" · {done / elapsed:,.0f} docs/s" if done and elapsed > 0 else ""
+            bar.progress(min(done / total, 1.0), text=f"Embedding ({target}): {done:,} / {total:,}{rate}")
 
     try:
-        embed_workspace(ws, representation=target, progress=_progress)
+        embedder = SentenceTransformerEmbedder(layer=parse_representation(target), precision=precision)
+        embed_workspace(ws, embedder, representation=target, progress=_progress)
         bar.progress(1.0, text=f"Embedded {len(frame):,} documents ({target})")
         common.forget_runs()
         reps = ws.representations()
     except (ValueError, OSError, KeyError) as exc:
         st.error(f"Embedding failed: {exc}")
+if target in reps:
+    meta_path = ws.embeddings_meta_path(target)
+    meta = read_json(meta_path) if meta_path.exists() else {}
+    if meta.get("docs_per_second"):
+        st.caption(
+            f"Last embedding of '{target}' on this server: {meta['n_encoded']:,} documents encoded in "
+            f"{meta['encode_seconds']:,.1f} s ({meta['docs_per_second']:,.0f} docs/s, {meta.get('precision')})."
+        )
 
 if not reps:
-    st.info("No embeddings yet: press Embed (about 200 short documents per second on 2 cores).")
+    st.info(
+        "No embeddings yet: press Embed. The speed depends on the machine (CPU cores, native bf16, text length); "
+        "the progress bar shows the rate measured while it runs."
+    )
     st.stop()
 
 # ---------------------------------------------------------------------------- anisotropy

@@ -183,7 +183,8 @@ e1, e2 = st.columns([1, 2])
 # no key: the default name follows the run, strategy and level (a keyed widget would keep a stale one)
 name = e1.text_input("Bundle name", value=f"{run_name}-{strategy}" + ("-parent" if level == "parent" else ""))
 formats = e2.multiselect("Formats", list(mx.FORMATS), default=list(mx.FORMATS), key="mx_formats")
-st.caption(common.plain("The same bundle from the command line: " + mx.export_command(ws.root, run_name, name, formats, **build)))
+st.caption("The same bundle from the command line:")
+st.code(mx.export_command(ws.root, run_name, name, formats, **build), language="bash")
 if st.button("Export bundle", type="primary", key="mx_export"):
     try:
         from gem.store import validate_name

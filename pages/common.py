@@ -22,7 +22,7 @@ Import it in a page as ``from pages import common``. Everything a page needs fro
   keywords) of a saved run, computed once and kept, one at a time, across pages.
 - ``author() -> str``: the curator's name (sidebar text box; session_state key ``gem_author``),
   for pages that record who did what (taxonomy edits, exports).
-- ``BALANCE_LEVELS`` / ``balance_label(v)`` / ``balance_control(...)``: the balance control's scale.
+- ``BALANCE_LEVELS`` / ``balance_label(v)``: the balance control's scale (named lambda stops).
 - ``plain(text)``: untrusted text escaped for st.error / st.warning / st.caption (no markdown).
 - ``embedded_workspace() -> (ws, representations)``: the workspace, or a pointer to the Home page
   and st.stop() when it has no embedded corpus (the preamble of every analysis page).
@@ -80,21 +80,6 @@ def balance_label(value: float | str) -> str:
         if lam == value:
             return f"{name} (λ = {lam:g})"
     return f"λ = {float(value):g}"
-
-
-def balance_control(key_prefix: str, default_auto: bool, default_lambda: float | str | None, help: str):
-    """The "Automatic balance" toggle over the named-lambda slider (keys ``<prefix>_auto`` and
-    ``<prefix>_lambda``; a ``default_lambda`` off the scale starts at "moderate"). Returns
-    ("auto" or the lambda, note): ``note`` is an empty slot under the slider for
-    ``show_auto_lambda`` once the fit has chosen lambda."""
-    auto = st.toggle("Automatic balance", value=default_auto, key=f"{key_prefix}_auto",
-                     help="GEM picks lambda from the fitted concentrations and cosine margins.")
-    levels = [lam for _, lam in BALANCE_LEVELS]
-    lam = st.select_slider("Balance strength", options=levels,
-                           value=default_lambda if default_lambda in levels else 1000.0,
-                           format_func=balance_label, key=f"{key_prefix}_lambda", disabled=auto, help=help)
-    note = st.empty()
-    return ("auto" if auto else float(lam)), note
 
 
 # ---------------------------------------------------------------------------- workspace
@@ -192,8 +177,9 @@ def corpus_ids(ws: Workspace | None = None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- the current fit
-# One current fit per session, shared by every page: its settings live in session_state under
-# these keys (drawn by ``fit_controls`` in the sidebar on every page), and the fit itself is a saved
+# One current fit per session, shared by every page: its settings live in plain session_state keys
+# (widget state is dropped whenever a run does not draw the widget; these must persist), set by the
+# sidebar widgets ``fit_controls`` draws on every page (keys ``w_<key>``), and the fit itself is a saved
 # run of the workspace named after them (gem.runs.FitSettings.slug), made by gem.runs.fit_run as
 # `gem fit` makes runs. The same visible settings always give the same run: a manual balance starts
 # from the "auto" run of the same K, seed and representation (never from whatever was fitted last).
@@ -256,20 +242,34 @@ def fit_settings(ws: Workspace | None = None, method: str = "gem"):
                        target=target if method == "gem" else None)
 
 
+def _keep(widget_key: str, state_key: str) -> None:
+    st.session_state[state_key] = st.session_state[widget_key]
+
+
 def fit_controls(ws: Workspace) -> None:
     """The current fit's settings (sidebar): representation, K, balance, seed."""
     reps = ws.representations() if ws.has_corpus() else []
     if not reps:
         return
     with st.expander("Current fit", expanded=True):
-        if st.session_state.get(KEY_FIT_REP) not in reps:
-            st.session_state[KEY_FIT_REP] = "final" if "final" in reps else reps[0]
-        st.selectbox("Representation", reps, key=KEY_FIT_REP, help="Embed more layers on the Home page.")
-        st.number_input("K (topics)", min_value=2, max_value=256, value=DEFAULT_K, step=1, key=KEY_FIT_K)
-        balance_control("fit", default_auto=True, default_lambda=DEFAULT_LAMBDA,
-                        help="How hard GEM pulls topic masses toward the target composition (the regulariser "
-                             "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
-        st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key=KEY_FIT_SEED)
+        rep = st.session_state.get(KEY_FIT_REP)
+        st.selectbox("Representation", reps, index=reps.index(rep) if rep in reps else
+                     (reps.index("final") if "final" in reps else 0), key=f"w_{KEY_FIT_REP}", on_change=_keep,
+                     args=(f"w_{KEY_FIT_REP}", KEY_FIT_REP), help="Embed more layers on the Home page.")
+        st.number_input("K (topics)", min_value=2, max_value=256, step=1, value=int(st.session_state.get(KEY_FIT_K, DEFAULT_K)),
+                        key=f"w_{KEY_FIT_K}", on_change=_keep, args=(f"w_{KEY_FIT_K}", KEY_FIT_K))
+        auto = st.toggle("Automatic balance", value=bool(st.session_state.get(KEY_FIT_AUTO, True)),
+                         key=f"w_{KEY_FIT_AUTO}", on_change=_keep, args=(f"w_{KEY_FIT_AUTO}", KEY_FIT_AUTO),
+                         help="GEM picks lambda from the fitted concentrations and cosine margins.")
+        levels = [lam for _, lam in BALANCE_LEVELS]
+        lam = st.session_state.get(KEY_FIT_LAMBDA, DEFAULT_LAMBDA)
+        st.select_slider("Balance strength", options=levels, value=lam if lam in levels else DEFAULT_LAMBDA,
+                         format_func=balance_label, disabled=auto, key=f"w_{KEY_FIT_LAMBDA}", on_change=_keep,
+                         args=(f"w_{KEY_FIT_LAMBDA}", KEY_FIT_LAMBDA),
+                         help="How hard GEM pulls topic masses toward the target composition (the regulariser "
+                              "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=int(st.session_state.get(KEY_FIT_SEED, 0)),
+                        key=f"w_{KEY_FIT_SEED}", on_change=_keep, args=(f"w_{KEY_FIT_SEED}", KEY_FIT_SEED))
         settings = fit_settings(ws)
         if settings.target is not None:
             st.caption("Target composition: custom (set on the Mixture page)")

@@ -3,6 +3,8 @@
 exclusions) following every re-fit into the Mixture page. Real GEM fits, real SQLite; no mocks."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -22,8 +24,9 @@ def _run_caption(at) -> str:
 
 
 def _set(at, **state):
-    """Change sidebar controls. AppTest drops the sidebar of an st.navigation app after its first
-    run (the browser tests drive the real widgets), so tests set the widgets' session keys."""
+    """Change the current fit's settings. AppTest drops the sidebar of an st.navigation app after
+    its first run (the browser tests drive the real widgets), so tests set the plain session keys
+    the sidebar widgets write (pages.common.KEY_FIT_*)."""
     for key, value in state.items():
         at.session_state[key] = value
     return at.run()
@@ -35,7 +38,7 @@ def test_one_current_fit_is_shared_by_every_page(app_test, synthetic_workspace):
     at = app_test(ws)
     at.session_state["fit_k"] = 5
     at.run()
-    assert at.number_input(key="fit_k").value == 5  # the sidebar control, drawn on every page
+    assert at.number_input(key="w_fit_k").value == 5  # the sidebar control, drawn on every page
     assert at.sidebar.text[-1].value == "gem-k5-auto-s0"  # the sidebar names the run
     seen = {}
     for page in ("pages/2_Clusters.py", "pages/3_Taxonomy.py", "pages/4_Mixture.py", "pages/5_Student.py"):
@@ -129,3 +132,76 @@ def test_a_new_session_reopens_the_workspace_in_the_address(app_test, synthetic_
     at2.query_params["ws"] = "../../etc"
     at2.run()
     assert at2.session_state["gem_workspace"] == str(synthetic_workspace.root)
+
+
+def _bundle_files(path) -> dict[str, bytes]:
+    """Every file of a bundle, with its creation time (and the checksums that cover it) blanked."""
+    import json
+    import re
+
+    out = {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        if f.suffix == ".json":
+            data = re.sub(rb'"(created_at|exported_at)": "[^"]*"', rb'"\1": ""', data)
+            if f.name == "MANIFEST.json":  # its checksums of the time-stamped files cover the stamps
+                obj = json.loads(data)
+                for stamped in ("mixture.json", "taxonomy.json"):
+                    obj["files"].pop(stamped)
+                data = json.dumps(obj, sort_keys=True).encode()
+        out[str(f.relative_to(path))] = data
+    return out
+
+
+@pytest.mark.slow
+def test_app_bundle_equals_the_cli_bundle(app_test, synthetic_workspace, tmp_path):
+    """The Mixture page's export and the `gem export` line it shows write the same bundle, byte for
+    byte apart from the creation time: same run, taxonomy ids, names, exclusions, GIS, weights."""
+    import shlex
+
+    from gem import mixture as mx
+    from gem.cli import main
+
+    ws = synthetic_workspace
+    at = app_test(ws)
+    at.session_state["fit_k"] = 4
+    at.session_state["gem_author"] = "alice"
+    at.run()
+    at.switch_page("pages/4_Mixture.py").run()
+    _clean(at, "mixture")
+    tax = Taxonomy(ws.taxonomy_db)
+    topics = tax.topics(run="gem-k4-auto-s0")
+    tid = topics["id"].iloc[0]
+    tax.update_topic(tid, tax.topic(tid)["version"], "alice", name='Space "quoted" <b>', excluded=True)
+    at.radio(key="mx_strategy").set_value("temperature").run()
+    at.number_input(key="mx_budget").set_value(2_000_000_000).run()
+    at.button(key="mx_export").click().run()
+    _clean(at, "export")
+    assert any("Wrote and validated" in s.value for s in at.success)
+    command = next(c.value for c in at.code if c.value.startswith("gem export"))
+    app_bundle = ws.exports_dir / "gem-k4-auto-s0-temperature"
+    report = mx.validate_bundle(app_bundle)
+    assert "taxonomy" in report["formats"] and "assignments" in report["formats"]
+
+    argv = shlex.split(command)[1:]
+    out = argv[argv.index("--out") + 1]
+    argv[argv.index("--out") + 1] = str(tmp_path / "cli")
+    assert out == str(app_bundle)
+    assert main(argv) == 0
+    app_files, cli_files = _bundle_files(app_bundle), _bundle_files(tmp_path / "cli")
+    assert app_files.keys() == cli_files.keys()
+    differ = [name for name in app_files if app_files[name] != cli_files[name]]
+    import difflib
+    detail = {n: list(difflib.unified_diff(app_files[n].decode(errors="replace").splitlines(),
+                                           cli_files[n].decode(errors="replace").splitlines(), lineterm="", n=0))[:8]
+              for n in differ}
+    assert not differ, f"these files differ between the app's and the CLI's bundle: {detail}"
+    # and the bundle carries the curator's decisions and finite scores
+    import pandas as pd
+
+    docs = pd.read_parquet(app_bundle / "assignments.parquet")
+    assert docs["gis"].notna().all() and docs["probability"].between(0, 1).all()
+    mix = json.loads((app_bundle / "mixture.json").read_text())
+    excluded = {d["id"]: d for d in mix["domains"]}[tid]
+    assert excluded["excluded"] and excluded["weight"] == 0 and excluded["label"] == 'Space "quoted" <b>'
+    assert mix["clustering"]["run"] == "gem-k4-auto-s0" and mix["clustering"]["params"]["k"] == 4
