@@ -45,14 +45,14 @@ def _app():
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["fit_k"] = 4  # the current fit's K (a sidebar control in the full app)
     at.run()
-    at.number_input(key="mx_k").set_value(4).run()
     return at
 
 
 def _lambda(at) -> float:
-    text = " ".join(c.value for c in at.caption)
-    return float(re.search(r"λ used = ([0-9.e+\-]+)", text).group(1))
+    text = " ".join(c.value for c in at.caption).replace("\\", "")  # captions escape markdown
+    return float(re.search(r"λ used = ([0-9.e+\-]+)", text).group(1).rstrip("."))
 
 
 def _weights(at) -> np.ndarray:
@@ -69,7 +69,9 @@ def test_mixture_page_balance_strategy_and_export(ws_env):
     # balanced weights follow the fitted mass; moving the balance control changes lambda and the weights
     at.radio(key="mx_strategy").set_value("balanced").run()
     lam0, w0 = _lambda(at), _weights(at)
-    at.select_slider(key="mx_lambda").set_value(100000.0).run()
+    at.session_state["fit_auto"] = False  # the sidebar's balance controls (pages.common.KEY_FIT_*)
+    at.session_state["fit_lambda"] = 100000.0
+    at.run()
     assert not at.exception, at.exception
     lam1, w1 = _lambda(at), _weights(at)
     assert lam1 == 100000.0 and lam0 != lam1
@@ -94,9 +96,9 @@ def test_mixture_page_balance_strategy_and_export(ws_env):
     # provenance of the session fit (mx.run_metadata): corpus hash, embedder, settings and lambda used
     obj = json.loads((bundle / "mixture.json").read_text(encoding="utf-8"))
     assert obj["corpus_fingerprint"] == "sha256:" + file_sha256(ws_env.corpus_path)
-    assert obj["embedding_model"] == "synthetic"
-    assert obj["clustering"]["run"] is None and obj["clustering"]["n_clusters"] == 4
-    assert obj["clustering"]["balance_used"] == lam1 and obj["clustering"]["params"]["balance"] == lam1
+    assert obj["embedding_model"] == {"name": None, "fingerprint": "synthetic"}
+    assert obj["clustering"]["run"] == "gem-k4-l100000-s0" and obj["clustering"]["n_clusters"] == 4
+    assert obj["clustering"]["params"]["balance"] == lam1 and obj["clustering"]["params"]["k"] == 4
 
 
 @pytest.mark.slow
@@ -127,8 +129,8 @@ def test_mixture_page_saved_run_uses_taxonomy_ids_and_parents(ws_env):
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["fit_k"] = 4
     at.run()
-    at.number_input(key="mx_k").set_value(4).run()
     at.selectbox(key="mx_source").set_value("r1").run()
     assert not at.exception, at.exception
     assert at.dataframe[-1].value["id"].tolist() == [m[k] for k in range(4)]  # stable taxonomy ids
@@ -148,10 +150,10 @@ def test_mixture_page_shows_the_taxonomy_names_of_the_session_fit(app_test, synt
     name = "Night <i>sky</i>"
     at = app_test(synthetic_workspace)
     at.session_state["gem_author"] = "alice"
+    at.session_state["fit_k"] = 4
     at.switch_page("pages/3_Taxonomy.py").run()
-    at.number_input(key="tx_k").set_value(4).run()
-    first = at.data_editor(key="tx_editor").value["id"].iloc[0]
-    at.session_state["tx_editor"] = {"edited_rows": {0: {"name": name}}, "added_rows": [], "deleted_rows": []}
+    first = at.data_editor(key="tx_editor_0").value["id"].iloc[0]
+    at.session_state["tx_editor_0"] = {"edited_rows": {0: {"name": name}}, "added_rows": [], "deleted_rows": []}
     at.run()
     assert not at.exception, at.exception
 
