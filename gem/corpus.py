@@ -10,16 +10,26 @@ extension, corrupt gzip/Parquet, CSV/Parquet without the text column, no record 
 ``CorpusError`` naming the file; the rejects file is written first so nothing is lost.
 
 Records without an id get ``"<file stem>:<line or row>"``: stable as long as the file is.
+
+Duplicates (``dedup``): texts are compared after ``normalize_text`` (Unicode NFKC, case folded,
+runs of whitespace collapsed to one space). ``"exact"`` (the default) drops every later copy of a
+normalised text; ``"near"`` also drops texts whose word-3-gram shingle sets have a MinHash-estimated
+Jaccard similarity >= ``NEAR_DUPLICATE_THRESHOLD`` (0.8) with an earlier kept text; ``"none"`` keeps
+them (exact copies are still reported as ``duplicate_groups``). The first occurrence is kept, and
+each dropped row goes to the rejects file with reason ``"duplicate of <id>"`` (near: plus the
+estimated similarity) and ``duplicate_of``, so ``n_records = n_accepted + n_rejected`` always.
 """
 from __future__ import annotations
 
 import csv
 import glob as globlib
 import gzip
+import hashlib
 import io
 import json
 import math
 import os
+import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -29,6 +39,14 @@ from typing import Iterator, Sequence
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".csv", ".parquet")
 DEFAULT_LABEL_FIELDS = ("source", "category")  # used when label_fields is None and present
 _MAX_RECORD_CHARS = 100_000  # cap on what a reject line echoes back
+INGEST_REPORT_NAME = "ingest_report.json"  # the LoadReport of the last ingest, in the workspace folder
+
+DEDUP_MODES = ("exact", "near", "none")
+DEFAULT_DEDUP = "exact"  # exact copies carry no information, inflate a topic's mass and fill its representatives
+NEAR_DUPLICATE_THRESHOLD = 0.8  # estimated Jaccard of word-3-gram shingle sets (one edited word in ~50)
+SHINGLE_WORDS = 3
+MINHASH_PERMUTATIONS = 120
+MINHASH_BANDS = 20  # 20 bands x 6 rows: a pair at Jaccard 0.8 becomes a candidate with p = 0.998
 
 
 class CorpusError(ValueError):
@@ -43,8 +61,11 @@ class LoadReport:
     n_rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # reject category -> count
     examples: list[str] = field(default_factory=list)  # first rejects as "file: line N: reason"
-    duplicate_groups: list[list[str]] = field(default_factory=list)  # ids sharing an exact text
-    n_duplicates_dropped: int = 0
+    duplicate_groups: list[list[str]] = field(default_factory=list)  # ids sharing a normalised text
+    dedup: str = "none"  # the mode used: "none", "exact" or "near"
+    near_threshold: float | None = None  # Jaccard threshold of dedup="near"
+    n_duplicates_dropped: int = 0  # exact + near copies dropped (they are counted in n_rejected too)
+    n_near_duplicates_dropped: int = 0
     n_generated_ids: int = 0
     tokens_computed: bool = False
     rejects_path: str | None = None
@@ -59,6 +80,11 @@ class LoadReport:
         d["n_duplicate_texts"] = self.n_duplicate_texts
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoadReport":
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
     def summary(self) -> str:
         lines = [
             f"read {self.n_records} records from {len(self.files)} file(s): "
@@ -68,9 +94,15 @@ class LoadReport:
             lines.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items())))
             lines.extend("  " + e for e in self.examples[:5])
         if self.duplicate_groups:
-            verb = "dropped" if self.n_duplicates_dropped else "kept (use --drop-duplicates to drop)"
+            verb = "kept (dedup none)" if self.dedup == "none" else "dropped"
             lines.append(
-                f"exact duplicate texts: {len(self.duplicate_groups)} groups, {self.n_duplicate_texts} extra copies {verb}"
+                f"exact duplicate texts (after NFKC, case folding, whitespace collapsing): "
+                f"{len(self.duplicate_groups)} groups, {self.n_duplicate_texts} extra copies {verb}"
+            )
+        if self.dedup == "near":
+            lines.append(
+                f"near duplicates (word {SHINGLE_WORDS}-gram Jaccard >= {self.near_threshold:g}, MinHash): "
+                f"{self.n_near_duplicates_dropped} dropped"
             )
         if self.n_generated_ids:
             lines.append(f"generated ids for {self.n_generated_ids} records without one")
@@ -87,6 +119,7 @@ class _Reject:
     category: str
     reason: str
     record: object = None
+    extra: dict | None = None  # more fields for the JSON line (duplicate_of, similarity)
 
     def message(self) -> str:
         return f"{self.file}: {self.where} {self.pos}: {self.reason}"
@@ -95,7 +128,7 @@ class _Reject:
         rec = self.record
         if isinstance(rec, str) and len(rec) > _MAX_RECORD_CHARS:
             rec = rec[:_MAX_RECORD_CHARS] + "...[truncated]"
-        return {"file": self.file, self.where: self.pos, "reason": self.reason, "record": rec}
+        return {"file": self.file, self.where: self.pos, "reason": self.reason, **(self.extra or {}), "record": rec}
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -310,23 +343,200 @@ def _parse_tokens(v, name: str) -> tuple[int | None, str | None]:
     return int(v), None
 
 
+# ---------------------------------------------------------------------------- duplicates
+def normalize_text(text: str) -> str:
+    """The form duplicates are compared in: Unicode NFKC, case folded, whitespace runs collapsed
+    to one space, no leading / trailing space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def text_fingerprints(texts: Sequence[str]):
+    """A 16-byte blake2b digest of each ``normalize_text(text)`` (numpy ``S16`` array): equal
+    exactly when the normalised texts are equal (up to a 2^-128 collision). Use it as the per-row
+    key that keeps copies of one text apart (``gem.gis.representatives(..., keys=)``)."""
+    import numpy as np
+
+    return np.array(
+        [hashlib.blake2b(normalize_text(t).encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts],
+        dtype="S16",
+    )
+
+
+def exact_duplicates(texts: Sequence[str]):
+    """For each row, the index of the first row with the same normalised text (its own index when
+    it is the first). The one exact-duplicate detector: ingest reports and drops with it."""
+    import numpy as np
+
+    keys = text_fingerprints(texts)
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)  # first occurrences
+    return first[inverse.reshape(-1)].astype(np.int64)
+
+
+def duplicate_groups(first_of) -> list:
+    """Row-index groups (each ascending, groups by first row) of the rows sharing one text,
+    from ``exact_duplicates``; singletons left out."""
+    import numpy as np
+
+    first_of = np.asarray(first_of)
+    rows = np.arange(first_of.size)
+    has_copy = np.zeros(first_of.size, dtype=bool)
+    has_copy[first_of[first_of != rows]] = True
+    members = np.flatnonzero(has_copy[first_of])
+    members = members[np.argsort(first_of[members], kind="stable")]
+    if members.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(first_of[members])) + 1
+    return [g for g in np.split(members, cuts)]
+
+
+def minhash_signatures(
+    texts: Sequence[str],
+    num_perm: int = MINHASH_PERMUTATIONS,
+    shingle_words: int = SHINGLE_WORDS,
+    seed: int = 0,
+    chunk_size: int = 8192,
+):
+    """MinHash signatures of the word-``shingle_words``-gram sets of the normalised texts.
+
+    Shingles are hashed by scikit-learn's ``HashingVectorizer`` (murmurhash3 into 2^30 buckets;
+    words = ``\\w+`` runs, so punctuation is ignored); permutation p is the multiply-shift hash
+    ``(a_p * h + b_p) mod 2^64 >> 32`` (``a_p`` odd). Returns (signatures uint32 (n, num_perm),
+    empty bool (n,)): texts with fewer than ``shingle_words`` words have no shingle and an
+    all-ones signature; only exact matching applies to them. Memory is the signatures
+    (4 * num_perm bytes per text) plus one chunk.
+    """
+    import numpy as np
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    hv = HashingVectorizer(
+        analyzer="word", ngram_range=(shingle_words, shingle_words), token_pattern=r"(?u)\b\w+\b",
+        preprocessor=normalize_text, n_features=1 << 30, alternate_sign=False, norm=None, binary=True,
+        dtype=np.float32,
+    )
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, np.iinfo(np.uint64).max, num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    b = rng.integers(0, np.iinfo(np.uint64).max, num_perm, dtype=np.uint64, endpoint=True)
+    texts = list(texts)
+    n = len(texts)
+    sig = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    empty = np.ones(n, dtype=bool)
+    block = 8  # permutations per pass: (nnz x 8) uint64 temporaries
+    shift = np.uint64(32)
+    for start in range(0, n, chunk_size):
+        X = hv.transform(texts[start : start + chunk_size])
+        counts = np.diff(X.indptr)
+        full = np.flatnonzero(counts > 0)
+        if full.size == 0:
+            continue
+        empty[start + full] = False
+        starts = X.indptr[:-1][full]
+        h = X.indices.astype(np.uint64)[:, None]
+        for p in range(0, num_perm, block):
+            with np.errstate(over="ignore"):
+                perm = ((h * a[None, p : p + block] + b[None, p : p + block]) >> shift).astype(np.uint32)
+            sig[start + full, p : p + block] = np.minimum.reduceat(perm, starts, axis=0)
+    return sig, empty
+
+
+def near_duplicates(
+    texts: Sequence[str],
+    threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    candidates=None,
+    num_perm: int = MINHASH_PERMUTATIONS,
+    bands: int = MINHASH_BANDS,
+    shingle_words: int = SHINGLE_WORDS,
+    seed: int = 0,
+):
+    """Near-duplicate rows, first occurrence kept. Returns (dup_of int64 (n,): the earlier kept row a
+    row duplicates, -1 when kept; similarity float (n,): its estimated Jaccard, NaN when kept).
+
+    MinHash LSH: ``bands`` bands of ``num_perm // bands`` rows; rows sharing a band bucket are
+    candidates (each paired with the bucket's first row, so a bucket costs its size, not its size
+    squared), and a candidate pair counts only when the share of equal signature entries (the
+    Jaccard estimate, standard deviation ~0.04 at 0.8 with 120 permutations) is >= ``threshold``.
+    Then, in row order, a row is dropped when it matches an earlier row that was kept. Time and
+    memory grow linearly with the number of texts (bounded by ``bands`` candidate pairs per text).
+    ``candidates``: bool mask of rows to consider (e.g. not already exact copies); others are kept.
+    """
+    import numpy as np
+
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"near-duplicate threshold must be in (0, 1], not {threshold}")
+    n = len(texts)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    similarity = np.full(n, np.nan)
+    rows = np.arange(n) if candidates is None else np.flatnonzero(np.asarray(candidates, dtype=bool))
+    if rows.size < 2:
+        return dup_of, similarity
+    sig, empty = minhash_signatures([texts[i] for i in rows], num_perm=num_perm, shingle_words=shingle_words, seed=seed)
+    live = np.flatnonzero(~empty)  # local indices (ascending, so "first" = earliest row)
+    r = max(1, num_perm // bands)
+    mult = np.random.default_rng(seed + 1).integers(1, np.iinfo(np.uint64).max, r, dtype=np.uint64) | np.uint64(1)
+    pairs = []
+    for band in range(bands):
+        cols = sig[live, band * r : (band + 1) * r].astype(np.uint64)
+        if cols.shape[1] == 0:
+            break
+        with np.errstate(over="ignore"):
+            key = (cols * mult[None, : cols.shape[1]]).sum(axis=1, dtype=np.uint64) ^ np.uint64(band)
+        order = np.argsort(key, kind="stable")
+        k = key[order]
+        new = np.r_[True, k[1:] != k[:-1]]
+        head = order[np.maximum.accumulate(np.where(new, np.arange(k.size), 0))]  # bucket's first row
+        same = ~new
+        if same.any():
+            pairs.append(np.stack([live[head[same]], live[order[same]]], axis=1))
+    if not pairs:
+        return dup_of, similarity
+    pairs = np.unique(np.concatenate(pairs), axis=0)  # sorted by (i, j); i < j
+    sim = np.empty(len(pairs))
+    for s in range(0, len(pairs), 65536):
+        p = pairs[s : s + 65536]
+        sim[s : s + 65536] = (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1)
+    ok = sim >= threshold - 1e-12
+    pairs, sim = pairs[ok], sim[ok]
+    order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later row, then earlier row
+    local_dup = np.full(rows.size, -1, dtype=np.int64)
+    for (i, j), v in zip(pairs[order].tolist(), sim[order].tolist()):
+        if local_dup[j] == -1 and local_dup[i] == -1:  # j matches an earlier row that was kept
+            local_dup[j] = i
+            similarity[rows[j]] = v
+    hit = local_dup >= 0
+    dup_of[rows[hit]] = rows[local_dup[hit]]
+    return dup_of, similarity
+
+
 def load_corpus(
     inputs,
     text_field: str = "text",
     id_field: str | None = "id",
     label_fields: Sequence[str] | None = None,
     tokens_field: str | None = None,
-    drop_duplicates: bool = False,
+    drop_duplicates: bool | None = None,
     rejects_path: str | os.PathLike | None = None,
     model_path: str | os.PathLike | None = None,
+    dedup: str = DEFAULT_DEDUP,
+    near_threshold: float = NEAR_DUPLICATE_THRESHOLD,
 ):
     """Read, validate and combine corpus files. Returns (pandas.DataFrame, LoadReport).
 
     inputs: a file, folder or glob (or a list of them). label_fields None = those of
     ``("source", "category")`` that occur. tokens_field None = count tokens with the model's
     tokenizer (``gem.embed.count_tokens``).
+    dedup: "exact" (default) drops later copies of a normalised text, "near" also drops texts
+    whose estimated word-3-gram Jaccard with an earlier kept text is >= ``near_threshold``, "none"
+    keeps them (exact copies are still reported). Dropped rows go to the rejects file with reason
+    ``"duplicate of <id>"``. ``drop_duplicates`` is the old switch: True = "exact", False = "none".
     """
+    import numpy as np
     import pandas as pd
+
+    if drop_duplicates is not None:
+        dedup = "exact" if drop_duplicates else "none"
+    if dedup not in DEDUP_MODES:
+        raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
 
     files = resolve_inputs(inputs)
     stems = [_stem(f) for f in files]
@@ -334,7 +544,8 @@ def load_corpus(
         common = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
         stems = [str(f.resolve().relative_to(common).with_name(_stem(f)).as_posix()) for f in files]
 
-    report = LoadReport(files=[str(f) for f in files])
+    report = LoadReport(files=[str(f) for f in files], dedup=dedup,
+                        near_threshold=float(near_threshold) if dedup == "near" else None)
     rejects: list[_Reject] = []
     cols: dict[str, list] = {"id": [], "text": []}
     origins: list[tuple[str, str, int]] = []  # (file, "line"/"row", position) of accepted rows
@@ -426,12 +637,7 @@ def load_corpus(
                     f"{fname}: no record accepted out of {report.n_records - records_before}; first problem: {first_problem}"
                 )
     finally:
-        report.n_rejected = len(rejects)
-        report.reasons = dict(Counter(r.category for r in rejects))
-        report.examples = [r.message() for r in rejects[:20]]
-        if rejects_path is not None:
-            _write_rejects(rejects_path, rejects)
-            report.rejects_path = str(rejects_path)
+        _finish_rejects(report, rejects, rejects_path)
 
     frame = pd.DataFrame({"id": cols["id"], "text": cols["text"]})
     for k in label_fields:
@@ -444,28 +650,38 @@ def load_corpus(
                 f"label field(s) {missing} occur in no record of {', '.join(report.files)}; check --label-field"
             )
 
-    # exact duplicate texts: report groups; drop all but the first copy only on request
-    dup_mask = frame["text"].duplicated(keep=False)
-    if dup_mask.any():
-        groups = frame.loc[dup_mask].groupby("text", sort=False)["id"].agg(list)
-        report.duplicate_groups = [list(g) for g in groups]
-        if drop_duplicates:
-            extra = frame["text"].duplicated(keep="first")
-            first_id = dict(zip(groups.index, (g[0] for g in groups)))
-            for i in map(int, extra.to_numpy().nonzero()[0]):
-                doc_id, text = frame.at[i, "id"], frame.at[i, "text"]
-                fname, where, pos = origins[i]
-                rejects.append(
-                    _Reject(fname, where, pos, "duplicate text", f"duplicate text of id {first_id[text]!r} (dropped on request)",
-                            {"id": doc_id, "text": text})
-                )
-            report.n_duplicates_dropped = int(extra.sum())
-            keep = ~extra.to_numpy()
-            frame = frame.loc[keep].reset_index(drop=True)
-            if tokens_field:
-                tokens = [t for t, k in zip(tokens, keep) if k]
-            if rejects_path is not None:
-                _write_rejects(rejects_path, rejects)
+    # duplicates: exact copies (normalised text) are always reported; dedup decides what is dropped
+    texts = frame["text"].tolist()
+    ids = frame["id"].tolist()
+    first_of = exact_duplicates(texts)
+    report.duplicate_groups = [[ids[i] for i in g] for g in duplicate_groups(first_of)]
+    drop: dict[int, tuple[int, float | None]] = {}  # row -> (row it duplicates, estimated Jaccard)
+    if dedup in ("exact", "near"):
+        for i in np.flatnonzero(first_of != np.arange(len(first_of))).tolist():
+            drop[i] = (int(first_of[i]), None)
+    if dedup == "near":
+        dup_of, similarity = near_duplicates(texts, threshold=near_threshold, candidates=first_of == np.arange(len(first_of)))
+        for i in np.flatnonzero(dup_of >= 0).tolist():
+            drop[i] = (int(dup_of[i]), float(similarity[i]))
+        report.n_near_duplicates_dropped = int((dup_of >= 0).sum())
+    if drop:
+        for i in sorted(drop):
+            j, sim = drop[i]
+            fname, where, pos = origins[i]
+            reason = f"duplicate of {ids[j]}"
+            extra = {"duplicate_of": ids[j]}
+            if sim is not None:
+                reason += f" (near: estimated Jaccard {sim:.2f} >= {near_threshold:g})"
+                extra["similarity"] = round(sim, 4)
+            rejects.append(_Reject(fname, where, pos, "near duplicate" if sim is not None else "duplicate", reason,
+                                   {"id": ids[i], "text": texts[i]}, extra))
+        report.n_duplicates_dropped = len(drop)
+        keep = np.ones(len(frame), dtype=bool)
+        keep[list(drop)] = False
+        frame = frame.loc[keep].reset_index(drop=True)
+        if tokens_field:
+            tokens = [t for t, k in zip(tokens, keep) if k]
+        _finish_rejects(report, rejects, rejects_path)
 
     if tokens_field:
         frame["n_tokens"] = pd.Series(tokens, dtype="int64")
@@ -476,8 +692,18 @@ def load_corpus(
         report.tokens_computed = True
     frame["id"] = frame["id"].astype("str")
     frame["text"] = frame["text"].astype("str")
-    report.n_accepted = len(frame)  # n_records = n_accepted + n_rejected + n_duplicates_dropped
+    report.n_accepted = len(frame)  # n_records = n_accepted + n_rejected (dropped duplicates are rejects)
     return frame, report
+
+
+def _finish_rejects(report: LoadReport, rejects: list[_Reject], rejects_path) -> None:
+    """Counts, reasons and examples of the rejects into the report; write the rejects file."""
+    report.n_rejected = len(rejects)
+    report.reasons = dict(Counter(r.category for r in rejects))
+    report.examples = [r.message() for r in rejects[:20]]
+    if rejects_path is not None:
+        _write_rejects(rejects_path, rejects)
+        report.rejects_path = str(rejects_path)
 
 
 def _write_rejects(path, rejects: list[_Reject]) -> None:
@@ -496,9 +722,47 @@ def _write_rejects(path, rejects: list[_Reject]) -> None:
 
 
 def ingest(inputs, ws, **opts) -> LoadReport:
-    """Load ``inputs`` and write the workspace corpus and its rejects file atomically."""
-    from .store import write_parquet_atomic
+    """Load ``inputs`` (``load_corpus`` options in ``opts``, e.g. ``dedup=``) and write the workspace
+    corpus, its rejects file and the load report (``ingest_report.json``) atomically."""
+    from .store import write_json_atomic, write_parquet_atomic
 
     frame, report = load_corpus(inputs, rejects_path=ws.rejects_path, **opts)
     write_parquet_atomic(ws.corpus_path, frame)
+    write_json_atomic(ingest_report_path(ws), report.to_dict())
     return report
+
+
+def ingest_report_path(ws) -> Path:
+    return Path(ws.root) / INGEST_REPORT_NAME
+
+
+def read_ingest_report(ws) -> LoadReport | None:
+    """The report of the ingest that wrote this workspace's corpus, or None (older workspace, sample)."""
+    from .store import read_json
+
+    path = ingest_report_path(ws)
+    if not path.exists():
+        return None
+    try:
+        return LoadReport.from_dict(read_json(path))
+    except (ValueError, TypeError, OSError):
+        return None
+
+
+def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFAULT_DEDUP, **opts):
+    """Ingest one corpus file into its own workspace under ``parent``, named after the file
+    (``display_name`` for uploads), its content hash and the dedup mode, so each (file, mode) is
+    ingested once. Returns (Workspace, LoadReport, or None when that workspace already existed)."""
+    from .store import Workspace, file_sha256, validate_name
+
+    path = Path(path)
+    if dedup not in DEDUP_MODES:
+        raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(display_name or path.name).stem)[:40] or "corpus"
+    ws = Workspace(Path(parent) / validate_name(f"{stem}-{file_sha256(path)[:10]}-{dedup}", "workspace name"))
+    if ws.has_corpus():
+        return ws, None
+    ws.root.mkdir(parents=True, exist_ok=True)
+    return ws, ingest([str(path)], ws, dedup=dedup, **opts)

@@ -299,17 +299,31 @@ def topic_table(
     return frame
 
 
-def representatives(labels: np.ndarray, gis: np.ndarray, top: int = 10) -> dict[int, np.ndarray]:
+def representatives(labels: np.ndarray, gis: np.ndarray, top: int = 10, keys: np.ndarray | None = None) -> dict[int, np.ndarray]:
     """Row indices of the ``top`` highest-GIS members of each non-empty cluster, GIS descending
-    (ties broken by row index, so the result is deterministic)."""
+    (ties broken by row index, so the result is deterministic).
+
+    keys: optional per-row key (e.g. ``gem.corpus.text_fingerprints(texts)``, a hash of the
+    normalised text); a row whose key was already taken in its cluster is skipped, so copies of
+    one text never fill a topic's representatives (the highest-GIS copy stands for them all).
+    """
     labels = np.asarray(labels)
     gis = np.asarray(gis, dtype=np.float64)
     if labels.shape != gis.shape:
         raise ValueError(f"labels {labels.shape} and gis {gis.shape} must have the same shape")
     order = np.lexsort((np.arange(labels.size), -gis, labels))  # by cluster, then GIS desc
+    if keys is not None:
+        keys = np.asarray(keys)
+        if keys.shape[:1] != labels.shape:
+            raise ValueError(f"keys {keys.shape} must have one entry per row ({labels.shape})")
+        _, codes = np.unique(keys, return_inverse=True)
+        _, cluster_codes = np.unique(labels, return_inverse=True)
+        pair = cluster_codes.reshape(-1).astype(np.int64)[order] * (int(codes.max()) + 1) + codes.reshape(-1)[order]
+        _, first = np.unique(pair, return_index=True)  # first (highest-GIS) row of each (cluster, key)
+        order = order[np.sort(first)]
     sorted_labels = labels[order]
     out: dict[int, np.ndarray] = {}
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if labels.size else []
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if order.size else []
     for s in starts:
         k = int(sorted_labels[s])
         e = s + int(np.searchsorted(sorted_labels[s:], k, side="right"))
@@ -524,7 +538,10 @@ def analyze(
     gis = document_gis(Xn, labels, proba, M, kappa, beta=beta, n_neighbors=n_neighbors, max_reference=max_reference)
     table = topic_table(X, labels, gis, M, kappa, getattr(model, "weights_", None), n_tokens)
     keywords = topic_keywords(list(texts), labels, gis, n_keywords=n_keywords)
-    reps = representatives(labels, gis, top=top)
+    from .corpus import text_fingerprints
+
+    # copies of one text (after normalisation) count once among a topic's representatives
+    reps = representatives(labels, gis, top=top, keys=text_fingerprints(texts))
     table["keywords"] = [keywords.get(int(k), []) for k in table["cluster"]]
     table["provisional_name"] = [provisional_name(kw) for kw in table["keywords"]]
     ids_arr = np.asarray([str(i) for i in ids], dtype=object) if ids is not None else np.arange(n).astype(str)

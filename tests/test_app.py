@@ -137,12 +137,80 @@ def test_upload_with_some_bad_rows_loads_the_rest_and_reports_them(app_test, syn
     assert len(at.warning) == 1 and "1 rejected" in at.warning[0].value
 
 
-def test_good_upload_becomes_the_workspace(app_test, synthetic_workspace):
-    at = app_test(synthetic_workspace)
+def _upload(app_test, ws, name: str, rows: list[dict], dedup: str | None = None):
+    """The Home page after uploading ``rows`` as a JSONL file (with the duplicate setting ``dedup``)."""
+    at = app_test(ws)
     at.run()
     at.radio(key="home_source").set_value("Upload a file").run()
-    rows = "".join(json.dumps({"id": f"u{i}", "text": f"uploaded document number {i}"}) + "\n" for i in range(5))
-    at.file_uploader[0].upload("mine.jsonl", rows.encode()).run()
+    if dedup is not None:
+        at.radio(key="home_dedup").set_value(dedup).run()
+    at.file_uploader[0].upload(name, "".join(json.dumps(r) + "\n" for r in rows).encode()).run()
+    return at
+
+
+UPLOADED = [{"id": f"u{i}", "text": f"uploaded document number {i}"} for i in range(5)]
+
+
+def test_good_upload_becomes_the_workspace(app_test, synthetic_workspace):
+    at = _upload(app_test, synthetic_workspace, "mine.jsonl", UPLOADED)
     _assert_clean(at, "upload")
     assert _metrics(at)["documents"] == ["5"]
     assert at.session_state["gem_workspace"] != str(synthetic_workspace.root)
+
+
+def _rejects_table(at):
+    (table,) = [d.value for d in at.dataframe if "reason" in d.value.columns]
+    return table
+
+
+def _markdown_values(at) -> list[str]:
+    return [e.value for kind in ("markdown", "success", "warning", "info", "error", "caption") for e in at.get(kind)]
+
+
+def test_upload_drops_duplicates_and_shows_the_report_as_plain_text(app_test, synthetic_workspace):
+    boiler = "Accept **cookies** <b>now</b>: this site uses cookies."
+    rows = UPLOADED[:4] + [{"id": f"**c{i}**", "text": boiler if i % 2 else boiler.upper()} for i in range(5)]
+    at = _upload(app_test, synthetic_workspace, "dups.jsonl", rows)
+    _assert_clean(at, "upload")
+    assert at.radio(key="home_dedup").value == "exact"  # the default
+    assert _metrics(at)["documents"] == ["5"]  # four documents and one copy of the boilerplate
+    assert len(at.warning) == 1 and "4 rejected" in at.warning[0].value
+    texts = "\n".join(t.value for t in at.text)
+    assert "exact duplicate texts (after NFKC, case folding, whitespace collapsing): 1 groups, 4 extra copies dropped" in texts
+    assert "duplicate of **c0**" in texts  # ids shown verbatim, as plain text
+    table = _rejects_table(at)
+    assert table["reason"].tolist() == ["duplicate of **c0**"] * 4 and table["line"].tolist() == [6, 7, 8, 9]
+    assert not any("c0" in v or "cookies" in v for v in _markdown_values(at))  # no user string as markdown
+    # no hard-coded speed promise: the rate is measured
+    assert not any("per second" in v for v in _markdown_values(at))
+    assert any("depends on the machine" in i.value for i in at.info)
+
+    at.radio(key="home_dedup").set_value("none").run()  # same upload, keep duplicates: its own workspace
+    _assert_clean(at, "dedup none")
+    assert _metrics(at)["documents"] == ["9"]
+
+
+def test_upload_near_duplicates(app_test, synthetic_workspace):
+    words = [f"w{i}" for i in range(60)]
+    edited = words[:30] + ["edited"] + words[31:]
+    rows = [{"id": "a", "text": " ".join(words)}, {"id": "b", "text": "something else"},
+            {"id": "c", "text": " ".join(edited)}]
+    at = _upload(app_test, synthetic_workspace, "near.jsonl", rows, dedup="near")
+    _assert_clean(at, "near upload")
+    assert _metrics(at)["documents"] == ["2"]
+    assert _rejects_table(at)["duplicate_of"].tolist() == ["a"]
+
+
+@pytest.mark.slow  # loads the real MiniLM
+def test_home_embeds_with_the_chosen_precision_and_reports_the_measured_rate(app_test, synthetic_workspace):
+    at = _upload(app_test, synthetic_workspace, "mine.jsonl", UPLOADED)
+    assert at.selectbox(key="home_embed_precision").options == ["auto", "bfloat16", "float32"]
+    at.selectbox(key="home_embed_precision").set_value("float32").run()
+    assert any(c.value == "Precision here: float32 (chosen)." for c in at.caption)
+    at.button(key="home_embed").click().run()
+    _assert_clean(at, "embed")
+    rate = [c.value for c in at.caption if c.value.startswith("Last embedding of 'final'")]
+    assert len(rate) == 1 and "5 documents encoded" in rate[0] and "docs/s, float32)" in rate[0]
+    ws = at.session_state["gem_workspace"]
+    meta = json.loads((__import__("pathlib").Path(ws) / "embeddings" / "final.json").read_text())
+    assert meta["precision"] == "float32" and meta["precision_requested"] == "float32"

@@ -138,3 +138,78 @@ def test_layout_computes_caches_and_reuses(tmp_path, capsys):
     assert get_layout(ws, "final", "sphere", compute=False) is not None
     assert main(["layout", "-w", str(ws.root), "--kind", "2d"]) == 0  # cached: no recompute, same ids
     assert get_layout(ws, "final", "2d", compute=False).ids.tolist() == two_d.ids.tolist()
+
+
+def _dup_corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    base = [f"w{int(i)}" for i in rng.integers(0, 5000, 60)]
+    near = base.copy()
+    near[30] = "edited"  # Jaccard 55/61 = 0.90 with the original
+    docs = DOCS + [
+        {"id": "b1", "text": " ".join(base), "source": "web"},
+        {"id": "b2", "text": "  " + " ".join(base).upper(), "source": "web"},  # exact after normalisation
+        {"id": "b3", "text": " ".join(near), "source": "web"},
+    ]
+    path = tmp_path / "dups.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def _rejects(ws):
+    return [json.loads(line) for line in (ws / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_ingest_dedup_flag(tmp_path, capsys):
+    path = _dup_corpus(tmp_path)
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(path), "-w", str(ws)]) == 0  # default: exact
+    out = capsys.readouterr().out
+    assert "8 records from 1 file(s): 7 accepted, 1 rejected" in out and "1 extra copies dropped" in out
+    assert [(r["line"], r["reason"]) for r in _rejects(ws)] == [(7, "duplicate of b1")]
+
+    assert main(["ingest", str(path), "-w", str(ws), "--dedup", "near", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_accepted"] + report["n_rejected"] == report["n_records"] == 8
+    assert report["n_accepted"] == 6 and report["dedup"] == "near" and report["n_near_duplicates_dropped"] == 1
+    rejects = _rejects(ws)
+    assert [(r["file"], r["line"], r["duplicate_of"]) for r in rejects] == [(str(path), 7, "b1"), (str(path), 8, "b1")]
+    assert rejects[1]["reason"].startswith("duplicate of b1 (near: estimated Jaccard")
+
+    assert main(["ingest", str(path), "-w", str(ws), "--dedup", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "8 accepted, 0 rejected" in out and "1 groups, 1 extra copies kept" in out
+    assert main(["ingest", str(path), "-w", str(ws), "--drop-duplicates"]) == 0  # the old flag = exact
+    assert "7 accepted, 1 rejected" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dedup", "exact", "--near-threshold", "0.9"], "--near-threshold applies to --dedup near only"),
+    (["--dedup", "near", "--near-threshold", "1.5"], "--near-threshold must be in (0, 1]"),
+    (["--dedup", "none", "--drop-duplicates"], "--drop-duplicates means --dedup exact"),
+])
+def test_ingest_dedup_bad_options(tmp_path, argv, message, capsys):
+    path = _dup_corpus(tmp_path)
+    assert main(["ingest", str(path), "-w", str(tmp_path / "ws"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_embed_precision_flag(tmp_path, corpus_file, capsys, monkeypatch):
+    import gem.embed
+
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(corpus_file), "-w", str(ws)]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["embed", "-w", str(ws), "--precision", "fp16"])
+    assert exc.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+    monkeypatch.setattr(gem.embed, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))  # no native bf16
+    assert main(["embed", "-w", str(ws), "--precision", "auto", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "float32 (auto: no native bf16" in out and "docs/s" in out
+    meta = json.loads((ws / "embeddings" / "final.json").read_text())
+    assert meta["precision"] == "float32" and meta["precision_requested"] == "auto"
+    assert main(["embed", "-w", str(ws), "--precision", "bfloat16", "--no-cache"]) == 0
+    meta = json.loads((ws / "embeddings" / "final.json").read_text())
+    assert meta["precision"] == meta["precision_requested"] == "bfloat16"
+    capsys.readouterr()
+    assert main(["info", "-w", str(ws), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["embeddings"]["final"]["precision"] == "bfloat16"

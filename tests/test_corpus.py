@@ -4,12 +4,15 @@ from __future__ import annotations
 import gzip
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gem.corpus import CorpusError, ingest, load_corpus
+from gem.corpus import (
+    CorpusError, ingest, ingest_file, load_corpus, near_duplicates, normalize_text, read_ingest_report,
+)
 from gem.store import Workspace
 
 
@@ -183,18 +186,107 @@ def test_tokens_field_validation(tmp_path):
 def test_duplicate_texts_reported_and_dropped_on_request(tmp_path):
     recs = [{"id": f"r{i}", "text": t} for i, t in enumerate(["alpha", "beta", "alpha", "gamma", "alpha", "beta"])]
     path = write_jsonl(tmp_path / "dup.jsonl", recs)
-    frame, report = load_corpus(path, tokens_field=None)
-    assert len(frame) == 6  # reported, kept by default
+    frame, report = load_corpus(path, tokens_field=None, dedup="none")
+    assert len(frame) == 6  # reported, kept with dedup="none"
     assert sorted(map(sorted, report.duplicate_groups)) == [["r0", "r2", "r4"], ["r1", "r5"]]
     assert report.n_duplicate_texts == 3 and report.n_duplicates_dropped == 0
+    assert "kept (dedup none)" in report.summary()
 
-    frame, report = load_corpus(path, drop_duplicates=True, rejects_path=tmp_path / "r.jsonl")
-    assert frame["id"].tolist() == ["r0", "r1", "r3"]
-    assert report.n_duplicates_dropped == 3
-    assert report.n_records == report.n_accepted + report.n_rejected + report.n_duplicates_dropped
-    dropped = read_rejects(tmp_path / "r.jsonl")
-    assert [(r["line"], r["record"]["id"]) for r in dropped] == [(3, "r2"), (5, "r4"), (6, "r5")]
-    assert dropped[0]["reason"].startswith("duplicate text of id 'r0'")
+    for kwargs in ({}, {"dedup": "exact"}, {"drop_duplicates": True}):  # exact is the default
+        frame, report = load_corpus(path, rejects_path=tmp_path / "r.jsonl", **kwargs)
+        assert frame["id"].tolist() == ["r0", "r1", "r3"]
+        assert report.n_duplicates_dropped == 3 and report.n_rejected == 3 and report.reasons == {"duplicate": 3}
+        assert report.n_records == report.n_accepted + report.n_rejected == 6
+        dropped = read_rejects(tmp_path / "r.jsonl")
+        assert [(r["line"], r["record"]["id"], r["reason"]) for r in dropped] == [
+            (3, "r2", "duplicate of r0"), (5, "r4", "duplicate of r0"), (6, "r5", "duplicate of r1"),
+        ]
+        assert all(r["file"] == str(path) and r["duplicate_of"] in ("r0", "r1") for r in dropped)
+
+
+def test_exact_duplicates_compare_normalised_text(tmp_path):
+    texts = [
+        "Terms of Service: by using this site you agree.",
+        "terms   of service: BY USING this site\tyou agree.\n",  # case and whitespace
+        "Ｔｅｒｍｓ of Service: by using this site you agree.",  # fullwidth letters (NFKC)
+        "Terms of Service: by using this site you agree!",  # different punctuation: not exact
+        "A different document altogether.",
+    ]
+    path = write_jsonl(tmp_path / "n.jsonl", [{"id": f"t{i}", "text": t} for i, t in enumerate(texts)])
+    frame, report = load_corpus(path, tokens_field=None, rejects_path=tmp_path / "r.jsonl")
+    assert frame["id"].tolist() == ["t0", "t3", "t4"]
+    assert report.duplicate_groups == [["t0", "t1", "t2"]]
+    rejects = read_rejects(tmp_path / "r.jsonl")
+    assert [(r["file"], r["line"], r["reason"]) for r in rejects] == [
+        (str(path), 2, "duplicate of t0"), (str(path), 3, "duplicate of t0"),
+    ]
+    assert normalize_text(texts[2]) == normalize_text(texts[0]) == "terms of service: by using this site you agree."
+
+
+def _words(rng, n):
+    return [f"w{int(i)}" for i in rng.integers(0, 5000, n)]
+
+
+def test_near_duplicates_dropped_first_kept_with_rejects_lines(tmp_path):
+    rng = np.random.default_rng(1)
+    base = _words(rng, 80)
+    edited = base.copy()
+    edited[40] = "changed"  # one word in 80: 3 of 78 shingles differ, Jaccard 75/81 = 0.93
+    far = base.copy()
+    far[10:30] = _words(rng, 20)  # a quarter rewritten: Jaccard ~0.6, kept
+    others = [" ".join(_words(rng, 60)) for _ in range(30)]
+    texts = others[:10] + [" ".join(base), " ".join(far)] + others[10:20] + [" ".join(edited).upper()] + others[20:]
+    recs = [{"id": f"n{i}", "text": t} for i, t in enumerate(texts)]
+    path = write_jsonl(tmp_path / "near.jsonl", recs)
+    frame, report = load_corpus(path, tokens_field=None, dedup="near", rejects_path=tmp_path / "r.jsonl")
+    assert report.n_records == report.n_accepted + report.n_rejected == len(texts)
+    assert report.n_near_duplicates_dropped == 1 and report.reasons == {"near duplicate": 1}
+    assert "n22" not in set(frame["id"]) and {"n10", "n11"} <= set(frame["id"])
+    (rej,) = read_rejects(tmp_path / "r.jsonl")
+    assert rej["file"] == str(path) and rej["line"] == 23 and rej["duplicate_of"] == "n10"
+    assert rej["reason"].startswith("duplicate of n10 (near: estimated Jaccard ") and rej["similarity"] >= 0.8
+    assert "near duplicates (word 3-gram Jaccard >= 0.8, MinHash): 1 dropped" in report.summary()
+    # exact dedup keeps the edited copy; a stricter threshold too
+    frame, _ = load_corpus(path, tokens_field=None, dedup="exact")
+    assert len(frame) == len(texts)
+    frame, _ = load_corpus(path, tokens_field=None, dedup="near", near_threshold=0.99)
+    assert len(frame) == len(texts)
+
+
+def test_near_duplicates_recall_precision_and_first_occurrence_kept():
+    rng = np.random.default_rng(2)
+    texts = [" ".join(_words(rng, int(rng.integers(40, 120)))) for _ in range(3000)]
+    planted = {}
+    for j in range(3000, 3200):  # copies with one word replaced: Jaccard >= 0.87
+        src = int(rng.integers(0, 3000))
+        w = texts[src].split()
+        w[int(rng.integers(0, len(w)))] = "edit"
+        texts.append(" ".join(w))
+        planted[j] = src
+    dup_of, sim = near_duplicates(texts)
+    found = {int(i): int(dup_of[i]) for i in np.flatnonzero(dup_of >= 0)}
+    assert set(found) <= set(planted)  # no unrelated text dropped, no first occurrence dropped
+    assert len(found) >= 0.97 * len(planted)  # MinHash LSH misses at most a few
+    assert all(found[j] == planted[j] for j in found)  # the original, not an earlier dropped copy
+    assert np.nanmin(sim) >= 0.8
+
+
+def test_dedup_mode_is_checked(tmp_path):
+    path = write_jsonl(tmp_path / "g.jsonl", GOOD)
+    with pytest.raises(ValueError, match="dedup must be one of"):
+        load_corpus(path, tokens_field="n", dedup="fuzzy")
+
+
+def test_ingest_file_names_the_workspace_by_content_and_dedup(tmp_path):
+    path = write_jsonl(tmp_path / "my corpus.jsonl", GOOD + [GOOD[0] | {"id": "copy"}])
+    ws, report = ingest_file(path, tmp_path / "spaces", tokens_field="n")
+    assert ws.root.parent == tmp_path / "spaces" and ws.root.name.endswith("-exact")
+    assert ws.root.name.startswith("my_corpus-") and report.n_accepted == 3 and report.n_rejected == 1
+    assert read_ingest_report(ws).to_dict() == report.to_dict()  # persisted for the app
+    again, none = ingest_file(path, tmp_path / "spaces", tokens_field="n")
+    assert again.root == ws.root and none is None
+    kept, report = ingest_file(path, tmp_path / "spaces", dedup="none", tokens_field="n")
+    assert kept.root != ws.root and report.n_accepted == 4
 
 
 def test_generated_ids_stable_and_unique_across_same_stems(tmp_path):

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import gem.embed
 from gem.embed import (
-    DEMO_LAYER, EmbeddingCache, SentenceTransformerEmbedder, count_tokens, embed_workspace, load_precomputed,
-    parse_representation, text_keys,
+    DEMO_LAYER, EmbeddingCache, SentenceTransformerEmbedder, count_tokens, describe_precision, embed_workspace,
+    load_precomputed, parse_representation, resolve_precision, text_keys,
 )
 from gem.store import Workspace, write_parquet_atomic
 
@@ -64,7 +65,8 @@ def test_bfloat16_matches_float32_and_plain_sentence_transformers(final):
     from sentence_transformers import SentenceTransformer
 
     texts = real_texts(24)
-    u16, n16 = final.encode(texts)
+    bf16 = SentenceTransformerEmbedder(precision="bfloat16")  # explicit: "auto" depends on the CPU
+    u16, n16 = bf16.encode(texts)
     f32 = SentenceTransformerEmbedder(precision="float32")
     u32, n32 = f32.encode(texts)
     cos = np.einsum("ij,ij->i", u16, u32)
@@ -73,7 +75,7 @@ def test_bfloat16_matches_float32_and_plain_sentence_transformers(final):
     # our float32 path is ST's own pipeline minus Normalize: same directions as ST's encode
     st = SentenceTransformer(str(f32.model_path), device="cpu").encode(texts, batch_size=16)
     assert np.einsum("ij,ij->i", u32, st).min() >= 0.99999
-    assert f32.fingerprint != final.fingerprint  # precision is part of the cache key
+    assert f32.fingerprint != bf16.fingerprint  # precision is part of the cache key
 
 
 def test_order_and_batching_do_not_change_vectors(final):
@@ -241,3 +243,40 @@ def test_precomputed_parquet_columns(tmp_path):
         load_precomputed(tmp_path / "two.parquet")
     with pytest.raises(ValueError, match=r"list\.parquet: no vector for id 'zz'"):
         load_precomputed(tmp_path / "list.parquet", ids=["a", "zz", "c"])
+
+
+AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})  # no native bf16: emulated, 2.6x slower
+
+
+def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(gem.embed, "cpu_flags", lambda: AVX2_ONLY)
+    assert resolve_precision("auto") == "float32"
+    assert "float32 (auto: no native bf16" in describe_precision("auto")
+    assert resolve_precision("bfloat16") == "bfloat16"  # an explicit choice is kept
+    emb = SentenceTransformerEmbedder()  # default precision="auto"; the model is not loaded here
+    assert emb.precision == "float32" and emb.requested_precision == "auto"
+    assert emb.fingerprint == SentenceTransformerEmbedder(precision="float32").fingerprint  # same cache entries
+    for flag in ("avx512_bf16", "amx_bf16"):
+        monkeypatch.setattr(gem.embed, "cpu_flags", lambda flag=flag: AVX2_ONLY | {"avx512f", flag})
+        assert resolve_precision("auto") == "bfloat16" and SentenceTransformerEmbedder().precision == "bfloat16"
+        assert resolve_precision("auto", device="cuda") == "float32"
+    monkeypatch.setattr(gem.embed, "cpu_flags", lambda: frozenset())  # /proc/cpuinfo unreadable
+    assert resolve_precision("auto") == "float32"
+    with pytest.raises(ValueError, match="precision must be one of auto, bfloat16, float32"):
+        resolve_precision("fp16")
+
+
+def test_cpu_flags_reads_proc_cpuinfo():
+    flags = gem.embed.cpu_flags()
+    assert isinstance(flags, frozenset)
+    if Path("/proc/cpuinfo").exists():
+        assert flags and all(" " not in f for f in flags)
+
+
+def test_embeddings_meta_records_the_resolved_precision(tmp_path, monkeypatch):
+    monkeypatch.setattr(gem.embed, "cpu_flags", lambda: AVX2_ONLY)
+    ws = _workspace(tmp_path, ["resolved precision", "goes into the meta"])
+    embed_workspace(ws, SentenceTransformerEmbedder(precision="auto"), use_cache=False)
+    meta = json.loads(ws.embeddings_meta_path("final").read_text())
+    assert meta["precision"] == "float32" and meta["precision_requested"] == "auto"
+    assert meta["n_encoded"] == 2 and meta["docs_per_second"] > 0 and meta["encode_seconds"] > 0

@@ -274,3 +274,43 @@ def test_one_document_topic_does_not_top_the_mean_gis_ranking():
         t = topic_table(X, labels, gis, M, k)
         assert t.sort_values("mean_gis", ascending=False)["cluster"].iloc[0] != labels[-1]
         assert k[labels[-1]] < 1e3
+
+
+def test_representatives_skip_copies_of_one_text():
+    # cluster 0: rows 0-5 are copies of one text with the highest GIS; cluster 1 shares the text
+    labels = np.array([0] * 10 + [1] * 4)
+    gis = np.array([9, 8.5, 8, 7.5, 7, 6.5, 5, 4, 3, 2, 9, 8, 7, 6], dtype=float)
+    keys = np.array([b"boiler"] * 6 + [b"a", b"b", b"a", b"c"] + [b"boiler", b"boiler", b"d", b"e"], dtype="S16")
+    reps = representatives(labels, gis, top=3, keys=keys)
+    assert reps[0].tolist() == [0, 6, 7]  # the best copy stands for all six, then distinct texts
+    assert reps[1].tolist() == [10, 12, 13]  # keys are taken per cluster
+    assert representatives(labels, gis, top=3)[0].tolist() == [0, 1, 2]  # without keys: copies fill it
+    full = representatives(labels, gis, top=100, keys=keys)
+    assert full[0].tolist() == [0, 6, 7, 9] and len(set(keys[full[0]])) == len(full[0])
+    with pytest.raises(ValueError, match="one entry per row"):
+        representatives(labels, gis, keys=keys[:5])
+
+
+def test_analyze_representatives_are_distinct_texts():
+    """46 copies of one boilerplate text used to be a topic's every representative."""
+    from gem.corpus import normalize_text
+    from gem.gis import analyze
+    from gem.model import GEM
+    from gem.sphere import sample_vmf
+
+    rng = np.random.default_rng(3)
+    d = 16
+    mus = _unit(rng.standard_normal((2, d)))
+    X = np.vstack([sample_vmf(mu, 80.0, 100, random_state=i) for i, mu in enumerate(mus)])
+    boiler = _unit(mus[0] + 0.01 * rng.standard_normal(d))  # copies sit on the topic's centre
+    X = np.vstack([X, np.repeat(boiler[None, :], 46, axis=0)]).astype(np.float32)
+    texts = [f"document {i} with its own words" for i in range(200)]
+    texts += ["Cookie notice: this site uses cookies." if i % 2 else "cookie NOTICE:  this site uses cookies." for i in range(46)]
+    model = GEM(n_clusters=2, balance=0.0, random_state=0).fit(X)
+    result = analyze(X, model, texts, top=10)
+    k = int(model.labels_[-1])
+    rows = result.representatives[k]
+    assert len(rows) == 10
+    normalised = [normalize_text(texts[i]) for i in rows]
+    assert len(set(normalised)) == 10  # distinct by (normalised) text
+    assert sum(i >= 200 for i in rows) == 1  # one copy of the boilerplate, the best-ranked

@@ -24,7 +24,16 @@ def register(sub) -> None:
         help="label field to keep (repeatable; default: source and category when present)",
     )
     p.add_argument("--tokens-field", default=None, help="field holding token counts (default: count with the MiniLM tokenizer)")
-    p.add_argument("--drop-duplicates", action="store_true", help="drop exact duplicate texts (keep the first)")
+    p.add_argument(
+        "--dedup", choices=["exact", "near", "none"], default=None,
+        help="duplicate texts, compared after NFKC, case folding and whitespace collapsing: 'exact' (default) "
+        "drops later copies, 'near' also drops texts whose word-3-gram Jaccard (MinHash estimate) with an "
+        "earlier text is >= --near-threshold, 'none' keeps them; dropped rows go to the rejects file as "
+        "'duplicate of <id>'",
+    )
+    p.add_argument("--near-threshold", type=float, default=None, metavar="J",
+                   help="Jaccard threshold of --dedup near (default: 0.8)")
+    p.add_argument("--drop-duplicates", action="store_true", help="same as --dedup exact (kept for old scripts)")
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
     p.set_defaults(handler=cmd_ingest)
 
@@ -45,7 +54,9 @@ def register(sub) -> None:
     p.add_argument("--representation", default=None, metavar="NAME",
                    help="name to save under: 'final' or 'layerN' (default: from --layer)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B", help="most texts per forward pass (default: 256; batches are also capped at 2048 tokens)")
-    p.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16")
+    p.add_argument("--precision", choices=["auto", "bfloat16", "float32"], default="auto",
+                   help="auto (default): bfloat16 when the CPU has native bf16 (avx512_bf16 or amx_bf16 in "
+                   "/proc/cpuinfo), else float32 (bf16 without it is emulated and slower)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.set_defaults(handler=cmd_embed)
 
@@ -85,8 +96,16 @@ def _workspace(args):
 
 
 def cmd_ingest(args) -> int:
-    from gem.corpus import ingest
+    from gem.corpus import DEFAULT_DEDUP, NEAR_DUPLICATE_THRESHOLD, ingest
 
+    if args.drop_duplicates and args.dedup not in (None, "exact"):
+        raise ValueError(f"--drop-duplicates means --dedup exact; it contradicts --dedup {args.dedup}")
+    dedup = args.dedup or DEFAULT_DEDUP
+    if args.near_threshold is not None and dedup != "near":
+        raise ValueError("--near-threshold applies to --dedup near only")
+    threshold = NEAR_DUPLICATE_THRESHOLD if args.near_threshold is None else args.near_threshold
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"--near-threshold must be in (0, 1], not {threshold}")
     ws = _workspace(args)
     ws.root.mkdir(parents=True, exist_ok=True)
     report = ingest(
@@ -95,7 +114,8 @@ def cmd_ingest(args) -> int:
         id_field=args.id_field or None,
         label_fields=args.label_fields,
         tokens_field=args.tokens_field,
-        drop_duplicates=args.drop_duplicates,
+        dedup=dedup,
+        near_threshold=threshold,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
@@ -107,8 +127,8 @@ def cmd_ingest(args) -> int:
 
 def cmd_embed(args) -> int:
     from gem.embed import (
-        DEFAULT_BATCH_SIZE, SentenceTransformerEmbedder, embed_workspace, load_precomputed, parse_representation,
-        representation_name,
+        DEFAULT_BATCH_SIZE, SentenceTransformerEmbedder, describe_precision, embed_workspace, load_precomputed,
+        parse_representation, representation_name,
     )
     from gem.store import ids_digest
 
@@ -152,9 +172,11 @@ def cmd_embed(args) -> int:
     from gem.store import read_json
 
     meta = read_json(ws.embeddings_meta_path(rep))
+    rate = f", {meta['docs_per_second']:.0f} docs/s" if meta.get("docs_per_second") else ""
     print(
         f"embedded {meta['n']} documents as '{rep}' ({meta['dim']}-d; {meta['n_encoded']} encoded, "
-        f"{meta['n'] - meta['n_encoded']} reused from the cache or duplicate texts) -> {ws.embeddings_path(rep)}"
+        f"{meta['n'] - meta['n_encoded']} reused from the cache or duplicate texts; "
+        f"{describe_precision(args.precision)}{rate}) -> {ws.embeddings_path(rep)}"
     )
     return 0
 
