@@ -245,7 +245,7 @@ def test_teacher_vectors_with_the_real_encoder(tmp_path):
     from gem.embed import EmbeddingCache
     from gem.model import GEM
     from gem.runs import save_run
-    from gem.store import load_npy
+    from gem.store import ids_digest, load_npy
 
     corpus = pd.read_parquet(SAMPLE_DATA_DIR / "corpus.parquet")
     rows = np.sort(np.random.default_rng(0).permutation(len(corpus))[:2000])
@@ -254,7 +254,8 @@ def test_teacher_vectors_with_the_real_encoder(tmp_path):
     norms = load_npy(SAMPLE_DATA_DIR / "embeddings" / "final.norms.npy")[rows]
     ws = Workspace(tmp_path / "ws")
     write_parquet_atomic(ws.corpus_path, corpus)
-    ws.save_embeddings("final", X, norms, json.loads((SAMPLE_DATA_DIR / "embeddings" / "final.json").read_text()))
+    meta = json.loads((SAMPLE_DATA_DIR / "embeddings" / "final.json").read_text())
+    ws.save_embeddings("final", X, norms, {**meta, "ids_digest": ids_digest(corpus["id"]), "n": len(corpus)})
     gem = GEM(n_clusters=8, random_state=0).fit(X)
     save_run(ws, "gem8", gem, "gem", {"n_clusters": 8, "representation": "final"}, corpus["id"], X=X)
 
