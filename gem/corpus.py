@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import shutil
 import unicodedata
 import zlib
 from collections import Counter
@@ -764,5 +765,11 @@ def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFA
     ws = Workspace(Path(parent) / validate_name(f"{stem}-{file_sha256(path)[:10]}-{dedup}", "workspace name"))
     if ws.has_corpus():
         return ws, None
+    created = not ws.root.exists()
     ws.root.mkdir(parents=True, exist_ok=True)
-    return ws, ingest([str(path)], ws, dedup=dedup, **opts)
+    try:
+        return ws, ingest([str(path)], ws, dedup=dedup, **opts)
+    except BaseException:
+        if created:  # a failed ingest leaves no half-made workspace behind
+            shutil.rmtree(ws.root, ignore_errors=True)
+        raise

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from gem.corpus import NEAR_DUPLICATE_THRESHOLD, ingest_file, read_ingest_report
+from gem.corpus import NEAR_DUPLICATE_THRESHOLD, read_ingest_report
 from gem.embed import PRECISIONS, describe_precision
 from gem.plots import cosine_histogram
 from gem.store import read_json
@@ -25,12 +25,6 @@ DEDUP_LABELS = {
     "near": f"drop exact and near copies (Jaccard ≥ {NEAR_DUPLICATE_THRESHOLD:g})",
     "none": "keep duplicates",
 }
-
-
-def _ingest_file(path: Path, display_name: str | None, dedup: str):
-    """A corpus file becomes its own workspace (in this server's workspaces folder), then the current one."""
-    new_ws, report = ingest_file(path, common.workspaces_root(), display_name=display_name, dedup=dedup)
-    return common.set_workspace(new_ws.root), report
 
 
 def _show_load(report, name: str, where) -> None:
@@ -69,30 +63,28 @@ if source == "Upload a file":
             path.write_bytes(upload.getvalue())
             try:
                 with st.spinner("Validating the corpus…"):
-                    ws, report = _ingest_file(path, upload.name, dedup)
+                    ws, report = common.ingest(path, upload.name, dedup)
                 st.session_state["home_ingested"] = (upload.file_id, dedup)
                 _show_load(report, upload.name, ws.root)
             except (ValueError, OSError, KeyError) as exc:  # the loader's own message, app keeps running
-                st.error(f"{upload.name}: {exc}")
+                # the loader names the temporary copy: show the uploaded file's name instead
+                st.error(common.plain(f"{upload.name}: {str(exc).replace(str(path), upload.name)}"))
 elif source == "Server-side path":
     server_path = st.text_input("Path on the server (a corpus file, or a workspace folder)", key="home_path")
     if st.button("Open", key="home_open", disabled=not server_path):
         try:
             path = Path(server_path).expanduser()
             with st.spinner("Validating the corpus…"):
-                if path.is_dir():  # a workspace folder opens as it is
-                    ws, report = common.ingest(path)
-                else:
-                    ws, report = _ingest_file(path, None, dedup)
+                ws, report = common.ingest(path, None, dedup)  # a workspace folder opens as it is
             if path.is_dir():
                 st.text(f"Opened workspace {ws.root}")
             else:
                 _show_load(report, server_path, ws.root)
         except (ValueError, OSError, KeyError) as exc:
-            st.error(f"{server_path}: {exc}")
+            st.error(common.plain(f"{server_path}: {exc}"))
 
 if not ws.has_corpus():
-    st.warning(f"Workspace {ws.root} has no corpus yet: upload a file or give a server-side path.")
+    st.warning(common.plain(f"Workspace {ws.root.name} has no corpus yet: upload a file or give a server-side path."))
     st.stop()
 
 frame = common.corpus(ws)
@@ -171,7 +163,7 @@ if go_embed:
         common.forget_runs()
         reps = ws.representations()
     except (ValueError, OSError, KeyError) as exc:
-        st.error(f"Embedding failed: {exc}")
+        st.error(common.plain(f"Embedding failed: {exc}"))
 if target in reps:
     meta_path = ws.embeddings_meta_path(target)
     meta = read_json(meta_path) if meta_path.exists() else {}

@@ -41,7 +41,7 @@ try:
     with st.spinner(f"Fitting the baseline ({baseline_name})…"):
         base_run = common.baseline_fit(method, ws)
 except ValueError as exc:
-    st.error(f"The fit could not be made: {exc}", icon=None)
+    st.error(common.plain(f"The fit could not be made: {exc}"))
     st.stop()
 k = gem_run.n_clusters
 st.caption(common.fit_caption(gem_run))

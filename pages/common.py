@@ -470,25 +470,17 @@ def sidebar() -> None:
 
 
 # ---------------------------------------------------------------------------- corpus ingest
-def ingest(path: str | os.PathLike, display_name: str | None = None):
-    """Validate a corpus file (JSONL / CSV / Parquet) with gem.corpus.load_corpus and make it the
-    current workspace (a sibling of the current one, named after the file and its content).
-    Returns (workspace, LoadReport or None when the corpus was already ingested). Raises gem.corpus.CorpusError (a ValueError) with the loader's message on bad input."""
-    from gem.corpus import load_corpus
-    from gem.store import file_sha256, validate_name, write_parquet_atomic
+def ingest(path: str | os.PathLike, display_name: str | None = None, dedup: str = "exact"):
+    """Open a workspace folder, or ingest a corpus file (JSONL / CSV / Parquet) into its own
+    workspace under ``workspaces_root()`` (gem.corpus.ingest_file: named after the file, its content
+    and ``dedup``), and make it the current workspace. Returns (workspace, LoadReport or None when
+    nothing was ingested). Raises ValueError / OSError with the loader's message on bad input."""
+    from gem.corpus import ingest_file
 
     path = Path(path)
     if path.is_dir():
         if not Workspace(path).has_corpus():
             raise ValueError(f"{path}: folder has no corpus.parquet; give a JSONL, CSV or Parquet file or a workspace folder")
         return set_workspace(path), None
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(display_name or path.name).stem)[:40] or "corpus"
-    dest = validate_name(f"{stem}-{file_sha256(path)[:10]}", "workspace name")
-    ws = Workspace(workspace().root.parent / dest)
-    report = None
-    if not ws.has_corpus():
-        frame, report = load_corpus([str(path)], rejects_path=ws.rejects_path)
-        write_parquet_atomic(ws.corpus_path, frame)
+    ws, report = ingest_file(path, workspaces_root(), display_name=display_name, dedup=dedup)
     return set_workspace(ws.root), report
