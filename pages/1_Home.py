@@ -142,6 +142,8 @@ with e3:
         "Re-embed" if target in reps else "Embed", key="home_embed", type="primary" if not reps else "secondary"
     )
 st.caption(f"Precision here: {describe_precision(precision)}.")
+if st.session_state.get("home_embedded"):
+    st.success(st.session_state.pop("home_embedded"))
 if go_embed:
     import time
 
@@ -159,9 +161,10 @@ if go_embed:
     try:
         embedder = SentenceTransformerEmbedder(layer=parse_representation(target), precision=precision)
         embed_workspace(ws, embedder, representation=target, progress=_progress)
-        bar.progress(1.0, text=f"Embedded {len(frame):,} documents ({target})")
         common.forget_runs()
-        reps = ws.representations()
+        # rerun, so the sidebar offers the fit settings of the newly embedded corpus
+        st.session_state["home_embedded"] = f"Embedded {len(frame):,} documents ({target})."
+        st.rerun()
     except (ValueError, OSError, KeyError) as exc:
         st.error(common.plain(f"Embedding failed: {exc}"))
 if target in reps:
@@ -205,3 +208,8 @@ st.caption(
     f"cosine density for uniformly spread directions in {dim} dimensions; a histogram shifted right of it is "
     "the cone that makes Euclidean k-means collapse."
 )
+
+st.divider()
+st.page_link("pages/2_Clusters.py", label="Next: fit GEM and k-means side by side on the Clusters page",
+             icon=":material/arrow_forward:")
+st.caption("K, the balance and the seed of the current fit are in the sidebar: every page shows that one fit.")

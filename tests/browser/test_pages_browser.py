@@ -4,12 +4,14 @@ content with no exception box, and a full-page screenshot of each lands in tests
 
 The pages are visited in one browser session, in the order a curator would (Clusters fits GEM
 once; Taxonomy, Mixture and Student re-use that fit), so the sample is fitted only once."""
+import re
 import time
 
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+FIT_CAPTION = re.compile(r"^Run gem-k24-auto-s0")  # every page shows the one current fit
 FIT_TIMEOUT_MS = 240_000  # GEM + k-means on 11.5k x 384 on a loaded 2-core box
 # a plotly graph with data drawn (the sample's maps are WebGL, so there are no SVG points to find)
 PLOTTED_JS = """(sel) => { const gd = document.querySelector(sel);
@@ -26,21 +28,21 @@ def _main_content(page, name):
         page.get_by_text("Anisotropy: how much").wait_for()
         page.locator(".st-key-home_cosines .js-plotly-plot .bars path").first.wait_for(state="attached")
     elif name == "Clusters":
-        page.get_by_text("GEM fitted in").wait_for(timeout=FIT_TIMEOUT_MS)
+        page.get_by_text(FIT_CAPTION).wait_for(timeout=FIT_TIMEOUT_MS)
         for key in ("map_gem", "map_base"):
             _plotted(page, key, FIT_TIMEOUT_MS)
             page.locator(f".st-key-{key}_sizes .js-plotly-plot .bars path").first.wait_for(state="attached")
     elif name == "Taxonomy":
         page.get_by_text("Topics ranked by mean GIS").wait_for(timeout=FIT_TIMEOUT_MS)
-        page.locator(".st-key-tx_editor [data-testid='stDataFrameResizable']").first.wait_for()
+        page.locator("[class*='st-key-tx_editor_'] [data-testid='stDataFrameResizable']").first.wait_for()
         _plotted(page, "tx_tree")
     elif name == "Mixture":
-        page.get_by_text("GEM fitted in").wait_for(timeout=FIT_TIMEOUT_MS)
+        page.get_by_text(FIT_CAPTION).wait_for(timeout=FIT_TIMEOUT_MS)
         page.locator(".st-key-mx_weights_chart .js-plotly-plot .bars path").first.wait_for(state="attached")
         # the domain editor, then the weights table (a keyed st.dataframe gets no st-key-* class)
         page.locator("[data-testid='stMain'] [data-testid='stDataFrame']").nth(1).wait_for()
     elif name == "Student":
-        # the student learns from the session's GEM fit (made on the Clusters page): train it
+        # the student learns from the current fit (made on the Clusters page): train it
         page.get_by_role("button", name="Train student").click()
         page.get_by_text("Top-1 agreement (held out)").wait_for(timeout=FIT_TIMEOUT_MS)
         # the sample's embeddings came from the bundled encoder: the student starts from its word vectors

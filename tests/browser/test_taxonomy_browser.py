@@ -14,7 +14,7 @@ def _open_taxonomy(page):
     page.get_by_text("Anisotropy: how much").wait_for()  # home rendered (content arrives over the websocket)
     page.get_by_role("link", name="Taxonomy").click()
     page.get_by_text("Topics ranked by mean GIS").wait_for(timeout=120_000)
-    grid = page.locator(".st-key-tx_editor [data-testid='stDataFrameResizable']").first
+    grid = page.locator("[class*='st-key-tx_editor_'] [data-testid='stDataFrameResizable']").first
     grid.wait_for()
     return grid
 
@@ -41,7 +41,7 @@ def test_rename_topic_and_see_it_after_reload(streamlit_app, synthetic_workspace
     page = browser_page
     url = streamlit_app(synthetic_workspace)
     page.goto(url)
-    name_box = page.get_by_label("Your name (recorded with curation edits)")
+    name_box = page.locator(".st-key-gem_author input")
     name_box.fill("playwright")
     name_box.press("Enter")
     grid = _open_taxonomy(page)
