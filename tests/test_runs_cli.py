@@ -116,3 +116,60 @@ def test_load_run_documents_in_assignment_order_and_stale_workspaces(ws):
     ws.save_embeddings("final", unit[2:], np.ones(len(unit) - 2, dtype=np.float32), {})
     with pytest.raises(ValueError, match="re-embed with `gem embed"):
         load_run_documents(ws, "r")
+
+
+def test_fit_matches_a_gem_run_to_the_taxonomy_and_warm_starts(ws, capsys):
+    """`gem fit` gives a GEM run the taxonomy's stable ids at once (as the app does), so `gem export`,
+    `gem distill` and `gem label` speak T001...; --warm-from starts from a saved run, as the app's
+    manual-balance fits do, and records it."""
+    from gem.runs import FitSettings, fit_run
+    from gem.taxonomy import Taxonomy
+
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "auto", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["taxonomy"].startswith("run auto: 0 matched, 6 new")
+    mapping = Taxonomy(ws.taxonomy_db).run_mapping("auto")
+    assert sorted(mapping) == list(range(6)) and all(t.startswith("T") for t in mapping.values())
+
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--balance", "1000", "--warm-from", "auto",
+                 "--run", "l1000"]) == 0
+    run = load_run(ws, "l1000")
+    assert run.params["warm_start_from"] == "auto" and run.model.balance_ == 1000.0
+    # the same settings and start through the library give the same run
+    same = fit_run(ws, "again", FitSettings(k=6, balance=1000.0), warm_from=load_run(ws, "auto"))
+    assert np.array_equal(same.labels_, run.assignments["cluster"].to_numpy())
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "plain", "--no-sync"]) == 0
+    assert not Taxonomy(ws.taxonomy_db).run_mapping("plain")
+
+
+def test_runs_refuse_embeddings_of_another_corpus(ws, capsys):
+    """Same row count, other documents: the ids digest stored beside the embeddings no longer
+    matches the corpus, and fitting refuses with the command that fixes it."""
+    from gem.store import ids_digest
+
+    corpus = ws.load_corpus()
+    meta = {"ids_digest": ids_digest(corpus["id"])}
+    ws.save_embeddings("final", ws.load_embeddings("final"), ws.load_norms("final"), meta)
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "ok", "--no-sync"]) == 0
+    corpus.iloc[::-1].to_parquet(ws.corpus_path)  # reshuffled: same rows, other order
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "stale", "--no-sync"]) == 2
+    err = capsys.readouterr().err
+    assert "was made for other documents (or another order)" in err and "gem embed -w" in err
+    with pytest.raises(ValueError, match="made for other documents"):
+        from gem.runs import load_run_documents
+
+        load_run_documents(ws, "ok")
+
+
+def test_export_refuses_embeddings_of_another_corpus(ws, capsys):
+    from gem.store import ids_digest
+
+    corpus = ws.load_corpus()
+    ws.save_embeddings("final", ws.load_embeddings("final"), ws.load_norms("final"),
+                       {"ids_digest": ids_digest(corpus["id"])})
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "r"]) == 0
+    corpus.iloc[::-1].to_parquet(ws.corpus_path)
+    capsys.readouterr()
+    assert main(["export", "-w", str(ws.root), "--run", "r", "--out", str(ws.root / "b")]) == 2
+    assert "made for other documents" in capsys.readouterr().err
+    assert not (ws.root / "b").exists()

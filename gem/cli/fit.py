@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     p.add_argument("--warm-from", default=None, metavar="RUN",
                    help="start GEM from a saved GEM run's parameters (same K and representation), as the app "
                         "does when only the balance changes")
+    p.add_argument("--no-sync", action="store_true",
+                   help="do not match a GEM run to the workspace taxonomy (by default its clusters get the "
+                        "taxonomy's stable topic ids at once, as in the app)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_fit)
 
@@ -77,6 +80,11 @@ def cmd_fit(args) -> int:
                          "run name")
     warm = load_run(ws, validate_name(args.warm_from, "run name")) if args.warm_from else None
     est = fit_run(ws, name, settings, warm_from=warm)
+    report = None
+    if args.method == "gem" and not args.no_sync:
+        from ..taxonomy import sync_saved_run
+
+        _, report, _ = sync_saved_run(ws, name)
     weights = None
     if args.weight_by_tokens:
         weights = ws.load_corpus(columns=["n_tokens"])["n_tokens"].to_numpy(dtype=float)
@@ -86,6 +94,8 @@ def cmd_fit(args) -> int:
         summary["balance"] = est.balance_
         summary["n_iter"] = est.n_iter_
         summary["converged"] = bool(est.converged_)
+    if report is not None:
+        summary["taxonomy"] = report.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -214,6 +214,9 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
         except FileNotFoundError as exc:
             notes.append(f"no GIS in assignments ({exc})")
         else:
+            from gem.runs import check_embeddings_match
+
+            check_embeddings_match(ws, rep, corpus["id"].astype(str), X_all.shape[0], len(corpus))
             pos = pd.Index(corpus["id"].astype(str)).get_indexer(docs["id"])
             inputs = inputs.with_scores(np.asarray(X_all[pos], dtype=np.float32), model)
     return inputs

@@ -41,14 +41,16 @@ def _fit_caption(page):
     return page.locator("[data-testid='stMain'] [data-testid='stCaptionContainer']", has_text="λ used =").first
 
 
-def _wait_caption(page, idle, needle: str, timeout_s: float = 300.0) -> str:
+def _wait_caption(page, idle, needle: str, timeout_s: float = 180.0) -> str:
     end = time.monotonic() + timeout_s
     while True:
         caption = _fit_caption(page)
         if caption.count() and needle in caption.inner_text():
             idle(page, timeout_ms=SLOW_MS)
             return caption.inner_text()
-        assert time.monotonic() < end, f"no caption with {needle!r}"
+        if time.monotonic() > end:
+            page.screenshot(path="tests/artifacts/flow_FAILED.png")
+            raise AssertionError(f"no caption with {needle!r} (see tests/artifacts/flow_FAILED.png)")
         page.wait_for_timeout(300)
 
 
