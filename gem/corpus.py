@@ -304,6 +304,43 @@ def _iter_parquet(path: Path, text_field: str):
         raise CorpusError(f"{path}: unreadable at row {row} ({exc}); the file is corrupt") from None
 
 
+def peek_columns(path: str | os.PathLike, n_records: int = 50) -> list[str]:
+    """The column names of a corpus file, for choosing the text / id / label columns before
+    loading: a CSV header, a Parquet schema, or the keys of the first ``n_records`` JSON objects
+    (first-seen order). Raises CorpusError when the file cannot be read at all."""
+    path = Path(path)
+    kind = (_suffix(path) or "").lstrip(".").replace("ndjson", "jsonl")
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise CorpusError(f"{path.name}: cannot read as Parquet ({exc})") from None
+    if kind == "csv":
+        try:
+            with open(path, "r", encoding="utf-8", newline="") as fh:
+                header = next(csv.reader(fh), [])
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise CorpusError(f"{path.name}: cannot read the CSV header ({exc})") from None
+        if not header:
+            raise CorpusError(f"{path.name}: empty CSV file (no header row)")
+        return [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(header)]
+    if kind in ("jsonl", "jsonl.gz"):
+        seen: dict[str, None] = {}
+        found = 0
+        for _, _, obj, _ in _iter_jsonl(path, gz=kind == "jsonl.gz"):
+            if obj is not None:
+                seen.update(dict.fromkeys(str(k) for k in obj))
+                found += 1
+                if found >= n_records:
+                    break
+        if not seen:
+            raise CorpusError(f"{path.name}: no JSON object with fields in the file; expected one object per line")
+        return list(seen)
+    raise CorpusError(f"{path.name}: not a corpus file (use {', '.join(SUPPORTED_SUFFIXES)})")
+
+
 def _has_surrogates(s: str) -> bool:
     try:
         s.encode("utf-8")
@@ -762,7 +799,10 @@ def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFA
     if not path.is_file():
         raise CorpusError(f"{path}: no such file")
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(display_name or path.name).stem)[:40] or "corpus"
-    ws = Workspace(Path(parent) / validate_name(f"{stem}-{file_sha256(path)[:10]}-{dedup}", "workspace name"))
+    name = f"{stem}-{file_sha256(path)[:10]}-{dedup}"
+    if opts:  # other columns chosen: another workspace
+        name += "-" + hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    ws = Workspace(Path(parent) / validate_name(name, "workspace name"))
     if ws.has_corpus():
         return ws, None
     created = not ws.root.exists()

@@ -40,6 +40,8 @@ def _show_load(report, name: str, where) -> None:
         )
 
 
+if st.session_state.get("home_loaded"):
+    _show_load(*st.session_state.pop("home_loaded"))
 source = st.radio(
     "Open", ["Current workspace", "Upload a file", "Server-side path"], horizontal=True, key="home_source",
     help="The shipped sample opens by default, with embeddings and layouts ready.",
@@ -52,23 +54,65 @@ if source != "Current workspace":
         f"{NEAR_DUPLICATE_THRESHOLD:g} (about one edited word in fifty). Dropped rows go to the rejects file as "
         "'duplicate of <id>'. Copies inflate a topic's mass and fill its representatives.",
     )
+GENERATE_IDS = "(none: ids from file name and line)"
+
+
+def _choose_columns(columns: list[str]) -> dict | None:
+    """The text / id / label columns to load (defaults: text, id, source and category when present).
+    Returns the loader's options (empty when the defaults apply), or None until a text column is chosen."""
+    has_text = "text" in columns
+    with st.expander("Columns", expanded=not has_text):
+        if not has_text:
+            st.info("This file has no `text` column: choose the column that holds the document text.")
+        c1, c2, c3 = st.columns(3)
+        text_options = columns if has_text else ["(choose)"] + columns
+        text_field = c1.selectbox("Text column", text_options, index=text_options.index("text") if has_text else 0,
+                                  key="home_text_field")
+        id_options = [GENERATE_IDS] + [c for c in columns if c != text_field]
+        id_field = c2.selectbox("Id column", id_options, index=id_options.index("id") if "id" in id_options else 0,
+                                key="home_id_field")
+        label_options = [c for c in columns if c not in (text_field, id_field)]
+        labels = c3.multiselect("Label columns (compared with the clusters)", label_options,
+                                default=[c for c in ("source", "category") if c in label_options], key="home_labels")
+    if text_field == "(choose)":
+        return None
+    chosen = {"text_field": text_field, "id_field": None if id_field == GENERATE_IDS else id_field,
+              "label_fields": labels}
+    defaults = {"text_field": "text", "id_field": "id" if "id" in columns else None,
+                "label_fields": [c for c in ("source", "category") if c in columns]}
+    return {} if chosen == defaults else chosen
+
+
 if source == "Upload a file":
     upload = st.file_uploader(
-        f"JSONL, CSV or Parquet with `id` and `text` columns (optional `source`, `category`); up to {limit_mb} MB",
-        type=["jsonl", "json", "csv", "parquet"], key="home_upload",
+        f"JSONL (.jsonl, .jsonl.gz), CSV or Parquet, one document per record; up to {limit_mb} MB",
+        type=["jsonl", "ndjson", "gz", "csv", "parquet"], key="home_upload",
     )
-    if upload is not None and st.session_state.get("home_ingested") != (upload.file_id, dedup):
+    if upload is not None:
+        from gem.corpus import peek_columns
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(upload.name).name
             path.write_bytes(upload.getvalue())
+
+            def _named(exc) -> str:  # the loader names the temporary copy: show the uploaded file's name
+                return common.plain(f"{upload.name}: {str(exc).replace(str(path), upload.name)}")
+
             try:
-                with st.spinner("Validating the corpus…"):
-                    ws, report = common.ingest(path, upload.name, dedup)
-                st.session_state["home_ingested"] = (upload.file_id, dedup)
-                _show_load(report, upload.name, ws.root)
-            except (ValueError, OSError, KeyError) as exc:  # the loader's own message, app keeps running
-                # the loader names the temporary copy: show the uploaded file's name instead
-                st.error(common.plain(f"{upload.name}: {str(exc).replace(str(path), upload.name)}"))
+                fields = _choose_columns(peek_columns(path))
+            except (ValueError, OSError) as exc:
+                st.error(_named(exc))
+                fields = None
+            key = (upload.file_id, dedup, repr(fields))
+            if fields is not None and st.session_state.get("home_ingested") != key:
+                try:
+                    with st.spinner("Validating the corpus…"):
+                        ws, report = common.ingest(path, upload.name, dedup, **fields)
+                    st.session_state["home_ingested"] = key
+                    st.session_state["home_loaded"] = (report, upload.name, ws.root.name)
+                    st.rerun()  # the sidebar names the new workspace and offers its fit settings
+                except (ValueError, OSError, KeyError) as exc:  # the loader's own message, app keeps running
+                    st.error(_named(exc))
 elif source == "Server-side path":
     server_path = st.text_input("Path on the server (a corpus file, or a workspace folder)", key="home_path")
     if st.button("Open", key="home_open", disabled=not server_path):
@@ -88,7 +132,7 @@ if not ws.has_corpus():
     st.stop()
 
 frame = common.corpus(ws)
-label_cols = [c for c in ("source", "category") if c in frame.columns]
+label_cols = common.label_columns(frame)
 c1, c2, c3 = st.columns(3)
 c1.metric("documents", f"{len(frame):,}")
 if "n_tokens" in frame.columns:

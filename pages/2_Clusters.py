@@ -10,7 +10,7 @@ from pages import common
 st.title("Clusters on the hypersphere")
 ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
-label_cols = [c for c in ("source", "category") if c in frame.columns]
+label_cols = common.label_columns(frame)
 
 # ---------------------------------------------------------------------------- controls
 # K, balance, seed and representation are the current fit's (sidebar): every page shows the same fit

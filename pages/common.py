@@ -172,6 +172,14 @@ def embeddings(representation: str = "final", raw: bool = False, ws: Workspace |
     )
 
 
+CORE_COLUMNS = ("id", "text", "n_tokens")
+
+
+def label_columns(frame) -> list[str]:
+    """The corpus's human label columns (source, category, or those chosen at upload)."""
+    return [c for c in frame.columns if c not in CORE_COLUMNS]
+
+
 def corpus_ids(ws: Workspace | None = None) -> np.ndarray:
     return corpus(ws)["id"].to_numpy()
 
@@ -470,10 +478,11 @@ def sidebar() -> None:
 
 
 # ---------------------------------------------------------------------------- corpus ingest
-def ingest(path: str | os.PathLike, display_name: str | None = None, dedup: str = "exact"):
+def ingest(path: str | os.PathLike, display_name: str | None = None, dedup: str = "exact", **fields):
     """Open a workspace folder, or ingest a corpus file (JSONL / CSV / Parquet) into its own
     workspace under ``workspaces_root()`` (gem.corpus.ingest_file: named after the file, its content
-    and ``dedup``), and make it the current workspace. Returns (workspace, LoadReport or None when
+    and ``dedup``; ``fields``: the loader's text_field / id_field / label_fields), and make it the
+    current workspace. Returns (workspace, LoadReport or None when
     nothing was ingested). Raises ValueError / OSError with the loader's message on bad input."""
     from gem.corpus import ingest_file
 
@@ -482,5 +491,5 @@ def ingest(path: str | os.PathLike, display_name: str | None = None, dedup: str 
         if not Workspace(path).has_corpus():
             raise ValueError(f"{path}: folder has no corpus.parquet; give a JSONL, CSV or Parquet file or a workspace folder")
         return set_workspace(path), None
-    ws, report = ingest_file(path, workspaces_root(), display_name=display_name, dedup=dedup)
+    ws, report = ingest_file(path, workspaces_root(), display_name=display_name, dedup=dedup, **fields)
     return set_workspace(ws.root), report

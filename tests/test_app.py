@@ -2,6 +2,7 @@
 renders without exceptions, K and lambda re-fit in the expected direction, a broken upload shows
 the loader's error and the app keeps running."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -111,7 +112,8 @@ def test_clusters_page_k_and_lambda_refit_in_the_expected_direction(app_test, sy
 
 @pytest.mark.parametrize("name,content", [
     ("broken.parquet", b"this is not a parquet file"),
-    ("no_text.csv", b"id,body\n1,hello\n"),
+    ("empty.csv", b""),
+    ("nothing.jsonl", b"[1, 2]\n{broken\n"),
 ])
 def test_broken_upload_shows_the_error_and_the_app_survives(app_test, synthetic_workspace, name, content):
     at = app_test(synthetic_workspace)
@@ -216,3 +218,26 @@ def test_home_embeds_with_the_chosen_precision_and_reports_the_measured_rate(app
     ws = at.session_state["gem_workspace"]
     meta = json.loads((__import__("pathlib").Path(ws) / "embeddings" / "final.json").read_text())
     assert meta["precision"] == "float32" and meta["precision_requested"] == "float32"
+
+
+def test_upload_without_a_text_column_asks_for_the_columns(app_test, synthetic_workspace):
+    """No `text` column: nothing is loaded until the curator picks the text column in the UI (no
+    message that only names a CLI flag); the chosen id and label columns are used."""
+    rows = [{"key": f"k{i}", "body": f"uploaded body number {i}", "genre": "news" if i % 2 else "blog"}
+            for i in range(6)]
+    at = _upload(app_test, synthetic_workspace, "other.jsonl", rows)
+    _assert_clean(at, "upload")
+    assert at.session_state["gem_workspace"] == str(synthetic_workspace.root)  # nothing loaded yet
+    assert any("no `text` column" in i.value for i in at.info)
+    assert at.selectbox(key="home_text_field").options == ["(choose)", "key", "body", "genre"]
+    at.selectbox(key="home_text_field").set_value("body").run()
+    at.selectbox(key="home_id_field").set_value("key").run()
+    at.multiselect(key="home_labels").set_value(["genre"]).run()
+    _assert_clean(at, "columns chosen")
+    assert _metrics(at)["documents"] == ["6"]
+    from gem.store import Workspace
+
+    frame = Workspace(at.session_state["gem_workspace"]).load_corpus()
+    assert frame["id"].tolist() == [f"k{i}" for i in range(6)] and frame["text"].iloc[0] == "uploaded body number 0"
+    assert frame["genre"].tolist()[:2] == ["blog", "news"]
+    assert Path(at.session_state["gem_workspace"]).name.startswith("other-")

@@ -280,13 +280,30 @@ def test_dedup_mode_is_checked(tmp_path):
 def test_ingest_file_names_the_workspace_by_content_and_dedup(tmp_path):
     path = write_jsonl(tmp_path / "my corpus.jsonl", GOOD + [GOOD[0] | {"id": "copy"}])
     ws, report = ingest_file(path, tmp_path / "spaces", tokens_field="n")
-    assert ws.root.parent == tmp_path / "spaces" and ws.root.name.endswith("-exact")
+    assert ws.root.parent == tmp_path / "spaces" and "-exact-" in ws.root.name  # + a hash of the options
     assert ws.root.name.startswith("my_corpus-") and report.n_accepted == 3 and report.n_rejected == 1
     assert read_ingest_report(ws).to_dict() == report.to_dict()  # persisted for the app
     again, none = ingest_file(path, tmp_path / "spaces", tokens_field="n")
     assert again.root == ws.root and none is None
     kept, report = ingest_file(path, tmp_path / "spaces", dedup="none", tokens_field="n")
     assert kept.root != ws.root and report.n_accepted == 4
+    plain, _ = ingest_file(path, tmp_path / "spaces")  # other loader options: another workspace
+    assert plain.root.name.endswith("-exact") and plain.root != ws.root
+
+
+def test_peek_columns_of_every_format(tmp_path):
+    from gem.corpus import CorpusError, peek_columns
+
+    (tmp_path / "a.jsonl").write_text('{"body": "x", "key": 1}\n{bad\n{"body": "y", "genre": "z"}\n')
+    (tmp_path / "a.csv").write_text("\ufeffbody,key\nx,1\n", encoding="utf-8")
+    pd.DataFrame({"t": ["a"], "u": [1]}).to_parquet(tmp_path / "a.parquet")
+    assert peek_columns(tmp_path / "a.jsonl") == ["body", "key", "genre"]
+    assert peek_columns(tmp_path / "a.csv") == ["body", "key"]
+    assert peek_columns(tmp_path / "a.parquet") == ["t", "u"]
+    for name, data in (("e.csv", ""), ("e.jsonl", "[1]\n"), ("e.txt", "x")):
+        (tmp_path / name).write_text(data)
+        with pytest.raises(CorpusError, match=name):
+            peek_columns(tmp_path / name)
 
 
 def test_generated_ids_stable_and_unique_across_same_stems(tmp_path):
