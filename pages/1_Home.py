@@ -114,18 +114,25 @@ if source == "Upload a file":
                 except (ValueError, OSError, KeyError) as exc:  # the loader's own message, app keeps running
                     st.error(_named(exc))
 elif source == "Server-side path":
+    from gem.access import AccessError, resolve_data_path
+
+    roots = common.data_roots()
     server_path = st.text_input("Path on the server (a corpus file, or a workspace folder)", key="home_path")
+    st.caption(common.plain("Files and folders inside the server's data folders only: "
+                            + ", ".join(str(r) for r in roots) + " (set by GEM_DATA_ROOTS)."))
     if st.button("Open", key="home_open", disabled=not server_path):
         try:
-            path = Path(server_path).expanduser()
+            path = resolve_data_path(server_path, roots)
+            if path.is_dir():  # a workspace opens as it is: only this server's workspaces (the app writes there)
+                path = resolve_data_path(path, [common.workspaces_root().resolve()], kinds=("dir",))
             with st.spinner("Validating the corpus…"):
-                ws, report = common.ingest(path, None, dedup)  # a workspace folder opens as it is
-            if path.is_dir():
-                st.text(f"Opened workspace {ws.root}")
-            else:
-                _show_load(report, server_path, ws.root)
+                ws, report = common.ingest(path, None, dedup)
+            st.session_state["home_loaded"] = (report, path.name, ws.root.name)
+            st.rerun()
+        except AccessError as exc:  # one message whatever the reason: nothing about what exists
+            st.error(str(exc))
         except (ValueError, OSError, KeyError) as exc:
-            st.error(common.plain(f"{server_path}: {exc}"))
+            st.error(common.plain(f"{Path(server_path).name}: {exc}"))
 
 if not ws.has_corpus():
     st.warning(common.plain(f"Workspace {ws.root.name} has no corpus yet: upload a file or give a server-side path."))

@@ -112,7 +112,9 @@ if kept:
 
     st.subheader("Label a server-side folder")
     with st.form("label"):
-        pattern = st.text_input("Input shards (glob: *.jsonl, *.jsonl.gz, *.parquet)", "")
+        pattern = st.text_input("Input shards (glob: *.jsonl, *.jsonl.gz, *.parquet)", "",
+                                help=common.plain("Inside the server's data folders: "
+                                                  + ", ".join(str(r) for r in common.data_roots())))
         out_name = st.text_input("Output folder name (inside this workspace's labels/ folder)", student_run)
         go = st.form_submit_button("Label")
     if go and pattern:
@@ -124,9 +126,15 @@ if kept:
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"{done}/{total} shards")
 
+        from gem.access import AccessError, resolve_data_glob
+
         try:
             out_dir = ws.root / "labels" / validate_name(out_name, "output folder name")
-            summary = label_corpus(student_path, pattern, out_dir, engine="local", workers=0, progress=progress)
+            shards = resolve_data_glob(pattern, common.data_roots())  # only the server's data folders
+            summary = label_corpus(student_path, [str(p) for p in shards], out_dir, engine="local", workers=0,
+                                   progress=progress)
+        except AccessError as exc:  # one message whatever the reason: nothing about what exists
+            st.error(str(exc))
         except (ValueError, OSError) as exc:
             st.error(common.plain(exc))
         else:

@@ -96,6 +96,14 @@ def workspaces_root() -> Path:
     return Path(_default_workspace_path()).parent
 
 
+def data_roots() -> list[Path]:
+    """The folders a server-side path typed into a page may name (gem.access: $GEM_DATA_ROOTS,
+    default the workspaces folder and the shipped sample)."""
+    from gem.access import data_roots as roots
+
+    return roots(workspaces_root())
+
+
 def list_workspaces() -> list[str]:
     """Names of the workspaces (folders with a corpus) under ``workspaces_root()``."""
     root = workspaces_root()

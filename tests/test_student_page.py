@@ -88,6 +88,16 @@ def test_student_page_output_folder_stays_in_the_workspace(synthetic_workspace, 
     assert not at.exception, at.exception
     assert any("invalid output folder name" in e.value for e in at.error)
     assert not (ws.root.parent / "escape").exists()
+    # inputs only from the server's data folders: one message, whatever exists there
+    from gem.access import REFUSED
+
+    for pattern in ("/etc/*", "/dev/zero", str(ws.root.parent / "none-*.jsonl")):
+        at.text_input[0].set_value(pattern)
+        at.text_input[1].set_value("batch")
+        at.button[1].click().run()
+        assert not at.exception, at.exception
+        assert [e.value for e in at.error] == [REFUSED], pattern
+    assert not (ws.root / "labels" / "batch").exists()
 
 
 @pytest.mark.slow
