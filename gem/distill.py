@@ -14,7 +14,12 @@ Model files are plain fastText files, so the student drops into datatrove unchan
 ``excluded_mode="label"`` appear as ``__label__drop``.) Topic ids are the taxonomy's stable ids
 ("T012") when the run is synced into the workspace taxonomy, else the cluster index ("12"). datatrove does not lowercase or strip
 control characters; apply :func:`normalize_text` upstream for the best agreement.
-A JSON sidecar (``<model>.json``) records the training parameters and topic ids.
+A JSON sidecar (``<model>.json``) records the training parameters and topic ids, and the model
+file's size and sha256: :meth:`Student.load` refuses a file that does not match them (truncated by
+a full disk or an interrupted copy, or replaced), naming the file and the fix (re-run ``gem
+distill``). A model whose sidecar has no sha256 (saved by an older gem, or copied without its
+sidecar) loads with a warning, and only when fastText reads it and its size is the one its own
+header describes.
 """
 from __future__ import annotations
 
@@ -24,13 +29,14 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from gem.store import atomic_path, read_json, write_json_atomic
+from gem.store import atomic_path, file_sha256, read_json, write_json_atomic
 
 LABEL_PREFIX = "__label__"
 DROP_LABEL = "drop"  # topic id given to excluded topics with excluded_mode="label"
@@ -159,31 +165,49 @@ class Student:
         return f"Student(topics={len(self.topic_ids)}, path={str(self.path) if self.path else None!r})"
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Student":
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> "Student":
+        """Load a student saved by :meth:`save`. With ``verify`` (default) the file is first checked
+        against the size and sha256 in its sidecar (:func:`verify_student_file`); a file without a
+        recorded sha256 loads with an :class:`UnverifiedStudentWarning` when fastText reads it and
+        its size matches fastText's own header, else :class:`StudentFileError`."""
         import fasttext
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such fastText model (.bin or .ftz)")
+        if verify:
+            meta, verified = verify_student_file(path)
+        else:
+            meta, verified = read_sidecar(path), True
         try:
             model = fasttext.load_model(str(path))
         except ValueError as exc:
             raise ValueError(f"{path}: not a fastText model ({exc})") from None
-        sidecar = sidecar_path(path)
-        meta = read_json(sidecar) if sidecar.exists() else {}
+        except (MemoryError, RuntimeError) as exc:  # a truncated header can ask for absurd sizes
+            raise StudentFileError(f"{path}: fastText cannot read this model ({type(exc).__name__}: {exc}); "
+                                   f"it is damaged or incomplete: {_REBUILD}") from None
+        if not verified:
+            problem = _structure_problem(model, path)
+            if problem:
+                raise StudentFileError(f"{path}: the student model is damaged or incomplete ({problem}); {_REBUILD}")
+            warnings.warn(
+                f"{path}: its sidecar records no sha256 (saved by an older gem, or copied without "
+                f"{sidecar_path(path).name}), so it cannot be checked for damage; fastText reads it. Re-run "
+                "`gem distill` to get a verifiable model", UnverifiedStudentWarning, stacklevel=2)
         return cls(model, meta, path)
 
     def save(self, path: str | os.PathLike) -> dict:
-        """Write the model (.bin, or .ftz if quantised) atomically plus a JSON sidecar; returns
-        ``{"path", "bytes"}``."""
+        """Write the model (.bin, or .ftz if quantised) atomically plus a JSON sidecar recording its
+        size (``model_bytes``) and ``model_sha256``; returns ``{"path", "bytes"}``."""
         path = Path(path)
         with atomic_path(path, suffix=path.suffix or ".bin") as tmp:
             self.model.save_model(str(tmp))
+            size, digest = tmp.stat().st_size, file_sha256(tmp)
         self.path = path
-        meta = dict(self.meta, model_bytes=path.stat().st_size, quantized=bool(self.model.is_quantized()))
+        meta = dict(self.meta, model_bytes=size, model_sha256=digest, quantized=bool(self.model.is_quantized()))
         self.meta = meta
         write_json_atomic(sidecar_path(path), meta)
-        return {"path": str(path), "bytes": path.stat().st_size}
+        return {"path": str(path), "bytes": size}
 
     def quantize(self, path: str | os.PathLike, cutoff: int = 20_000, dsub: int = 2) -> "Student":
         """A product-quantised copy saved at ``path`` (conventionally ``.ftz``; on the sample 0.6 MB vs the
@@ -241,6 +265,82 @@ class Student:
 def sidecar_path(model_path: str | os.PathLike) -> Path:
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + ".json")
+
+
+_REBUILD = ("re-run `gem distill` to rebuild it (or copy the model again together with its .json sidecar)")
+
+
+class StudentFileError(ValueError):
+    """A student model file that is damaged, incomplete or replaced (it does not match its sidecar,
+    or fastText's own header): the message names the file and the fix."""
+
+
+class UnverifiedStudentWarning(UserWarning):
+    """A student model loaded without a sha256 to check it against (older sidecar, or none)."""
+
+
+def read_sidecar(model_path: str | os.PathLike) -> dict:
+    """The model's JSON sidecar as a dict; ``{}`` when there is none."""
+    sidecar = sidecar_path(model_path)
+    if not sidecar.exists():
+        return {}
+    try:
+        meta = read_json(sidecar)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StudentFileError(f"{sidecar}: the student's sidecar is not valid JSON ({exc}); {_REBUILD}") from None
+    if not isinstance(meta, dict):
+        raise StudentFileError(f"{sidecar}: the student's sidecar is not a JSON object; {_REBUILD}")
+    return meta
+
+
+def verify_student_file(model_path: str | os.PathLike) -> tuple[dict, bool]:
+    """Check a student model file against the size and sha256 its sidecar recorded at save, without
+    loading it. Returns ``(sidecar, verified)``: ``verified`` is False when the sidecar records no
+    sha256 (older models; :meth:`Student.load` then checks fastText's header instead). Raises
+    :class:`StudentFileError` naming the file when the size or the hash differ."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such fastText model (.bin or .ftz)")
+    meta = read_sidecar(path)
+    size = path.stat().st_size
+    want = meta.get("model_bytes")
+    if isinstance(want, int) and not isinstance(want, bool) and want != size:
+        raise StudentFileError(
+            f"{path}: the student model is damaged or incomplete: {size:,} bytes, but its sidecar "
+            f"{sidecar_path(path).name} recorded {want:,} when it was saved; {_REBUILD}")
+    digest = meta.get("model_sha256")
+    if not isinstance(digest, str) or not digest:
+        return meta, False
+    if file_sha256(path) != digest:
+        raise StudentFileError(
+            f"{path}: the student model does not match the sha256 its sidecar {sidecar_path(path).name} recorded "
+            f"when it was saved (damaged or replaced since); {_REBUILD}")
+    return meta, True
+
+
+def _structure_problem(model, path: Path) -> str | None:
+    """For a model without a recorded hash: whether the file size differs from what fastText's own
+    header and dictionary describe (a plain, non-quantised supervised .bin; None when it matches or
+    cannot be told). fastText silently reads a truncated file as zeros."""
+    try:
+        if model.is_quantized():
+            return None
+        args = model.f.getArgs()
+        if "supervised" not in str(args.model):
+            return None
+        words, labels = model.get_words(on_unicode_error="strict"), model.get_labels(on_unicode_error="strict")
+        dim, bucket = int(args.dim), int(args.bucket)
+    except Exception:  # noqa: BLE001 - an unusual model: nothing to compare against
+        return None
+    # signature (2 int32), args (12 int32 + 1 double), dictionary header (3 int32 + 2 int64),
+    # entries (utf-8 + NUL, int64 count, int8 type), quant flag, input matrix (2 int64 + floats),
+    # qout flag, output matrix (2 int64 + floats)
+    entries = sum(len(w.encode("utf-8")) + 10 for w in list(words) + list(labels))
+    expected = 8 + 56 + 28 + entries + 1 + 16 + 4 * (len(words) + bucket) * dim + 1 + 16 + 4 * len(labels) * dim
+    actual = path.stat().st_size
+    if actual != expected:
+        return f"{actual:,} bytes, but its fastText header describes {expected:,}"
+    return None
 
 
 MIN_FASTTEXT_THREADS = 11  # see train_student: fewer leaves part of fastText's matrix uninitialised

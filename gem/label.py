@@ -3,12 +3,21 @@ over JSONL(.gz) / Parquet shards, with a local process pool or Ray.
 
 Per input shard ``<stem>.jsonl[.gz]|.parquet`` the output is ``<out>/<stem>.parquet`` with
 columns (id: string, topic_id: string, probability: float32), written atomically, so an output
-exists only when complete: a killed run restarts by skipping finished shards. Its Parquet schema
-metadata (key ``gem.label``) holds the shard's counts (documents, rejects, documents and tokens
-per topic), so ``summary.json`` is rebuilt from finished shards alone. Bad records (invalid JSON,
-not an object, missing / non-string / empty text or id) are counted and written with the reason
-and line number to ``<out>/rejects/<stem>.jsonl``, never silently dropped; both engines run the
-same :func:`label_shard`, so their outputs and rejects are identical.
+exists only when complete: a killed run restarts by skipping finished shards (and removes the
+temporary files it left). Its Parquet schema metadata (key ``gem.label``) holds the shard's counts
+(documents, rejects, documents and tokens per topic), so ``summary.json`` is rebuilt from finished
+shards alone. Bad records (invalid UTF-8, invalid JSON, not an object, missing / non-string / empty
+text or id) are counted and written with the reason and line number to
+``<out>/rejects/<stem>.jsonl``, never silently dropped or repaired; both engines run the same
+:func:`label_shard`, so their outputs and rejects are identical.
+
+Outputs are byte-reproducible: the same input and model give the same bytes in every
+``<stem>.parquet`` and in ``summary.json`` (which describes the output only). Wall-clock facts go to
+the append-only log ``<out>/timings.jsonl``: one line per labelled shard and one per run (engine,
+workers, shards skipped, seconds); :func:`label_corpus` also returns them with the summary.
+
+A student model is checked against its sidecar's size and sha256 before any work starts (see
+:func:`gem.distill.verify_student_file`). Pool workers exit when the driver dies (even by SIGKILL).
 
 Tokens per document: the ``tokens_field`` value when the record has a non-negative integer there,
 else the whitespace word count (``summary.json`` says which, per document count).
@@ -17,11 +26,13 @@ from __future__ import annotations
 
 import glob as globlib
 import gzip
-import io
 import json
 import logging
 import os
+import sys
+import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -32,6 +43,7 @@ from gem.store import write_json_atomic, write_parquet_atomic, write_text_atomic
 
 META_KEY = b"gem.label"
 REJECTS_DIR = "rejects"
+TIMINGS = "timings.jsonl"
 SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet")
 BATCH = 8192
 MAX_REJECT_CHARS = 2000  # a reject line keeps this much of the raw record
@@ -48,10 +60,10 @@ class Labeller:
 
 
 class StudentLabeller(Labeller):
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, verify: bool = True):
         from gem.distill import Student
 
-        self.student = Student.load(path)
+        self.student = Student.load(path, verify=verify)
         self.name = f"student:{Path(path).name}"
 
     def predict(self, texts):
@@ -84,18 +96,40 @@ class TeacherLabeller(Labeller):
         return self.topic_ids[k], proba[np.arange(len(k)), k].astype(np.float32)
 
 
-def load_labeller(model_path: str | os.PathLike) -> Labeller:
-    """A fastText student (.bin / .ftz file) or a teacher run directory (workspace/runs/<name>)."""
-    path = Path(model_path)
+def _model_kind(path: Path) -> str:
+    """``"run"`` (a teacher run folder) or ``"student"`` (a .bin / .ftz file); else a clear error."""
     if path.is_dir():
         if not (path / "params.json").exists():
             raise ValueError(f"{path}: a directory but not a run (no params.json); pass a .bin/.ftz student or runs/<name>")
-        return TeacherLabeller(path)
+        return "run"
     if path.suffix in (".bin", ".ftz"):
-        return StudentLabeller(path)
+        return "student"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model; pass a student .bin/.ftz or a run directory")
     raise ValueError(f"{path}: unknown model type; pass a student .bin/.ftz or a run directory")
+
+
+def load_labeller(model_path: str | os.PathLike, verify: bool = True) -> Labeller:
+    """A fastText student (.bin / .ftz file) or a teacher run directory (workspace/runs/<name>).
+    A student is checked against its sidecar first (``verify``; StudentFileError, a ValueError
+    naming the file and the fix, when it is damaged or incomplete)."""
+    path = Path(model_path)
+    if _model_kind(path) == "run":
+        return TeacherLabeller(path)
+    return StudentLabeller(path, verify=verify)
+
+
+def check_model(model_path: str | os.PathLike) -> None:
+    """Refuse an unusable model before any worker starts: a student file must match the size and
+    sha256 of its sidecar (one without a recorded sha256 is loaded once here, so fastText must read
+    it, with a warning); a directory must be a run."""
+    from gem.distill import Student, verify_student_file
+
+    path = Path(model_path)
+    if _model_kind(path) == "student":
+        _, verified = verify_student_file(path)
+        if not verified:
+            Student.load(path)  # fastText must read it; its header size check and the warning, once
 
 
 # ---------------------------------------------------------------------------- shards
@@ -187,10 +221,14 @@ def iter_records(path: Path, rejects: list, text_field="text", id_field="id", to
                 ids, texts, toks, from_field = [], [], [], 0
     else:
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as raw:
-            # undecodable bytes become U+FFFD rather than aborting the shard
-            fh = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n")
-            for line, s in enumerate(fh, start=1):
+        with opener(path, "rb") as fh:
+            for line, raw in enumerate(fh, start=1):  # lines end at b"\n" only, as JSONL says
+                try:
+                    s = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:  # rejected, never silently repaired
+                    _reject(rejects, line, f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                                           "of the line", raw.decode("utf-8", "backslashreplace").rstrip("\n"))
+                    continue
                 if not s.strip():
                     continue  # blank lines are not records
                 try:
@@ -214,7 +252,7 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
 
     path, out_dir = Path(path), Path(out_dir)
     stem = shard_stem(path)
-    start = time.perf_counter()
+    start = time.perf_counter()  # reported in the return value only: outputs hold no wall-clock facts
     rejects: list[dict] = []
     id_parts, topic_parts, prob_parts, tok_parts = [], [], [], []
     n_tok_field = 0
@@ -230,7 +268,7 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
     uniq, inv = np.unique(topic, return_inverse=True)
     reasons: dict[str, int] = {}
     for r in rejects:
-        key = r["reason"].split(":")[0] if r["reason"].startswith("invalid JSON") else r["reason"]
+        key = r["reason"].split(":")[0] if r["reason"].startswith(("invalid JSON", "invalid UTF-8")) else r["reason"]
         reasons[key] = reasons.get(key, 0) + 1
     stats = {
         "shard": str(path), "stem": stem, "n_docs": int(len(topic)), "n_rejected": len(rejects),
@@ -238,7 +276,7 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
         "n_tokens_whitespace": int(len(topic) - n_tok_field),
         "topics": {str(t): [int(c), int(s)] for t, c, s in
                    zip(uniq, np.bincount(inv, minlength=len(uniq)), np.bincount(inv, weights=tokens, minlength=len(uniq)))},
-        "labeller": labeller.name, "seconds": 0.0,
+        "labeller": labeller.name,
     }
     rej_path = out_dir / REJECTS_DIR / f"{stem}.jsonl"
     if rejects:
@@ -246,14 +284,13 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
                                             for r in rejects))
     elif rej_path.exists():
         rej_path.unlink()  # stale rejects of an earlier run of a now-clean shard
-    stats["seconds"] = round(time.perf_counter() - start, 3)
     table = pa.table({
         "id": pa.chunked_array(id_parts, type=pa.string()) if id_parts else pa.array([], pa.string()),
         "topic_id": pa.array(topic.tolist(), pa.string()),
         "probability": pa.array(np.concatenate(prob_parts) if prob_parts else np.zeros(0, np.float32), pa.float32()),
     }).replace_schema_metadata({META_KEY: json.dumps(stats).encode()})
     write_parquet_atomic(out_dir / f"{stem}.parquet", table)
-    return stats
+    return {**stats, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def read_shard_stats(output: str | os.PathLike) -> dict:
@@ -266,27 +303,71 @@ def read_shard_stats(output: str | os.PathLike) -> dict:
 
 
 def _clean_leftovers(out_dir: Path, stems: set[str]) -> int:
-    """Remove temporary files a killed run left behind (atomic_path's ``.<name>.*`` siblings)."""
+    """Remove temporary files a killed run left behind: atomic_path names them
+    ``.<target name>.<random><suffix>``, for the targets ``<stem>.parquet``, ``summary.json`` and
+    ``rejects/<stem>.jsonl`` (stems may hold dots: ``part.001``)."""
     n = 0
-    for folder in (out_dir, out_dir / REJECTS_DIR):
+    targets = {out_dir: {f"{s}.parquet" for s in stems} | {"summary.json"},
+               out_dir / REJECTS_DIR: {f"{s}.jsonl" for s in stems}}
+    for folder, names in targets.items():
         if not folder.is_dir():
             continue
         for f in folder.iterdir():
-            if f.name.startswith(".") and f.is_file():
-                base = f.name[1:].split(".")[0]
-                if base in stems or f.name.startswith(".summary.json."):
-                    f.unlink(missing_ok=True)
-                    n += 1
+            if not (f.name.startswith(".") and f.is_file()):
+                continue
+            rest = f.name[1:]
+            prefixes = {rest[:i] for i, ch in enumerate(rest) if ch == "."}  # every "<target>." it may start with
+            if prefixes & names:
+                f.unlink(missing_ok=True)
+                n += 1
     return n
+
+
+def _log_timing(out_dir: Path, record: dict) -> None:
+    """Append one line to ``<out>/timings.jsonl`` (wall-clock facts stay out of the outputs)."""
+    line = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}, ensure_ascii=False) + "\n"
+    with open(out_dir / TIMINGS, "a", encoding="utf-8") as fh:
+        fh.write(line)
 
 
 # ---------------------------------------------------------------------------- engines
 _WORKER_LABELLER: Labeller | None = None
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_SECONDS = 0.5
 
 
-def _init_worker(model_path: str) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this pool worker die with the driver, however the driver dies (a SIGKILL runs none of
+    its cleanup, and the pool's pipes stay open while a worker labels a long shard): on Linux the
+    kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); everywhere a daemon thread
+    checks every WATCHDOG_SECONDS that the parent is still ours (an orphan is re-parented)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the watchdog below still works
+            pass
+    if os.getppid() != parent_pid:  # the driver died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="gem-label-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(model_path: str, parent_pid: int | None = None) -> None:
     global _WORKER_LABELLER
-    _WORKER_LABELLER = load_labeller(model_path)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the driver checked the model (check_model) and warned once
+        _WORKER_LABELLER = load_labeller(model_path, verify=False)
 
 
 def _work(path: str, out_dir: str, text_field: str, id_field: str, tokens_field: str) -> dict:
@@ -310,7 +391,9 @@ class _RayShardLabeller:
 def _run_local(model_path, todo, out_dir, workers, fields, progress):
     results = []
     if workers <= 0:  # in-process: for debugging and the app's small jobs
-        labeller = load_labeller(model_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # label_corpus checked the model (check_model) and warned once
+            labeller = load_labeller(model_path, verify=False)
         for p in todo:
             results.append(label_shard(labeller, p, out_dir, *fields))
             progress(results[-1])
@@ -319,7 +402,7 @@ def _run_local(model_path, todo, out_dir, workers, fields, progress):
 
     # spawn: no fork of a process holding threads (torch, Ray, Streamlit)
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=(str(model_path),)) as pool:
+                             initializer=_init_worker, initargs=(str(model_path), os.getpid())) as pool:
         futures = [pool.submit(_work, str(p), str(out_dir), *fields) for p in todo]
         try:
             for fut in as_completed(futures):
@@ -386,13 +469,16 @@ def label_corpus(
     num_cpus_per_actor: float = 0.5,
 ) -> dict:
     """Label every shard matching ``inputs_glob`` into ``out_dir``; skip finished shards; write
-    and return ``summary.json``. ``progress(done_shards, total_shards)`` is called as shards end."""
+    ``summary.json`` and return it with this run's facts (engine, workers, n_shards_labelled,
+    n_shards_skipped, seconds; also logged to ``timings.jsonl``). ``progress(done_shards,
+    total_shards)`` is called as shards end. The model is checked before any work starts."""
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     model_path = Path(model_path)
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: no such model; pass a student .bin/.ftz or a run directory")
     shards = find_shards(inputs_glob)
+    check_model(model_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(out_dir, {shard_stem(p) for p in shards})
@@ -401,9 +487,11 @@ def label_corpus(
     if progress:
         progress(done, total)
 
-    def tick(_stats):
+    def tick(stats):
         nonlocal done
         done += 1
+        _log_timing(out_dir, {"shard": stats["stem"], "seconds": stats.get("seconds"), "n_docs": stats["n_docs"],
+                              "n_rejected": stats["n_rejected"], "labeller": stats["labeller"]})
         if progress:
             progress(done, total)
 
@@ -415,10 +503,12 @@ def label_corpus(
         else:
             _run_ray(model_path, todo, out_dir, workers, fields, tick, ray_address, num_cpus_per_actor)
     summary = summarize(out_dir, shards)
-    summary.update(engine=engine, workers=workers, model=str(model_path), seconds=round(time.perf_counter() - start, 3),
-                   n_shards_skipped=total - len(todo))
-    write_json_atomic(out_dir / "summary.json", summary)
-    return summary
+    summary["model"] = str(model_path)
+    write_json_atomic(out_dir / "summary.json", summary)  # the output's description: no run facts
+    run = {"engine": engine, "workers": workers, "n_shards_labelled": len(todo), "n_shards_skipped": total - len(todo),
+           "seconds": round(time.perf_counter() - start, 3)}
+    _log_timing(out_dir, {"run": "label", "model": str(model_path), **run})
+    return {**summary, **run}
 
 
 def summarize(out_dir: str | os.PathLike, shards: Sequence[str | os.PathLike]) -> dict:

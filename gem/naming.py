@@ -5,6 +5,11 @@ endpoint wants one), e.g. from the environment: GEM_NAMER_URL (".../v1" or the f
 ".../chat/completions" URL), GEM_NAMER_MODEL, GEM_NAMER_API_KEY. The prompt carries the topic's
 keywords and its top-GIS documents (truncated); the reply is reduced to a short plain-text name.
 Only the standard library is used (urllib), with a timeout; errors are ``NamingError``.
+
+The API key goes only to the configured endpoint: a redirect to another origin (scheme, host or
+port) is refused rather than followed with the key; ``repr(NamerSettings)`` hides the key, and
+``display_endpoint`` (no user:password@, query values hidden) is what user-facing text shows.
+Credentials inside the URL are refused: the key belongs in GEM_NAMER_API_KEY.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -27,7 +33,32 @@ class NamingError(RuntimeError):
     """The endpoint could not be reached or answered something unusable."""
 
 
-@dataclass(frozen=True)
+def redact_url(url: str) -> str:
+    """``url`` fit to show: no ``user:password@``, query values replaced by ``***``, no fragment."""
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    netloc = host + (f":{port}" if port is not None else "")
+    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of ``url``; None when it cannot be parsed (never the same origin)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # e.g. a non-numeric port
+        return None
+
+
+@dataclass(frozen=True, repr=False)
 class NamerSettings:
     url: str
     model: str
@@ -39,8 +70,43 @@ class NamerSettings:
 
     @property
     def endpoint(self) -> str:
-        url = self.url.rstrip("/")
-        return url if url.endswith("/chat/completions") else url + "/chat/completions"
+        """The URL requests go to (may hold secrets in its query: show :attr:`display_endpoint`)."""
+        parts = urllib.parse.urlsplit(self.url.strip())
+        path = parts.path.rstrip("/")
+        if not path.endswith("/chat/completions"):
+            path += "/chat/completions"
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+    @property
+    def display_endpoint(self) -> str:
+        """:attr:`endpoint` without credentials or query values, for UI text, logs and errors."""
+        return redact_url(self.endpoint)
+
+    def __repr__(self) -> str:
+        key = None if self.api_key is None else "***"
+        return (f"NamerSettings(url={redact_url(self.url)!r}, model={self.model!r}, api_key={key!r}, "
+                f"timeout={self.timeout!r}, max_docs={self.max_docs!r}, "
+                f"max_chars_per_doc={self.max_chars_per_doc!r}, temperature={self.temperature!r})")
+
+    __str__ = __repr__
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only within the endpoint's origin: the request carries the API key, so a
+    redirect to another scheme, host or port is refused instead of forwarding it there."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        here = _origin(req.full_url)
+        if here is None or _origin(newurl) != here:
+            fp.close()
+            raise NamingError(
+                f"{redact_url(req.full_url)} redirected (HTTP {code}) to another host, {redact_url(newurl)}; "
+                "not followed, so the API key is not sent there: set GEM_NAMER_URL to the endpoint itself"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects)
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> NamerSettings | None:
@@ -49,9 +115,16 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> NamerSettings | N
     url, model = env.get("GEM_NAMER_URL", "").strip(), env.get("GEM_NAMER_MODEL", "").strip()
     if not url or not model:
         return None
-    if not re.match(r"^https?://", url):
-        raise ValueError(f"GEM_NAMER_URL must start with http:// or https://, got {url!r}")
+    if not re.match(r"^https?://", url, flags=re.I):
+        raise ValueError(f"GEM_NAMER_URL must start with http:// or https://, got {redact_url(url)!r}")
+    if _has_userinfo(url):
+        raise ValueError(f"GEM_NAMER_URL must not hold credentials (user:password@): put the key in "
+                         f"GEM_NAMER_API_KEY and set the URL to {redact_url(url)!r}")
     return NamerSettings(url=url, model=model, api_key=env.get("GEM_NAMER_API_KEY") or None)
+
+
+def _has_userinfo(url: str) -> bool:
+    return "@" in urllib.parse.urlsplit(url).netloc
 
 
 def _clip(text: str, n: int) -> str:
@@ -113,21 +186,27 @@ class LLMNamer:
 
     def name(self, keywords: Sequence[str], documents: Sequence[str]) -> str:
         s = self.settings
+        shown = s.display_endpoint
+        if not re.match(r"^https?://", s.endpoint, flags=re.I):
+            raise NamingError(f"the namer URL must start with http:// or https://, got {shown!r}")
+        if _has_userinfo(s.endpoint):
+            raise NamingError(f"the namer URL must not hold credentials (user:password@); pass the key as "
+                              f"api_key (GEM_NAMER_API_KEY) and the URL as {shown!r}")
         data = json.dumps(self.request_body(keywords, documents)).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if s.api_key:
             headers["Authorization"] = f"Bearer {s.api_key}"
         req = urllib.request.Request(s.endpoint, data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=s.timeout) as resp:
+            with _OPENER.open(req, timeout=s.timeout) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:200].decode("utf-8", "replace")
-            raise NamingError(f"{s.endpoint} answered HTTP {exc.code}: {detail}") from exc
+            raise NamingError(f"{shown} answered HTTP {exc.code}: {detail}") from exc
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise NamingError(f"cannot reach {s.endpoint}: {getattr(exc, 'reason', exc)}") from exc
+            raise NamingError(f"cannot reach {shown}: {getattr(exc, 'reason', exc)}") from exc
         try:
             payload = json.loads(body)
         except json.JSONDecodeError as exc:
-            raise NamingError(f"{s.endpoint} did not answer JSON: {body[:200]!r}") from exc
+            raise NamingError(f"{shown} did not answer JSON: {body[:200]!r}") from exc
         return parse_response(payload)

@@ -22,6 +22,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -100,23 +102,201 @@ def write_parquet_atomic(target: str | os.PathLike, table) -> Path:
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it into place only when complete.
 
-    An existing ``target`` is replaced as a whole; a failure leaves no half-written folder.
+    An existing ``target`` is replaced as a whole; a failure leaves no half-written folder, and so
+    does a kill at any point: the folder is built in ``.<name>.tmp-<pid>-<token>`` (locked while
+    its builder lives), renamed to ``.<name>.new-<pid>-<token>`` when complete, the old folder is
+    renamed away to ``.<name>.old-<pid>-<token>``, the new one renamed into place, and the old one
+    deleted. The swap runs under a lock on the parent folder. The next ``atomic_dir`` (or
+    :func:`recover_dir`) on the same target repairs what a killed swap left: when ``target`` is
+    missing, the previous folder comes back from its hidden ``.old-`` copy (the replace did not
+    happen), and abandoned hidden copies are deleted.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    recover_dir(target)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = target.parent / f".{target.name}.tmp-{token}"
+    new = target.parent / f".{target.name}.new-{token}"
+    old = target.parent / f".{target.name}.old-{token}"
+    tmp.mkdir()
+    hold = _flock(tmp, blocking=False)  # marks the build as alive for other processes' recovery
     try:
         yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        with _dir_lock(target.parent):
+            os.replace(tmp, new)  # complete
+            moved = False
+            try:
+                if target.exists():
+                    os.replace(target, old)
+                    moved = True
+                os.replace(new, target)
+            except BaseException:
+                if moved and not target.exists() and old.exists():
+                    os.replace(old, target)  # put the previous folder back
+                raise
+            _fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, new):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+        _unlock(hold)
+
+
+_LEFTOVER_KINDS = ("tmp", "new", "old")
+_LEGACY_RANDOM = r"[a-z0-9_]{8}"  # tempfile.mkdtemp names of the earlier atomic_dir
+
+
+def recover_dir(target: str | os.PathLike) -> bool:
+    """Repair what a killed :func:`atomic_dir` left beside ``target``; True when ``target`` was
+    restored. When ``target`` is missing and an abandoned hidden ``.old-`` copy exists (the kill
+    came between moving the old folder away and moving the new one in), it is renamed back; every
+    abandoned hidden copy of ``target`` (``.tmp-``, ``.new-``, ``.old-``, and the earlier
+    ``.<name>.XXXXXXXX`` / ``.<name>.old.XXXXXXXX/x`` layout) is then deleted. Copies of a live
+    builder (its lock is held) are left alone. Safe to call on every open of ``target``."""
+    target = Path(target)
+    parent = target.parent
+    if not parent.is_dir():
+        return False
+    pattern = re.compile(r"^\." + re.escape(target.name)
+                         + r"\.(?:(?P<kind>tmp|new|old)-(?P<pid>\d+)-[0-9a-f]+|(?P<legacy>(?:old\.)?" + _LEGACY_RANDOM + r"))$")
+    candidates = []
+    for entry in os.scandir(parent):
+        m = pattern.match(entry.name)
+        if m and entry.is_dir(follow_symlinks=False):
+            candidates.append((m, Path(entry.path)))
+    if not candidates:
+        return False
+    restored = False
+    with _dir_lock(parent) as locked:
+        olds = []  # complete copies of the previous folder, newest first
+        doomed = []
+        for m, path in candidates:
+            if not path.exists():
+                continue
+            if m["legacy"] is not None:
+                if m["legacy"].startswith("old.") and (path / "x").is_dir():
+                    olds.append((path.stat().st_mtime_ns, path / "x", path))
+                else:
+                    doomed.append(path)
+                continue
+            if not _abandoned(path, m["kind"], int(m["pid"]), locked):
+                continue
+            if m["kind"] == "old":
+                olds.append((path.stat().st_mtime_ns, path, path))
+            else:
+                doomed.append(path)
+        olds.sort(key=lambda t: t[0], reverse=True)
+        if not target.exists() and olds:
+            _, copy, holder = olds.pop(0)
+            os.replace(copy, target)
+            _fsync_dir(parent)
+            restored = True
+            if holder != copy:
+                doomed.append(holder)
+        doomed += [holder for _, _, holder in olds]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return restored
+
+
+def _abandoned(path: Path, kind: str, pid: int, parent_locked: bool) -> bool:
+    """Whether a hidden copy's writer is gone. A build (``tmp``) is locked by its live builder;
+    ``new`` / ``old`` copies exist only inside the swap, which holds the parent lock that the
+    caller holds now. Without working locks: the writer's process id is not alive (nor ours)."""
+    if kind == "tmp":
+        fd = _flock(path, blocking=False)
+        if fd is not None:
+            _unlock(fd)
+            return True
+        if _HAVE_FLOCK and _flock_works(path):
+            return False  # locked by a live builder
+    elif parent_locked:
+        return True
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+try:
+    import fcntl as _fcntl
+
+    _HAVE_FLOCK = True
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None
+    _HAVE_FLOCK = False
+
+
+def _flock(path: Path, blocking: bool = True) -> int | None:
+    """An open descriptor of ``path`` (a folder) holding an exclusive flock, or None when the lock
+    is taken (non-blocking) or locks do not work here."""
+    if not _HAVE_FLOCK:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX | (0 if blocking else _fcntl.LOCK_NB))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _flock_works(path: Path) -> bool:
+    """False where flock is unsupported (the failure above was not 'already locked')."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+        _fcntl.flock(fd, _fcntl.LOCK_UN)
+        return True
+    except BlockingIOError:
+        return True  # held exclusively by someone: locks work
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+@contextlib.contextmanager
+def _dir_lock(folder: Path) -> Iterator[bool]:
+    """Exclusive lock on ``folder`` for atomic_dir's swap and recovery; yields whether it is held."""
+    fd = _flock(folder, blocking=True)
+    try:
+        yield fd is not None
+    finally:
+        _unlock(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (best effort: not every platform can fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def copy_file_atomic(src: str | os.PathLike, target: str | os.PathLike) -> Path:

@@ -158,6 +158,31 @@ class StaleEditError(ValueError):
     """A save made against an outdated version of a topic (someone else saved in between)."""
 
 
+class TaxonomyError(ValueError):
+    """The taxonomy database cannot be used (damaged, not a database, read-only, locked): one
+    line naming the file and what to do."""
+
+
+def _database_error(db_path: Path, exc: sqlite3.Error) -> TaxonomyError:
+    """A TaxonomyError for an SQLite failure, with the file and the remedy for its kind."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = msg.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        what = (f"{db_path}: the taxonomy database is damaged ({msg}); restore it from a backup, or move it "
+                "aside to start a new taxonomy (then re-import a taxonomy JSON export if you have one)")
+    elif "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+        what = (f"{db_path}: cannot open the taxonomy database for writing ({msg}); make the file and its "
+                "folder writable (SQLite writes -wal and -shm files beside it), or use a writable copy of the "
+                "workspace")
+    elif "locked" in low or "busy" in low:
+        what = f"{db_path}: the taxonomy database is locked by another program ({msg}); retry when it finishes"
+    elif "disk i/o" in low or "full" in low:
+        what = f"{db_path}: the taxonomy database could not be written ({msg}); check the disk (space, errors)"
+    else:
+        what = f"{db_path}: taxonomy database error ({msg})"
+    return TaxonomyError(what)
+
+
 @dataclass
 class SyncReport:
     """Outcome of syncing a run: cluster -> topic id for matched / new / revived, retired topic ids.
@@ -298,7 +323,13 @@ class Taxonomy:
     # ------------------------------------------------------------------ connection
     @contextlib.contextmanager
     def _connect(self, write: bool = False, transaction: bool = True) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
+        """One connection (WAL, foreign keys, busy timeout), in a transaction unless told not to.
+        SQLite failures of the file itself (damaged, not a database, read-only, locked) become a
+        :class:`TaxonomyError` naming the file and the remedy; constraint errors pass unchanged."""
+        try:
+            con = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _database_error(self.db_path, exc) from exc
         try:
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA journal_mode=WAL")
@@ -312,9 +343,14 @@ class Taxonomy:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # a damaged file may refuse the rollback too
+                    con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise _database_error(self.db_path, exc) from exc
         finally:
             con.close()
 

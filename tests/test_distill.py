@@ -278,3 +278,119 @@ def test_teacher_vectors_with_the_real_encoder(tmp_path):
     again = []
     distill_run(ws, "gem8", tmp_path / "again.bin", compare_kmeans=False, progress=lambda d, t: again.append((d, t)))
     assert again and all(total == 0 for _, total in again)
+
+
+# ---------------------------------------------------------------------------- damaged model files
+@pytest.fixture(scope="module")
+def small_student(tmp_path_factory):
+    corpus = pd.read_parquet(SAMPLE_DATA_DIR / "corpus.parquet", columns=["text", "source"]).sample(2000, random_state=1)
+    student = train_student(corpus["text"].tolist(), corpus["source"].tolist(), epoch=5, bucket=20_000, dim=16)
+    path = tmp_path_factory.mktemp("small") / "student.bin"
+    student.save(path)
+    return path, corpus["text"].tolist()[:200]
+
+
+def _copy_model(src: Path, dest: Path, data: bytes | None = None, sidecar: dict | None | str = "same") -> Path:
+    from gem.distill import sidecar_path
+
+    dest.write_bytes(src.read_bytes() if data is None else data)
+    if sidecar == "same":
+        sidecar_path(dest).write_bytes(sidecar_path(src).read_bytes())
+    elif sidecar is not None:
+        sidecar_path(dest).write_text(json.dumps(sidecar))
+    return dest
+
+
+def test_student_save_records_size_and_sha256_and_load_refuses_a_truncated_model(small_student, tmp_path):
+    """fastText reads a truncated model as zeros (every document then gets one topic): the sidecar's
+    size and sha256 catch it, with the file named and the fix."""
+    import warnings
+
+    from gem.distill import StudentFileError, sidecar_path
+    from gem.store import file_sha256
+
+    path, texts = small_student
+    meta = json.loads(sidecar_path(path).read_text())
+    assert meta["model_bytes"] == path.stat().st_size and meta["model_sha256"] == file_sha256(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a verified model loads without any warning
+        assert len(set(Student.load(path).predict(texts)[0])) > 1
+    data = path.read_bytes()
+    cut = _copy_model(path, tmp_path / "cut.bin", data[: len(data) // 2])
+    with pytest.raises(StudentFileError, match=r"cut\.bin: the student model is damaged or incomplete.*gem distill"):
+        Student.load(cut)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF  # same size, different bytes
+    bad = _copy_model(path, tmp_path / "flip.bin", bytes(flipped))
+    with pytest.raises(StudentFileError, match=r"flip\.bin: the student model does not match the sha256"):
+        Student.load(bad)
+    (tmp_path / "junk.bin").write_bytes(data)
+    sidecar_path(tmp_path / "junk.bin").write_text("{not json")
+    with pytest.raises(StudentFileError, match=r"junk\.bin\.json: the student's sidecar is not valid JSON"):
+        Student.load(tmp_path / "junk.bin")
+
+
+def test_older_model_without_a_hash_loads_with_a_warning_only_when_intact(small_student, tmp_path):
+    from gem.distill import StudentFileError, UnverifiedStudentWarning
+
+    path, texts = small_student
+    old_meta = {k: v for k, v in json.loads((path.parent / "student.bin.json").read_text()).items()
+                if k not in ("model_sha256",)}
+    older = _copy_model(path, tmp_path / "older.bin", sidecar=old_meta)
+    with pytest.warns(UnverifiedStudentWarning, match=r"older\.bin: its sidecar records no sha256"):
+        student = Student.load(older)
+    assert list(student.predict(texts)[0]) == list(Student.load(path).predict(texts)[0])
+    bare = _copy_model(path, tmp_path / "bare.bin", sidecar=None)  # copied without its sidecar
+    with pytest.warns(UnverifiedStudentWarning):
+        Student.load(bare)
+    data = path.read_bytes()
+    for n, frac in enumerate((0.999, 0.5, 0.1)):
+        cut = _copy_model(path, tmp_path / f"cut{n}.bin", data[: int(len(data) * frac)], sidecar=None)
+        with pytest.raises(StudentFileError, match=rf"cut{n}\.bin: .*(damaged or incomplete|cannot read).*gem distill"):
+            Student.load(cut)
+    # the older sidecar's byte count alone already catches a truncation
+    cut = _copy_model(path, tmp_path / "cutold.bin", data[:-100], sidecar=old_meta)
+    with pytest.raises(StudentFileError, match="recorded"):
+        Student.load(cut)
+
+
+def test_quantized_and_teacher_vector_students_are_verified(small_student, lsa_teacher, tmp_path):
+    """Hashes cover .ftz files too; a student trained from teacher word vectors matches the size
+    its fastText header describes (the check older models get)."""
+    import warnings
+
+    from gem.distill import StudentFileError, UnverifiedStudentWarning, sidecar_path
+
+    path, texts = small_student
+    q = Student.load(path).quantize(tmp_path / "q.ftz", cutoff=2000)
+    assert "model_sha256" in json.loads(sidecar_path(q.path).read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Student.load(tmp_path / "q.ftz")
+    lsa_texts, geometry, gem = lsa_teacher
+    student, _ = distill_labels(lsa_texts, gem.labels_, np.ones(len(lsa_texts)), geometry=geometry)
+    student.save(tmp_path / "wv.bin")
+    sidecar_path(tmp_path / "wv.bin").unlink()
+    with pytest.warns(UnverifiedStudentWarning):
+        Student.load(tmp_path / "wv.bin")
+    data = (tmp_path / "wv.bin").read_bytes()
+    (tmp_path / "wvcut.bin").write_bytes(data[:-50])
+    with pytest.raises(StudentFileError, match="fastText header describes"):
+        Student.load(tmp_path / "wvcut.bin")
+
+
+def test_gem_label_refuses_a_truncated_student(small_student, tmp_path):
+    path, texts = small_student
+    data = path.read_bytes()
+    cut = _copy_model(path, tmp_path / "cut.bin", data[: int(len(data) * 0.9)])
+    shards = tmp_path / "in"
+    shards.mkdir()
+    (shards / "a.jsonl").write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    for workers in ("0", "2"):
+        proc = subprocess.run([sys.executable, "-m", "gem", "label", "--model", str(cut), "--input",
+                               str(shards / "*.jsonl"), "--out", str(tmp_path / f"out{workers}"), "--workers", workers],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        err = proc.stderr.strip().splitlines()
+        assert len(err) == 1 and "cut.bin: the student model is damaged or incomplete" in err[0]
+        assert "gem distill" in err[0] and not (tmp_path / f"out{workers}" / "a.parquet").exists()

@@ -188,3 +188,141 @@ def test_clear_errors(student_path, shards, tmp_path):
     with pytest.raises(ValueError, match=r"w\.parquet: no column 'text'"):
         label_corpus(student_path, str(wrong / "*"), tmp_path / "o2", workers=0)
     assert not (tmp_path / "o2" / "w.parquet").exists()
+
+
+# ---------------------------------------------------------------------------- audit fixes (issue 12)
+def test_invalid_utf8_is_rejected_with_line_and_reason(student_path, corpus, tmp_path):
+    """Undecodable bytes reject their record (file, line, reason), counted in the summary: never
+    silently replaced by U+FFFD and labelled."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = [json.dumps({"id": r.id, "text": r.text}).encode() for r in corpus.iloc[:20].itertuples()]
+    bad = b'{"id": "latin1", "text": "caf\xe9 au lait"}'  # Latin-1, not UTF-8
+    lines = good[:5] + [bad] + good[5:]
+    (folder / "u.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with gzip.open(folder / "v.jsonl.gz", "wb") as fh:
+        fh.write(b"\n".join(good[:3] + [b'{"id": "x", "text": "\xff\xfe"}']) + b"\n")
+    out = tmp_path / "out"
+    summary = label_corpus(student_path, str(folder / "*"), out, workers=0)
+    assert summary["n_docs"] == 23 and summary["n_rejected"] == 2
+    assert summary["reject_reasons"] == {"invalid UTF-8": 2}
+    assert json.loads((out / "summary.json").read_text())["reject_reasons"] == {"invalid UTF-8": 2}
+    assert "latin1" not in set(pd.read_parquet(out / "u.parquet")["id"])
+    rej = json.loads((out / "rejects" / "u.jsonl").read_text())
+    assert rej["shard"] == "u.jsonl" and rej["line"] == 6
+    assert rej["reason"] == "invalid UTF-8: byte 0xe9 at byte 30 of the line"
+    assert "\\xe9" in rej["record"] and "\ufffd" not in rej["record"]
+    rej_v = json.loads((out / "rejects" / "v.jsonl").read_text())
+    assert rej_v["line"] == 4 and rej_v["reason"].startswith("invalid UTF-8: byte 0xff")
+
+
+def test_leftovers_of_shard_names_with_dots_are_removed(student_path, corpus, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    records = "".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in corpus.iloc[:30].itertuples())
+    (folder / "part.001.jsonl").write_text(records + "not json\n")
+    (folder / "web.2024-01.jsonl").write_text(records)
+    out = tmp_path / "out"
+    (out / "rejects").mkdir(parents=True)
+    left = [out / ".part.001.parquet.k2j4h6g8.parquet", out / ".web.2024-01.parquet.abcdefgh.parquet",
+            out / "rejects" / ".part.001.jsonl.zz11yy22.tmp", out / ".summary.json.q1w2e3r4.tmp"]
+    for f in left:
+        f.write_bytes(b"half-written")
+    keep = out / ".part.002.parquet.k2j4h6g8.parquet"  # not a shard of this run: left alone
+    keep.write_bytes(b"other")
+    summary = label_corpus(student_path, str(folder / "*"), out, workers=0)
+    assert summary["n_docs"] == 60 and summary["n_rejected"] == 1
+    assert not [f for f in left if f.exists()] and keep.exists()
+    assert sorted(p.name for p in out.glob("[!.]*.parquet")) == ["part.001.parquet", "web.2024-01.parquet"]
+
+
+def test_outputs_are_byte_reproducible_and_timings_go_to_their_own_log(student_path, shards, tmp_path):
+    """Two runs on the same input (in-process and with a process pool) write identical bytes to
+    every output and to summary.json; wall-clock seconds live in timings.jsonl only."""
+    first = label_corpus(student_path, str(shards / "*"), tmp_path / "one", workers=0)
+    second = label_corpus(student_path, str(shards / "*"), tmp_path / "two", workers=2)
+    names = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*")
+                   if p.is_file() and p.name != "timings.jsonl")
+    assert "summary.json" in {str(n) for n in names} and len([n for n in names if n.suffix == ".parquet"]) == 5
+    assert names == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*")
+                           if p.is_file() and p.name != "timings.jsonl")
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert "seconds" not in json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert "seconds" not in read_shard_stats(tmp_path / "one" / "a.parquet")
+    assert first["seconds"] >= 0 and second["workers"] == 2 and first["n_shards_skipped"] == 0
+    log = [json.loads(s) for s in (tmp_path / "two" / "timings.jsonl").read_text().splitlines()]
+    assert sorted(r["shard"] for r in log if "shard" in r) == ["a", "b", "c", "d", "e"]
+    assert all(r["seconds"] >= 0 for r in log) and log[-1]["run"] == "label" and log[-1]["workers"] == 2
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid``, from /proc (psutil may be absent)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _proc(pid: int, name: str) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / name).read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
+
+
+def _running(pid: int) -> bool:
+    stat = _proc(pid, "stat")
+    return bool(stat) and stat.rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie has exited, unreaped
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_the_driver_stops_its_pool_workers(student_path, corpus, tmp_path):
+    """SIGKILL only the `gem label` driver while two workers label long shards: the workers must
+    not run on (they used to, labelling to the end, then wait on the dead driver's queue forever)."""
+    import os
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    texts = [t[:120] for t in corpus["text"].iloc[:40]]
+    block = "".join(json.dumps({"id": f"d{i}", "text": texts[i % 40]}) + "\n" for i in range(20_000)).encode()
+    member = gzip.compress(block, compresslevel=6)  # a multi-member gzip: long shards, small files
+    for name in ("s1", "s2", "s3"):
+        with open(folder / f"{name}.jsonl.gz", "wb") as fh:
+            fh.write(member * 30)  # 600k records (2 MB): about 15 s of labelling per shard
+    cmd = [sys.executable, "-m", "gem", "label", "--model", str(student_path), "--input", str(folder / "*"),
+           "--out", str(tmp_path / "out"), "--workers", "2", "--json"]
+    driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until both workers have loaded the model
+            workers = [p for p in _children(driver.pid)
+                       if b"spawn_main" in _proc(p, "cmdline") and b"fasttext" in _proc(p, "maps")]
+            if len(workers) == 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, "the pool did not start"
+        time.sleep(1.0)  # labelling now
+        assert driver.poll() is None and all(_running(p) for p in workers)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_running(p) for p in workers):
+            time.sleep(0.1)
+        assert not [p for p in workers if _running(p)], "pool workers outlived their driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for p in workers:  # never leave them behind, even when the test fails
+            if _running(p):
+                os.kill(p, signal.SIGKILL)

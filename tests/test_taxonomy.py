@@ -747,3 +747,84 @@ def test_taxonomy_plots_escape_names_and_sum_sizes():
     assert all("<script>" not in str(c[0]) for c in bars.customdata)
     with pytest.raises(ValueError, match="same length"):
         taxonomy_tree(ids, names[:2], [None] * 3, [1, 2, 3])
+
+
+# ---------------------------------------------------------------------------- damaged / read-only database
+def test_corrupt_database_raises_one_clear_error(tmp_path):
+    from gem.taxonomy import TaxonomyError
+
+    path = tmp_path / "taxonomy.sqlite"
+    path.write_bytes(np.random.default_rng(0).bytes(8192))  # random bytes: not a database
+    with pytest.raises(TaxonomyError, match="taxonomy.sqlite: the taxonomy database is damaged") as info:
+        Taxonomy(path)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+    assert str(path) in str(info.value) and "backup" in str(info.value)
+
+    good = Taxonomy(tmp_path / "good.sqlite")
+    good.add_group("g", "alice")
+    with sqlite3.connect(tmp_path / "good.sqlite") as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = (tmp_path / "good.sqlite").read_bytes()
+    (tmp_path / "cut.sqlite").write_bytes(data[: len(data) // 3])  # truncated: pages missing
+    with pytest.raises(TaxonomyError, match="cut.sqlite: the taxonomy database is damaged"):
+        Taxonomy(tmp_path / "cut.sqlite").topics(include_groups=True)
+
+
+def test_read_only_database_raises_one_clear_error(tmp_path, monkeypatch):
+    """A database that cannot be written: for real (0444 file in a 0555 folder) when not running as
+    root, and always emulated with SQLite's read-only mode (root ignores file permissions)."""
+    import os
+
+    import gem.taxonomy as taxonomy_mod
+    from gem.taxonomy import TaxonomyError
+
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    path = folder / "taxonomy.sqlite"
+    Taxonomy(path).add_group("g", "alice")
+    real_connect = sqlite3.connect
+
+    def read_only(db, *args, **kwargs):
+        return real_connect(f"file:{db}?mode=ro", *args, uri=True, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(taxonomy_mod.sqlite3, "connect", read_only)
+        tax = Taxonomy(path)
+        assert len(tax.groups()) == 1  # reading still works
+        with pytest.raises(TaxonomyError, match="taxonomy.sqlite: cannot open the taxonomy database for writing"):
+            tax.add_group("h", "alice")
+        with pytest.raises(TaxonomyError, match="new.sqlite: cannot open .* make the file and its folder writable"):
+            Taxonomy(folder / "new.sqlite")
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        folder.chmod(0o555)
+        try:
+            with pytest.raises(TaxonomyError, match="taxonomy.sqlite: cannot open"):
+                Taxonomy(path).add_group("h", "alice")
+        finally:
+            folder.chmod(0o755)
+            path.chmod(0o644)
+
+
+def test_cli_taxonomy_on_a_damaged_database_prints_one_line(synthetic_workspace, capsys, monkeypatch):
+    from gem.baselines import make_estimator
+    from gem.cli import main
+    from gem.runs import save_run
+    from gem.taxonomy import TaxonomyError
+
+    ws = synthetic_workspace
+    X = ws.load_embeddings()
+    est = make_estimator("spherical-kmeans", 4, random_state=0).fit(X)
+    save_run(ws, "a", est, "spherical-kmeans", {"representation": "final"}, ws.load_corpus()["id"], X=X)
+    ws.taxonomy_db.write_bytes(b"this is not an SQLite file " * 100)
+    monkeypatch.delenv("GEM_DEBUG", raising=False)
+    assert main(["taxonomy", "-w", str(ws.root), "--run", "a"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gem taxonomy: error: ") and str(ws.taxonomy_db) in err[0]
+    assert "damaged" in err[0] and "Traceback" not in err[0]
+    assert main(["export", "-w", str(ws.root), "--run", "a", "--out", str(ws.root / "bundle")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gem export: error: ") and str(ws.taxonomy_db) in err[0]
+    monkeypatch.setenv("GEM_DEBUG", "1")
+    with pytest.raises(TaxonomyError):  # GEM_DEBUG=1 shows the traceback
+        main(["taxonomy", "-w", str(ws.root), "--run", "a"])

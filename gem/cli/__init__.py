@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 
 COMMAND_MODULES = [
@@ -46,10 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, sqlite3.Error) as exc:
+        # sqlite3.Error: a database failure not already explained (gem.taxonomy raises TaxonomyError,
+        # a ValueError naming the file and the remedy)
         if os.environ.get("GEM_DEBUG"):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, sqlite3.Error):
+            message = f"database error: {message}"
         print(f"gem {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -57,6 +57,8 @@ def run_taxonomy(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such workspace folder")
     ws = Workspace(root)
+    if not args.no_sync or args.save_json:
+        Taxonomy(ws.taxonomy_db)  # a damaged database fails here (TaxonomyError), before the GIS work
     analysis = analyze_run(ws, args.run, top=args.top, n_keywords=args.keywords, beta=args.beta,
                            n_neighbors=args.neighbors)
     table = analysis.table.copy()
