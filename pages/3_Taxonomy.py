@@ -238,8 +238,8 @@ st.caption(f"{int(row['n_docs'])} documents · {int(row['n_tokens'])} tokens · 
 st.text("Keywords: " + (", ".join(row["keywords"]) or "-"))
 namer_settings = _namer_settings()
 if namer_settings is not None and st.button("Suggest a name (LLM)", key="tx_llm",
-                                            help=f"Ask {namer_settings.model} at {namer_settings.endpoint}, "
-                                                 "from the keywords and the top-GIS documents."):
+                                            help=common.plain(f"Ask {namer_settings.model} at {namer_settings.display_endpoint}, "
+                                                              "from the keywords and the top-GIS documents.")):
     from gem.naming import LLMNamer, NamingError
 
     top_rows = analysis.representatives.get(k, np.array([], dtype=int))

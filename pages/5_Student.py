@@ -102,7 +102,9 @@ if kept:
         st.download_button(f"Download the student ({student_file.stat().st_size / 1e6:.1f} MB, fastText .bin)",
                            student_file.read_bytes(), file_name=f"gem-student-{student_run}.bin",
                            mime="application/octet-stream", key="st_download")
-        sidecar = student_file.with_suffix(".json")
+        from gem.distill import sidecar_path
+
+        sidecar = sidecar_path(student_file)
         if sidecar.exists():
             st.download_button("Download its report (JSON)", sidecar.read_bytes(),
                                file_name=f"gem-student-{student_run}.json", mime="application/json",

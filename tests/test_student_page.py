@@ -59,7 +59,8 @@ def test_student_page_trains_on_stable_topic_ids_and_labels(synthetic_workspace,
     heatmap = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
     assert f"{named} Cooking &amp; food" in heatmap["x"] and f"{named} Cooking &amp; food" in heatmap["y"]
     # the model can be downloaded from the page
-    assert any(b.proto.label.startswith("Download the student") for b in at.get("download_button"))
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any(x.startswith("Download the student") for x in labels) and "Download its report (JSON)" in labels
 
     shard = tmp_path / "in" / "s.jsonl"
     shard.parent.mkdir()
