@@ -162,9 +162,9 @@ def test_upload_to_labelled_shard(streamlit_app, synthetic_workspace, browser_pa
     shard_dir.mkdir()
     (shard_dir / "a.jsonl").write_text("".join(
         json.dumps({"id": f"new-{t}", "text": f"{vocab} and more"}) + "\n" for t, vocab in TOPICS.items()))
-    page.get_by_label("Input shards (glob: *.jsonl, *.jsonl.gz, *.parquet)").fill(str(shard_dir / "*.jsonl"))
-    page.get_by_label("Output folder name (inside this workspace's labels/ folder)").fill("batch1")
-    page.get_by_role("button", name="Label").click()
+    page.get_by_role("textbox", name="Input shards (glob: *.jsonl, *.jsonl.gz, *.parquet)").fill(str(shard_dir / "*.jsonl"))
+    page.get_by_role("textbox", name="Output folder name (inside this workspace's labels/ folder)").fill("batch1")
+    page.get_by_role("button", name="Label", exact=True).click()
     page.get_by_text(re.compile(r"4 documents labelled")).wait_for(timeout=SLOW_MS)
     full_screenshot(page, artifacts_dir / "flow_student.png")
     labelled = pd.read_parquet(ws_root / "labels" / "batch1" / "a.parquet")
