@@ -23,6 +23,18 @@ def _run_caption(at) -> str:
     return next(c.value for c in at.caption if c.value.startswith("Run "))
 
 
+def _open(app_test, ws, page: str, **state):
+    """The app at ``page`` with K = 4 and curator alice (plus ``state``), checked clean; and the
+    workspace taxonomy."""
+    at = app_test(ws)
+    for key, value in {"fit_k": 4, "gem_author": "alice", **state}.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(page).run()
+    _clean(at, page)
+    return at, Taxonomy(ws.taxonomy_db)
+
+
 def _set(at, **state):
     """Change the current fit's settings. AppTest drops the sidebar of an st.navigation app after
     its first run (the browser tests drive the real widgets), so tests set the plain session keys
@@ -93,13 +105,7 @@ def test_taxonomy_follows_a_lambda_change_into_the_mixture(app_test, synthetic_w
     """Rename and exclude on the Taxonomy page, change lambda (sidebar) on the Mixture page: the
     domains keep the names and ids, and the excluded topic stays out of the mix."""
     ws = synthetic_workspace
-    at = app_test(ws)
-    at.session_state["fit_k"] = 4
-    at.session_state["gem_author"] = "alice"
-    at.run()
-    at.switch_page("pages/3_Taxonomy.py").run()
-    _clean(at, "taxonomy")
-    tax = Taxonomy(ws.taxonomy_db)
+    at, tax = _open(app_test, ws, "pages/3_Taxonomy.py")
     topics = tax.topics(run="gem-k4-auto-s0").sort_values("n_docs", ascending=False)
     named, dropped = topics["id"].iloc[0], topics["id"].iloc[1]
     tax.update_topic(named, tax.topic(named)["version"], "alice", name="Astronomy **bold**")
@@ -163,13 +169,7 @@ def test_app_bundle_equals_the_cli_bundle(app_test, synthetic_workspace, tmp_pat
     from gem.cli import main
 
     ws = synthetic_workspace
-    at = app_test(ws)
-    at.session_state["fit_k"] = 4
-    at.session_state["gem_author"] = "alice"
-    at.run()
-    at.switch_page("pages/4_Mixture.py").run()
-    _clean(at, "mixture")
-    tax = Taxonomy(ws.taxonomy_db)
+    at, tax = _open(app_test, ws, "pages/4_Mixture.py")
     topics = tax.topics(run="gem-k4-auto-s0")
     tid = topics["id"].iloc[0]
     tax.update_topic(tid, tax.topic(tid)["version"], "alice", name='Space "quoted" <b>', excluded=True)

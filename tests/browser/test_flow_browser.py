@@ -59,7 +59,7 @@ def _nav(page, name: str) -> None:
 
 
 def test_upload_to_labelled_shard(streamlit_app, synthetic_workspace, browser_page, artifacts_dir, tmp_path, idle,
-                                  full_screenshot):
+                                  full_screenshot, rename_top_topic):
     page = browser_page
     corpus = tmp_path / "my corpus.jsonl"
     _corpus(corpus)
@@ -93,15 +93,8 @@ def test_upload_to_labelled_shard(streamlit_app, synthetic_workspace, browser_pa
     # Taxonomy: rename the top-GIS topic in the grid; another curator excludes a second topic
     _nav(page, "Taxonomy")
     page.get_by_text("Topics ranked by mean GIS").wait_for(timeout=SLOW_MS)
-    grid = page.locator("[class*='st-key-tx_editor_'] [data-testid='stDataFrameResizable']").first
-    grid.wait_for()
     idle(page)
-    box = grid.bounding_box()
-    page.mouse.dblclick(box["x"] + 150, box["y"] + 35 + 17)
-    page.wait_for_timeout(700)
-    page.keyboard.press("Control+a")
-    page.keyboard.type(NEW_NAME, delay=20)
-    page.keyboard.press("Enter")
+    rename_top_topic(page, NEW_NAME)
     tax = Taxonomy(ws_root / "taxonomy.sqlite")
     end = time.monotonic() + 60
     while not (tax.topics()["name"] == NEW_NAME).any():

@@ -37,23 +37,17 @@ def _renamed(tax, deadline_s=60.0):
     return None
 
 
-def test_rename_topic_and_see_it_after_reload(streamlit_app, synthetic_workspace, browser_page, artifacts_dir):
+def test_rename_topic_and_see_it_after_reload(streamlit_app, synthetic_workspace, browser_page, artifacts_dir,
+                                              rename_top_topic):
     page = browser_page
     url = streamlit_app(synthetic_workspace)
     page.goto(url)
     name_box = page.locator(".st-key-gem_author input")
     name_box.fill("playwright")
     name_box.press("Enter")
-    grid = _open_taxonomy(page)
+    _open_taxonomy(page)
     _idle(page)
-    # the first row is the top-GIS topic; double-click its name cell (2nd column, ~50 px in; the
-    # header is ~35 px high, rows ~35 px) to open the grid's cell editor, then replace the text
-    box = grid.bounding_box()
-    page.mouse.dblclick(box["x"] + 150, box["y"] + 35 + 17)
-    page.wait_for_timeout(700)
-    page.keyboard.press("Control+a")
-    page.keyboard.type(NEW_NAME, delay=20)
-    page.keyboard.press("Enter")  # commit: the app reruns and saves at once
+    rename_top_topic(page, NEW_NAME)
     tax = Taxonomy(synthetic_workspace.taxonomy_db)
     tid = _renamed(tax, 30.0)
     page.screenshot(path=str(artifacts_dir / "taxonomy_renamed.png"))
