@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
+from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, recover_dir, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
 
 __all__ = ["Run", "FitSettings", "fit_run", "load_fit_data", "run_is_current", "save_run", "load_run",
            "load_run_documents", "assignment_probabilities"]
@@ -100,7 +100,7 @@ def load_run(ws: Workspace, name: str) -> Run:
     from .baselines import estimator_from_state
 
     folder = ws.run_dir(name)
-    if not (folder / "params.json").exists():
+    if not (folder / "params.json").exists() and not recover_dir(folder):  # a replace killed midway
         known = ", ".join(ws.runs()) or "none"
         raise FileNotFoundError(f"{folder}: no such run (runs in this workspace: {known}); create it with `gem fit`")
     info = read_json(folder / "params.json")

@@ -173,3 +173,16 @@ def test_export_refuses_embeddings_of_another_corpus(ws, capsys):
     assert main(["export", "-w", str(ws.root), "--run", "r", "--out", str(ws.root / "b")]) == 2
     assert "made for other documents" in capsys.readouterr().err
     assert not (ws.root / "b").exists()
+
+
+def test_a_run_lost_mid_replace_is_recovered_on_open(ws):
+    """A kill between moving the old run folder away and moving the new one in leaves only the
+    hidden old copy: opening the run restores it (gem.store.recover_dir)."""
+    import os
+
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "r", "--no-sync"]) == 0
+    folder = ws.run_dir("r")
+    hidden = folder.with_name(f".r.old-{2**22 + 12345}-0123abcd")  # a pid that is not running
+    os.rename(folder, hidden)
+    assert load_run(ws, "r").params["k"] == 6
+    assert folder.is_dir() and not hidden.exists()
