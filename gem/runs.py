@@ -233,8 +233,8 @@ def run_is_current(ws: Workspace, name: str, settings: FitSettings) -> bool:
     except (OSError, ValueError):
         return False
     ids = ws.load_corpus(columns=["id"])["id"].astype(str)
-    return info.get("params") == json.loads(json.dumps(settings.params())) and info.get("data") == _data_version(
-        ws, settings, ids)
+    stored = {k: v for k, v in (info.get("params") or {}).items() if k != "warm_start_from"}  # how, not what
+    return stored == json.loads(json.dumps(settings.params())) and info.get("data") == _data_version(ws, settings, ids)
 
 
 def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | None = None):

@@ -81,6 +81,10 @@ def test_same_visible_settings_give_the_same_fit(app_test, synthetic_workspace):
     via_100 = load_run(ws, "gem-k4-l1000-s0")
     assert via_100.params["warm_start_from"] == "gem-k4-auto-s0"
 
+    _set(at, fit_lambda=100.0)  # back to a run on disk: loaded, not fitted again
+    _clean(at, "lambda 100 again")
+    assert r"(loaded from disk)" in _run_caption(at).replace("\\", "")
+
     _set(at, fit_auto=True)
     _clean(at, "auto again")
     assert load_run(ws, "gem-k4-auto-s0").model.balance_ == lam_auto
