@@ -111,10 +111,10 @@ def main() -> int:
 
             open_clusters()
             step("Clusters, first load (fits GEM auto + k-means)",
-                 lambda: page.get_by_role("link", name="Clusters").click(), wait_caption("Run gem-k24-auto-s0"))
+                 lambda: page.get_by_role("link", name="Clusters", exact=True).click(), wait_caption("Run gem-k24-auto-s0"))
             open_clusters()
             step("Clusters, new session (runs on disk)",
-                 lambda: page.get_by_role("link", name="Clusters").click(), wait_caption("Run gem-k24-auto-s0"))
+                 lambda: page.get_by_role("link", name="Clusters", exact=True).click(), wait_caption("Run gem-k24-auto-s0"))
             step("automatic balance off (fits lambda 5000, warm)",
                  lambda: page.locator(".st-key-w_fit_auto").get_by_text("Automatic balance").click(),
                  wait_caption("Run gem-k24-l5000-s0"))

@@ -22,7 +22,7 @@ POINTS_JS = """(gd) => {
 def _open_clusters(page, url):
     page.goto(url)
     page.get_by_text("Anisotropy: how much").wait_for()  # home rendered (content arrives over the websocket)
-    page.get_by_role("link", name="Clusters").click()
+    page.get_by_role("link", name="Clusters", exact=True).click()
     page.get_by_text(re.compile(r"^Run gem-k\d+-auto-s0")).wait_for(timeout=120_000)
     # keyed elements carry the CSS class st-key-<key>
     gem_map = page.locator(".st-key-map_gem .js-plotly-plot")

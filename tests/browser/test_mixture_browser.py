@@ -41,7 +41,7 @@ def test_balance_slider_refits_and_exported_bundle_validates(streamlit_app, synt
     page = browser_page
     page.goto(streamlit_app(synthetic_workspace))
     page.get_by_text("Anisotropy: how much").wait_for()  # home rendered (content arrives over the websocket)
-    page.get_by_role("link", name="Mixture").click()
+    page.get_by_role("link", name="Mixture", exact=True).click()
     _fit_caption(page).wait_for(timeout=120_000)
     page.locator(".st-key-mx_weights_chart .js-plotly-plot .bars path").first.wait_for(state="attached")
     idle(page)

@@ -12,7 +12,7 @@ NEW_NAME = "Renamed <i>in</i> the browser"
 
 def _open_taxonomy(page):
     page.get_by_text("Anisotropy: how much").wait_for()  # home rendered (content arrives over the websocket)
-    page.get_by_role("link", name="Taxonomy").click()
+    page.get_by_role("link", name="Taxonomy", exact=True).click()
     page.get_by_text("Topics ranked by mean GIS").wait_for(timeout=120_000)
     grid = page.locator("[class*='st-key-tx_editor_'] [data-testid='stDataFrameResizable']").first
     grid.wait_for()
