@@ -302,10 +302,15 @@ def fit_caption(run: FitResult) -> str:
     return plain(f"Run {run.name} ({how}){lam}.")
 
 
+_AUTOLINK = re.compile(r"(://|www\.|@)", re.IGNORECASE)
+
+
 def plain(text) -> str:
     """Escape markdown so st.error / st.warning / st.caption show untrusted text (ids, names, paths,
-    messages quoting them) as typed: no bold, no links, no images."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", str(text))
+    messages quoting them) as typed: no bold, no links, no images. Escapes do not stop GitHub-style
+    autolinks of bare URLs and e-mail addresses, so a zero-width space breaks those up (invisible)."""
+    text = _AUTOLINK.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], str(text))
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 _FIT_LOCKS: dict[str, threading.Lock] = {}
