@@ -340,10 +340,11 @@ def _params_mtime(ws: Workspace, name: str) -> float:
     return _mtime(ws.run_dir(name) / "params.json")
 
 
-def ensure_run(settings, ws: Workspace | None = None) -> FitResult:
+def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitResult:
     """The saved run of ``settings``: loaded when it is on disk and current, else fitted (a manual
     GEM balance warm-starts from the "auto" run of the same K, seed and representation) and, for
-    GEM, synced into the workspace taxonomy so names, parents and exclusions follow it."""
+    GEM with ``sync``, matched to the workspace taxonomy so names, parents and exclusions follow it
+    (pages that show no topic names pass ``sync=False``: the match costs a GIS and keyword pass)."""
     from gem.runs import fit_run
 
     ws = ws or workspace()
@@ -358,7 +359,7 @@ def ensure_run(settings, ws: Workspace | None = None) -> FitResult:
     if not current():
         base = None
         if settings.method == "gem" and settings.balance != "auto":
-            base = ensure_run(settings.replace(balance="auto"), ws)
+            base = ensure_run(settings.replace(balance="auto"), ws, sync=False)
         with _fit_lock(key):
             if not current():  # another session may have fitted it while this one waited
                 start = time.perf_counter()
@@ -367,7 +368,7 @@ def ensure_run(settings, ws: Workspace | None = None) -> FitResult:
                 seconds = time.perf_counter() - start
                 warm = None if base is None else base.name
     run = _load_run(str(ws.root), name, _params_mtime(ws, name))
-    if settings.method == "gem":
+    if settings.method == "gem" and sync:
         synced_taxonomy(name, ws)
     ids = corpus_ids(ws).astype(str)
     if len(run.assignments) != len(ids) or not np.array_equal(run.assignments["id"].astype(str).to_numpy(), ids):
@@ -376,9 +377,9 @@ def ensure_run(settings, ws: Workspace | None = None) -> FitResult:
                      warm or run.params.get("warm_start_from"))
 
 
-def current_fit(ws: Workspace | None = None) -> FitResult:
-    """The session's current GEM fit (sidebar settings), fitted or loaded once."""
-    return ensure_run(fit_settings(ws), ws)
+def current_fit(ws: Workspace | None = None, sync: bool = True) -> FitResult:
+    """The session's current GEM fit (sidebar settings), fitted or loaded once (see ``ensure_run``)."""
+    return ensure_run(fit_settings(ws), ws, sync)
 
 
 def baseline_fit(method: str, ws: Workspace | None = None) -> FitResult:
