@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-__all__ = ["anisotropy", "sample_pairwise_cosines", "balance_report", "agreement", "cluster_shares"]
+__all__ = ["anisotropy", "sample_pairwise_cosines", "balance_report", "agreement", "cluster_shares",
+           "injection_report", "mean_pairwise_ari", "contingency"]
 
 
 def _unit_rows(X) -> np.ndarray:
@@ -139,3 +140,60 @@ def agreement(labels, reference) -> dict:
         "ari": float(adjusted_rand_score(ref_s, lab)),
         "n": int(keep.sum()),
     }
+
+
+# ---------------------------------------------------------------------------- stress test and stability
+def injection_report(labels, injected, n_clusters: int, top: int = 2) -> dict:
+    """Where an injected (e.g. synthetic) set of documents went.
+
+    - ``n_injected``: documents in the set;
+    - ``top2_share``: share of them in the ``top`` (2) clusters holding most of them (1.0: the
+      set collapsed into two clusters; about top/K when it spreads like the corpus);
+    - ``top_clusters``: those clusters, most first;
+    - ``clusters_dominated``: clusters whose members are more than 50% injected, and
+      ``dominated_clusters`` their ids;
+    - ``dominated_share``: share of the injected documents that sit in a dominated cluster.
+    """
+    labels = np.asarray(labels)
+    injected = np.asarray(injected, dtype=bool)
+    if labels.shape != injected.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and injected mask {injected.shape} must be 1-D of one length")
+    if n_clusters < 1 or (labels.size and (labels.min() < 0 or labels.max() >= n_clusters)):
+        raise ValueError(f"labels must lie in [0, {n_clusters})")
+    members = np.bincount(labels, minlength=n_clusters)
+    inj = np.bincount(labels[injected], minlength=n_clusters)
+    n_inj = int(injected.sum())
+    order = np.argsort(-inj, kind="stable")[:top]
+    dominated = np.flatnonzero((members > 0) & (inj > 0.5 * members))
+    return {
+        "n_injected": n_inj,
+        "top2_share": float(inj[order].sum() / n_inj) if n_inj else float("nan"),
+        "top_clusters": [int(c) for c in order if inj[c] > 0],
+        "clusters_dominated": int(dominated.size),
+        "dominated_clusters": [int(c) for c in dominated],
+        "dominated_share": float(inj[dominated].sum() / n_inj) if n_inj else float("nan"),
+    }
+
+
+def mean_pairwise_ari(labelings) -> float:
+    """Mean adjusted Rand index over all pairs of labelings of the same documents (fits with
+    different seeds): 1 = every seed gives the same partition. NaN with fewer than two."""
+    from sklearn.metrics import adjusted_rand_score
+
+    labelings = [np.asarray(x) for x in labelings]
+    if len(labelings) < 2:
+        return float("nan")
+    vals = [adjusted_rand_score(labelings[i], labelings[j])
+            for i in range(len(labelings)) for j in range(i + 1, len(labelings))]
+    return float(np.mean(vals))
+
+
+def contingency(labels_a, labels_b, n_a: int | None = None, n_b: int | None = None) -> np.ndarray:
+    """Counts (n_a x n_b) of documents in cluster i of ``labels_a`` and cluster j of ``labels_b``."""
+    a = np.asarray(labels_a, dtype=np.int64)
+    b = np.asarray(labels_b, dtype=np.int64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("the two labelings must be 1-D of one length")
+    n_a = int(a.max()) + 1 if n_a is None else int(n_a)
+    n_b = int(b.max()) + 1 if n_b is None else int(n_b)
+    return np.bincount(a * n_b + b, minlength=n_a * n_b).reshape(n_a, n_b)

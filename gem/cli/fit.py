@@ -20,6 +20,16 @@ def _balance(text: str):
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 0.9], got {text!r}")
+    if not 0 < value <= 0.9:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 0.9], got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -63,6 +73,14 @@ def register(subparsers) -> None:
     c.add_argument("--k", type=_positive_int, default=24)
     c.add_argument("--representation", default="final")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--inject-synthetic", type=_share, default=None, metavar="SHARE",
+                   help="stress test: add deterministic template 'textbook' passages on the corpus's own topic words "
+                        "(templates, not LLM output) so they are SHARE (e.g. 0.15) of the data, embedded with the "
+                        "workspace's model (cached in the workspace's cache/; the corpus files are not touched), "
+                        "and report per method where they went")
+    c.add_argument("--injected-set", default=None, metavar="COLUMN=VALUE",
+                   help="stress view for real synthetic data: treat the corpus rows with COLUMN == VALUE as the "
+                        "injected set (no passages are added)")
     c.add_argument("--json", action="store_true", help="print the table as JSON")
     c.set_defaults(handler=cmd_compare)
 
@@ -112,6 +130,8 @@ def cmd_compare(args) -> int:
     from ..store import open_workspace
 
     ws = open_workspace(args.workspace)
+    if args.inject_synthetic is not None or args.injected_set is not None:
+        return _compare_stress(args, ws)
     X, corpus = load_fit_data(ws, args.representation)
     X_raw = ws.load_raw_embeddings(args.representation, unit=X)
     refs = {c: corpus[c].to_numpy() for c in ("source", "category") if c in corpus.columns}
@@ -131,4 +151,54 @@ def cmd_compare(args) -> int:
             v = row.get(c, "")
             cells.append(f"{v:>18.4g}" if isinstance(v, float) else f"{str(v):>18s}")
         print("  ".join(cells))
+    return 0
+
+
+STRESS_COLUMNS = ["method", "n_injected", "top2_share", "clusters_dominated", "dominated_share",
+                  "normalized_entropy", "largest_share", "balance", "fit_seconds"]
+
+
+def _compare_stress(args, ws) -> int:
+    """`gem compare --inject-synthetic SHARE` / `--injected-set COL=VALUE`: where the injected set goes."""
+    import sys
+
+    import numpy as np
+
+    from ..runs import load_fit_data
+    from ..stress import inject_synthetic, injected_mask, stress_compare, stress_embeddings
+
+    if args.inject_synthetic is not None and args.injected_set is not None:
+        raise ValueError("give either --inject-synthetic or --injected-set, not both")
+    X, corpus = load_fit_data(ws, args.representation)
+    norms = ws.load_norms(args.representation)
+    if args.injected_set is not None:
+        column, sep, value = args.injected_set.partition("=")
+        if not sep:
+            raise ValueError(f"--injected-set must be COLUMN=VALUE, got {args.injected_set!r}")
+        injected = injected_mask(corpus, column, value)
+        if not injected.any():
+            raise ValueError(f"no corpus row has {column} == {value!r}")
+        unit, frame = np.asarray(X, np.float32), corpus
+        info = {"injected_set": f"{column}={value}"}
+    else:
+        frame = inject_synthetic(corpus, args.inject_synthetic, args.seed)
+
+        def progress(done, total):
+            if total and not args.json:
+                print(f"\rembedding {done}/{total} template passages", end="", file=sys.stderr, flush=True)
+
+        unit, norms = stress_embeddings(ws, frame, args.representation, progress=progress)
+        injected = (frame["provenance"] != "corpus").to_numpy()
+        info = {"inject_synthetic": args.inject_synthetic, "generator": "synthetic-template (templates, not LLM output)"}
+    refs = {c: frame[c].to_numpy() for c in ("source", "category") if c in frame.columns}
+    rows = stress_compare(unit, unit * norms[:, None], injected, args.k, seed=args.seed, references=refs)
+    if args.json:
+        print(json.dumps([{**info, **r} for r in rows], indent=2))
+        return 0
+    print(f"{int(injected.sum()):,} injected of {len(frame):,} documents ({injected.mean():.1%}); K = {args.k}, "
+          f"seed {args.seed}")
+    print("  ".join(f"{c:>18s}" for c in STRESS_COLUMNS))
+    for row in rows:
+        print("  ".join(f"{row[c]:>18.4g}" if isinstance(row.get(c), float) else f"{str(row.get(c, '')):>18s}"
+                        for c in STRESS_COLUMNS))
     return 0
