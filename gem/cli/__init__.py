@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "gem.cli.data",      # ingest, embed, info
     "gem.cli.fit",       # fit, compare
+    "gem.cli.sweep",     # sweep
     "gem.cli.taxonomy",  # taxonomy
     "gem.cli.export",    # export
     "gem.cli.scale",     # distill, label
