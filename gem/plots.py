@@ -369,3 +369,163 @@ def agreement_by_confidence_chart(bins, overall: float | None = None, title: str
                       xaxis_type="category", yaxis=dict(range=[0, 1.02], tickformat=".0%"), height=360,
                       legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+# ---------------------------------------------------------------------------- collapse views (issue 14)
+def highlight_map(coords: np.ndarray, labels: np.ndarray, ids, highlight, texts=None, extra: dict | None = None,
+                  title: str = "", highlight_name: str = "injected", colors: dict | None = None) -> go.Figure:
+    """``cluster_map`` with a set of documents (``highlight``: a boolean mask) drawn on top as
+    black open rings (one extra trace named ``highlight_name``, its customdata the same columns), so
+    where an injected set went is visible on any cluster colouring. ``colors``: cluster -> colour
+    (e.g. ``matched_colors``), default ``cluster_color``."""
+    highlight = np.asarray(highlight, dtype=bool)
+    coords, labels = _points(coords, labels, ids, 2, "coords")
+    if highlight.shape != labels.shape:
+        raise ValueError(f"highlight mask ({highlight.shape}) and labels ({labels.shape}) differ in length")
+    fig = cluster_map(coords, labels, ids, texts=texts, extra=extra, title=title)
+    if colors:
+        recolor(fig, colors)
+    if highlight.any():
+        custom, template = _hover(ids, texts, labels, extra)
+        Trace = go.Scattergl if len(coords) > SVG_MAX_POINTS else go.Scatter
+        fig.add_trace(Trace(x=coords[highlight, 0], y=coords[highlight, 1], mode="markers",
+                            name=safe_text(highlight_name, 40),
+                            marker=dict(size=7, symbol="circle-open", color="#111111", line=dict(width=1.2)),
+                            customdata=custom[highlight], hovertemplate=template))
+    return fig
+
+
+def recolor(fig: go.Figure, colors: dict) -> go.Figure:
+    """Recolour a cluster map's per-cluster traces (named by cluster id) with ``colors``
+    ({cluster: colour}); other traces are left alone. Returns the figure."""
+    for trace in fig.data:
+        try:
+            k = int(trace.name)
+        except (TypeError, ValueError):
+            continue
+        if k in colors:
+            trace.marker.color = colors[k]
+    return fig
+
+
+def matched_colors(labels_ref, labels_other, n_ref: int, n_other: int) -> dict[int, str]:
+    """Colours for ``labels_other``'s clusters that follow ``labels_ref``'s (``cluster_color``):
+    Hungarian matching on the documents the two partitions share (maximum overlap), so the same
+    region has the same colour on both maps. Unmatched clusters (n_other > n_ref) get colours no
+    reference cluster uses."""
+    from scipy.optimize import linear_sum_assignment
+
+    a = np.asarray(labels_ref, dtype=np.int64)
+    b = np.asarray(labels_other, dtype=np.int64)
+    C = np.bincount(b * n_ref + a, minlength=n_other * n_ref).reshape(n_other, n_ref)
+    rows, cols = linear_sum_assignment(-C)
+    out = {int(r): cluster_color(int(c)) for r, c in zip(rows, cols)}
+    spare = iter(range(n_ref, n_ref + n_other))
+    for r in range(n_other):
+        if r not in out:
+            out[r] = cluster_color(next(spare))
+    return out
+
+
+def injection_bars(labels, injected, n_clusters: int, title: str = "", colors: dict | None = None) -> go.Figure:
+    """Per cluster (most injected first): injected documents stacked on the corpus documents, so a
+    cluster the injected set dominates stands out; the y axis counts documents."""
+    labels = np.asarray(labels, dtype=np.int64)
+    injected = np.asarray(injected, dtype=bool)
+    if labels.shape != injected.shape:
+        raise ValueError("labels and injected mask differ in length")
+    inj = np.bincount(labels[injected], minlength=n_clusters)
+    rest = np.bincount(labels[~injected], minlength=n_clusters)
+    order = np.lexsort((-rest, -inj))
+    x = [str(i) for i in order]
+    fig = go.Figure([
+        go.Bar(x=x, y=rest[order], name="corpus", marker_color="#c7ccd1",
+               hovertemplate="cluster %{x}<br>%{y} corpus documents<extra></extra>"),
+        go.Bar(x=x, y=inj[order], name="injected", marker_color=[(colors or {}).get(int(i), "#111111") for i in order],
+               marker_line=dict(color="#111111", width=1),
+               hovertemplate="cluster %{x}<br>%{y} injected documents<extra></extra>"),
+    ])
+    fig.update_layout(title=title, barmode="stack", xaxis=dict(title="cluster (most injected first)", type="category"),
+                      yaxis=dict(title="documents"), legend=dict(orientation="h", y=1.1),
+                      margin=dict(l=10, r=10, t=40 if title else 30, b=10), height=300)
+    return fig
+
+
+SWEEP_METRICS = {"normalized_entropy": ("normalised entropy", "#1f77b4"), "stability": ("stability (ARI between seeds)", "#2ca02c"),
+                 "largest_share": ("largest share", "#9467bd")}
+
+
+def sweep_chart(rows: list[dict], references: list[dict] | None = None, title: str = "",
+                mark: tuple[float, ...] = (5000.0,)) -> go.Figure:
+    """The lambda trade-off: balance (normalised entropy, largest share), meaning (NMI per label
+    column: every ``nmi_<col>`` key) and stability (mean ARI between seeds) for each swept lambda
+    (``gem.sweep.lambda_sweep`` rows; the "auto" row placed at the lambda it used and marked with a
+    star), k-means reference rows as dotted horizontal lines in the metric's colour, and the
+    paper's lambda (``mark``) as a vertical line. x is the lambda on a symlog-like axis: log10(1 + lambda)."""
+    if not rows:
+        raise ValueError("no sweep rows to plot")
+    nmi_cols = sorted({c for r in rows for c in r if c.startswith("nmi_")})
+    palette = ["#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    metrics = dict(SWEEP_METRICS)
+    for j, c in enumerate(nmi_cols):
+        metrics[c] = (f"NMI to {safe_text(c[4:], 30)}", palette[j % len(palette)])
+    fixed = sorted((r for r in rows if r.get("balance") != "auto"), key=lambda r: float(r["lambda"]))
+    auto = [r for r in rows if r.get("balance") == "auto"]
+    xs = [math.log10(1.0 + float(r["lambda"])) for r in fixed]
+    fig = go.Figure()
+    for key, (name, color) in metrics.items():
+        ys = [r.get(key) for r in fixed]
+        if all(y is None or not np.isfinite(y) for y in ys):
+            continue
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, line=dict(color=color),
+                                 customdata=[[f"{float(r['lambda']):g}"] for r in fixed],
+                                 hovertemplate=f"λ = %{{customdata[0]}}<br>{name} %{{y:.3f}}<extra></extra>"))
+        for r in auto:
+            if r.get(key) is not None and np.isfinite(r[key]):
+                fig.add_trace(go.Scatter(x=[math.log10(1.0 + float(r["lambda"]))], y=[r[key]], mode="markers",
+                                         marker=dict(symbol="star", size=14, color=color, line=dict(color="#111", width=1)),
+                                         name=f"auto (λ = {float(r['lambda']):.0f})", showlegend=key == "normalized_entropy",
+                                         hovertemplate=f"auto λ = {float(r['lambda']):.0f}<br>{name} %{{y:.3f}}<extra></extra>"))
+        for ref, dash in zip(references or [], ("dot", "dash", "dashdot")):
+            if ref.get(key) is not None and np.isfinite(ref[key]):
+                fig.add_hline(y=float(ref[key]), line_dash=dash, line_color=color, line_width=1, opacity=0.8)
+    for ref, dash in zip(references or [], ("dot", "dash", "dashdot")):  # legend entries for the reference lines
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#555", dash=dash),
+                                 name=f"{safe_text(ref.get('method', 'reference'), 40)} (lines)"))
+    for lam in mark:
+        fig.add_vline(x=math.log10(1.0 + lam), line_dash="dash", line_color="#777",
+                      annotation_text=f"paper λ = {lam:g}", annotation_position="bottom right")
+    ticks = [float(r["lambda"]) for r in fixed]
+    fig.update_layout(title=title or "Balance vs meaning vs stability across λ",
+                      xaxis=dict(title="λ (balance strength)", tickmode="array",
+                                 tickvals=[math.log10(1.0 + t) for t in ticks], ticktext=[f"{t:g}" for t in ticks]),
+                      yaxis=dict(title="score", range=[0, 1.02]), legend=dict(orientation="h", y=-0.25),
+                      margin=dict(l=10, r=10, t=40, b=10), height=460)
+    return fig
+
+
+def crosstab_heatmap(labels_rows, labels_cols, row_names=None, col_names=None, title: str = "",
+                     row_title: str = "GEM cluster", col_title: str = "baseline cluster") -> go.Figure:
+    """Documents in (row cluster, column cluster), each row shown as shares of the row's documents
+    (hover: counts), rows and columns sorted by size: which big column cluster the row method splits,
+    where each label goes. Names are untrusted text (escaped)."""
+    a = np.asarray(labels_rows)
+    b = np.asarray(labels_cols)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("the two labelings must be 1-D of one length")
+    ra, ia = np.unique(a.astype(str), return_inverse=True)
+    rb, ib = np.unique(b.astype(str), return_inverse=True)
+    C = np.bincount(ia * len(rb) + ib, minlength=len(ra) * len(rb)).reshape(len(ra), len(rb)).astype(np.float64)
+    ro = np.argsort(-C.sum(1), kind="stable")
+    co = np.argsort(-C.sum(0), kind="stable")
+    C = C[np.ix_(ro, co)]
+    rn = [safe_text((row_names or {}).get(v, v), 40) for v in ra[ro]]
+    cn = [safe_text((col_names or {}).get(v, v), 40) for v in rb[co]]
+    Z = C / np.maximum(C.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(z=Z, x=cn, y=rn, customdata=C, colorscale="Blues", zmin=0, zmax=1,
+                               hovertemplate=f"{row_title} %{{y}}<br>{col_title} %{{x}}<br>%{{customdata:.0f}} docs "
+                                             "(%{z:.1%} of the row)<extra></extra>", colorbar=dict(title="share of row")))
+    fig.update_layout(title=title, xaxis=dict(title=col_title, type="category"),
+                      yaxis=dict(title=row_title, type="category", autorange="reversed"),
+                      height=max(380, 16 * len(rn) + 160), margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig

@@ -4,7 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from gem.layout import DEFAULT_MAX_POINTS, get_layout
-from gem.plots import cluster_map, cluster_sizes, sphere_map
+from gem.metrics import agreement, balance_report, injection_report
+from gem.plots import (cluster_map, cluster_sizes, crosstab_heatmap, highlight_map, injection_bars, matched_colors,
+                       recolor, sphere_map, sweep_chart)
+from gem.stress import injected_mask
 from pages import common
 
 st.title("Clusters on the hypersphere")
@@ -57,21 +60,62 @@ texts = frame["text"].to_numpy()[rows]
 extra = {c: frame[c].to_numpy()[rows] for c in label_cols}
 
 
-def _panel(col, title: str, run, key: str):
+# ---------------------------------------------------------------------------- injected set (real synthetic data)
+def _value_options(frame, cols, max_values: int = 200) -> list[tuple[str, str]]:
+    out = []
+    for c in cols:
+        counts = frame[c].astype(str).value_counts()
+        if 1 < len(counts) <= max_values:
+            out += [(c, v) for v in counts.index]
+    return out
+
+
+set_options = _value_options(frame, label_cols)
+marked = st.selectbox("Mark an existing column value as the injected set", [None] + set_options, key="cl_injected_set",
+                      format_func=lambda o: "(none)" if o is None else f"{o[0]} = {o[1]}",
+                      help="For synthetic data you brought (e.g. source = cosmopedia): its documents are ringed on "
+                           "both maps, and each side says how much of them its two biggest holders absorb.")
+marked_all = injected_mask(frame, *marked) if marked else None
+match = st.toggle("Match the baseline's colours to GEM's", value=True, key="cl_match_colors",
+                  help="Hungarian matching of clusters on the documents they share, so the same region has the same "
+                       "colour on both maps (cluster ids are unchanged).")
+base_colors = matched_colors(gem_run.labels, base_run.labels, k, base_run.n_clusters) if match else None
+
+
+def _injection_metrics(labels, mask, n_clusters, prefix: str):
+    rep_ = injection_report(labels, mask, n_clusters)
+    a, b = st.columns(2)
+    a.metric(f"{prefix}absorbed by the top 2 clusters", f"{rep_['top2_share']:.1%}",
+             help=f"Share of the {rep_['n_injected']:,} marked documents in the two clusters holding most of them "
+                  f"(spread like the corpus: about {2 / n_clusters:.0%}).")
+    b.metric(f"{prefix}clusters dominated", f"{rep_['clusters_dominated']} / {n_clusters}",
+             help="Clusters whose members are more than half marked documents.")
+    return rep_
+
+
+def _panel(col, title: str, run, key: str, colors=None):
     with col:
         st.subheader(title)
-        fig = cluster_map(layout.coords, run.labels[rows], layout.ids, texts=texts, extra=extra)
+        if marked_all is not None:
+            fig = highlight_map(layout.coords, run.labels[rows], layout.ids, marked_all[rows], texts=texts, extra=extra,
+                                highlight_name="marked set", colors=colors)
+        else:
+            fig = cluster_map(layout.coords, run.labels[rows], layout.ids, texts=texts, extra=extra)
+            if colors:
+                recolor(fig, colors)
         event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("box", "lasso"))
         sizes = cluster_sizes(run.labels, run.n_clusters, title="cluster sizes (sorted)")
+        if colors:
+            sizes.update_traces(marker_color=[colors.get(int(x), "#888") for x in sizes.data[0].x])
         sizes.update_yaxes(range=[0, size_ymax])  # the same scale on both sides, so heights compare
         st.plotly_chart(sizes, key=f"{key}_sizes")
-        from gem.metrics import agreement, balance_report
-
         rep_ = balance_report(run.labels, run.n_clusters)
         m1, m2, m3 = st.columns(3)
         m1.metric("normalised entropy", f"{rep_['normalized_entropy']:.3f}", help="1 = perfectly balanced")
         m2.metric("largest share", f"{rep_['largest_share']:.1%}", help=f"uniform: {1 / run.n_clusters:.1%}")
         m3.metric("effective clusters", f"{rep_['effective_clusters']:.1f} / {run.n_clusters}")
+        if marked_all is not None:
+            _injection_metrics(run.labels, marked_all, run.n_clusters, "marked set: ")
         if label_cols:
             agree = pd.DataFrame({c: agreement(run.labels, frame[c].to_numpy()) for c in label_cols}).T[["nmi", "ari"]]
             st.dataframe(agree.rename(columns={"nmi": "NMI", "ari": "ARI"}).style.format("{:.3f}"), width="stretch")
@@ -81,7 +125,7 @@ def _panel(col, title: str, run, key: str):
 size_ymax = 1.1 * max(np.bincount(r.labels, minlength=r.n_clusters).max() / len(r.labels) for r in (gem_run, base_run))
 left, right = st.columns(2)
 ev_gem = _panel(left, "GEM", gem_run, "map_gem")
-ev_base = _panel(right, f"Baseline: {baseline_name}", base_run, "map_base")
+ev_base = _panel(right, f"Baseline: {baseline_name}", base_run, "map_base", base_colors)
 
 # ---------------------------------------------------------------------------- selection
 def _selected_ids(event) -> list[str]:
@@ -123,3 +167,147 @@ with st.expander("Sphere view: the same clusters on S² (UMAP, haversine output 
         labels = (gem_run if color_by == "GEM" else base_run).labels[srows]
         st.plotly_chart(sphere_map(sphere.coords, labels, sphere.ids, texts=frame["text"].to_numpy()[srows]),
                         key="sphere_map")
+
+# ---------------------------------------------------------------------------- crosstab
+with st.expander("Crosstab: GEM clusters vs the baseline's, and clusters vs a label column"):
+    against = st.selectbox("Columns", ["baseline clusters"] + label_cols, key="cl_crosstab_cols")
+    if against == "baseline clusters":
+        cols_labels, col_title = base_run.labels, f"{baseline_name} cluster"
+    else:
+        cols_labels, col_title = frame[against].astype(str).to_numpy(), against
+    st.caption("Each row is a GEM cluster, shown as shares of its documents (hover: counts). A baseline column "
+               "spread over several GEM rows is a big baseline cluster that GEM splits.")
+    st.plotly_chart(crosstab_heatmap(gem_run.labels, cols_labels, col_title=col_title), key="cl_crosstab")
+
+
+# ---------------------------------------------------------------------------- stress test
+st.subheader("Stress test")
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def _stress_store() -> dict:
+    return {}  # (workspace, representation, share, seed, embeddings mtime) -> gem.stress.StressData, and fits
+
+
+def _stress_fit(data, method: str, settings) -> np.ndarray:
+    from gem.stress import fit_labels
+
+    kw = {"balance": settings.balance} if method == "gem" else {}
+    if method == "gem" and settings.target is not None:
+        kw["target"] = settings.target
+    key = ("fit", id(data), method, settings.k, settings.seed, str(kw))
+    store = _stress_store()
+    if key not in store:
+        store[key] = fit_labels(method, data.unit, data.raw, settings.k, settings.seed, **kw)[0]
+    return store[key]
+
+
+stress_on = st.toggle("Stress test: inject template textbook passages", key="cl_stress_on",
+                      help="Adds synthetic documents to a copy of the corpus in memory and fits both methods on it.")
+st.caption("The passages are deterministic **templates, not LLM output**: each wraps topic words of this corpus "
+           "(its labels' most distinctive words) in one shared textbook style (\"Chapter 3: An Introduction "
+           "to ...\"), like the LLM-written textbooks of the paper's stress test. They are embedded with this "
+           "workspace's model (cached in the workspace's cache/ folder) and never written into the corpus. On the "
+           "maps they are placed at the mean position of their 10 nearest corpus documents (cosine), since the "
+           "cached layout has no UMAP model to transform them with.")
+if stress_on:
+    share = st.slider("Injected share of the documents", 0.05, 0.30, 0.15, 0.05, key="cl_stress_share",
+                      format="%.2f")
+    skey = (str(ws.root), rep, float(share), settings.seed, emb_mtime)
+    store = _stress_store()
+    data = store.get(skey)
+    if data is None:
+        from gem.stress import stress_data
+
+        bar = st.progress(0.0, text="Embedding the template passages…")
+
+        def _progress(done, total):
+            if total:
+                bar.progress(min(1.0, done / total), text=f"Embedding the template passages: {done:,} / {total:,}")
+
+        try:
+            data = stress_data(ws, share, settings.seed, rep, progress=_progress)
+        except ValueError as exc:
+            bar.empty()
+            st.info(common.plain(str(exc)))
+            data = None
+        else:
+            bar.empty()
+            store.clear()  # one stressed corpus at a time (and its fits): it is the corpus's size again
+            store[skey] = data
+    if data is not None:
+        from gem.stress import place_by_neighbours
+
+        inj = data.injected
+        n_corpus = int((~inj).sum())
+        st.caption(f"{int(inj.sum()):,} passages injected into {n_corpus:,} documents "
+                   f"({inj.mean():.1%} of the result). GEM uses the current fit's settings; the baseline is "
+                   f"{baseline_name}; both fitted on the stressed data in memory.")
+        with st.spinner("Fitting GEM and the baseline on the stressed corpus…"):
+            s_gem = _stress_fit(data, "gem", settings)
+            s_base = _stress_fit(data, method, settings)
+        X_corpus = data.unit[:n_corpus]
+        inj_xy = place_by_neighbours(data.unit[inj], X_corpus[rows], layout.coords)
+        s_rows = np.concatenate([rows, np.flatnonzero(inj)])
+        s_coords = np.vstack([layout.coords, inj_xy])
+        s_ids = data.frame["id"].astype(str).to_numpy()[s_rows]
+        s_texts = data.frame["text"].to_numpy()[s_rows]
+        s_prov = {"provenance": data.frame["provenance"].to_numpy()[s_rows]}
+        s_colors = matched_colors(s_gem, s_base, k, base_run.n_clusters) if match else None
+        c1, c2 = st.columns(2)
+        for col, title, labels, colors, key in ((c1, "GEM", s_gem, None, "stress_gem"),
+                                                (c2, f"Baseline: {baseline_name}", s_base, s_colors, "stress_base")):
+            with col:
+                st.markdown(f"**{title}** (stressed corpus)")
+                _injection_metrics(labels, inj, k, "")
+                st.plotly_chart(highlight_map(s_coords, labels[s_rows], s_ids, inj[s_rows], texts=s_texts,
+                                              extra=s_prov, highlight_name="injected passages", colors=colors),
+                                key=f"{key}_map")
+                st.plotly_chart(injection_bars(labels, inj, k, colors=colors), key=f"{key}_bars")
+
+
+# ---------------------------------------------------------------------------- lambda sweep
+with st.expander("Trade-off: balance vs meaning vs stability across λ"):
+    from gem.sweep import DEFAULT_LAMBDAS
+
+    st.caption("GEM fitted with automatic balance once per seed, then every named balance stop warm-started from "
+               "it (as the sidebar does). Balance: normalised entropy and largest share; meaning: NMI to each label "
+               "column; stability: mean ARI between the seeds' fits (1 = every seed gives the same clusters). "
+               "Dotted / dashed lines: k-means on raw / unit vectors.")
+    n_seeds = st.number_input("Seeds", min_value=2, max_value=5, value=3, step=1, key="cl_sweep_seeds")
+    sweep_key = (str(ws.root), rep, k, int(n_seeds), emb_mtime)
+    sweeps = _stress_store().setdefault("sweeps", {})
+    result = sweeps.get(sweep_key)
+    if st.button("Compute the sweep" if result is None else "Compute it again", key="cl_sweep_run"):
+        from gem.sweep import lambda_sweep
+
+        bar = st.progress(0.0, text="Sweeping λ…")
+        X = common.embeddings(rep, ws=ws)
+        X_raw = common.embeddings(rep, raw=True, ws=ws)
+        refs = {c: frame[c].to_numpy() for c in label_cols}
+        result = lambda_sweep(X, refs, k, DEFAULT_LAMBDAS, list(range(int(n_seeds))), X_raw=X_raw,
+                              progress=lambda d, t, w: bar.progress(d / t, text=f"Sweeping λ: {w} ({d}/{t})"))
+        bar.empty()
+        sweeps[sweep_key] = result
+    if result is not None:
+        st.plotly_chart(sweep_chart(result.rows, result.references), key="cl_sweep_chart")
+        table = pd.DataFrame(result.table()).drop(columns=["balance"], errors="ignore")
+        st.dataframe(table, hide_index=True, width="stretch", key="cl_sweep_table")
+        st.caption(f"{len(result.seeds)} seeds, K = {result.k}, computed in {result.seconds:.0f} s. "
+                   "Use a point as the current fit:")
+        names = dict((lam, name) for name, lam in common.BALANCE_LEVELS)
+        buttons = st.columns(len(DEFAULT_LAMBDAS) + 1)
+
+        def _use(auto: bool, lam: float | None = None) -> None:
+            st.session_state[common.KEY_FIT_AUTO] = auto
+            if lam is not None:
+                st.session_state[common.KEY_FIT_LAMBDA] = float(lam)
+            for key in (common.KEY_FIT_AUTO, common.KEY_FIT_LAMBDA):  # the sidebar widgets redraw from these
+                st.session_state.pop(f"w_{key}", None)
+            st.rerun()
+
+        if buttons[0].button("auto", key="cl_sweep_use_auto", help="GEM chooses λ (the sidebar's automatic balance)"):
+            _use(True)
+        for i, lam in enumerate(DEFAULT_LAMBDAS):
+            if buttons[i + 1].button(f"{names.get(lam, '')} λ = {lam:g}", key=f"cl_sweep_use_{i}"):
+                _use(False, lam)

@@ -241,3 +241,147 @@ def test_upload_without_a_text_column_asks_for_the_columns(app_test, synthetic_w
     assert frame["id"].tolist() == [f"k{i}" for i in range(6)] and frame["text"].iloc[0] == "uploaded body number 0"
     assert frame["genre"].tolist()[:2] == ["blog", "news"]
     assert Path(at.session_state["gem_workspace"]).name.startswith("other-")
+
+
+# ---------------------------------------------------------------------------- Clusters: collapse views (issue 14)
+class _HashEmbedder:
+    """Stand-in for the model in AppTests (same process): hashed bag of words + a shared style axis."""
+
+    fingerprint = "apptest-hash-embedder"
+    dim = 24
+
+    def encode(self, texts, progress=None):
+        import hashlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, int(hashlib.md5(w.encode()).hexdigest()[:8], 16) % self.dim] += 1.0
+        out[:, 0] += 3.0
+        norms = np.linalg.norm(out, axis=1)
+        if progress:
+            progress(len(texts), len(texts))
+        return out / norms[:, None], norms.astype(np.float32)
+
+
+def _clusters(app_test, ws, k=6):
+    at = app_test(ws)
+    at.session_state["fit_k"] = k
+    at.run()
+    at.switch_page("pages/2_Clusters.py").run()
+    _assert_clean(at, "clusters")
+    return at
+
+
+def _charts(at) -> dict:
+    return {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+
+
+def _chart(at, key_part: str) -> dict:
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if key_part in c.proto.id]
+    assert specs, f"no chart {key_part!r}"
+    return specs[0]
+
+
+def test_clusters_stress_toggle_injects_passages_without_touching_the_corpus(app_test, synthetic_workspace, monkeypatch):
+    from gem import stress
+
+    monkeypatch.setattr(stress, "workspace_embedder", lambda ws, rep="final": _HashEmbedder())
+    corpus_bytes = synthetic_workspace.corpus_path.read_bytes()
+    at = _clusters(app_test, synthetic_workspace)
+    at.toggle(key="cl_stress_on").set_value(True).run()
+    _assert_clean(at, "stress on")
+    assert any("templates, not LLM output" in c.value for c in at.caption)
+    m = _metrics(at)
+    assert len(m["absorbed by the top 2 clusters"]) == 2 and len(m["clusters dominated"]) == 2
+    assert all(0 < _num(v) <= 1 for v in m["absorbed by the top 2 clusters"])
+    n = 240
+    n_inj = stress.injected_count(n, 0.15)
+    assert any(f"{n_inj:,} passages injected into {n:,} documents" in c.value for c in at.caption)
+    # the injected documents are ringed on both maps (placed by their nearest corpus neighbours)
+    for key in ("stress_gem_map", "stress_base_map"):
+        spec = _chart(at, key)
+        rings = [t for t in spec["data"] if t.get("name") == "injected passages"]
+        assert len(rings) == 1 and len(rings[0]["customdata"]) == n_inj  # (x arrives as binary data)
+        assert sum(len(t["customdata"]) for t in spec["data"]) == n + 2 * n_inj
+    at.slider(key="cl_stress_share").set_value(0.3).run()
+    _assert_clean(at, "share 30%")
+    assert any(f"{stress.injected_count(n, 0.3):,} passages injected" in c.value for c in at.caption)
+    assert synthetic_workspace.corpus_path.read_bytes() == corpus_bytes
+    assert not [p for p in synthetic_workspace.root.rglob("*") if "synthetic-" in p.name]
+
+
+def test_clusters_stress_toggle_explains_when_the_vectors_were_not_made_by_the_model(app_test, synthetic_workspace):
+    at = _clusters(app_test, synthetic_workspace)
+    at.toggle(key="cl_stress_on").set_value(True).run()
+    _assert_clean(at, "stress on, precomputed vectors")
+    assert any("not made by the app's model" in i.value.replace("\\", "") for i in at.info)
+
+
+def test_clusters_marked_column_value_is_the_injected_set(app_test, synthetic_workspace):
+    from gem.metrics import injection_report
+
+    at = _clusters(app_test, synthetic_workspace)
+    at.selectbox(key="cl_injected_set").set_value(("source", "code")).run()
+    _assert_clean(at, "marked set")
+    m = _metrics(at)
+    assert len(m["marked set: absorbed by the top 2 clusters"]) == 2
+    spec = _chart(at, "map_gem")
+    ring = [t for t in spec["data"] if t.get("name") == "marked set"][0]
+    n_code = int((synthetic_workspace.load_corpus()["source"] == "code").sum())
+    assert len(ring["customdata"]) == n_code
+    # the figure is injection_report's on the GEM run's labels
+    import pandas as pd
+
+    run = pd.read_parquet(synthetic_workspace.run_dir("gem-k6-auto-s0") / "assignments.parquet")
+    mask = (synthetic_workspace.load_corpus()["source"] == "code").to_numpy()
+    expected = injection_report(run["cluster"].to_numpy(), mask, 6)["top2_share"]
+    assert m["marked set: absorbed by the top 2 clusters"][0] == f"{expected:.1%}"
+
+
+def test_clusters_baseline_colours_follow_gem(app_test, synthetic_workspace):
+    import numpy as np
+    import pandas as pd
+
+    at = _clusters(app_test, synthetic_workspace)
+    runs = {n: pd.read_parquet(synthetic_workspace.run_dir(n) / "assignments.parquet")["cluster"].to_numpy()
+            for n in ("gem-k6-auto-s0", "kmeans-k6-s0")}
+    colours = {t["name"]: t["marker"]["color"] for t in _chart(at, "map_base")["data"]}
+    gem_colours = {t["name"]: t["marker"]["color"] for t in _chart(at, "map_gem")["data"]}
+    # the baseline cluster sharing most documents with a GEM cluster wears that GEM cluster's colour
+    g, b = runs["gem-k6-auto-s0"], runs["kmeans-k6-s0"]
+    C = np.bincount(b * 6 + g, minlength=36).reshape(6, 6)
+    i, j = np.unravel_index(np.argmax(C), C.shape)
+    assert colours[str(i)] == gem_colours[str(j)]
+    at.toggle(key="cl_match_colors").set_value(False).run()
+    from gem.plots import cluster_color
+
+    assert all(t["marker"]["color"] == cluster_color(int(t["name"])) for t in _chart(at, "map_base")["data"])
+    # crosstab heatmap: GEM rows x baseline columns, counts sum to the corpus
+    heat = _chart(at, "cl_crosstab")["data"][0]
+    cd = heat["customdata"]
+    if isinstance(cd, dict):  # plotly sends numeric arrays as base64 typed data
+        import base64
+
+        cd = np.frombuffer(base64.b64decode(cd["bdata"]), dtype=cd["dtype"])
+    assert np.sum(np.asarray(cd, dtype=float)) == 240
+
+
+def test_clusters_lambda_sweep_and_use_a_point(app_test, synthetic_workspace):
+    at = _clusters(app_test, synthetic_workspace)
+    at.number_input(key="cl_sweep_seeds").set_value(2).run()
+    at.button(key="cl_sweep_run").click().run()
+    _assert_clean(at, "sweep")
+    spec = _chart(at, "cl_sweep_chart")
+    names = {t.get("name") for t in spec["data"]}
+    assert {"normalised entropy", "stability (ARI between seeds)", "NMI to source", "NMI to category"} <= names
+    assert any(str(n).startswith("auto (λ =") for n in names)
+    assert any(s.get("x0") == s.get("x1") for s in spec["layout"]["shapes"])  # the paper's 5000 marked
+    at.button(key="cl_sweep_use_4").click().run()  # λ = 5000
+    _assert_clean(at, "use 5000")
+    assert at.session_state["fit_auto"] is False and at.session_state["fit_lambda"] == 5000.0
+    assert at.caption[0].value.replace("\\", "").startswith("Run gem-k6-l5000-s0")
+    at.button(key="cl_sweep_use_auto").click().run()
+    assert at.caption[0].value.replace("\\", "").startswith("Run gem-k6-auto-s0")
