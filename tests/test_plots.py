@@ -247,3 +247,89 @@ def test_agreement_by_confidence_chart_skips_empty_bins_and_marks_overall():
     assert list(bars.x) == ["0.00-0.50", "0.90-1.00"] and list(bars.y) == [0.1, 0.9]
     assert list(bars.customdata) == [10, 90] and list(line.y) == [0.4, 0.95]
     assert any("89.5%" in a.text for a in fig.layout.annotations)
+
+
+# ---------------------------------------------------------------------------- collapse views (issue 14)
+def test_highlight_map_rings_the_marked_points_and_escapes_text():
+    import numpy as np
+
+    from gem.plots import highlight_map
+
+    rng = np.random.default_rng(0)
+    coords = rng.normal(size=(30, 2))
+    labels = np.repeat([0, 1, 2], 10)
+    ids = [f"d{i}" for i in range(30)]
+    mask = np.zeros(30, bool)
+    mask[[1, 11, 12]] = True
+    texts = ["<b>x</b>"] * 30
+    fig = highlight_map(coords, labels, ids, mask, texts=texts, highlight_name="<i>injected</i>")
+    ring = fig.data[-1]
+    assert ring.name == "&lt;i&gt;injected&lt;/i&gt;"
+    assert [c[0] for c in ring.customdata] == ["d1", "d11", "d12"]
+    assert ring.marker.symbol == "circle-open"
+    assert all("<b>" not in str(c[3]) for c in ring.customdata)
+    assert len(fig.data) == 4  # one trace per cluster + the rings
+    assert len(highlight_map(coords, labels, ids, np.zeros(30, bool)).data) == 3
+
+
+def test_matched_colors_follow_the_reference_partition():
+    import numpy as np
+
+    from gem.plots import cluster_color, matched_colors
+
+    ref = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    other = np.array([2, 2, 2, 0, 0, 0, 1, 1, 1])  # the same partition, renumbered
+    colors = matched_colors(ref, other, 3, 3)
+    assert colors == {2: cluster_color(0), 0: cluster_color(1), 1: cluster_color(2)}
+    # more clusters on the other side: the unmatched one gets a colour no reference cluster has
+    other4 = np.array([2, 2, 3, 0, 0, 0, 1, 1, 1])
+    c4 = matched_colors(ref, other4, 3, 4)
+    assert c4[2] == cluster_color(0) and c4[3] not in {cluster_color(i) for i in range(3)}
+
+
+def test_recolor_and_injection_bars():
+    import numpy as np
+
+    from gem.plots import cluster_map, injection_bars, recolor
+
+    labels = np.array([0, 0, 1, 1, 2])
+    fig = recolor(cluster_map(np.zeros((5, 2)), labels, list("abcde")), {1: "#123456"})
+    assert [t.marker.color for t in fig.data if t.name == "1"] == ["#123456"]
+    bars = injection_bars(labels, np.array([1, 0, 1, 1, 0], bool), 3)
+    corpus, inj = bars.data
+    assert list(inj.x) == ["1", "0", "2"] and list(inj.y) == [2, 1, 0] and list(corpus.y) == [0, 1, 1]
+
+
+def test_sweep_chart_marks_auto_references_and_the_paper():
+    from gem.plots import sweep_chart
+
+    rows = [{"method": "GEM (auto)", "balance": "auto", "lambda": 170.0, "normalized_entropy": 0.98,
+             "largest_share": 0.06, "stability": 0.7, "nmi_category": 0.51},
+            {"method": "GEM (λ = 0)", "balance": 0.0, "lambda": 0.0, "normalized_entropy": 0.95,
+             "largest_share": 0.1, "stability": 0.6, "nmi_category": 0.52},
+            {"method": "GEM (λ = 5000)", "balance": 5000.0, "lambda": 5000.0, "normalized_entropy": 1.0,
+             "largest_share": 0.044, "stability": 0.8, "nmi_category": 0.5}]
+    refs = [{"method": "k-means (raw vectors)", "normalized_entropy": 0.93, "stability": 0.5, "nmi_category": 0.51}]
+    fig = sweep_chart(rows, refs)
+    names = [t.name for t in fig.data]
+    assert "normalised entropy" in names and "NMI to category" in names and "auto (λ = 170)" in names
+    assert "k-means (raw vectors) (lines)" in names
+    vlines = [s for s in fig.layout.shapes if s.x0 == s.x1]
+    hlines = [s for s in fig.layout.shapes if s.y0 == s.y1]
+    assert len(vlines) == 1 and len(hlines) == 3  # the paper's lambda; one k-means line per metric it has
+    assert list(fig.layout.xaxis.ticktext) == ["0", "5000"]
+
+
+def test_crosstab_heatmap_rows_are_shares_and_counts_total():
+    import numpy as np
+
+    from gem.plots import crosstab_heatmap
+
+    a = np.array([0, 0, 0, 1, 1, 2])
+    b = np.array(["x", "x", "y", "y", "y", "<z>"])
+    fig = crosstab_heatmap(a, b, col_title="label")
+    h = fig.data[0]
+    Z = np.asarray(h.z)
+    assert np.allclose(Z.sum(axis=1), 1.0)
+    assert np.asarray(h.customdata).sum() == 6
+    assert list(h.y) == ["0", "1", "2"] and "&lt;z&gt;" in list(h.x)

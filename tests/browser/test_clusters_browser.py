@@ -98,3 +98,84 @@ def test_hostile_text_is_shown_as_text_and_executes_nothing(streamlit_app, synth
     page.wait_for_timeout(500)
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.locator("img[src='x']").count() == 0
+
+
+# ---------------------------------------------------------------------------- collapse views (issue 14)
+TRACES_JS = """(gd) => gd._fullData.map(t => ({name: t.name, n: t.customdata ? t.customdata.length : 0,
+                                           color: t.marker ? t.marker.color : null}))"""
+
+
+@pytest.fixture
+def model_workspace(tmp_path):
+    """300 real sample documents with their MiniLM embeddings (made by the model, so the app can embed
+    template passages the same way) and a PCA layout (no UMAP)."""
+    from gem.layout import Layout, save_layout
+    from gem.store import SAMPLE_DATA_DIR, Workspace, ids_digest, read_json, write_parquet_atomic
+
+    src = Workspace(SAMPLE_DATA_DIR)
+    corpus = src.load_corpus()
+    rows = np.sort(np.random.default_rng(0).choice(len(corpus), 300, replace=False))
+    sub = corpus.iloc[rows].reset_index(drop=True)
+    ws = Workspace(tmp_path / "model_ws")
+    ws.root.mkdir()
+    write_parquet_atomic(ws.corpus_path, sub)
+    unit = src.load_embeddings("final")[rows]
+    meta = {**read_json(src.embeddings_meta_path("final")), "ids_digest": ids_digest(sub["id"]), "n": 300}
+    ws.save_embeddings("final", unit, src.load_norms("final")[rows], meta)
+    centred = unit - unit.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    save_layout(ws, Layout(sub["id"].astype(str).to_numpy(), (centred @ vt[:2].T).astype(np.float32), "2d", "final", 300))
+    return ws
+
+
+def test_stress_toggle_rings_the_injected_passages_on_both_maps(streamlit_app, model_workspace, browser_page,
+                                                                 artifacts_dir):
+    from gem.stress import injected_count
+
+    page = browser_page
+    corpus_bytes = model_workspace.corpus_path.read_bytes()
+    _open_clusters(page, streamlit_app(model_workspace))
+    page.get_by_text("Stress test: inject template textbook passages").click()
+    page.get_by_text(re.compile(r"passages injected into 300 documents")).wait_for(timeout=180_000)
+    n_inj = injected_count(300, 0.15)
+    for key in ("stress_gem_map", "stress_base_map"):
+        graph = page.locator(f".st-key-{key} .js-plotly-plot")
+        graph.locator(".scatterlayer .point").first.wait_for()
+        traces = graph.evaluate(TRACES_JS)
+        rings = [t for t in traces if t["name"] == "injected passages"]
+        assert len(rings) == 1 and rings[0]["n"] == n_inj
+        assert sum(t["n"] for t in traces) == 300 + 2 * n_inj
+    assert page.get_by_text("templates, not LLM output").count() >= 1
+    page.locator(".st-key-stress_gem_map").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts_dir / "clusters_stress.png"))
+    assert model_workspace.corpus_path.read_bytes() == corpus_bytes
+
+
+def test_baseline_colours_match_gem(streamlit_app, synthetic_workspace, browser_page):
+    import pandas as pd
+
+    page = browser_page
+    gem_map = _open_clusters(page, streamlit_app(synthetic_workspace))
+    base_map = page.locator(".st-key-map_base .js-plotly-plot")
+    gem_colors = {t["name"]: t["color"] for t in gem_map.evaluate(TRACES_JS)}
+    base_colors = {t["name"]: t["color"] for t in base_map.evaluate(TRACES_JS)}
+    runs = {n: pd.read_parquet(synthetic_workspace.run_dir(n) / "assignments.parquet")["cluster"].to_numpy()
+            for n in ("gem-k24-auto-s0", "kmeans-k24-s0")}
+    g, b = runs["gem-k24-auto-s0"], runs["kmeans-k24-s0"]
+    C = np.bincount(b * 24 + g, minlength=24 * 24).reshape(24, 24)
+    i, j = np.unravel_index(np.argmax(C), C.shape)  # the largest overlap is always matched
+    assert base_colors[str(i)] == gem_colors[str(j)]
+
+
+def test_sweep_point_becomes_the_current_fit(streamlit_app, synthetic_workspace, browser_page, artifacts_dir):
+    page = browser_page
+    _open_clusters(page, streamlit_app(synthetic_workspace))
+    page.get_by_text("Trade-off: balance vs meaning vs stability across λ").click()
+    page.get_by_role("button", name="Compute the sweep").click()
+    chart = page.locator(".st-key-cl_sweep_chart .js-plotly-plot")
+    chart.wait_for(timeout=180_000)
+    names = {t["name"] for t in chart.evaluate(TRACES_JS)}
+    assert "normalised entropy" in names and "stability (ARI between seeds)" in names
+    page.screenshot(path=str(artifacts_dir / "clusters_sweep.png"))
+    page.get_by_role("button", name=re.compile(r"paper λ = 5000")).click()
+    page.get_by_text(re.compile(r"^Run gem-k24-l5000-s0")).wait_for(timeout=120_000)
