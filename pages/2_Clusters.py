@@ -263,7 +263,7 @@ if stress_on:
                 st.plotly_chart(highlight_map(s_coords, labels[s_rows], s_ids, inj[s_rows], texts=s_texts,
                                               extra=s_prov, highlight_name="injected passages", colors=colors),
                                 key=f"{key}_map")
-                st.plotly_chart(injection_bars(labels, inj, k, colors=colors), key=f"{key}_bars")
+                st.plotly_chart(injection_bars(labels, inj, k), key=f"{key}_bars")
 
 
 # ---------------------------------------------------------------------------- lambda sweep
