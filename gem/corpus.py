@@ -5,11 +5,19 @@ columns, and ``n_tokens`` (int), plus a ``LoadReport``.
 
 Problems in one record never abort a load: the record goes to the rejects file (JSONL, one object
 per reject: ``file``, ``line`` (JSONL/CSV, 1-based, as an editor shows it) or ``row`` (Parquet,
-0-based), ``reason``, ``record``) and is counted. A problem with a whole file (unreadable, unknown
-extension, corrupt gzip/Parquet, CSV/Parquet without the text column, no record accepted) raises
-``CorpusError`` naming the file; the rejects file is written first so nothing is lost.
+0-based), ``reason``, ``record``) and is counted. That includes input Python itself cannot read:
+JSON nested deeper than its recursion limit ("nested too deep"), integers past its int max str
+digits or token counts past int64 ("number too large"), a stray CSV quote (see ``_iter_csv``), an
+empty CSV row. A problem with a whole file (unreadable, unknown extension, corrupt gzip/Parquet,
+CSV/Parquet without the text column or with a column it reads twice, no record accepted) raises
+``CorpusError`` naming the file; the rejects file is written first so nothing is lost. File names
+that are not UTF-8 appear with ``\\xNN`` escapes (``show_path``). ``ingest`` writes a workspace's
+files only when the whole load succeeded.
 
-Records without an id get ``"<file stem>:<line or row>"``: stable as long as the file is.
+Records without an id get ``"<file stem>:<line or row>"``: stable as long as the file is. When two
+inputs share a stem (``data.jsonl`` and ``data.csv``, ``a/part.jsonl`` and ``b/part.jsonl``), every
+generated id starts with the file's path relative to the inputs' common folder, suffix included
+(``data.csv:2``), so generated ids never collide.
 
 Duplicates (``dedup``): texts are compared after ``normalize_text`` (Unicode NFKC, case folded,
 runs of whitespace collapsed to one space). ``"exact"`` (the default) drops every later copy of a
@@ -21,6 +29,7 @@ estimated similarity) and ``duplicate_of``, so ``n_records = n_accepted + n_reje
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob as globlib
 import gzip
@@ -30,9 +39,10 @@ import json
 import math
 import os
 import shutil
+import sys
 import unicodedata
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -68,6 +78,8 @@ class LoadReport:
     n_duplicates_dropped: int = 0  # exact + near copies dropped (they are counted in n_rejected too)
     n_near_duplicates_dropped: int = 0
     n_generated_ids: int = 0
+    n_multiline_records: int = 0  # CSV records whose quoted field spans lines (accepted or not)
+    multiline_examples: list[str] = field(default_factory=list)  # "file: lines A-B" of the first ones
     tokens_computed: bool = False
     rejects_path: str | None = None
 
@@ -104,6 +116,11 @@ class LoadReport:
             lines.append(
                 f"near duplicates (word {SHINGLE_WORDS}-gram Jaccard >= {self.near_threshold:g}, MinHash): "
                 f"{self.n_near_duplicates_dropped} dropped"
+            )
+        if self.n_multiline_records:
+            lines.append(
+                f"{self.n_multiline_records} CSV record(s) hold a quoted line break and span several lines "
+                f"({', '.join(self.multiline_examples[:3])}); if a stray quote merged rows there, fix it and ingest again"
             )
         if self.n_generated_ids:
             lines.append(f"generated ids for {self.n_generated_ids} records without one")
@@ -146,6 +163,26 @@ def _stem(path: Path) -> str:
     return path.name[: -len(s)] if s else path.stem
 
 
+def show_path(path) -> str:
+    """A path (or file name) as text that can always be printed and written: bytes of a non-UTF-8
+    name (kept by Python as lone surrogates) appear as ``\\xe9`` escapes."""
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def _id_prefixes(files: Sequence[Path]) -> list[str]:
+    """What generated ids start with, per file: ``<stem>:<line or row>`` while the stems of the
+    inputs are unique (ids stay as they were for a file ingested on its own), else the file's path
+    relative to the inputs' common folder, full name with its suffix (``a/part.jsonl``,
+    ``data.csv``), so ``data.jsonl`` and ``data.csv`` side by side never share an id. Non-UTF-8
+    names appear with ``\\xNN`` escapes."""
+    stems = [show_path(_stem(f)) for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    resolved = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
+    return [show_path(r.relative_to(common).as_posix()) for r in resolved]
+
+
 def resolve_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files, folders (recursively, supported extensions only) and glob patterns."""
     if isinstance(inputs, (str, os.PathLike)):
@@ -158,23 +195,23 @@ def resolve_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
             matches = sorted(Path(m) for m in globlib.glob(s, recursive=True))
             matches = [m for m in matches if m.is_file() and _suffix(m)]
             if not matches:
-                raise CorpusError(f"{s}: the pattern matches no {'/'.join(SUPPORTED_SUFFIXES)} file")
+                raise CorpusError(f"{show_path(s)}: the pattern matches no {'/'.join(SUPPORTED_SUFFIXES)} file")
             files.extend(matches)
         elif path.is_dir():
             matches = sorted(
                 p for p in path.rglob("*") if p.is_file() and _suffix(p) and not any(x.startswith(".") for x in p.relative_to(path).parts)
             )
             if not matches:
-                raise CorpusError(f"{path}: the folder holds no {'/'.join(SUPPORTED_SUFFIXES)} file")
+                raise CorpusError(f"{show_path(path)}: the folder holds no {'/'.join(SUPPORTED_SUFFIXES)} file")
             files.extend(matches)
         elif path.exists():
             if not _suffix(path):
                 raise CorpusError(
-                    f"{path}: unknown file type; use one of {', '.join(SUPPORTED_SUFFIXES)} (or a folder of them)"
+                    f"{show_path(path)}: unknown file type; use one of {', '.join(SUPPORTED_SUFFIXES)} (or a folder of them)"
                 )
             files.append(path)
         else:
-            raise CorpusError(f"{path}: no such file or folder")
+            raise CorpusError(f"{show_path(path)}: no such file or folder")
     if not files:
         raise CorpusError("no input files given")
     seen, unique = set(), []
@@ -187,13 +224,44 @@ def resolve_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 
 
 # ---------------------------------------------------------------------------- readers
-# Each reader yields (where, pos, record-or-None, reject-or-None); a record is a dict.
-def _iter_jsonl(path: Path, gz: bool) -> Iterator[tuple[str, int, dict | None, tuple[str, str, object] | None]]:
+# Each reader yields (where, pos, record-or-None, reject-or-None, last line-or-None); a record is a
+# dict, a reject (category, reason, raw record); the last line is set for a CSV record whose quoted
+# field spans several lines (pos is its first line).
+def json_record(line: str) -> tuple[object, tuple[str, str] | None]:
+    """``json.loads`` of one line of untrusted JSON: (value, None), or (None, (category, reason))
+    when it cannot be read (see :func:`json_problem`). Never raises for any string."""
+    try:
+        return json.loads(line), None
+    except (RecursionError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        return None, json_problem(exc)
+
+
+def json_problem(exc: BaseException) -> tuple[str, str]:
+    """(category, reason) of ``json.loads`` failing on untrusted input: invalid JSON, nested
+    deeper than the reader's recursion allows (RecursionError), or an integer longer than Python's
+    int max str digits (ValueError)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return "invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return "nested too deep", NESTED_TOO_DEEP
+    if "integer string conversion" in str(exc):
+        return "number too large", number_too_large()
+    return "invalid JSON", f"invalid JSON ({exc})"
+
+
+NESTED_TOO_DEEP = "nested too deep (more levels of arrays / objects inside one another than the JSON reader follows)"
+
+
+def number_too_large() -> str:
+    return f"number too large (an integer of more than {sys.get_int_max_str_digits():,} digits)"
+
+
+def _iter_jsonl(path: Path, gz: bool) -> Iterator[tuple[str, int, dict | None, tuple[str, str, object] | None, None]]:
     opener = gzip.open if gz else open
     try:
         fh = opener(path, "rb")
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot open ({exc.strerror or exc})") from None
+        raise CorpusError(f"{show_path(path)}: cannot open ({exc.strerror or exc})") from None
     lineno = 0
     try:
         with fh:
@@ -208,100 +276,236 @@ def _iter_jsonl(path: Path, gz: bool) -> Iterator[tuple[str, int, dict | None, t
                         "not UTF-8",
                         f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the file as UTF-8",
                         raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n"),
-                    )
+                    ), None
                     continue
                 if lineno == 1 and line.startswith("\ufeff"):
                     line = line[1:]  # UTF-8 byte-order mark
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield "line", lineno, None, ("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})", line.rstrip("\r\n"))
+                obj, problem = json_record(line)
+                if problem is not None:
+                    yield "line", lineno, None, (*problem, line.rstrip("\r\n")), None
                     continue
                 if not isinstance(obj, dict):
                     yield "line", lineno, None, (
                         "not a JSON object",
                         f"expected a JSON object per line, got {type(obj).__name__}",
                         line.rstrip("\r\n"),
-                    )
+                    ), None
                     continue
-                yield "line", lineno, obj, None
+                yield "line", lineno, obj, None, None
     except (OSError, EOFError, zlib.error) as exc:  # corrupt / truncated gzip, read errors
-        raise CorpusError(f"{path}: unreadable after line {lineno} ({exc}); the file is corrupt or truncated") from None
+        raise CorpusError(f"{show_path(path)}: unreadable after line {lineno} ({exc}); the file is corrupt or truncated") from None
 
 
-def _iter_csv(path: Path, text_field: str):
+class _Lines:
+    """The physical lines of a text file opened with ``newline=""`` (endings kept), numbered from 1,
+    as ``csv.reader`` input; ``taken`` holds the (number, line) pairs handed out since it was last
+    emptied, so the lines of each record are known."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.count = 0
+        self.taken: list[tuple[int, str]] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self._fh.readline()
+        if not line:
+            raise StopIteration
+        self.count += 1
+        self.taken.append((self.count, line))
+        return line
+
+
+def _row_like(line: str, n_fields: int) -> bool:
+    """Whether one physical line, read alone, is a complete CSV row of ``n_fields`` fields: parsed
+    as CSV, or with its quote characters taken literally (how a line with a stray quote reads)."""
+    body = line.rstrip("\r\n")
+    if body.count(",") + 1 == n_fields:
+        return True
+    try:
+        rows = list(csv.reader([body], strict=True))
+    except csv.Error:
+        return False
+    return len(rows) == 1 and len(rows[0]) == n_fields
+
+
+def _times(n: int) -> str:
+    return {2: "twice", 3: "three times"}.get(n, f"{n} times")
+
+
+def _duplicated_column(names: Sequence[str], wanted: Sequence[str | None]) -> str | None:
+    """The first of the columns the loader reads that occurs more than once in ``names``."""
+    for c in dict.fromkeys(w for w in wanted if w):
+        if list(names).count(c) > 1:
+            return c
+    return None
+
+
+def _printable(raw: str) -> str:
+    """CSV text read with surrogateescape, its undecodable bytes shown as ``\\xe9`` escapes."""
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _csv_row(header: list[str], lineno: int, row: list[str], raw: str, last: int | None = None):
+    """One parsed CSV row as a reader item: a record, or an empty / non-UTF-8 / wrong-width reject."""
+    if not any(v.strip() for v in row):
+        return "line", lineno, None, ("empty row", "empty row (no field holds anything)", _printable(raw)), last
+    if any(_has_surrogates(v) for v in row):
+        return "line", lineno, None, ("not UTF-8", "not UTF-8; re-encode the file as UTF-8", _printable(raw)), last
+    if len(row) != len(header):
+        return "line", lineno, None, (
+            "wrong number of fields", f"{len(row)} fields but the header has {len(header)}", _printable(raw),
+        ), last
+    return "line", lineno, dict(zip(header, row)), None, last
+
+
+def _iter_csv(path: Path, text_field: str, columns: Sequence[str | None] = ()):
+    """CSV rows (RFC 4180 quoting, read strictly: a quote must close before a comma or line end).
+
+    A quoted field may hold line breaks, so a record can span several physical lines; a stray
+    quote (a field that opens with ``"`` by mistake) makes one span the rows after it. A record
+    spanning lines s..e is taken for a stray quote when it cannot be a record (the parser fails, or
+    its field count differs from the header's) or when each of its non-blank lines reads, alone, as
+    a complete row of the header's width (not applied to one-column files, where every line would).
+    Then line s alone is rejected (reason ``stray quote``, naming the span) and lines s+1..e are
+    read again one at a time, each one a record or a reject of its own; reading goes on after e as
+    usual. So each swallowed row comes back and accepted + rejected = the rows of the file. Records
+    that do span lines are counted in the load report, so a merge that passed these tests is never
+    silent. A row whose fields are all blank is rejected as ``empty row``.
+    """
     csv.field_size_limit(1 << 30)  # documents can be long
     try:
         fh = open(path, "r", encoding="utf-8", errors="surrogateescape", newline="")
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot open ({exc.strerror or exc})") from None
+        raise CorpusError(f"{show_path(path)}: cannot open ({exc.strerror or exc})") from None
     with fh:
-        reader = csv.reader(fh)
+        lines = _Lines(fh)
+        reader = csv.reader(lines, strict=True)
         try:
             header = next(reader)
         except StopIteration:
-            raise CorpusError(f"{path}: empty CSV file (no header row)") from None
+            raise CorpusError(f"{show_path(path)}: empty CSV file (no header row)") from None
         except csv.Error as exc:
-            raise CorpusError(f"{path}: line 1: cannot parse the CSV header ({exc})") from None
+            raise CorpusError(f"{show_path(path)}: line 1: cannot parse the CSV header ({exc})") from None
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]  # UTF-8 byte-order mark
         if any(_has_surrogates(h) for h in header):
-            raise CorpusError(f"{path}: line 1: the header is not UTF-8; re-encode the file as UTF-8")
+            raise CorpusError(f"{show_path(path)}: line 1: the header is not UTF-8; re-encode the file as UTF-8")
+        twice = _duplicated_column(header, [text_field, *columns])
+        if twice is not None:
+            raise CorpusError(
+                f"{show_path(path)}: column {twice!r} appears {_times(header.count(twice))} in the header; rename the copies"
+            )
         if text_field not in header:
             raise CorpusError(
-                f"{path}: no column {text_field!r} in the CSV header (columns: {header}); pass --text-field"
+                f"{show_path(path)}: no column {text_field!r} in the CSV header (columns: {header}); pass --text-field"
             )
+        width = len(header)
+        again: deque[tuple[int, str]] = deque()  # lines a stray quote had swallowed, to read one by one
         while True:
-            start = reader.line_num + 1
+            if again:
+                lineno, line = again.popleft()
+                try:
+                    rows = list(csv.reader([line], strict=True))
+                except csv.Error as exc:
+                    yield "line", lineno, None, ("invalid CSV", f"invalid CSV ({exc})", _printable(line.rstrip("\r\n"))), None
+                    continue
+                yield _csv_row(header, lineno, rows[0] if rows else [], line.rstrip("\r\n"))
+                continue
+            lines.taken = []
             try:
-                row = next(reader)
+                row, error = next(reader), None
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield "line", start, None, ("invalid CSV", f"invalid CSV ({exc})", None)
+                row, error = None, exc
+            taken = lines.taken
+            if not taken:  # pragma: no cover - the reader always takes a line before it yields or fails
+                return
+            start, end = taken[0][0], taken[-1][0]
+            raw = "".join(line for _, line in taken).rstrip("\r\n")
+            if end > start:
+                why = None
+                if error is not None:
+                    why = f"invalid CSV: {error}"
+                elif len(row) != width:
+                    why = f"{len(row)} fields but the header has {width}"
+                elif width > 1 and all(_row_like(line, width) for _, line in taken if line.strip()):
+                    why = "each of its lines reads as a complete row by itself"
+                if why is not None:
+                    yield "line", start, None, (
+                        "stray quote",
+                        f"stray quote: a quoted field opened on this line runs to line {end} ({why}); this line is "
+                        f"rejected and lines {start + 1}-{end} are read again one by one",
+                        _printable(taken[0][1].rstrip("\r\n")),
+                    ), None
+                    again.extend(taken[1:])
+                    continue
+                yield _csv_row(header, start, row, raw, last=end)
                 continue
-            if not row or (len(row) == 1 and not row[0].strip()):
+            if error is not None:
+                yield "line", start, None, ("invalid CSV", f"invalid CSV ({error})", _printable(raw)), None
                 continue
-            raw = ",".join(row)
-            if any(_has_surrogates(v) for v in row):
-                yield "line", start, None, (
-                    "not UTF-8",
-                    "not UTF-8; re-encode the file as UTF-8",
-                    raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
-                )
-                continue
-            if len(row) != len(header):
-                yield "line", start, None, (
-                    "wrong number of fields",
-                    f"{len(row)} fields but the header has {len(header)}",
-                    raw,
-                )
-                continue
-            yield "line", start, dict(zip(header, row)), None
+            yield _csv_row(header, start, row, raw)
 
 
-def _iter_parquet(path: Path, text_field: str):
+def _is_string_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _iter_parquet(path: Path, text_field: str, columns: Sequence[str | None] = ()):
+    with _parquet_source(path) as source:
+        yield from _parquet_rows(path, source, text_field, columns)
+
+
+@contextlib.contextmanager
+def _parquet_source(path: Path):
+    """What pyarrow opens: the path, or an open binary file when the path is not UTF-8 (pyarrow
+    encodes paths as UTF-8 and fails on such a name)."""
+    if not _has_surrogates(os.fspath(path)):
+        yield path
+        return
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise CorpusError(f"{show_path(path)}: cannot open ({exc.strerror or exc})") from None
+    with fh:
+        yield fh
+
+
+def _parquet_rows(path: Path, source, text_field: str, columns: Sequence[str | None]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-        raise CorpusError(f"{path}: cannot read as Parquet ({exc})") from None
+        raise CorpusError(f"{show_path(path)}: cannot read as Parquet ({exc})") from None
     schema = pf.schema_arrow
+    twice = _duplicated_column(schema.names, [text_field, *columns])
+    if twice is not None:
+        raise CorpusError(
+            f"{show_path(path)}: column {twice!r} appears {_times(schema.names.count(twice))} in the schema; rename the copies"
+        )
     if text_field not in schema.names:
-        raise CorpusError(f"{path}: no column {text_field!r} (columns: {schema.names}); pass --text-field")
+        raise CorpusError(f"{show_path(path)}: no column {text_field!r} (columns: {schema.names}); pass --text-field")
     ttype = schema.field(text_field).type
-    if not (pa.types.is_string(ttype) or pa.types.is_large_string(ttype) or pa.types.is_string_view(ttype)):
-        raise CorpusError(f"{path}: column {text_field!r} has type {ttype}, expected strings")
+    # dictionary-encoded strings (pandas categoricals, Spark / DuckDB output) decode to plain strings
+    value_type = ttype.value_type if pa.types.is_dictionary(ttype) else ttype
+    if not _is_string_type(value_type):
+        raise CorpusError(f"{show_path(path)}: column {text_field!r} has type {ttype}, expected strings")
     row = 0
     try:
         for batch in pf.iter_batches(batch_size=65536):
             for rec in batch.to_pylist():
-                yield "row", row, rec, None
+                yield "row", row, rec, None, None
                 row += 1
     except Exception as exc:
-        raise CorpusError(f"{path}: unreadable at row {row} ({exc}); the file is corrupt") from None
+        raise CorpusError(f"{show_path(path)}: unreadable at row {row} ({exc}); the file is corrupt") from None
 
 
 def peek_columns(path: str | os.PathLike, n_records: int = 50) -> list[str]:
@@ -314,31 +518,34 @@ def peek_columns(path: str | os.PathLike, n_records: int = 50) -> list[str]:
         import pyarrow.parquet as pq
 
         try:
-            return list(pq.ParquetFile(path).schema_arrow.names)
+            with _parquet_source(path) as source:
+                return list(pq.ParquetFile(source).schema_arrow.names)
+        except CorpusError:
+            raise
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise CorpusError(f"{path.name}: cannot read as Parquet ({exc})") from None
+            raise CorpusError(f"{show_path(path.name)}: cannot read as Parquet ({exc})") from None
     if kind == "csv":
         try:
             with open(path, "r", encoding="utf-8", newline="") as fh:
                 header = next(csv.reader(fh), [])
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise CorpusError(f"{path.name}: cannot read the CSV header ({exc})") from None
+            raise CorpusError(f"{show_path(path.name)}: cannot read the CSV header ({exc})") from None
         if not header:
-            raise CorpusError(f"{path.name}: empty CSV file (no header row)")
+            raise CorpusError(f"{show_path(path.name)}: empty CSV file (no header row)")
         return [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(header)]
     if kind in ("jsonl", "jsonl.gz"):
         seen: dict[str, None] = {}
         found = 0
-        for _, _, obj, _ in _iter_jsonl(path, gz=kind == "jsonl.gz"):
+        for _, _, obj, _, _ in _iter_jsonl(path, gz=kind == "jsonl.gz"):
             if obj is not None:
                 seen.update(dict.fromkeys(str(k) for k in obj))
                 found += 1
                 if found >= n_records:
                     break
         if not seen:
-            raise CorpusError(f"{path.name}: no JSON object with fields in the file; expected one object per line")
+            raise CorpusError(f"{show_path(path.name)}: no JSON object with fields in the file; expected one object per line")
         return list(seen)
-    raise CorpusError(f"{path.name}: not a corpus file (use {', '.join(SUPPORTED_SUFFIXES)})")
+    raise CorpusError(f"{show_path(path.name)}: not a corpus file (use {', '.join(SUPPORTED_SUFFIXES)})")
 
 
 def _has_surrogates(s: str) -> bool:
@@ -356,28 +563,49 @@ def _check_value(v, name: str) -> tuple[str | None, str | None]:
         return None, None
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         return None, f"wrong type: {name!r} is {_typename(v)}, expected a string or number"
-    s = v if isinstance(v, str) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+    try:
+        s = v if isinstance(v, str) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+    except ValueError:  # an integer longer than Python's int max str digits
+        return None, f"{name!r}: {number_too_large()}"
     if _has_surrogates(s):
         return None, f"{name!r} is not valid Unicode (lone surrogate)"
     return s, None
+
+
+def _value_category(error: str) -> str:
+    return "number too large" if "number too large" in error else "wrong type"
 
 
 def _typename(v) -> str:
     return {dict: "an object", list: "a list", bool: "a boolean", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def _parse_tokens(v, name: str) -> tuple[int | None, str | None]:
+MAX_TOKENS = 2**63 - 1  # token counts are stored as int64
+
+
+def _parse_tokens(v, name: str) -> tuple[int | None, tuple[str, str] | None]:
+    """A token count: (count, None) or (None, (category, reason))."""
+    wrong = "wrong type"
     if isinstance(v, bool):
-        return None, f"wrong type: {name!r} is a boolean, expected a non-negative integer"
+        return None, (wrong, f"wrong type: {name!r} is a boolean, expected a non-negative integer")
     if isinstance(v, str):
-        try:
-            v = float(v.strip()) if v.strip() else None
+        text = v.strip()
+        digits = text.lstrip("+-")
+        try:  # integers exactly (a float would round above 2**53), anything else as a float
+            v = (int(text) if digits.isascii() and digits.isdigit() else float(text)) if text else None
         except ValueError:
-            return None, f"wrong type: {name!r} is {v[:40]!r}, expected a non-negative integer"
+            if digits.isascii() and digits.isdigit():
+                return None, ("number too large", f"{name!r}: {number_too_large()}")
+            return None, (wrong, f"wrong type: {name!r} is {v[:40]!r}, expected a non-negative integer")
     if v is None:
-        return None, f"missing {name!r}"
-    if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or int(v) != v:
-        return None, f"wrong type: {name!r} is {v!r}, expected a non-negative integer"
+        return None, ("missing tokens field", f"missing {name!r}")
+    if not isinstance(v, (int, float)):
+        return None, (wrong, f"wrong type: {name!r} is {_typename(v)}, expected a non-negative integer")
+    if math.isnan(v) or v < 0 or (isinstance(v, float) and math.isfinite(v) and not v.is_integer()):
+        shown = repr(v) if v > -10**40 else "a large negative number"
+        return None, (wrong, f"wrong type: {name!r} is {shown}, expected a non-negative integer")
+    if v > MAX_TOKENS:  # inf included
+        return None, ("number too large", f"number too large: {name!r} is above {MAX_TOKENS:,} (64-bit integers)")
     return int(v), None
 
 
@@ -577,12 +805,9 @@ def load_corpus(
         raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
 
     files = resolve_inputs(inputs)
-    stems = [_stem(f) for f in files]
-    if len(set(stems)) < len(stems):  # same stem in two folders: keep generated ids unique
-        common = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
-        stems = [str(f.resolve().relative_to(common).with_name(_stem(f)).as_posix()) for f in files]
+    stems = _id_prefixes(files)
 
-    report = LoadReport(files=[str(f) for f in files], dedup=dedup,
+    report = LoadReport(files=[show_path(f) for f in files], dedup=dedup,
                         near_threshold=float(near_threshold) if dedup == "near" else None)
     rejects: list[_Reject] = []
     cols: dict[str, list] = {"id": [], "text": []}
@@ -603,18 +828,23 @@ def load_corpus(
 
     try:
         for path, stem in zip(files, stems):
-            fname = str(path)
+            fname = show_path(path)
             suffix = _suffix(path)
+            read = [id_field, tokens_field, *label_fields]  # columns that must not appear twice
             if suffix in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
                 records = _iter_jsonl(path, gz=suffix.endswith(".gz"))
             elif suffix == ".csv":
-                records = _iter_csv(path, text_field)
+                records = _iter_csv(path, text_field, read)
             else:
-                records = _iter_parquet(path, text_field)
+                records = _iter_parquet(path, text_field, read)
             accepted_before, records_before = report.n_accepted, report.n_records
             first_problem = None
-            for where, pos, rec, problem in records:
+            for where, pos, rec, problem, last in records:
                 report.n_records += 1
+                if last is not None:  # a CSV record whose quoted field spans lines pos..last
+                    report.n_multiline_records += 1
+                    if len(report.multiline_examples) < 5:
+                        report.multiline_examples.append(f"{fname}: lines {pos}-{last}")
                 if problem is not None:
                     reject(fname, where, pos, *problem)
                     first_problem = first_problem or rejects[-1].message()
@@ -633,22 +863,20 @@ def load_corpus(
                 if err is None and id_field and rec.get(id_field) not in (None, ""):
                     doc_id, e = _check_value(rec.get(id_field), id_field)
                     if e:
-                        err = ("wrong type", e)
+                        err = (_value_category(e), e)
                 labs = {}
                 if err is None:
                     for k in label_fields:
                         v, e = _check_value(rec.get(k), k)
                         if e:
-                            err = ("wrong type", e)
+                            err = (_value_category(e), e)
                             break
                         labs[k] = v
                         if k in rec:
                             label_seen.add(k)
                 ntok = None
                 if err is None and tokens_field:
-                    ntok, e = _parse_tokens(rec.get(tokens_field), tokens_field)
-                    if e:
-                        err = ("wrong type" if "wrong type" in e else "missing tokens field", e)
+                    ntok, err = _parse_tokens(rec.get(tokens_field), tokens_field)
                 generated = False
                 if err is None and doc_id is None:
                     doc_id, generated = f"{stem}:{pos}", True
@@ -752,21 +980,42 @@ def _write_rejects(path, rejects: list[_Reject]) -> None:
         d = r.to_json()
         try:
             buf.write(json.dumps(d, ensure_ascii=False, default=str) + "\n")
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: nested deeper than the encoder follows
             d["record"] = None  # not printable
             buf.write(json.dumps(d, ensure_ascii=False, default=str) + "\n")
     text = buf.getvalue().encode("utf-8", "backslashreplace").decode("utf-8")
     write_text_atomic(path, text)
 
 
+FAILED_REJECTS_NAME = "rejects.failed.jsonl"  # the rejects of the last ingest that failed, in the workspace folder
+
+
 def ingest(inputs, ws, **opts) -> LoadReport:
     """Load ``inputs`` (``load_corpus`` options in ``opts``, e.g. ``dedup=``) and write the workspace
-    corpus, its rejects file and the load report (``ingest_report.json``) atomically."""
-    from .store import write_json_atomic, write_parquet_atomic
+    corpus, its rejects file and the load report (``ingest_report.json``).
 
-    frame, report = load_corpus(inputs, rejects_path=ws.rejects_path, **opts)
-    write_parquet_atomic(ws.corpus_path, frame)
-    write_json_atomic(ingest_report_path(ws), report.to_dict())
+    All three are written to temporary files first and moved into place (one rename each) only
+    when the whole ingest succeeded, so a failed ingest leaves the workspace's corpus, rejects and
+    report exactly as they were. The rejects of a failed attempt go to ``rejects.failed.jsonl``
+    (named in the error); a later successful ingest removes that file."""
+    from .store import atomic_path, write_json_atomic, write_parquet_atomic
+
+    root = Path(ws.root)
+    failed = root / FAILED_REJECTS_NAME
+    # leaving the with block renames rejects, then the report, then the corpus (the innermost first)
+    with atomic_path(ws.corpus_path, suffix=".parquet") as corpus_tmp, \
+            atomic_path(ingest_report_path(ws)) as report_tmp, atomic_path(ws.rejects_path) as rejects_tmp:
+        try:
+            frame, report = load_corpus(inputs, rejects_path=rejects_tmp, **opts)
+        except CorpusError as exc:
+            if rejects_tmp.exists() and rejects_tmp.stat().st_size:
+                os.replace(rejects_tmp, failed)
+                raise CorpusError(f"{exc} (the rejects of this attempt: {show_path(failed)})") from None
+            raise
+        report.rejects_path = show_path(ws.rejects_path)
+        write_parquet_atomic(corpus_tmp, frame)
+        write_json_atomic(report_tmp, report.to_dict())
+    failed.unlink(missing_ok=True)
     return report
 
 
@@ -797,7 +1046,7 @@ def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFA
     if dedup not in DEDUP_MODES:
         raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
     if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
+        raise CorpusError(f"{show_path(path)}: no such file")
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(display_name or path.name).stem)[:40] or "corpus"
     name = f"{stem}-{file_sha256(path)[:10]}-{dedup}"
     if opts:  # other columns chosen: another workspace

@@ -19,6 +19,7 @@ the new texts. It is stored as npy shards plus a JSON index; nothing is pickled.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -382,6 +383,9 @@ class EmbeddingCache:
     Each ``put`` appends one shard (``<id>.keys.npy`` S32 sha256 digests, ``<id>.unit.npy``,
     ``<id>.norms.npy``) and then rewrites the index atomically; a shard missing from the index
     (crash between the two writes) is merely unused. Lookups load all shards of a fingerprint.
+    The read-modify-write of the index runs under an exclusive ``flock`` on ``index.lock`` in the
+    fingerprint's folder, so writers in several processes (the app and ``gem embed`` at once) each
+    add their shard and none is lost; readers need no lock (the index is replaced atomically).
     """
 
     def __init__(self, directory: str | os.PathLike):
@@ -452,10 +456,31 @@ class EmbeddingCache:
         save_npy_atomic(folder / f"{name}.unit.npy", unit)
         save_npy_atomic(folder / f"{name}.norms.npy", np.asarray(norms, dtype=np.float32))
         save_npy_atomic(folder / f"{name}.keys.npy", keys)
-        index = self._index(fingerprint)  # re-read: another writer may have added a shard meanwhile
-        index["dim"] = int(unit.shape[1])
-        index["shards"].append({"name": name, "n": int(len(keys))})
-        write_json_atomic(folder / "index.json", index)
+        with self._index_lock(folder):
+            index = self._index(fingerprint)  # re-read under the lock: another writer may have added a shard
+            if index["dim"] not in (None, unit.shape[1]):
+                raise ValueError(f"cache {folder}: dimension {unit.shape[1]} does not match cached {index['dim']}")
+            index["dim"] = int(unit.shape[1])
+            index["shards"].append({"name": name, "n": int(len(keys))})
+            write_json_atomic(folder / "index.json", index)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _index_lock(folder: Path):
+        """Hold an exclusive flock on ``<folder>/index.lock`` (blocking); a no-op where fcntl is
+        missing (Windows)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / "index.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 def encode_cached(

@@ -6,9 +6,10 @@ columns (id: string, topic_id: string, probability: float32), written atomically
 exists only when complete: a killed run restarts by skipping finished shards (and removes the
 temporary files it left). Its Parquet schema metadata (key ``gem.label``) holds the shard's counts
 (documents, rejects, documents and tokens per topic), so ``summary.json`` is rebuilt from finished
-shards alone. Bad records (invalid UTF-8, invalid JSON, not an object, missing / non-string / empty
-text or id) are counted and written with the reason and line number to
-``<out>/rejects/<stem>.jsonl``, never silently dropped or repaired; both engines run the same
+shards alone. Bad records (invalid UTF-8, invalid JSON, nested too deep, an integer past Python's
+digit limit, not an object, missing / non-string / empty text or id) are counted and written with
+the reason and line number to ``<out>/rejects/<stem>.jsonl``, never silently dropped or repaired
+(one bad record never aborts a shard); both engines run the same
 :func:`label_shard`, so their outputs and rejects are identical.
 
 Outputs are byte-reproducible: the same input and model give the same bytes in every
@@ -19,7 +20,7 @@ workers, shards skipped, seconds); :func:`label_corpus` also returns them with t
 A student model is checked against its sidecar's size and sha256 before any work starts (see
 :func:`gem.distill.verify_student_file`). Pool workers exit when the driver dies (even by SIGKILL).
 
-Tokens per document: the ``tokens_field`` value when the record has a non-negative integer there,
+Tokens per document: the ``tokens_field`` value when the record has a non-negative int64 there,
 else the whitespace word count (``summary.json`` says which, per document count).
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from gem.corpus import MAX_TOKENS, json_problem
 from gem.store import write_json_atomic, write_parquet_atomic, write_text_atomic
 
 META_KEY = b"gem.label"
@@ -159,7 +161,10 @@ def find_shards(inputs_glob: str | Sequence[str]) -> list[Path]:
 
 def _reject(rejects: list, line: int, reason: str, raw) -> None:
     if not isinstance(raw, str):
-        raw = json.dumps(raw, ensure_ascii=False, default=str)
+        try:
+            raw = json.dumps(raw, ensure_ascii=False, default=str)
+        except (RecursionError, ValueError, TypeError):  # nested deeper than the encoder follows
+            raw = f"<a {type(raw).__name__} too deeply nested to show>"
     rejects.append({"line": line, "reason": reason, "record": raw[:MAX_REJECT_CHARS]})
 
 
@@ -185,7 +190,7 @@ def _validate(rec, line, rejects, text_field, id_field, tokens_field):
         _reject(rejects, line, f"{what} id field {id_field!r}", rec)
         return None
     tok = rec.get(tokens_field) if tokens_field else None
-    if isinstance(tok, int) and not isinstance(tok, bool) and tok >= 0:
+    if isinstance(tok, int) and not isinstance(tok, bool) and 0 <= tok <= MAX_TOKENS:  # counts are int64
         return str(doc_id), text, tok, True
     return str(doc_id), text, len(text.split()), False
 
@@ -235,6 +240,9 @@ def iter_records(path: Path, rejects: list, text_field="text", id_field="id", to
                     rec = json.loads(s)
                 except json.JSONDecodeError as exc:
                     _reject(rejects, line, f"invalid JSON: {exc.msg} at column {exc.colno}", s.rstrip("\n"))
+                    continue
+                except (RecursionError, ValueError) as exc:  # nested too deep, an over-long integer
+                    _reject(rejects, line, json_problem(exc)[1], s.rstrip("\n"))
                     continue
                 take(rec, line)
                 if len(ids) >= batch_size:

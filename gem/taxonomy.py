@@ -52,7 +52,9 @@ without a flag.
 Curator edits use optimistic concurrency: each topic row has a version, incremented on every save;
 an edit made against an older version raises ``StaleEditError`` instead of overwriting someone
 else's change. Every change is written to an audit table (who, when, field, old, new). A sync that
-flags a topic also bumps its version (an editor open on the old version must reload).
+flags a topic also bumps its version (an editor open on the old version must reload); so does a
+sync that renames a provisional topic after its new keywords (audited as field "name", author
+"system").
 
 Schema version 2 added topics.name_unconfirmed / members_sketch and run_topics.jaccard / changed;
 an older database is migrated in place when opened (columns added, nothing lost).
@@ -516,6 +518,10 @@ class Taxonomy:
                     )
                     if old["status"] != status:
                         self._audit(con, author, tid, "status", old["status"], status, at)
+                    if name != old["name"]:  # a provisional name followed the keywords: audited, editors reload
+                        con.execute("UPDATE topics SET version = version + 1, updated_at = ?, updated_by = ? WHERE id = ?",
+                                    (at, "system", tid))
+                        self._audit(con, "system", tid, "name", old["name"], name, at)
                     changed = False
                     if tiers[c] == "changed" and not old["name_provisional"]:
                         # the content moved: keep the id, but the curator must confirm the name

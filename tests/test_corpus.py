@@ -312,7 +312,7 @@ def test_generated_ids_stable_and_unique_across_same_stems(tmp_path):
         write_jsonl(tmp_path / sub / "part.jsonl", [{"text": f"doc from {sub}"}])
     f1, _ = load_corpus(tmp_path, tokens_field=None)
     f2, _ = load_corpus(tmp_path, tokens_field=None)
-    assert f1["id"].tolist() == f2["id"].tolist() == ["a/part:1", "b/part:1"]
+    assert f1["id"].tolist() == f2["id"].tolist() == ["a/part.jsonl:1", "b/part.jsonl:1"]
 
 
 def test_label_field_that_never_occurs_is_an_error(tmp_path):
@@ -330,3 +330,187 @@ def test_ingest_writes_workspace_files(tmp_path):
     assert stored["id"].tolist() == ["d1", "d2", "d3"] and stored["n_tokens"].dtype == "int64"
     assert len(read_rejects(ws.rejects_path)) == 1
     assert not [p for p in ws.root.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+# ---------------------------------------------------------------------------- audit (issue 12): items 3, 11, 13
+def _counts_add_up(report):
+    assert report.n_accepted + report.n_rejected == report.n_records
+
+
+def test_deep_nesting_and_huge_numbers_are_per_record_rejects(tmp_path):
+    deep = '{"id": "deep", "text": "too deep", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    huge = '{"id": "huge", "text": "huge int", "n": ' + "7" * 4301 + "}"
+    lines = [
+        json.dumps(GOOD[0] | {"n": 6}), deep, huge,
+        json.dumps({"id": "big", "text": "64-bit overflow", "n": 10**30}),
+        '{"id": "inf", "text": "float overflow", "n": 1e400}',
+        '{"id": "nan", "text": "not a number", "n": NaN}',
+        json.dumps(GOOD[1] | {"n": 7}),
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    frame, report = load_corpus(path, tokens_field="n", rejects_path=tmp_path / "r.jsonl")
+    assert frame["id"].tolist() == ["d1", "d2"] and frame["n_tokens"].tolist() == [6, 7]
+    _counts_add_up(report)
+    rejects = {r["line"]: r for r in read_rejects(tmp_path / "r.jsonl")}
+    assert sorted(rejects) == [2, 3, 4, 5, 6]
+    assert rejects[2]["reason"].startswith("nested too deep") and rejects[2]["file"] == str(path)
+    assert rejects[3]["reason"].startswith("number too large (an integer of more than 4,300 digits)")
+    assert "number too large" in rejects[4]["reason"] and "number too large" in rejects[5]["reason"]
+    assert "wrong type" in rejects[6]["reason"]
+    assert report.reasons == {"nested too deep": 1, "number too large": 3, "wrong type": 1}
+
+    # the same through the CLI, gzipped: exit 0, the summary names both, no traceback
+    from gem.cli import main
+
+    gz = tmp_path / "c.jsonl.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert main(["ingest", str(gz), "-w", str(tmp_path / "ws"), "--tokens-field", "n"]) == 0
+
+
+def test_huge_numbers_in_csv_token_counts(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,n\nfine,3\nlong digits," + "9" * 5000 + "\nexponent,1e400\nbig,99999999999999999999\n"
+                    "exact,9007199254740993\n", encoding="utf-8")
+    frame, report = load_corpus(path, tokens_field="n", rejects_path=tmp_path / "r.jsonl")
+    assert frame["n_tokens"].tolist() == [3, 9007199254740993]  # integers are read exactly, not via float
+    assert [r["line"] for r in read_rejects(tmp_path / "r.jsonl")] == [3, 4, 5]
+    assert report.reasons == {"number too large": 3}
+
+
+def test_cli_ingest_of_a_deeply_nested_line_exits_0_with_the_reject(tmp_path, capsys):
+    from gem.cli import main
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(GOOD[0]) + "\n" + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    assert main(["ingest", str(path), "-w", str(tmp_path / "ws"), "--tokens-field", "n"]) == 0
+    out = capsys.readouterr().out
+    assert "1 accepted, 1 rejected" in out and "line 2: nested too deep" in out
+
+
+def test_same_stem_different_suffix_gets_distinct_generated_ids(tmp_path):
+    write_jsonl(tmp_path / "data.jsonl", [{"text": "first json doc"}, {"text": "second json doc"}])
+    (tmp_path / "data.csv").write_text("text\nfirst csv doc\n", encoding="utf-8")  # line 2, like the JSON's 2nd
+    frame, report = load_corpus(tmp_path, tokens_field=None)
+    assert frame["id"].tolist() == ["data.csv:2", "data.jsonl:1", "data.jsonl:2"]
+    assert report.n_rejected == 0 and report.n_generated_ids == 3
+
+
+STRAY_UNCLOSED = 'id,text\n1,one\n2,"two\n3,three\n4,four\n5,five\n6,six\n'  # the quote never closes
+STRAY_CLOSED = 'id,text\n1,one\n2,"two\n3,three\n4,four"\n5,five\n6,six\n'  # a second stray quote closes it
+
+
+@pytest.mark.parametrize("content", [STRAY_UNCLOSED, STRAY_CLOSED], ids=["unclosed", "closed"])
+def test_csv_stray_quote_rejects_its_line_and_keeps_the_rows_after_it(tmp_path, content):
+    path = tmp_path / "s.csv"
+    path.write_text(content, encoding="utf-8")
+    frame, report = load_corpus(path, tokens_field=None, rejects_path=tmp_path / "r.jsonl")
+    assert frame["id"].tolist() == ["1", "3", "4", "5", "6"]
+    assert report.n_records == 6 and report.n_rejected == 1 and report.reasons == {"stray quote": 1}
+    (rej,) = read_rejects(tmp_path / "r.jsonl")
+    assert rej["line"] == 3 and rej["reason"].startswith("stray quote: a quoted field opened on this line runs to line")
+    assert rej["record"] == '2,"two'
+
+
+def test_csv_quoted_line_breaks_are_kept_and_counted(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text('id,text,source\na,"first line\nsecond line",web\nb,plain,news\n', encoding="utf-8")
+    frame, report = load_corpus(path, tokens_field=None)
+    assert frame["text"].tolist() == ["first line\nsecond line", "plain"]
+    assert report.n_multiline_records == 1 and report.multiline_examples == [f"{path}: lines 2-3"]
+    assert "1 CSV record(s) hold a quoted line break" in report.summary()
+
+
+def test_csv_empty_rows_are_rejects(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("id,text\n1,one\n\n   \n,\n2,two\n", encoding="utf-8")
+    frame, report = load_corpus(path, tokens_field=None, rejects_path=tmp_path / "r.jsonl")
+    assert frame["id"].tolist() == ["1", "2"]
+    assert [(r["line"], r["reason"]) for r in read_rejects(tmp_path / "r.jsonl")] == [
+        (3, "empty row (no field holds anything)"), (4, "empty row (no field holds anything)"),
+        (5, "empty row (no field holds anything)"),
+    ]
+    _counts_add_up(report)
+
+
+def test_non_utf8_file_name_is_shown_escaped(tmp_path, capsys):
+    import os
+
+    from gem.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9.jsonl"
+    with open(raw, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"text": "a document"}) + "\n{broken\n")
+    frame, report = load_corpus(folder, tokens_field=None, rejects_path=tmp_path / "r.jsonl")
+    assert frame["id"].tolist() == ["caf\\xe9:1"]
+    assert report.files == [f"{folder}/caf\\xe9.jsonl"]
+    assert read_rejects(tmp_path / "r.jsonl")[0]["file"] == f"{folder}/caf\\xe9.jsonl"
+    assert main(["ingest", str(folder), "-w", str(tmp_path / "ws")]) == 0
+    assert "caf\\xe9.jsonl: line 2: invalid JSON" in capsys.readouterr().out
+
+
+def test_a_column_read_twice_is_named(tmp_path):
+    (tmp_path / "d.csv").write_text("id,text,text\n1,one,uno\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"d\.csv: column 'text' appears twice in the header"):
+        load_corpus(tmp_path / "d.csv")
+    (tmp_path / "i.csv").write_text("id,text,id\n1,one,2\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"column 'id' appears twice"):
+        load_corpus(tmp_path / "i.csv")
+    table = pa.Table.from_arrays([pa.array(["a b"]), pa.array(["c d"])], names=["text", "text"])
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(CorpusError, match=r"d\.parquet: column 'text' appears twice"):
+        load_corpus(tmp_path / "d.parquet")
+
+
+def test_dictionary_encoded_parquet_strings_are_read(tmp_path):
+    path = tmp_path / "dict.parquet"
+    texts = pa.array(["alpha beta", "gamma delta", "epsilon zeta"]).dictionary_encode()
+    sources = pa.array(["web", "news", "web"]).dictionary_encode()
+    pq.write_table(pa.table({"text": texts, "source": sources, "n": [2, 2, 2]}), path)
+    assert pa.types.is_dictionary(pq.read_schema(path).field("text").type)
+    frame, report = load_corpus(path, tokens_field="n")
+    assert frame["text"].tolist() == ["alpha beta", "gamma delta", "epsilon zeta"]
+    assert frame["source"].tolist() == ["web", "news", "web"] and report.n_rejected == 0
+
+
+def test_failed_ingest_leaves_the_workspace_as_it_was(tmp_path):
+    from gem.corpus import ingest_report_path
+
+    ws = Workspace(tmp_path / "ws")
+    good = write_jsonl(tmp_path / "good.jsonl", GOOD + [{"text": ""}])
+    ingest(good, ws, tokens_field="n")
+    files = [ws.corpus_path, ws.rejects_path, ingest_report_path(ws)]
+    before = [p.read_bytes() for p in files]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": ""}, {"body": "no text"}])
+    with pytest.raises(CorpusError, match=r"no record accepted out of 2") as failure:
+        ingest(bad, ws, tokens_field="n")
+    assert [p.read_bytes() for p in files] == before  # corpus, rejects and report untouched
+    assert str(failure.value).endswith(f"(the rejects of this attempt: {ws.root / 'rejects.failed.jsonl'})")
+    assert [r["line"] for r in read_rejects(ws.root / "rejects.failed.jsonl")] == [1, 2]
+    with pytest.raises(CorpusError):
+        ingest(tmp_path / "missing.jsonl", ws)
+    assert [p.read_bytes() for p in files] == before
+    assert not [p for p in ws.root.iterdir() if p.name.startswith(".")]  # no temp files left behind
+    ingest(good, ws, tokens_field="n")  # a later success clears the failed attempt's rejects
+    assert not (ws.root / "rejects.failed.jsonl").exists()
+
+
+def test_cli_ingest_turns_an_unforeseen_error_into_one_line(tmp_path, monkeypatch, capsys):
+    import gem.corpus
+    from gem.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something no reader foresaw")
+
+    path = write_jsonl(tmp_path / "in.jsonl", GOOD)
+    monkeypatch.setattr(gem.corpus, "load_corpus", broken)
+    monkeypatch.delenv("GEM_DEBUG", raising=False)
+    assert main(["ingest", str(path), "-w", str(tmp_path / "ws")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gem ingest: error: unexpected RuntimeError while reading the input")
+    assert not list((tmp_path / "ws").iterdir())  # nothing written
+    monkeypatch.setenv("GEM_DEBUG", "1")
+    with pytest.raises(RuntimeError):  # GEM_DEBUG=1 shows the traceback
+        main(["ingest", str(path), "-w", str(tmp_path / "ws")])

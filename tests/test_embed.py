@@ -280,3 +280,51 @@ def test_embeddings_meta_records_the_resolved_precision(tmp_path, monkeypatch):
     meta = json.loads(ws.embeddings_meta_path("final").read_text())
     assert meta["precision"] == "float32" and meta["precision_requested"] == "auto"
     assert meta["n_encoded"] == 2 and meta["docs_per_second"] > 0 and meta["encode_seconds"] > 0
+
+
+_CONCURRENT_WRITER = r"""
+import sys, time
+from pathlib import Path
+import numpy as np
+import gem.embed as embed
+
+folder, who, n_puts = sys.argv[1], sys.argv[2], int(sys.argv[3])
+slow_write = embed.write_json_atomic
+def write_slowly(*args, **kwargs):  # a slow disk: widens the window between reading and writing the index
+    time.sleep(0.02)
+    return slow_write(*args, **kwargs)
+embed.write_json_atomic = write_slowly
+cache = embed.EmbeddingCache(folder)
+go = Path(folder) / "go"
+while not go.exists():  # start together
+    time.sleep(0.001)
+for i in range(n_puts):
+    keys = embed.text_keys([f"{who}-{i}-{j}" for j in range(3)])
+    cache.put("fp", keys, np.full((3, 4), i, np.float32), np.ones(3, np.float32))
+"""
+
+
+def test_two_processes_writing_the_cache_keep_every_shard(tmp_path):
+    """Two real processes put shards at once: the index lists all of them (before: the read-modify-
+    write of index.json raced and about half the shards fell out of it)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    n_puts = 20
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_WRITER, str(folder), who, str(n_puts)],
+                              cwd=root, env=env) for who in ("a", "b")]
+    (folder / "go").touch()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    index = json.loads((folder / "fp" / "index.json").read_text())
+    assert len(index["shards"]) == 2 * n_puts
+    cache = EmbeddingCache(folder)
+    keys = text_keys([f"{who}-{i}-{j}" for who in "ab" for i in range(n_puts) for j in range(3)])
+    found, unit, _ = cache.get("fp", keys)
+    assert found.all() and len(cache) == 6 * n_puts
+    assert unit[:, 0].tolist() == [float(i) for _ in "ab" for i in range(n_puts) for _ in range(3)]

@@ -326,3 +326,29 @@ def test_killing_the_driver_stops_its_pool_workers(student_path, corpus, tmp_pat
         for p in workers:  # never leave them behind, even when the test fails
             if _running(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_deep_nesting_and_huge_numbers_are_rejects_not_a_crash(student_path, corpus, tmp_path, capsys):
+    """A line nested ~5,000 deep (RecursionError in json.loads), a 4,301-digit integer (ValueError
+    past Python's int max str digits) and a token count past int64 are per-record problems: the CLI
+    exits 0 and the rejects name line and reason (before: a traceback and exit 1)."""
+    from gem.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = [json.dumps({"id": r.id, "text": r.text}) for r in corpus.iloc[:10].itertuples()]
+    lines = good[:3] + [
+        '{"id": "deep", "text": "x", "extra": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"id": "huge", "text": "x", "n_tokens": ' + "1" * 4301 + "}",
+        json.dumps({"id": "big", "text": "a count past int64", "n_tokens": 10**30}),
+    ] + good[3:]
+    (folder / "d.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["label", "--model", str(student_path), "--input", str(folder / "*"), "--out", str(out),
+                 "--workers", "0", "--json"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_docs"] == 11 and summary["n_rejected"] == 2
+    assert summary["tokens_source"]["whitespace_words"] == 11  # the overflowing count falls back to words
+    rejects = [json.loads(line) for line in (out / "rejects" / "d.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"].split(" (")[0]) for r in rejects] == [(4, "nested too deep"), (5, "number too large")]
+    capsys.readouterr()

@@ -465,7 +465,7 @@ def test_provisional_topics_follow_keywords_without_flag(tmp_path):
                        members=members)
     assert rep.matched[0] == "T001" and not rep.changed
     t = tax.topic("T001")
-    assert t["name"] == "moved" and not t["needs_confirmation"] and t["version"] == 1
+    assert t["name"] == "moved" and not t["needs_confirmation"] and t["version"] == 2  # the rename bumps it
 
 
 def test_members_validation_and_sizes(tmp_path):
@@ -828,3 +828,25 @@ def test_cli_taxonomy_on_a_damaged_database_prints_one_line(synthetic_workspace,
     monkeypatch.setenv("GEM_DEBUG", "1")
     with pytest.raises(TaxonomyError):  # GEM_DEBUG=1 shows the traceback
         main(["taxonomy", "-w", str(ws.root), "--run", "a"])
+
+
+def test_resync_renaming_a_provisional_topic_is_audited_and_bumps_its_version(tmp_path):
+    """A provisional name follows the keywords on a re-sync: that rename gets an audit row (field
+    'name', old, new, author 'system') and a new version, so an editor open on the old one reloads
+    (before: the name changed silently, version and audit untouched)."""
+    M, members = _planted_topics()
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    tax.sync_run("r1", M, keywords=[[f"kw{c}", "old"] for c in range(4)], members=members)
+    v1 = tax.topic("T002")["version"]
+    tax.sync_run("r2", M, keywords=[[f"kw{c}", "old"] for c in range(4)], members=members)  # same keywords
+    assert tax.topic("T002")["version"] == v1 and "name" not in set(tax.audit("T002")["field"])
+    tax.sync_run("r3", M, keywords=[["kw0", "old"], ["fresh", "words"], ["kw2", "old"], ["kw3", "old"]],
+                 members=members)
+    t = tax.topic("T002")
+    assert t["name"] == "fresh, words" and t["version"] == v1 + 1
+    rows = tax.audit("T002")
+    row = rows[rows["field"] == "name"].iloc[-1]
+    assert (row["old"], row["new"], row["author"]) == ("kw1, old", "fresh, words", "system")
+    with pytest.raises(StaleEditError):  # an editor still on the old version must reload
+        tax.update_topic("T002", v1, "alice", name="Mine")
+    assert tax.topic("T001")["version"] == v1  # unchanged names: no bump

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import add_workspace_arg
@@ -96,7 +97,7 @@ def _workspace(args):
 
 
 def cmd_ingest(args) -> int:
-    from gem.corpus import DEFAULT_DEDUP, NEAR_DUPLICATE_THRESHOLD, ingest
+    from gem.corpus import DEFAULT_DEDUP, NEAR_DUPLICATE_THRESHOLD, ingest, show_path
 
     if args.drop_duplicates and args.dedup not in (None, "exact"):
         raise ValueError(f"--drop-duplicates means --dedup exact; it contradicts --dedup {args.dedup}")
@@ -108,20 +109,30 @@ def cmd_ingest(args) -> int:
         raise ValueError(f"--near-threshold must be in (0, 1], not {threshold}")
     ws = _workspace(args)
     ws.root.mkdir(parents=True, exist_ok=True)
-    report = ingest(
-        args.inputs, ws,
-        text_field=args.text_field,
-        id_field=args.id_field or None,
-        label_fields=args.label_fields,
-        tokens_field=args.tokens_field,
-        dedup=dedup,
-        near_threshold=threshold,
-    )
+    try:
+        report = ingest(
+            args.inputs, ws,
+            text_field=args.text_field,
+            id_field=args.id_field or None,
+            label_fields=args.label_fields,
+            tokens_field=args.tokens_field,
+            dedup=dedup,
+            near_threshold=threshold,
+        )
+    except (ValueError, OSError, KeyError):
+        raise  # explained in one line by gem.cli.main
+    except Exception as exc:  # input the readers did not foresee: still one line, never a traceback
+        if os.environ.get("GEM_DEBUG"):
+            raise
+        raise ValueError(
+            f"unexpected {type(exc).__name__} while reading the input ({exc}); nothing was written to "
+            f"{show_path(ws.root)}; please report it (GEM_DEBUG=1 shows the traceback)"
+        ) from None
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(report.summary())
-        print(f"wrote {ws.corpus_path}")
+        print(f"wrote {show_path(ws.corpus_path)}")
     return 0
 
 
