@@ -40,7 +40,7 @@ with st.spinner("Computing the 2-D UMAP layout (once per corpus and representati
     layout = _layout(str(ws.root), rep, "2d", emb_mtime)
 try:
     with st.spinner("Fitting GEM…"):
-        gem_run = common.current_fit(ws)
+        gem_run = common.current_fit(ws, sync=False)  # no topic names here: the match waits for a page that shows them
     with st.spinner(f"Fitting the baseline ({baseline_name})…"):
         base_run = common.baseline_fit(method, ws)
 except ValueError as exc:
