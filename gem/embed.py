@@ -24,6 +24,7 @@ import functools
 import hashlib
 import os
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -124,8 +125,19 @@ def text_keys(texts: Sequence[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- tokens
-@functools.lru_cache(maxsize=4)
+# transformers' lazy imports are not thread-safe: two threads loading a tokenizer or a model for
+# the first time raise "ImportError: AutoTokenizer" (the app's sessions are threads), so every
+# first load goes through this lock
+_LOAD_LOCK = threading.RLock()
+
+
 def _tokenizer(model_path: str):
+    with _LOAD_LOCK:
+        return _load_tokenizer(model_path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_path)
@@ -282,6 +294,12 @@ class SentenceTransformerEmbedder:
     @property
     def model(self):
         if self._model is None:
+            with _LOAD_LOCK:
+                self._load()
+        return self._model
+
+    def _load(self) -> None:
+        if self._model is None:  # another thread may have loaded it while this one waited
             import torch
             from sentence_transformers import SentenceTransformer
 
@@ -294,8 +312,7 @@ class SentenceTransformerEmbedder:
             model.eval()
             if self.precision == "bfloat16" and self.device == "cpu":
                 model.to(torch.bfloat16)
-            self._model = model
-            hf = self._hf_model()
+            hf = self._hf_model(model)
             n_layers = getattr(hf.config, "num_hidden_layers", None)
             if self.layer is not None:
                 if n_layers is None or not 0 <= self.layer <= n_layers:
@@ -307,7 +324,7 @@ class SentenceTransformerEmbedder:
             else:
                 getdim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
                 self._dim = int(getdim())
-        return self._model
+            self._model = model  # last: other threads read it without the lock
 
     @property
     def dim(self) -> int:
@@ -315,8 +332,8 @@ class SentenceTransformerEmbedder:
             self.model  # noqa: B018  (loads and sets dim)
         return self._dim
 
-    def _hf_model(self):
-        first = self._model[0]
+    def _hf_model(self, model=None):
+        first = (self.model if model is None else model)[0]
         hf = getattr(first, "model", None) or getattr(first, "auto_model", None)
         if hf is None:
             raise ValueError(f"{self.model_path}: first module has no transformer model; layer states unavailable")

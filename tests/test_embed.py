@@ -328,3 +328,36 @@ def test_two_processes_writing_the_cache_keep_every_shard(tmp_path):
     found, unit, _ = cache.get("fp", keys)
     assert found.all() and len(cache) == 6 * n_puts
     assert unit[:, 0].tolist() == [float(i) for _ in "ab" for i in range(n_puts) for _ in range(3)]
+
+
+def test_first_loads_from_several_threads_at_once():
+    """transformers' lazy imports are not thread-safe: two sessions loading the tokenizer or the
+    model for the first time used to raise ImportError (gem.embed loads both under one lock).
+    Run in a fresh interpreter, where nothing is imported yet."""
+    import subprocess
+    import sys
+
+    code = """
+import threading
+from gem.embed import SentenceTransformerEmbedder, count_tokens
+errors, out = [], []
+def tokens():
+    try:
+        out.append(int(count_tokens(["a few words here"])[0]))
+    except Exception as exc:
+        errors.append(repr(exc))
+embedder = SentenceTransformerEmbedder(precision="float32")
+def model():
+    try:
+        out.append(embedder.dim)
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=f) for f in (tokens, tokens, model, tokens, model, tokens)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert not errors, errors
+assert sorted(out) == [4, 4, 4, 4, 384, 384], out
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
