@@ -100,17 +100,38 @@ def _weights(sample_weight, n: int) -> np.ndarray:
 
 
 
+_BLAS_CONTROLLER = []  # a threadpoolctl.ThreadpoolController, made on first use (~0.5 ms)
+
+
+def _blas_one_thread():
+    """numpy/scipy's BLAS (OpenBLAS) limited to one thread, as a context. The solver only hands it
+    K-sized work, but a threaded OpenBLAS call (a norm of a K*d vector, a K x K solve) leaves its
+    worker spinning for ~0.1 s afterwards, which halves the speed of torch's own threads on a
+    2-core machine (measured: 2.5 s instead of 1.0 s for K = 64 on the sample corpus)."""
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CONTROLLER.append(ThreadpoolController())
+        except Exception:  # threadpoolctl missing or failing: run unlimited
+            _BLAS_CONTROLLER.append(None)
+    ctl = _BLAS_CONTROLLER[0]
+    return ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def torch_threads(work: float):
     """One torch thread for small problems: on a shared box the thread barrier of a 2-thread
-    elementwise op costs ~100x the op itself; big GEMMs keep all threads."""
+    elementwise op costs ~100x the op itself; big GEMMs keep all threads. numpy's BLAS gets one
+    thread throughout (see :func:`_blas_one_thread`)."""
     import torch
 
     before = torch.get_num_threads()
     if work < 2e7 and before > 1:
         torch.set_num_threads(1)
     try:
-        yield
+        with _blas_one_thread():
+            yield
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
@@ -733,6 +754,8 @@ def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.
 # --------------------------------------------------------------------------- lambda "auto"
 AUTO_QUANTILE = 0.10  # which documents the balance force may move: the 10% least certain
 AUTO_DEVIATION = 0.5  # ... once a cluster is off its target share by half of that share
+_AUTO_MAX_ITER = 50  # phase A (the lambda = 0 fit lambda is read from): at most this many M-steps
+_AUTO_TOL = 1e-5  # ... and at least this tolerance
 
 
 def auto_balance(L: np.ndarray, u: np.ndarray, quantile: float = AUTO_QUANTILE,
@@ -894,7 +917,7 @@ class GEM(ClusterMixin, BaseEstimator):
                 # from the best of them; then every restart is fitted at that lambda (phase B)
                 # and the best F there is kept, so restarts compare on the objective reported
                 pres = [_solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax,
-                               min(self.max_iter, 50), max(self.tol, 1e-5), None, acc)
+                               min(self.max_iter, _AUTO_MAX_ITER), max(self.tol, _AUTO_TOL), None, acc)
                         for mu, kappa, la, _ in starts]
                 pre = max(pres, key=lambda sol: sol.objective)
                 lam = self._auto_lambda(data, pre.mean_directions, pre.concentrations, pre.log_prior, u)
