@@ -659,16 +659,17 @@ def _argmax(G, data):
 
 # --------------------------------------------------------------------------- initialisation
 def greedy_kmeanspp(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Generator, n_trials=None,
-                    device: str = "cpu") -> np.ndarray:
+                    device: str = "cpu", Xt=None) -> np.ndarray:
     """Greedy k-means++ (Arthur & Vassilvitskii 2007, as in scikit-learn's ``kmeans_plusplus``):
     each new seed is the best of ``2 + log K`` candidates drawn with probability ~ w D^2, where
     D^2 = 2 - 2 cos for unit rows. torch GEMMs (on ``device``); the draws use float64 cumulative
-    sums on the host, so every device picks the same seeds. Returns the row indices of the seeds."""
+    sums on the host, so every device picks the same seeds. ``Xt``: Xu already on the device (else
+    copied there). Returns the row indices of the seeds."""
     import torch
 
     n = Xu.shape[0]
     n_trials = n_trials or 2 + int(np.log(k))
-    Xt = torch.from_numpy(Xu).to(device)
+    Xt = torch.from_numpy(Xu).to(device) if Xt is None else Xt
     wt = torch.from_numpy(w.astype(Xu.dtype)).to(device)
     first = int(rng.choice(n, p=w / w.sum()))
     centers = [first]
@@ -689,21 +690,25 @@ def greedy_kmeanspp(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Genera
 
 
 def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Generator,
-                          init="k-means++", n_lloyd: int = 10, max_seed_rows: int = 100_000, device: str = "cpu"):
+                          init="k-means++", n_lloyd: int = 10, max_seed_rows: int = 100_000, device: str = "cpu",
+                          Xt=None):
     """Seeding: greedy spherical k-means++ (scikit-learn's ``kmeans_plusplus``, which tries
     2 + log K candidates per step; on unit rows squared Euclidean distance = 2 - 2 cos), then up
     to ``n_lloyd`` spherical Lloyd steps, then kappa per cluster from its mean resultant length.
-    Runs on ``device`` (a torch device name). Returns (mu (K, d) float64, kappa (K,), labels)."""
+    Runs on ``device`` (a torch device name; ``Xt``: Xu already there, else it is copied).
+    Returns (mu (K, d) float64, kappa (K,), labels)."""
     import torch
 
     n, d = Xu.shape
+    Xt = torch.from_numpy(Xu).to(device) if Xt is None else Xt
     if isinstance(init, str) and init == "k-means++":
         rows = np.arange(n)
         if n > max_seed_rows:  # seeding cost is K x candidates x N x d: a large sample suffices
             rows = np.sort(rng.choice(n, size=max_seed_rows, replace=False, p=w))
         ws = w[rows] if n <= max_seed_rows else np.full(rows.size, 1.0 / rows.size)
         Xs = Xu if n <= max_seed_rows else Xu[rows]
-        mu = Xs[greedy_kmeanspp(Xs, k, ws, rng, device=device)].astype(np.float64)
+        Xst = Xt if n <= max_seed_rows else Xt[torch.from_numpy(rows).to(Xt.device)]
+        mu = Xs[greedy_kmeanspp(Xs, k, ws, rng, device=device, Xt=Xst)].astype(np.float64)
     elif isinstance(init, str) and init == "random":
         mu = Xu[rng.choice(n, size=k, replace=False)].astype(np.float64)
     else:
@@ -712,7 +717,6 @@ def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.
             raise ValueError(f"init: expected an array of shape ({k}, {d}), got {mu.shape}")
         n_lloyd = 0
     mu /= np.linalg.norm(mu, axis=1, keepdims=True)
-    Xt = torch.from_numpy(Xu).to(device)
     uniform = bool(np.all(w == w[0]))
     wt = None if uniform else torch.from_numpy(w.astype(Xu.dtype)).to(device)
     labels = None
@@ -945,7 +949,7 @@ class GEM(ClusterMixin, BaseEstimator):
                      self.potentials_.copy())]
         out = []
         for _ in range(int(self.n_init)):
-            mu, kappa, _labels = spherical_kmeans_init(Xu, k, w, rng, self.init, device=str(data.device))
+            mu, kappa, _labels = spherical_kmeans_init(Xu, k, w, rng, self.init, device=str(data.device), Xt=data.X)
             kappa = np.minimum(kappa, float(self.kappa_max))
             out.append((mu, kappa, np.full(k, -math.log(k)), None))
         return out

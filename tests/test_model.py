@@ -267,3 +267,99 @@ def test_kappa_prior_keeps_a_one_document_cluster_sane_and_fit_monotone():
     one = gem_solve(X, mle.mean_directions_, mle.concentrations_, balance=0.0, max_iter=1, tol=0.0)
     assert one.concentrations[lone_k] < 0.5 * np.max(np.delete(one.concentrations, lone_k))
     assert np.allclose(np.delete(one.concentrations, lone_k), np.delete(mle.concentrations_, lone_k), rtol=0.05)
+
+
+# ---------------------------------------------------------------- issue 13: solver speed
+SLOW = planted(8, 16, 300, 10.0, seed=7)  # heavily overlapping: the plain MM needs ~50 M-steps
+
+
+@pytest.mark.parametrize("cfg", [dict(balance=0.0), dict(balance=20.0), dict(balance=5.0, regularizer="kl"),
+                                 dict(prior="learned"), dict(balance=20.0, concentration="tied")])
+def test_accelerated_reaches_the_plain_optimum_in_fewer_steps(cfg):
+    X, _ = SLOW
+    plain = GEM(n_clusters=8, tol=1e-9, max_iter=1000, accelerate=False, **cfg).fit(X)
+    fast = GEM(n_clusters=8, tol=1e-9, max_iter=1000, **cfg).fit(X)
+    assert plain.converged_ and fast.converged_
+    assert fast.objective_ >= plain.objective_ - 1e-8 * abs(plain.objective_)
+    assert fast.n_iter_ <= plain.n_iter_
+    assert_monotone(fast.objective_history_)
+    assert_monotone([f for _, f in fast.objective_trace_])
+    if cfg.get("balance") == 0.0:  # the slow case: SQUAREM cuts the M-steps at least in half
+        assert fast.n_iter_ <= 0.5 * plain.n_iter_ and fast.solver_stats_["extrapolated"] > 0
+    # the accelerated fit ends on an exact E-step: predict / score agree with the fit
+    assert np.array_equal(fast.predict(X), fast.labels_)
+    assert abs(fast.score(X) - fast.objective_) < 1e-9 * abs(fast.objective_)
+
+
+def test_plain_path_monotone_with_exact_e_steps():
+    X, _ = SLOW
+    for cfg in (dict(balance=20.0), dict(balance=5.0, regularizer="kl"), dict(balance="auto")):
+        m = GEM(n_clusters=8, tol=1e-10, max_iter=80, accelerate=False, **cfg).fit(X)
+        assert set(k for k, _ in m.objective_trace_) == {"E", "M"}  # no extrapolation
+        assert_monotone(m.objective_history_)
+        assert_monotone([f for _, f in m.objective_trace_])
+
+
+def test_default_tol_fit_is_monotone_and_reports_label_changes():
+    # the default tol lets mid-run E-steps stop at a duality gap of 0.1 tol |F|: F still never drops
+    X, _ = SLOW
+    m = GEM(n_clusters=8, balance=20.0).fit(X)
+    assert_monotone(m.objective_history_)
+    assert_monotone([f for _, f in m.objective_trace_])
+    assert 0 <= m.labels_changed_ <= X.shape[0]
+    assert set(m.solver_stats_) == {"newton_steps", "softmax_passes", "extrapolated", "rejected"}
+
+
+def test_float32_objective_monotone_up_to_float32_roundoff():
+    # float32 matrices (precision="auto" above N d K = 1e7): F sums float32 logits, so the recorded
+    # history is monotone up to float32 round-off (eps32 ~ 6e-8 relative per logit), not 1e-9
+    X, _ = planted(8, 64, 200, 80.0, seed=2)
+    for acc in (True, False):
+        m = GEM(n_clusters=8, balance=100.0, precision="float32", tol=1e-10, max_iter=60, accelerate=acc).fit(X)
+        assert_monotone(m.objective_history_, rel=1.2e-7)
+        assert_monotone([f for _, f in m.objective_trace_], rel=1.2e-7)
+
+
+def test_precision_auto_threshold():
+    from gem.model import _SMALL_PROBLEM, _pick_dtype
+
+    assert _pick_dtype("auto", _SMALL_PROBLEM) == np.float64
+    assert _pick_dtype("auto", 11_500 * 384 * 24) == np.float32  # the sample corpus at K = 24
+
+
+def test_device_parameter_cpu_auto_and_errors(monkeypatch):
+    import torch
+
+    X, _ = OVERLAP
+    ref = GEM(n_clusters=6, balance=50.0).fit(X)
+    m = GEM(n_clusters=6, balance=50.0, device="cpu").fit(X)
+    assert np.array_equal(m.labels_, ref.labels_) and m.objective_ == ref.objective_
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    auto = GEM(n_clusters=6, balance=50.0, device="auto").fit(X)  # no CUDA: runs on the CPU
+    assert np.array_equal(auto.labels_, ref.labels_)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        GEM(n_clusters=6, device="cuda").fit(X)
+    for bad in ("gpu", "tpu", 3):
+        with pytest.raises(ValueError, match="device"):
+            GEM(n_clusters=6, device=bad).fit(X)
+    # a model fitted elsewhere with device="cuda" still predicts on a CPU-only machine
+    meta, arrays = ref.to_state()
+    meta["params"]["device"] = "cuda"
+    back = GEM.from_state(meta, arrays)
+    assert np.array_equal(back.predict(X), ref.labels_)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_matches_cpu():
+    X, _ = planted(12, 128, 400, 150.0, seed=4)
+    for cfg in (dict(balance="auto"), dict(balance=500.0, regularizer="kl"), dict(prior="learned")):
+        cpu = GEM(n_clusters=12, precision="float32", **cfg).fit(X)
+        gpu = GEM(n_clusters=12, precision="float32", device="cuda", **cfg).fit(X)
+        assert adjusted_rand_score(cpu.labels_, gpu.labels_) > 0.99
+        assert abs(cpu.objective_ - gpu.objective_) < 1e-5 * abs(cpu.objective_)
+        assert_monotone(gpu.objective_history_, rel=1.2e-7)
+        assert np.array_equal(gpu.predict(X), gpu.labels_)
+        assert np.allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-3)
+    auto = GEM(n_clusters=12, balance=50.0, device="auto").fit(X)
+    assert auto.get_params()["device"] == "auto" and auto.labels_.shape == (X.shape[0],)
