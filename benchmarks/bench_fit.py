@@ -1,11 +1,21 @@
 """Speed and memory of a GEM fit vs scikit-learn KMeans(n_init=1) on the same data.
 
-    .venv/bin/python benchmarks/bench_fit.py            # 100k x 384, K=64 (a few minutes on 2 cores)
-    .venv/bin/python benchmarks/bench_fit.py --large    # also 1M x 384, K=256
+    .venv/bin/python benchmarks/bench_fit.py            # 100k x 384 synthetic, K=64, and 1M x 384, K=256
+    .venv/bin/python benchmarks/bench_fit.py --no-large # without the 1M-row case
     .venv/bin/python benchmarks/bench_fit.py --n 20000  # quick smoke run
+    .venv/bin/python benchmarks/bench_fit.py --real     # real embeddings, K = 24 and 64 (~3 minutes)
 
-Each case runs in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per case.
-Writes benchmarks/results/fit.md. Timings on a shared machine are noisy: ratios are what count.
+Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per
+case; they write benchmarks/results/fit.md. Timings on a shared machine are noisy: ratios count.
+
+``--real`` fits real sentence embeddings in one process, alternating KMeans(n_init=1),
+GEM(balance="auto") and GEM(balance="auto", accelerate=False) (the solver before issue 13) in a
+rotating order over ``--reps`` rounds, and writes benchmarks/results/fit_real.md:
+- the sample corpus's final vectors (sample_data/embeddings/final.npy, 11,500 x 384; NMI against
+  its ``category`` column);
+- the summaries of the 10,000 most downloaded PyPI packages (name + summary from the package
+  list ``--pypi-tsv``), embedded once with the bundled encoder (gem.embed.SentenceTransformerEmbedder,
+  all-MiniLM-L6-v2) and cached in ``--cache`` (default ~/.cache/gem-bench), outside the repository.
 """
 from __future__ import annotations
 
@@ -99,6 +109,174 @@ def subprocess_case(case, n, d, k, max_iter):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+# --------------------------------------------------------------------------- real embeddings
+PYPI_TSV = Path("/work/.library/env/packages/pypi.tsv")
+CACHE = Path.home() / ".cache" / "gem-bench"
+
+
+def load_sample():
+    """(unit rows, category labels) of the sample corpus's final representation."""
+    from gem.store import SAMPLE_DATA_DIR, Workspace
+
+    ws = Workspace(SAMPLE_DATA_DIR)
+    return ws.load_embeddings("final"), ws.load_corpus(columns=["category"])["category"].to_numpy()
+
+
+def pypi_texts(tsv: Path, n: int) -> list[str]:
+    """'name: summary' of the n most downloaded PyPI packages with a summary (distinct summaries)."""
+    import csv
+
+    rows = []
+    with open(tsv, newline="", encoding="utf-8") as fh:
+        for rec in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            rank, summary = rec.get("rank_among_15000_most_downloaded") or "", (rec.get("summary") or "").strip()
+            if rank.strip() and len(summary) >= 10:
+                rows.append((int(rank), rec["name"], summary))
+    rows.sort()
+    seen, texts = set(), []
+    for _, name, summary in rows:
+        key = " ".join(summary.casefold().split())
+        if key not in seen:
+            seen.add(key)
+            texts.append(f"{name}: {summary}")
+        if len(texts) == n:
+            break
+    return texts
+
+
+def load_pypi(tsv: Path, cache: Path, n: int = 10_000):
+    """Unit rows of the PyPI summaries, embedded once and cached under ``cache``."""
+    path = cache / f"pypi{n}_minilm_final.npy"
+    if path.exists():
+        return np.load(path), None
+    if not tsv.exists():
+        raise SystemExit(f"{tsv}: no PyPI package list to embed; pass --pypi-tsv or drop the case with --no-pypi")
+    from gem.embed import SentenceTransformerEmbedder
+
+    texts = pypi_texts(tsv, n)
+    emb = SentenceTransformerEmbedder()
+    t0 = time.perf_counter()
+    unit, _norms = emb.encode(texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, unit.astype(np.float32))
+    (cache / f"pypi{n}_minilm_final.json").write_text(json.dumps({
+        "source": str(tsv), "n": len(texts), "model": str(emb.model_path), "precision": emb.precision,
+        "seconds": time.perf_counter() - t0}, indent=1))
+    return unit.astype(np.float32), None
+
+
+def real_case(name, X, y, k, reps):
+    """Alternate KMeans / GEM (accelerated) / GEM (plain, accelerate=False) ``reps`` times."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from gem import GEM
+    from gem.model import gem_solve
+
+    makers = {
+        "kmeans": lambda: KMeans(n_clusters=k, n_init=1, random_state=0),
+        "gem": lambda: GEM(n_clusters=k, random_state=0),
+        "plain": lambda: GEM(n_clusters=k, random_state=0, accelerate=False),
+    }
+    order = list(makers)
+    times = {m: [] for m in makers}
+    fitted = {}
+    for r in range(reps):
+        for m in order[r % 3:] + order[: r % 3]:  # rotate who runs first
+            est = makers[m]()
+            t0 = time.perf_counter()
+            est.fit(X)
+            times[m].append(time.perf_counter() - t0)
+            fitted[m] = est
+    km, g, p = (np.array(times[m]) for m in order)
+    out = {"case": name, "n": X.shape[0], "d": X.shape[1], "k": k, "reps": reps,
+           "kmeans_s": float(np.median(km)), "kmeans_iter": int(fitted["kmeans"].n_iter_)}
+    for m, t in (("gem", g), ("plain", p)):
+        est = fitted[m]
+        steps = est.n_iter_auto_ + est.n_iter_
+        out[m] = {"s": float(np.median(t)), "ratio_median": float(np.median(t / km)),
+                  "ratio_min": float(t.min() / km.min()), "iter_auto": int(est.n_iter_auto_),
+                  "iter": int(est.n_iter_), "ms_per_step": 1e3 * float(np.median(t)) / max(steps, 1),
+                  "F": float(est.objective_), "lam": float(est.balance_), "converged": bool(est.converged_),
+                  "labels_changed": int(est.labels_changed_), "max_share": float(est.weights_.max()),
+                  "nmi": float(normalized_mutual_info_score(y, est.labels_)) if y is not None else None}
+    # F of both at the same lambda: the plain solver's parameters re-evaluated (exact E-step) at the
+    # accelerated fit's lambda, and vice versa
+    g_est, p_est = fitted["gem"], fitted["plain"]
+
+    def f_at(est, lam):
+        return gem_solve(X, est.mean_directions_, est.concentrations_, balance=lam, max_iter=0,
+                         potentials=est.potentials_ * (lam / est.balance_)).objective
+
+    out["dF_at_gem_lam"] = g_est.objective_ - f_at(p_est, g_est.balance_)
+    out["dF_at_plain_lam"] = f_at(g_est, p_est.balance_) - p_est.objective_
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        res = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in res.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except Exception:
+        pass
+    return "unknown CPU"
+
+
+def main_real(args):
+    import datetime
+
+    import torch
+
+    from gem import GEM
+
+    GEM(n_clusters=2, balance=1.0).fit(np.random.default_rng(0).standard_normal((50, 8)))  # warm-up imports
+    cases = [("sample final (11,500 x 384)", *load_sample())]
+    if args.pypi:
+        Xp, yp = load_pypi(Path(args.pypi_tsv), Path(args.cache))
+        cases.append((f"PyPI summaries ({Xp.shape[0]:,} x {Xp.shape[1]})", Xp, yp))
+    rows = []
+    for name, X, y in cases:
+        for k in args.ks:
+            res = real_case(name, X, y, k, args.reps)
+            rows.append(res)
+            print(json.dumps(res), flush=True)
+    lines = [
+        "# GEM(balance=\"auto\") vs KMeans(n_init=1) on real embeddings",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, shared with other jobs (KVM guest); torch "
+        f"{torch.__version__}, {torch.get_num_threads()} torch threads; {datetime.date.today().isoformat()}.",
+        f"Each round fits KMeans(n_init=1), GEM (default: accelerated) and GEM(accelerate=False) (the "
+        f"plain MM, the solver before issue 13) in one process, rotating the order; {args.reps} rounds; "
+        "times are medians, ratio = GEM / KMeans of the same round (median) and of the fastest runs (min). "
+        "M-steps = phase A (the lambda = 0 fit auto reads lambda from) + phase B; ms per M-step = fit "
+        "time / M-steps (seeding included). dF = F(accelerated) - F(plain) at the same lambda (the "
+        "other fit's parameters re-evaluated with an exact E-step at that lambda); > 0: the "
+        "accelerated fit is better.",
+        "",
+        "| data | K | KMeans s (iter) | GEM s | GEM / KMeans median (min) | M-steps A+B | ms / M-step | "
+        "plain s | plain / KMeans median (min) | plain M-steps A+B | ms / M-step | lambda GEM / plain | "
+        "F GEM / plain | dF at GEM's / plain's lambda | NMI GEM / plain | max share GEM / plain | labels changed in last step GEM / plain |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        g, p = r["gem"], r["plain"]
+        nmi = f"{g['nmi']:.3f} / {p['nmi']:.3f}" if g["nmi"] is not None else "—"
+        conv = lambda e: "" if e["converged"] else " (max_iter)"  # noqa: E731
+        lines.append(
+            f"| {r['case']} | {r['k']} | {r['kmeans_s']:.2f} ({r['kmeans_iter']}) | {g['s']:.2f} | "
+            f"**{g['ratio_median']:.2f}** ({g['ratio_min']:.2f}) | {g['iter_auto']}+{g['iter']}{conv(g)} | "
+            f"{g['ms_per_step']:.1f} | {p['s']:.2f} | {p['ratio_median']:.2f} ({p['ratio_min']:.2f}) | "
+            f"{p['iter_auto']}+{p['iter']}{conv(p)} | {p['ms_per_step']:.1f} | {g['lam']:.0f} / {p['lam']:.0f} | "
+            f"{g['F']:.4f} / {p['F']:.4f} | {r['dF_at_gem_lam']:+.4f} / {r['dF_at_plain_lam']:+.4f} | {nmi} | "
+            f"{g['max_share']:.4f} / {p['max_share']:.4f} | {g['labels_changed']} / {p['labels_changed']} |")
+    from gem.store import write_text_atomic
+
+    write_text_atomic(ROOT / "benchmarks" / "results" / "fit_real.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--case")
@@ -108,7 +286,16 @@ def main():
     ap.add_argument("--max-iter", type=int, default=50)
     ap.add_argument("--no-large", dest="large", action="store_false",
                     help="skip the 1,000,000 x 384, K = 256 case (about 2 minutes, ~6 GB)")
+    ap.add_argument("--real", action="store_true", help="the real-embedding cases only (writes fit_real.md)")
+    ap.add_argument("--ks", type=int, nargs="+", default=[24, 64], help="K values of the real-embedding cases")
+    ap.add_argument("--reps", type=int, default=5, help="rounds of the real-embedding cases")
+    ap.add_argument("--pypi-tsv", default=str(PYPI_TSV), help="PyPI package list (name, ..., rank, summary)")
+    ap.add_argument("--cache", default=str(CACHE), help="where the embedded PyPI summaries are cached")
+    ap.add_argument("--no-pypi", dest="pypi", action="store_false", help="skip the PyPI summaries case")
     args = ap.parse_args()
+    if args.real:
+        main_real(args)
+        return
     if args.case:
         print(json.dumps(run_case(args.case, args.n, args.d, args.k, args.max_iter)))
         return

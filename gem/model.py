@@ -8,22 +8,34 @@ Objective (DESIGN.md section 3), maximised; intensive (sample weights normalised
 
 alpha is uniform (GEM) or learned (= pi: the plain vMF mixture, R = 0).
 
-Solver (minorise-maximise; each half-step is an exact block maximisation, so F never decreases):
+Solver (minorise-maximise; each half-step is a block maximisation, so F never decreases):
 
 - E-step: max over Gamma equals min over v of the strongly convex dual
   D(v) = sum_i w_i logsumexp_k(l_ik - v_k) + <v, u> + ||v||^2 / (2 lambda)  (quadratic) or
   ... + lambda log sum_k u_k exp(v_k / lambda)  (kl); gamma = softmax(l - v). Solved by Newton with
-  backtracking to a primal-dual gap below 1e-12 (relative). Newton needs O(NK) per pass plus one
-  K x K product, and is warm-started from the previous v.
+  backtracking, warm-started from the previous v, until the duality gap D - F is at round-off
+  (relative 1e-13 in float64, 1e-9 in float32). The accelerated solver (default) lets a mid-run
+  E-step stop at a gap of 0.1 tol |F| once F is not below the preceding M half-step's value; the
+  last E-step is always exact. A pass costs O(NK); the Hessian (one N x K x K product) is formed
+  only when a Newton step is taken.
 - M-step: closed form, r_k = sum_i w_i gamma_ik x_i, mu_k = r_k / ||r_k||, kappa_k = A_d^{-1}(||r_k|| / pi_k)
-  (``gem.sphere.solve_kappa``), clipped to (0, kappa_max]; with ``kappa_prior`` n0 > 0 the MAP
-  estimate A_d^{-1}((||r_k|| + a R0) / (pi_k + a)), a = n0 / N, R0 = the corpus mean resultant
-  length, and F gains the log prior a sum_k (log C_d(kappa_k) + kappa_k R0). A cluster with pi_k ~ 0 keeps its
-  parameters (re-seeding would break monotonicity).
+  (``gem.sphere.solve_kappa``, warm-started from the previous kappa), clipped to (0, kappa_max]; with
+  ``kappa_prior`` n0 > 0 the MAP estimate A_d^{-1}((||r_k|| + a R0) / (pi_k + a)), a = n0 / N, R0 = the
+  corpus mean resultant length, and F gains the log prior a sum_k (log C_d(kappa_k) + kappa_k R0). A
+  cluster with pi_k ~ 0 keeps its parameters (re-seeding would break monotonicity).
+- Acceleration (``accelerate=True``, default): SQUAREM (Varadhan & Roland 2008) extrapolation of
+  (mu, log kappa[, log alpha]) after every two MM steps, taken only when its F (exact E-step) is not
+  below the last M half-step's value, else the plain step: the history stays monotone. It needs
+  2-5x fewer M-steps on slowly converging synthetic mixtures; on real sentence embeddings, whose
+  iterates drift along a curved path, ~1.3-1.8x fewer. ``accelerate=False`` is the plain MM.
+- Stopping: when a plain MM step raises F by at most tol |F| (or after max_iter M-steps).
 
-Heavy products (N x d by d x K) run in torch; K-sized quantities are float64. Small problems
-(N d K <= 3e8) run entirely in float64, so the recorded objective is exact to round-off; big ones
-use float32 matrices (then F is exact to float32 round-off, ~1e-7 relative).
+Heavy products (N x d by d x K) run in torch, on the CPU or a CUDA device (``device``); K-sized
+quantities are float64 on the host. Small problems (N d K <= 1e7, milliseconds per iteration) run
+entirely in float64, so the recorded objective is exact to round-off; larger ones use float32
+matrices with float64 reductions (F is then exact to float32 round-off, ~1e-8 relative on the
+sample corpus, far below tol = 1e-6). numpy's BLAS is kept to one thread during a fit: a threaded
+OpenBLAS call on K-sized data leaves a spinning worker that slows torch's threads.
 
 The pure solver is :func:`gem_solve`; :class:`GEM` is the scikit-learn style estimator around it.
 """
@@ -909,6 +921,7 @@ class GEM(ClusterMixin, BaseEstimator):
 
         auto = isinstance(self.balance, str)
         starts = self._starts(data, Xu, w, rng, warm)
+        self.n_iter_auto_ = 0
         if prior == "learned":  # the plain vMF mixture: no regulariser, no potentials
             lam, cands = 0.0, [(mu, kappa, la, None) for mu, kappa, la, _ in starts]
         elif auto:
@@ -919,11 +932,16 @@ class GEM(ClusterMixin, BaseEstimator):
             else:
                 # phase A: the unregularised uniform-prior mixture from every restart; lambda
                 # from the best of them; then every restart is fitted at that lambda (phase B)
-                # and the best F there is kept, so restarts compare on the objective reported
+                # and the best F there is kept, so restarts compare on the objective reported.
+                # Phase A is the plain MM even when accelerating: its loose tolerance stops it
+                # mid-drift, and SQUAREM moved that stop (and lambda) elsewhere; on real
+                # embeddings the final F from there was lower in 5 of 26 fits (by up to 1e-3
+                # relative). Plain, lambda and phase B's start are the plain solver's.
                 pres = [_solve(data, mu, kappa, la, u, 0.0, reg, prior, conc, kmax,
-                               min(self.max_iter, _AUTO_MAX_ITER), max(self.tol, _AUTO_TOL), None, acc)
+                               min(self.max_iter, _AUTO_MAX_ITER), max(self.tol, _AUTO_TOL), None, False)
                         for mu, kappa, la, _ in starts]
                 pre = max(pres, key=lambda sol: sol.objective)
+                self.n_iter_auto_ = sum(p.n_iter for p in pres)
                 lam = self._auto_lambda(data, pre.mean_directions, pre.concentrations, pre.log_prior, u)
                 cands = [(p.mean_directions, p.concentrations, p.log_prior, None) for p in pres]
         else:
