@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_fit.py --no-large # without the 1M-row case
     .venv/bin/python benchmarks/bench_fit.py --n 20000  # quick smoke run
     .venv/bin/python benchmarks/bench_fit.py --real     # real embeddings, K = 24 and 64 (~3 minutes)
+    .venv/bin/python benchmarks/bench_fit.py --real --sweep 8   # ... and quality over 8 seeds (~10 more)
 
 Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per
 case; they write benchmarks/results/fit.md. Timings on a shared machine are noisy: ratios count.
@@ -213,6 +214,39 @@ def real_case(name, X, y, k, reps):
     return out
 
 
+def seed_sweep(name, X, y, k, seeds):
+    """Quality over seeds (no timing): plain vs accelerated phase-B M-steps, F, NMI, balance."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from gem import GEM
+
+    rows = []
+    for seed in range(seeds):
+        p = GEM(n_clusters=k, random_state=seed, accelerate=False).fit(X)
+        g = GEM(n_clusters=k, random_state=seed).fit(X)
+        nmi = ((normalized_mutual_info_score(y, g.labels_), normalized_mutual_info_score(y, p.labels_))
+               if y is not None else None)
+        rows.append({"seed": seed, "iter": (g.n_iter_, p.n_iter_), "auto": g.n_iter_auto_,
+                     "plain_capped": not p.converged_, "dF": g.objective_ - p.objective_,
+                     "rel": (g.objective_ - p.objective_) / abs(p.objective_), "same_lam": g.balance_ == p.balance_,
+                     "nmi": nmi, "share": (g.weights_.max(), p.weights_.max())})
+    dF = np.array([r["dF"] for r in rows])
+    it = np.array([r["iter"] for r in rows])
+    line = (f"| {name} | {k} | {seeds} | {np.median(it[:, 0]):.0f} / {np.median(it[:, 1]):.0f} | "
+            f"{np.median(it[:, 1] / it[:, 0]):.2f} | {np.sum(dF >= 0)} / {seeds} | {np.median(dF):+.4f} | "
+            f"{dF.min():+.4f} ({rows[int(np.argmin(dF))]['rel']:+.1e}, seed {rows[int(np.argmin(dF))]['seed']}"
+            f"{', plain hit max_iter' if rows[int(np.argmin(dF))]['plain_capped'] else ''}) | {dF.max():+.4f} | ")
+    if y is not None:
+        n = np.array([r["nmi"] for r in rows])
+        line += f"{n[:, 0].mean():.4f} / {n[:, 1].mean():.4f} | "
+    else:
+        line += "— | "
+    sh = np.array([r["share"] for r in rows])
+    line += f"{sh[:, 0].mean():.4f} / {sh[:, 1].mean():.4f} |"
+    assert all(r["same_lam"] for r in rows)
+    return line
+
+
 def cpu_model() -> str:
     try:
         res = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -271,6 +305,17 @@ def main_real(args):
             f"{p['iter_auto']}+{p['iter']}{conv(p)} | {p['ms_per_step']:.1f} | {g['lam']:.0f} / {p['lam']:.0f} | "
             f"{g['F']:.4f} / {p['F']:.4f} | {r['dF_at_gem_lam']:+.4f} / {r['dF_at_plain_lam']:+.4f} | {nmi} | "
             f"{g['max_share']:.4f} / {p['max_share']:.4f} | {g['labels_changed']} / {p['labels_changed']} |")
+    if args.sweep:
+        lines += ["", f"## Quality over seeds 0-{args.sweep - 1} (no timing)", "",
+                  "Same seeding and (phase A being the plain MM in both) the same lambda, so F compares "
+                  "directly. Phase-B M-steps: medians; dF = F(accelerated) - F(plain).", "",
+                  "| data | K | seeds | phase-B M-steps GEM / plain | plain / GEM | dF >= 0 | median dF | "
+                  "min dF (relative) | max dF | mean NMI GEM / plain | mean max share GEM / plain |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, X, y in cases:
+            for k in args.ks:
+                lines.append(seed_sweep(name, X, y, k, args.sweep))
+                print(lines[-1], flush=True)
     from gem.store import write_text_atomic
 
     write_text_atomic(ROOT / "benchmarks" / "results" / "fit_real.md", "\n".join(lines) + "\n")
@@ -292,6 +337,8 @@ def main():
     ap.add_argument("--pypi-tsv", default=str(PYPI_TSV), help="PyPI package list (name, ..., rank, summary)")
     ap.add_argument("--cache", default=str(CACHE), help="where the embedded PyPI summaries are cached")
     ap.add_argument("--no-pypi", dest="pypi", action="store_false", help="skip the PyPI summaries case")
+    ap.add_argument("--sweep", type=int, default=0, metavar="SEEDS",
+                    help="also compare plain and accelerated fits over this many seeds (quality only, ~1 min each)")
     args = ap.parse_args()
     if args.real:
         main_real(args)

@@ -579,6 +579,17 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
     if concentration == "tied":  # start inside the tied model, else the first M-step could lower F
         kappa = np.full_like(kappa, float(np.mean(kappa)))
     gap_rel = _E_GAP_FRACTION * tol if accelerate else 0.0
+
+    def finish_e_step():
+        """Newton on the current E-step to a round-off gap (L still holds theta's logits)."""
+        nonlocal e, F, labels
+        e = _e_step(data, L, G, u, lam, reg, e.v, bias=theta.log_alpha + theta.log_c)
+        count["newton"] += e.newton_steps
+        count["passes"] += e.passes
+        F = e.F + P
+        history[-1] = F
+        trace[-1] = (trace[-1][0], F)
+        labels = data.labels.clone()
     count = {"newton": 0, "passes": 0, "extrapolated": 0, "rejected": 0}
 
     def evaluate(th: _Theta, v_start, floor):
@@ -645,16 +656,13 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
         record("E")
         path = [theta] if len(path) == 2 else path + [theta]
         if F - F_prev <= tol * max(1.0, abs(F)):
-            converged = True
-            break
-    if not e.exact:  # the last E-step stopped early: finish it (L still holds the logits of theta)
-        e = _e_step(data, L, G, u, lam, reg, e.v, bias=theta.log_alpha + theta.log_c)
-        count["newton"] += e.newton_steps
-        count["passes"] += e.passes
-        F = e.F + P
-        history[-1] = F
-        trace[-1] = (trace[-1][0], F)
-        labels = data.labels.clone()
+            if not e.exact:  # judge the stop on the exact E-step's F, not a lower inexact one
+                finish_e_step()
+            if F - F_prev <= tol * max(1.0, abs(F)):
+                converged = True
+                break
+    if not e.exact:  # the last E-step stopped early: finish it
+        finish_e_step()
     return GEMSolution(theta.mu, theta.kappa, theta.log_alpha, e.v, e.pi, labels.cpu().numpy(), history[-1],
                        history, trace, n_iter, converged, count["newton"], count["passes"],
                        count["extrapolated"], count["rejected"], changed)
