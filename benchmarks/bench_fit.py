@@ -7,16 +7,17 @@
     .venv/bin/python benchmarks/bench_fit.py --real --sweep 8   # ... and quality over 8 seeds (~10 more)
 
 Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per
-case; they write benchmarks/results/fit.md. Timings on a shared machine are noisy: ratios count.
+case. Timings on a shared machine are noisy: ratios count.
 
 ``--real`` fits real sentence embeddings in one process, alternating KMeans(n_init=1),
 GEM(balance="auto") and GEM(balance="auto", accelerate=False) (the solver before issue 13) in a
-rotating order over ``--reps`` rounds, and writes benchmarks/results/fit_real.md:
+rotating order over ``--reps`` rounds:
 - the sample corpus's final vectors (sample_data/embeddings/final.npy, 11,500 x 384; NMI against
   its ``category`` column);
 - the summaries of the 10,000 most downloaded PyPI packages (name + summary from the package
   list ``--pypi-tsv``), embedded once with the bundled encoder (gem.embed.SentenceTransformerEmbedder,
   all-MiniLM-L6-v2) and cached in ``--cache`` (default ~/.cache/gem-bench), outside the repository.
+Both modes write benchmarks/results/fit.md, each its own part (see ``write_fit_md``).
 """
 from __future__ import annotations
 
@@ -247,6 +248,33 @@ def seed_sweep(name, X, y, k, seeds):
     return line
 
 
+REAL_HEADING = "## Real embeddings: GEM(balance=\"auto\") vs KMeans(n_init=1)"
+NOTES_HEADING = "## Issue 13"  # hand-written notes (before / after, profile, reading): kept as they are
+
+
+def write_fit_md(part: str, text: str) -> None:
+    """benchmarks/results/fit.md holds three parts: the synthetic cases (default run), the real
+    embeddings (``--real``) and hand-written notes; a run rewrites its own part and keeps the others."""
+    from gem.store import write_text_atomic
+
+    path = ROOT / "benchmarks" / "results" / "fit.md"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+
+    def cut(doc, heading):
+        i = doc.find("\n" + heading)
+        return (doc, "") if i < 0 else (doc[:i], doc[i + 1:])
+
+    synthetic, rest = cut(old, REAL_HEADING)
+    if not rest:
+        synthetic, notes = cut(synthetic, NOTES_HEADING)
+        real = ""
+    else:
+        real, notes = cut(rest, NOTES_HEADING)
+    parts = {"synthetic": synthetic.strip(), "real": real.strip(), "notes": notes.strip()}
+    parts[part] = text.strip()
+    write_text_atomic(path, "\n\n".join(p for p in parts.values() if p) + "\n")
+
+
 def cpu_model() -> str:
     try:
         res = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -277,7 +305,7 @@ def main_real(args):
             rows.append(res)
             print(json.dumps(res), flush=True)
     lines = [
-        "# GEM(balance=\"auto\") vs KMeans(n_init=1) on real embeddings",
+        REAL_HEADING + " (`bench_fit.py --real`)",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, shared with other jobs (KVM guest); torch "
         f"{torch.__version__}, {torch.get_num_threads()} torch threads; {datetime.date.today().isoformat()}.",
@@ -306,7 +334,7 @@ def main_real(args):
             f"{g['F']:.4f} / {p['F']:.4f} | {r['dF_at_gem_lam']:+.4f} / {r['dF_at_plain_lam']:+.4f} | {nmi} | "
             f"{g['max_share']:.4f} / {p['max_share']:.4f} | {g['labels_changed']} / {p['labels_changed']} |")
     if args.sweep:
-        lines += ["", f"## Quality over seeds 0-{args.sweep - 1} (no timing)", "",
+        lines += ["", f"### Quality over seeds 0-{args.sweep - 1} (`--sweep {args.sweep}`, no timing)", "",
                   "Same seeding and (phase A being the plain MM in both) the same lambda, so F compares "
                   "directly. Phase-B M-steps: medians; dF = F(accelerated) - F(plain).", "",
                   "| data | K | seeds | phase-B M-steps GEM / plain | plain / GEM | dF >= 0 | median dF | "
@@ -316,9 +344,7 @@ def main_real(args):
             for k in args.ks:
                 lines.append(seed_sweep(name, X, y, k, args.sweep))
                 print(lines[-1], flush=True)
-    from gem.store import write_text_atomic
-
-    write_text_atomic(ROOT / "benchmarks" / "results" / "fit_real.md", "\n".join(lines) + "\n")
+    write_fit_md("real", "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -331,7 +357,7 @@ def main():
     ap.add_argument("--max-iter", type=int, default=50)
     ap.add_argument("--no-large", dest="large", action="store_false",
                     help="skip the 1,000,000 x 384, K = 256 case (about 2 minutes, ~6 GB)")
-    ap.add_argument("--real", action="store_true", help="the real-embedding cases only (writes fit_real.md)")
+    ap.add_argument("--real", action="store_true", help="the real-embedding cases only (their part of fit.md)")
     ap.add_argument("--ks", type=int, nargs="+", default=[24, 64], help="K values of the real-embedding cases")
     ap.add_argument("--reps", type=int, default=5, help="rounds of the real-embedding cases")
     ap.add_argument("--pypi-tsv", default=str(PYPI_TSV), help="PyPI package list (name, ..., rank, summary)")
@@ -382,9 +408,7 @@ def main():
                   f"({big['peak_rss_mb'] - big['libs_rss_mb']:.0f} MB above the imports; data "
                   f"{big['data_mb']:.0f} MB; limit 24 GB: "
                   f"{'met' if big['peak_rss_mb'] < 24 * 1024 else 'NOT met'})"]
-    from gem.store import write_text_atomic
-
-    write_text_atomic(ROOT / "benchmarks" / "results" / "fit.md", "\n".join(lines) + "\n")
+    write_fit_md("synthetic", "\n".join(lines))
     print("\n".join(lines))
 
 
