@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from gem.gis import analyze, nearest_topics, topic_hierarchy
+from gem.gis import nearest_topics, topic_hierarchy
 from gem.plots import gis_by_topic_chart, taxonomy_tree
-from gem.taxonomy import REVIEW_STATES, StaleEditError, Taxonomy
+from gem.taxonomy import REVIEW_STATES, StaleEditError
 from pages import common
 
 CURRENT = "current GEM fit (this session)"

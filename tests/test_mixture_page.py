@@ -24,7 +24,7 @@ pytest.importorskip("streamlit.testing.v1")
 @pytest.fixture
 def ws_env(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
-    K, n_per, d = 4, 40, 16
+    K, d = 4, 16
     centers = rng.normal(size=(K, d))
     sizes = [80, 40, 25, 15]  # unequal topics, so balance and strategies move the weights
     labels = np.repeat(np.arange(K), sizes)

@@ -1,7 +1,6 @@
 """`gem ingest`, `gem embed`, `gem info`: getting a corpus and its embeddings into a workspace."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
