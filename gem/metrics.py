@@ -197,3 +197,41 @@ def contingency(labels_a, labels_b, n_a: int | None = None, n_b: int | None = No
     n_a = int(a.max()) + 1 if n_a is None else int(n_a)
     n_b = int(b.max()) + 1 if n_b is None else int(n_b)
     return np.bincount(a * n_b + b, minlength=n_a * n_b).reshape(n_a, n_b)
+
+
+def tail_visibility(cluster_labels, reference, threshold: float = 0.2):
+    """Does a clustering free the tail of a label column? Per reference label (rows sorted by size,
+    smallest first, so the tail leads):
+
+    - ``n_docs``: its documents;
+    - ``visible_share``: share of them that sit in a cluster where this label makes up at least
+      ``threshold`` of the members, i.e. where a mixture weight on that cluster moves this label;
+    - ``best_purity``: the largest share this label has of any cluster's members, and
+      ``best_cluster`` that cluster.
+
+    Returns a pandas DataFrame (label, n_docs, visible_share, best_purity, best_cluster)."""
+    import pandas as pd
+
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    clusters = np.asarray(cluster_labels)
+    ref = np.asarray(reference, dtype=object)
+    if clusters.shape != ref.shape or clusters.ndim != 1:
+        raise ValueError("cluster labels and reference labels must be 1-D of one length")
+    keep = pd.notna(ref)
+    c_codes, _ = pd.factorize(clusters[keep])
+    r_codes, names = pd.factorize(ref[keep].astype(str))
+    table = contingency(r_codes, c_codes, len(names), int(c_codes.max()) + 1 if c_codes.size else 0)  # labels x clusters
+    members = table.sum(axis=0)
+    share = np.divide(table, members[None, :], out=np.zeros(table.shape), where=members[None, :] > 0)
+    n_docs = table.sum(axis=1)
+    visible = np.where(share >= threshold, table, 0).sum(axis=1)
+    cluster_ids = pd.unique(clusters[keep])
+    best = share.argmax(axis=1) if share.size else np.zeros(len(names), dtype=int)
+    out = pd.DataFrame({
+        "label": list(names), "n_docs": n_docs.astype(int),
+        "visible_share": np.divide(visible, n_docs, out=np.zeros(len(names)), where=n_docs > 0),
+        "best_purity": share.max(axis=1) if share.size else np.zeros(len(names)),
+        "best_cluster": [cluster_ids[j] for j in best] if len(cluster_ids) else [None] * len(names),
+    })
+    return out.sort_values(["n_docs", "label"], kind="stable").reset_index(drop=True)

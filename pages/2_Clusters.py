@@ -180,6 +180,36 @@ with st.expander("Crosstab: GEM clusters vs the baseline's, and clusters vs a la
     st.plotly_chart(crosstab_heatmap(gem_run.labels, cols_labels, col_title=col_title), key="cl_crosstab")
 
 
+# ---------------------------------------------------------------------------- tail view
+if label_cols:
+    with st.expander("Tail view: does balance free the small labels?"):
+        from gem.metrics import tail_visibility
+
+        t1, t2 = st.columns(2)
+        tail_col = t1.selectbox("Label column", label_cols, key="cl_tail_col")
+        threshold = t2.slider("Visible when the label is at least this share of a cluster", 0.05, 0.9, 0.2, 0.05,
+                              key="cl_tail_threshold")
+        ref = frame[tail_col].to_numpy()
+        gem_tail = tail_visibility(gem_run.labels, ref, threshold)
+        base_tail = tail_visibility(base_run.labels, ref, threshold).set_index("label")
+        table = pd.DataFrame({
+            "label": gem_tail["label"], "documents": gem_tail["n_docs"],
+            "visible, GEM": gem_tail["visible_share"],
+            "visible, baseline": base_tail.loc[gem_tail["label"], "visible_share"].to_numpy(),
+            "best purity, GEM": gem_tail["best_purity"],
+            "best purity, baseline": base_tail.loc[gem_tail["label"], "best_purity"].to_numpy(),
+        })
+        st.caption("Per label, smallest first: the share of its documents in a cluster where it makes up at least "
+                   "the chosen share of the members (so a mixture weight on that cluster moves it), and the largest "
+                   "share it has of any one cluster. Compare the two methods on the small labels.")
+        pct = {c: st.column_config.NumberColumn(c, format="%.0f%%") for c in table.columns[2:]}
+        st.dataframe(table.assign(**{c: table[c] * 100 for c in table.columns[2:]}), hide_index=True,
+                     width="stretch", key="cl_tail_table", column_config=pct)
+        small = table["documents"] <= table["documents"].median()
+        st.text(f"Smaller half of the labels ({int(small.sum())}): mean visible share GEM "
+                f"{table.loc[small, 'visible, GEM'].mean():.0%}, baseline {table.loc[small, 'visible, baseline'].mean():.0%}.")
+
+
 # ---------------------------------------------------------------------------- stress test
 st.subheader("Stress test")
 

@@ -385,3 +385,24 @@ def test_clusters_lambda_sweep_and_use_a_point(app_test, synthetic_workspace):
     assert at.caption[0].value.replace("\\", "").startswith("Run gem-k6-l5000-s0")
     at.button(key="cl_sweep_use_auto").click().run()
     assert at.caption[0].value.replace("\\", "").startswith("Run gem-k6-auto-s0")
+
+
+def test_clusters_tail_view_compares_both_methods_per_label(app_test, synthetic_workspace):
+    from gem.metrics import tail_visibility
+
+    at = app_test(synthetic_workspace)
+    at.session_state["fit_k"] = 4
+    at.run()
+    at.switch_page("pages/2_Clusters.py").run()
+    _assert_clean(at, "clusters")
+    at.selectbox(key="cl_tail_col").set_value("category").run()
+    _assert_clean(at, "tail")
+    (table,) = [d.value for d in at.dataframe if "visible, GEM" in d.value.columns]
+    frame = synthetic_workspace.load_corpus()
+    assert list(table["documents"]) == sorted(frame["category"].value_counts().tolist())  # smallest first
+    from gem.runs import load_run
+
+    expected = tail_visibility(load_run(synthetic_workspace, "gem-k4-auto-s0").assignments["cluster"].to_numpy(),
+                               frame["category"].to_numpy(), 0.2)
+    assert table["visible, GEM"].to_numpy() / 100 == pytest.approx(expected["visible_share"].to_numpy())
+    assert ((table.filter(like="visible").to_numpy() >= 0) & (table.filter(like="visible").to_numpy() <= 100)).all()

@@ -78,3 +78,23 @@ def test_agreement():
     assert missing["n"] == 2 and missing["nmi"] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         agreement([0, 1], ["a"])
+
+
+def test_tail_visibility_on_a_hand_made_example():
+    from gem.metrics import tail_visibility
+
+    # cluster 0: 6 "big"; cluster 1: 3 "big" + 1 "rare"; cluster 2: 2 "rare" + 2 "big"
+    clusters = np.array([0] * 6 + [1] * 4 + [2] * 4)
+    ref = np.array(["big"] * 6 + ["big"] * 3 + ["rare"] + ["rare"] * 2 + ["big"] * 2, dtype=object)
+    t = tail_visibility(clusters, ref, threshold=0.3).set_index("label")
+    assert list(t.index) == ["rare", "big"]  # the tail first
+    assert t.loc["rare", "n_docs"] == 3 and t.loc["big", "n_docs"] == 11
+    # rare: 1/4 of cluster 1 (below 0.3), 2/4 of cluster 2 (visible): 2 of its 3 documents
+    assert t.loc["rare", "visible_share"] == pytest.approx(2 / 3)
+    assert t.loc["rare", "best_purity"] == pytest.approx(0.5) and t.loc["rare", "best_cluster"] == 2
+    assert t.loc["big", "visible_share"] == pytest.approx(1.0) and t.loc["big", "best_purity"] == 1.0
+    # a stricter threshold hides the rare label; missing labels are ignored
+    strict = tail_visibility(clusters, np.where(np.arange(14) == 0, None, ref), threshold=0.6).set_index("label")
+    assert strict.loc["rare", "visible_share"] == 0 and strict.loc["big", "n_docs"] == 10
+    with pytest.raises(ValueError):
+        tail_visibility(clusters, ref, threshold=0)
