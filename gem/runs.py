@@ -56,9 +56,11 @@ def assignment_probabilities(estimator, X, labels, chunk: int = 100_000) -> np.n
     return out
 
 
-def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids, X=None, data: dict | None = None):
-    """Store a fitted estimator as run ``name`` (replacing an existing run of that name). ``data``:
-    the version of the corpus and embeddings it was fitted on (``run_is_current`` compares it)."""
+def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids, X=None,
+             fitted_on: str | None = None):
+    """Store a fitted estimator as run ``name`` (replacing an existing run of that name).
+    ``fitted_on``: the content digest of the embeddings it was fitted on; with the ids
+    digest params.json always holds, ``run_is_current`` knows whether the run fits today's data."""
     import pandas as pd
 
     target = ws.run_dir(name)
@@ -81,8 +83,8 @@ def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "arrays": sorted(arrays),
     }
-    if data is not None:
-        info["data"] = data
+    if fitted_on is not None:
+        info["embeddings_digest"] = fitted_on
     frame = pd.DataFrame({"id": ids, "cluster": labels.astype(np.int32), "probability": probs})
     with atomic_dir(target) as tmp:
         write_json_atomic(tmp / "params.json", info)
@@ -219,10 +221,6 @@ def check_embeddings_match(ws: Workspace, representation: str, ids, n_rows: int,
                          f"than {ws.corpus_path}; {fix}")
 
 
-def _data_version(ws: Workspace, settings: FitSettings, ids) -> dict:
-    return {"ids_digest": ids_digest(ids), "embeddings_digest": embeddings_digest(ws, settings.representation)}
-
-
 def run_is_current(ws: Workspace, name: str, settings: FitSettings) -> bool:
     """True when run ``name`` exists, was made with ``settings`` and on today's corpus and embeddings."""
     path = ws.run_dir(name) / "params.json"
@@ -232,9 +230,10 @@ def run_is_current(ws: Workspace, name: str, settings: FitSettings) -> bool:
         info = read_json(path)
     except (OSError, ValueError):
         return False
-    ids = ws.load_corpus(columns=["id"])["id"].astype(str)
     stored = {k: v for k, v in (info.get("params") or {}).items() if k != "warm_start_from"}  # how, not what
-    return stored == json.loads(json.dumps(settings.params())) and info.get("data") == _data_version(ws, settings, ids)
+    return (stored == json.loads(json.dumps(settings.params()))
+            and info.get("embeddings_digest") == embeddings_digest(ws, settings.representation)
+            and info.get("ids_digest") == ids_digest(ws.load_corpus(columns=["id"])["id"].astype(str)))
 
 
 def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | None = None):
@@ -272,5 +271,5 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
     est.fit(X, sample_weight=weights)
     ids = corpus["id"].astype(str).tolist()
     save_run(ws, name, est, settings.method, params, ids, X=X if settings.method in ("gem", "vmf") else None,
-             data=_data_version(ws, settings, ids))
+             fitted_on=embeddings_digest(ws, settings.representation))
     return est
