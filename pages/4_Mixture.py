@@ -22,10 +22,6 @@ ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
 
 
-def _mtime(path) -> int:
-    return path.stat().st_mtime_ns if path.exists() else -1
-
-
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _inputs(root: str, name: str, run_mtime: int, taxonomy_mtime: tuple, corpus_mtime: int):
     """The run's domains (taxonomy ids, names, parents, exclusions) as `gem export` reads them."""
@@ -75,9 +71,9 @@ try:
         run_name = run.name
     else:
         run_name = source
-    tax_files = (_mtime(ws.taxonomy_db), _mtime(ws.taxonomy_db.with_name(ws.taxonomy_db.name + "-wal")))
-    inputs = _inputs(str(ws.root), run_name, _mtime(ws.run_dir(run_name) / "params.json"), tax_files,
-                     _mtime(ws.corpus_path))
+    tax_files = (common.mtime(ws.taxonomy_db), common.mtime(ws.taxonomy_db.with_name(ws.taxonomy_db.name + "-wal")))
+    inputs = _inputs(str(ws.root), run_name, common.mtime(ws.run_dir(run_name) / "params.json"), tax_files,
+                     common.mtime(ws.corpus_path))
 except (ValueError, OSError, KeyError, ImportError) as exc:
     st.error(common.plain(f"Run could not be read: {exc}"))
     st.stop()

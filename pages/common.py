@@ -58,9 +58,6 @@ BASELINES = {
     "spherical k-means": "spherical-kmeans",
     "plain vMF mixture (learned prior)": "vmf",
 }
-# Methods that see the raw (pre-normalisation) vectors, as practitioners run them.
-RAW_METHODS = {"kmeans"}
-
 # The balance control: named lambda stops (the paper's setting is 5000). "auto" lets GEM pick.
 BALANCE_LEVELS: list[tuple[str, float]] = [
     ("none", 0.0),
@@ -150,7 +147,8 @@ def forget_runs() -> None:
         st.session_state.pop(key, None)
 
 
-def _mtime(path: Path) -> float:
+def mtime(path: Path) -> float:
+    """A file's modification time for cache keys (-1 when it does not exist)."""
     return path.stat().st_mtime_ns if path.exists() else -1
 
 
@@ -170,13 +168,13 @@ def _load_embeddings(path: str, representation: str, raw: bool, mtime: float, no
 
 def corpus(ws: Workspace | None = None):
     ws = ws or workspace()
-    return _load_corpus(str(ws.root), _mtime(ws.corpus_path))
+    return _load_corpus(str(ws.root), mtime(ws.corpus_path))
 
 
 def embeddings(representation: str = "final", raw: bool = False, ws: Workspace | None = None) -> np.ndarray:
     ws = ws or workspace()
     return _load_embeddings(
-        str(ws.root), representation, raw, _mtime(ws.embeddings_path(representation)), _mtime(ws.norms_path(representation))
+        str(ws.root), representation, raw, mtime(ws.embeddings_path(representation)), mtime(ws.norms_path(representation))
     )
 
 
@@ -186,10 +184,6 @@ CORE_COLUMNS = ("id", "text", "n_tokens")
 def label_columns(frame) -> list[str]:
     """The corpus's human label columns (source, category, or those chosen at upload)."""
     return [c for c in frame.columns if c not in CORE_COLUMNS]
-
-
-def corpus_ids(ws: Workspace | None = None) -> np.ndarray:
-    return corpus(ws)["id"].to_numpy()
 
 
 # ---------------------------------------------------------------------------- the current fit
@@ -258,6 +252,11 @@ def fit_settings(ws: Workspace | None = None, method: str = "gem"):
                        target=target if method == "gem" else None)
 
 
+def _bound(state_key: str) -> dict:
+    """Widget arguments that copy the widget's value into the plain session key ``state_key``."""
+    return {"key": f"w_{state_key}", "on_change": _keep, "args": (f"w_{state_key}", state_key)}
+
+
 def _keep(widget_key: str, state_key: str) -> None:
     st.session_state[state_key] = st.session_state[widget_key]
 
@@ -267,26 +266,20 @@ def fit_controls(ws: Workspace) -> None:
     reps = ws.representations() if ws.has_corpus() else []
     if not reps:
         return
+    settings = fit_settings(ws)
     with st.expander("Current fit", expanded=True):
-        rep = st.session_state.get(KEY_FIT_REP)
-        st.selectbox("Representation", reps, index=reps.index(rep) if rep in reps else
-                     (reps.index("final") if "final" in reps else 0), key=f"w_{KEY_FIT_REP}", on_change=_keep,
-                     args=(f"w_{KEY_FIT_REP}", KEY_FIT_REP), help="Embed more layers on the Home page.")
-        st.number_input("K (topics)", min_value=2, max_value=256, step=1, value=int(st.session_state.get(KEY_FIT_K, DEFAULT_K)),
-                        key=f"w_{KEY_FIT_K}", on_change=_keep, args=(f"w_{KEY_FIT_K}", KEY_FIT_K))
-        auto = st.toggle("Automatic balance", value=bool(st.session_state.get(KEY_FIT_AUTO, True)),
-                         key=f"w_{KEY_FIT_AUTO}", on_change=_keep, args=(f"w_{KEY_FIT_AUTO}", KEY_FIT_AUTO),
+        st.selectbox("Representation", reps, index=reps.index(settings.representation), **_bound(KEY_FIT_REP),
+                     help="Embed more layers on the Home page.")
+        st.number_input("K (topics)", min_value=2, max_value=256, step=1, value=settings.k, **_bound(KEY_FIT_K))
+        auto = st.toggle("Automatic balance", value=settings.balance == "auto", **_bound(KEY_FIT_AUTO),
                          help="GEM picks lambda from the fitted concentrations and cosine margins.")
         levels = [lam for _, lam in BALANCE_LEVELS]
         lam = st.session_state.get(KEY_FIT_LAMBDA, DEFAULT_LAMBDA)
         st.select_slider("Balance strength", options=levels, value=lam if lam in levels else DEFAULT_LAMBDA,
-                         format_func=balance_label, disabled=auto, key=f"w_{KEY_FIT_LAMBDA}", on_change=_keep,
-                         args=(f"w_{KEY_FIT_LAMBDA}", KEY_FIT_LAMBDA),
+                         format_func=balance_label, disabled=auto, **_bound(KEY_FIT_LAMBDA),
                          help="How hard GEM pulls topic masses toward the target composition (the regulariser "
                               "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
-        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=int(st.session_state.get(KEY_FIT_SEED, 0)),
-                        key=f"w_{KEY_FIT_SEED}", on_change=_keep, args=(f"w_{KEY_FIT_SEED}", KEY_FIT_SEED))
-        settings = fit_settings(ws)
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=settings.seed, **_bound(KEY_FIT_SEED))
         if settings.target is not None:
             st.caption("Target composition: custom (set on the Mixture page)")
         st.caption("Run")
@@ -337,7 +330,7 @@ def _load_run(root: str, name: str, run_mtime: float):
 
 
 def _params_mtime(ws: Workspace, name: str) -> float:
-    return _mtime(ws.run_dir(name) / "params.json")
+    return mtime(ws.run_dir(name) / "params.json")
 
 
 def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitResult:
@@ -352,8 +345,8 @@ def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitR
     key = f"{ws.root}|{name}"
 
     def current() -> bool:
-        return _run_is_current(str(ws.root), name, settings, _params_mtime(ws, name), _mtime(ws.corpus_path),
-                               _mtime(ws.embeddings_path(settings.representation)))
+        return _run_is_current(str(ws.root), name, settings, _params_mtime(ws, name), mtime(ws.corpus_path),
+                               mtime(ws.embeddings_path(settings.representation)))
 
     seconds, warm = None, None
     if not current():
@@ -367,12 +360,10 @@ def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitR
                     str(ws.root), base.name, _params_mtime(ws, base.name)))
                 seconds = time.perf_counter() - start
                 warm = None if base is None else base.name
+    # current: the run's ids digest is the corpus's, so its labels are in corpus row order
     run = _load_run(str(ws.root), name, _params_mtime(ws, name))
     if settings.method == "gem" and sync:
         synced_taxonomy(name, ws)
-    ids = corpus_ids(ws).astype(str)
-    if len(run.assignments) != len(ids) or not np.array_equal(run.assignments["id"].astype(str).to_numpy(), ids):
-        raise ValueError(f"run {name!r} does not follow the corpus order; delete {ws.run_dir(name)} to refit it")
     return FitResult(name, settings, run.model, run.assignments["cluster"].to_numpy().astype(np.int64), seconds,
                      warm or run.params.get("warm_start_from"))
 

@@ -69,11 +69,7 @@ def test_home_anisotropy_panel_reports_the_cone(app_test, synthetic_workspace):
 
 
 def test_clusters_page_k_and_lambda_refit_in_the_expected_direction(app_test, synthetic_workspace):
-    at = app_test(synthetic_workspace)
-    at.session_state["fit_k"] = 8
-    at.run()
-    at.switch_page("pages/2_Clusters.py").run()
-    _assert_clean(at, "clusters")
+    at = _clusters(app_test, synthetic_workspace, k=8)
     assert _metrics(at)["effective clusters"][0].endswith("/ 8")
     # the GEM panel and the baseline panel each report a balance report
     assert len(_metrics(at)["normalised entropy"]) == 2
@@ -390,11 +386,7 @@ def test_clusters_lambda_sweep_and_use_a_point(app_test, synthetic_workspace):
 def test_clusters_tail_view_compares_both_methods_per_label(app_test, synthetic_workspace):
     from gem.metrics import tail_visibility
 
-    at = app_test(synthetic_workspace)
-    at.session_state["fit_k"] = 4
-    at.run()
-    at.switch_page("pages/2_Clusters.py").run()
-    _assert_clean(at, "clusters")
+    at = _clusters(app_test, synthetic_workspace, k=4)
     at.selectbox(key="cl_tail_col").set_value("category").run()
     _assert_clean(at, "tail")
     (table,) = [d.value for d in at.dataframe if "visible, GEM" in d.value.columns]
