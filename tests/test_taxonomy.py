@@ -620,17 +620,24 @@ def test_json_round_trip_keeps_sketches_and_flags(tmp_path):
         third.import_json({**old, "topics": [{"id": "T009", "members_sketch": "abc"}]}, "x")
 
 
-def test_sync_saved_run_passes_members(synthetic_workspace):
+def _save_two_runs(ws) -> None:
+    """Runs "a" and "b": spherical k-means, K = 4, seeds 0 and 1, on the workspace's embeddings."""
     from gem.baselines import make_estimator
-    from gem.runs import load_run, save_run
-    from gem.taxonomy import member_sketch, sync_saved_run
+    from gem.runs import save_run
 
-    ws = synthetic_workspace
     X = ws.load_embeddings()
     ids = ws.load_corpus()["id"]
     for name, seed in (("a", 0), ("b", 1)):
         est = make_estimator("spherical-kmeans", 4, random_state=seed).fit(X)
         save_run(ws, name, est, "spherical-kmeans", {"representation": "final"}, ids, X=X)
+
+
+def test_sync_saved_run_passes_members(synthetic_workspace):
+    from gem.runs import load_run
+    from gem.taxonomy import member_sketch, sync_saved_run
+
+    ws = synthetic_workspace
+    _save_two_runs(ws)
     tax, rep_a, _ = sync_saved_run(ws, "a")
     assign = load_run(ws, "a").assignments
     for c, tid in rep_a.mapping.items():
@@ -648,16 +655,10 @@ def test_sync_saved_run_passes_members(synthetic_workspace):
 
 # ---------------------------------------------------------------------------- CLI
 def test_cli_taxonomy_ranks_and_keeps_ids_across_refits(synthetic_workspace, capsys):
-    from gem.baselines import make_estimator
     from gem.cli import main
-    from gem.runs import save_run
 
     ws = synthetic_workspace
-    X = ws.load_embeddings()
-    ids = ws.load_corpus()["id"]
-    for name, seed in (("a", 0), ("b", 1)):
-        est = make_estimator("spherical-kmeans", 4, random_state=seed).fit(X)
-        save_run(ws, name, est, "spherical-kmeans", {"representation": "final"}, ids, X=X)
+    _save_two_runs(ws)
     assert main(["taxonomy", "-w", str(ws.root), "--run", "a", "--top", "3", "--json"]) == 0
     out_a = json.loads(capsys.readouterr().out)
     gis = [t["mean_gis"] for t in out_a["topics"]]
