@@ -776,7 +776,7 @@ def test_read_only_database_raises_one_clear_error(tmp_path, monkeypatch):
     root, and always emulated with SQLite's read-only mode (root ignores file permissions)."""
     import os
 
-    import gem.taxonomy as taxonomy_mod
+    import gem.taxonomy.db as taxonomy_mod
     from gem.taxonomy import TaxonomyError
 
     folder = tmp_path / "ws"

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--neighbors", type=int, default=10, metavar="M", help="neighbours for local density (default 10)")
     p.add_argument("--min-cosine", type=float, default=MIN_COSINE,
                    help="least cosine between mean directions for a cluster to keep a topic's id "
-                        f"(default {MIN_COSINE}; shared members are checked too: see gem.taxonomy)")
+                        f"(default {MIN_COSINE}; shared members are checked too: see gem.taxonomy.matching)")
     p.add_argument("--no-sync", action="store_true", help="do not write the taxonomy database")
     p.add_argument("--save-json", metavar="FILE", help="also write the taxonomy as JSON (atomic)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

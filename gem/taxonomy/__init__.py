@@ -1,3 +1,19 @@
-"""The curators' taxonomy (see gem.taxonomy.matching): re-exports every public name."""
-from gem.taxonomy.matching import *  # noqa: F401,F403
-from gem.taxonomy.matching import __doc__ as _doc  # noqa: F401
+"""The curators' taxonomy: topics with stable ids, persisted in SQLite, surviving re-fits.
+
+Modules: ``db`` (schema and versions, connection, errors, audit, settings), ``matching`` (member
+sketches, MinHash Jaccard, the two-tier matching that syncs a run in; its docstring has the rule and
+its calibration), ``io`` (JSON export / import), ``core`` (the ``Taxonomy`` class: groups, curator
+edits, queries). Every name other modules use is importable from ``gem.taxonomy``.
+"""
+from gem.taxonomy.core import Taxonomy
+from gem.taxonomy.db import (EDITABLE_FIELDS, MAX_TEXT, REVIEW_STATES, SCHEMA_VERSION, STATUSES, StaleEditError,
+                             TaxonomyError)
+from gem.taxonomy.io import EXPORT_FORMAT, EXPORT_VERSION
+from gem.taxonomy.matching import (MIN_COSINE, MIN_JACCARD, SKETCH_SIZE, STRICT_COSINE, STRICT_JACCARD, SyncReport,
+                                   hash_ids, member_sketch, sketch_jaccard, sync_saved_run)
+
+__all__ = [
+    "EDITABLE_FIELDS", "EXPORT_FORMAT", "EXPORT_VERSION", "MAX_TEXT", "MIN_COSINE", "MIN_JACCARD", "REVIEW_STATES",
+    "SCHEMA_VERSION", "SKETCH_SIZE", "STATUSES", "STRICT_COSINE", "STRICT_JACCARD", "StaleEditError", "SyncReport",
+    "Taxonomy", "TaxonomyError", "hash_ids", "member_sketch", "sketch_jaccard", "sync_saved_run",
+]

@@ -1,0 +1,277 @@
+"""The taxonomy database: schema and its versions (migration in place), the connection (WAL,
+foreign keys, busy timeout, one short-lived connection per operation), errors, audit rows, ids,
+settings, and the checks every curator edit shares (author, text limits).
+
+Curator edits use optimistic concurrency: each topic row has a version, incremented on every save;
+an edit made against an older version raises ``StaleEditError`` instead of overwriting someone
+else's change. Every change is written to an audit table (who, when, field, old, new). A sync that
+flags a topic also bumps its version (an editor open on the old version must reload); so does a
+sync that renames a provisional topic after its new keywords (audited as field "name", author
+"system").
+
+Schema version 2 added topics.name_unconfirmed / members_sketch and run_topics.jaccard / changed;
+an older database is migrated in place when opened (columns added, nothing lost).
+
+Names, descriptions and notes are plain text: stored verbatim (HTML included), never interpreted.
+One short-lived connection per operation, so a Taxonomy can be shared across Streamlit threads.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+SCHEMA_VERSION = 2  # 2: topics.name_unconfirmed / members_sketch, run_topics.jaccard / changed
+REVIEW_STATES = ("unreviewed", "approved", "needs_work")
+STATUSES = ("active", "new", "retired")
+EDITABLE_FIELDS = ("name", "description", "parent", "excluded", "notes", "review")
+MAX_TEXT = {"name": 200, "description": 5000, "notes": 20000}
+_ID_RE = re.compile(r"^[TG][0-9]{3,}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS topics (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL DEFAULT 'topic' CHECK (kind IN ('topic', 'group')),
+    name TEXT NOT NULL DEFAULT '',
+    name_provisional INTEGER NOT NULL DEFAULT 1,
+    description TEXT NOT NULL DEFAULT '',
+    parent TEXT REFERENCES topics(id) ON DELETE SET NULL,
+    excluded INTEGER NOT NULL DEFAULT 0 CHECK (excluded IN (0, 1)),
+    notes TEXT NOT NULL DEFAULT '',
+    review TEXT NOT NULL DEFAULT 'unreviewed' CHECK (review IN ('unreviewed', 'approved', 'needs_work')),
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'new', 'retired')),
+    cluster INTEGER,
+    run TEXT,
+    direction BLOB,
+    keywords TEXT NOT NULL DEFAULT '[]',
+    n_docs INTEGER,
+    name_unconfirmed INTEGER NOT NULL DEFAULT 0 CHECK (name_unconfirmed IN (0, 1)),
+    members_sketch BLOB,
+    version INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    synced_at TEXT NOT NULL,
+    n_clusters INTEGER NOT NULL,
+    min_cosine REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_topics (
+    run TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    cluster INTEGER NOT NULL,
+    topic_id TEXT NOT NULL REFERENCES topics(id),
+    cosine REAL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('matched', 'new', 'revived')),
+    jaccard REAL,
+    changed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run, cluster)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    author TEXT NOT NULL,
+    topic_id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    old TEXT,
+    new TEXT
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_topic ON audit (topic_id, seq);
+"""
+
+# columns added after schema version 1: (table, column, definition); added in place on older databases
+_ADDED_COLUMNS = (
+    ("topics", "name_unconfirmed", "INTEGER NOT NULL DEFAULT 0 CHECK (name_unconfirmed IN (0, 1))"),
+    ("topics", "members_sketch", "BLOB"),
+    ("run_topics", "jaccard", "REAL"),
+    ("run_topics", "changed", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+class StaleEditError(ValueError):
+    """A save made against an outdated version of a topic (someone else saved in between)."""
+
+
+class TaxonomyError(ValueError):
+    """The taxonomy database cannot be used (damaged, not a database, read-only, locked): one
+    line naming the file and what to do."""
+
+
+def _database_error(db_path: Path, exc: sqlite3.Error) -> TaxonomyError:
+    """A TaxonomyError for an SQLite failure, with the file and the remedy for its kind."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = msg.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        what = (f"{db_path}: the taxonomy database is damaged ({msg}); restore it from a backup, or move it "
+                "aside to start a new taxonomy (then re-import a taxonomy JSON export if you have one)")
+    elif "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+        what = (f"{db_path}: cannot open the taxonomy database for writing ({msg}); make the file and its "
+                "folder writable (SQLite writes -wal and -shm files beside it), or use a writable copy of the "
+                "workspace")
+    elif "locked" in low or "busy" in low:
+        what = f"{db_path}: the taxonomy database is locked by another program ({msg}); retry when it finishes"
+    elif "disk i/o" in low or "full" in low:
+        what = f"{db_path}: the taxonomy database could not be written ({msg}); check the disk (space, errors)"
+    else:
+        what = f"{db_path}: taxonomy database error ({msg})"
+    return TaxonomyError(what)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _unit_rows(M, what: str = "mean_directions") -> np.ndarray:
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.shape[0] == 0:
+        raise ValueError(f"{what} must be a non-empty (K, d) array, got shape {M.shape}")
+    norms = np.linalg.norm(M, axis=1, keepdims=True)
+    if not np.all(np.isfinite(M)) or np.any(norms == 0):
+        raise ValueError(f"{what} rows must be finite and non-zero")
+    return M / norms
+
+
+def _to_blob(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def _from_blob(b: bytes | None) -> np.ndarray | None:
+    return None if b is None else np.frombuffer(b, dtype="<f4").astype(np.float64)
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+class TaxonomyDB:
+    """The connection, schema and shared helpers of one taxonomy database (``Taxonomy`` builds on it)."""
+
+    def __init__(self, db_path: str | os.PathLike):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect(transaction=False) as con:
+            con.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
+            version = self._schema_version(con)
+            missing = self._missing_columns(con)
+        self._check_version(version)
+        if version is None or version < SCHEMA_VERSION or missing:
+            # create or migrate under the write lock, re-checking there (another process may be at it too)
+            with self._connect(write=True) as con:
+                version = self._schema_version(con)
+                self._check_version(version)
+                for table, column, definition in self._missing_columns(con):
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                if version is None:
+                    con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif version < SCHEMA_VERSION:
+                    con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and version > SCHEMA_VERSION:
+            raise ValueError(
+                f"{self.db_path}: taxonomy schema version {version} is newer than this program "
+                f"understands ({SCHEMA_VERSION}); upgrade gem"
+            )
+
+    @staticmethod
+    def _schema_version(con) -> int | None:
+        row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    @staticmethod
+    def _missing_columns(con) -> list[tuple[str, str, str]]:
+        have = {t: {r[1] for r in con.execute(f"PRAGMA table_info({t})")} for t in ("topics", "run_topics")}
+        return [(t, c, d) for t, c, d in _ADDED_COLUMNS if c not in have[t]]
+
+    def __repr__(self) -> str:
+        return f"Taxonomy({str(self.db_path)!r})"
+
+    # ------------------------------------------------------------------ connection
+    @contextlib.contextmanager
+    def _connect(self, write: bool = False, transaction: bool = True) -> Iterator[sqlite3.Connection]:
+        """One connection (WAL, foreign keys, busy timeout), in a transaction unless told not to.
+        SQLite failures of the file itself (damaged, not a database, read-only, locked) become a
+        :class:`TaxonomyError` naming the file and the remedy; constraint errors pass unchanged."""
+        try:
+            con = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _database_error(self.db_path, exc) from exc
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA foreign_keys=ON")
+            con.execute("PRAGMA busy_timeout=10000")
+            if not transaction:
+                yield con
+                return
+            # BEGIN IMMEDIATE takes the write lock up front, so read-check-write is atomic
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield con
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # a damaged file may refuse the rollback too
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise _database_error(self.db_path, exc) from exc
+        finally:
+            con.close()
+
+    @staticmethod
+    def _next_id(con: sqlite3.Connection, prefix: str) -> str:
+        rows = con.execute("SELECT id FROM topics WHERE id LIKE ?", (prefix + "%",)).fetchall()
+        nums = [int(r[0][1:]) for r in rows if r[0][1:].isdigit()]
+        return f"{prefix}{(max(nums) + 1) if nums else 1:03d}"
+
+    @staticmethod
+    def _audit(con, author: str, topic_id: str, field_name: str, old: Any, new: Any, at: str) -> None:
+        con.execute(
+            "INSERT INTO audit (at, author, topic_id, field, old, new) VALUES (?, ?, ?, ?, ?, ?)",
+            (at, author, topic_id, field_name, None if old is None else str(old), None if new is None else str(new)),
+        )
+
+    # ------------------------------------------------------------------ settings
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._connect(write=True) as con:
+            con.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, str(value)))
+
+    @property
+    def current_run(self) -> str | None:
+        return self.get_setting("current_run")
+
+    # ------------------------------------------------------------------ edits
+    @staticmethod
+    def _check_author(author: str) -> str:
+        if not isinstance(author, str) or not author.strip():
+            raise ValueError("an author name is required for every edit (who made this change?)")
+        return author.strip()[:200]
+
+    @staticmethod
+    def _check_text(name: str, value: Any) -> str:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text, got {type(value).__name__}")
+        if "\x00" in value:
+            raise ValueError(f"{name} contains a NUL character")
+        if len(value) > MAX_TEXT[name]:
+            raise ValueError(f"{name} is {len(value)} characters; the limit is {MAX_TEXT[name]}")
+        return value
+
