@@ -7,6 +7,11 @@
 
 A run folder is written as a whole (``gem.store.atomic_dir``): a crash never leaves half a run.
 
+With ``FitSettings(exclude_flagged=True)`` the fit leaves out the documents curators excluded
+(``gem.flags``): its assignments lack them, and params.json records which exclusions it used
+(``exclusions``: digest and count), so ``run_is_current`` notices new flags. Every reader of a run
+aligns its assignments with the corpus by document id, never by position.
+
 ``FitSettings`` + ``fit_run`` are the one way a run is made: ``gem fit`` and the app's current fit
 both go through them, so a run fitted in the app is exported, labelled and distilled by the CLI
 exactly as one fitted there. ``load_fit_data`` is the one reader of a corpus with its embeddings:
@@ -57,7 +62,7 @@ def assignment_probabilities(estimator, X, labels, chunk: int = 100_000) -> np.n
 
 
 def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids, X=None,
-             fitted_on: str | None = None):
+             fitted_on: str | None = None, extra_info: dict | None = None):
     """Store a fitted estimator as run ``name`` (replacing an existing run of that name).
     ``fitted_on``: the content digest of the embeddings it was fitted on; with the ids
     digest params.json always holds, ``run_is_current`` knows whether the run fits today's data."""
@@ -85,6 +90,7 @@ def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids
     }
     if fitted_on is not None:
         info["embeddings_digest"] = fitted_on
+    info.update(extra_info or {})
     frame = pd.DataFrame({"id": ids, "cluster": labels.astype(np.int32), "probability": probs})
     with atomic_dir(target) as tmp:
         write_json_atomic(tmp / "params.json", info)
@@ -155,6 +161,7 @@ class FitSettings:
     n_init: int = 1
     weight_by_tokens: bool = False
     target: tuple[float, ...] | None = None
+    exclude_flagged: bool = False  # fit without the documents excluded in gem.flags
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -172,7 +179,8 @@ class FitSettings:
     def params(self) -> dict:
         """What params.json records as the run's parameters."""
         gem = self.method == "gem"
-        return {"method": self.method, "k": int(self.k), "representation": self.representation, "seed": int(self.seed),
+        extra = {"exclude_flagged": True} if self.exclude_flagged else {}  # absent when off: older runs stay current
+        return {**extra, "method": self.method, "k": int(self.k), "representation": self.representation, "seed": int(self.seed),
                 "balance": self.balance if gem else None, "regularizer": self.regularizer if gem else None,
                 "n_init": int(self.n_init), "weight_by_tokens": bool(self.weight_by_tokens),
                 "target": list(self.target) if (gem and self.target is not None) else None}
@@ -192,6 +200,8 @@ class FitSettings:
             parts.append(f"n{self.n_init}")
         if self.weight_by_tokens:
             parts.append("tok")
+        if self.exclude_flagged:
+            parts.append("x")
         if self.method == "gem" and self.target is not None:
             parts.append("t" + hashlib.sha256(json.dumps(list(self.target)).encode()).hexdigest()[:8])
         return "-".join(parts)
@@ -231,9 +241,17 @@ def run_is_current(ws: Workspace, name: str, settings: FitSettings) -> bool:
     except (OSError, ValueError):
         return False
     stored = {k: v for k, v in (info.get("params") or {}).items() if k != "warm_start_from"}  # how, not what
+    ids = ws.load_corpus(columns=["id"])["id"].astype(str)
+    if settings.exclude_flagged:  # fitted without the excluded documents: the same exclusions, the rest of the ids
+        from .flags import excluded_ids, exclusions_digest, keep_mask
+
+        excluded = excluded_ids(ws)
+        if (info.get("exclusions") or {}).get("digest") != exclusions_digest(excluded):
+            return False
+        ids = ids[keep_mask(ids.to_numpy(), excluded)]
     return (stored == json.loads(json.dumps(settings.params()))
             and info.get("embeddings_digest") == embeddings_digest(ws, settings.representation)
-            and info.get("ids_digest") == ids_digest(ws.load_corpus(columns=["id"])["id"].astype(str)))
+            and info.get("ids_digest") == ids_digest(ids))
 
 
 def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | None = None):
@@ -243,6 +261,19 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
     from .baselines import make_estimator, uses_raw_vectors
 
     X, corpus = load_fit_data(ws, settings.representation, uses_raw_vectors(settings.method))
+    ids = corpus["id"].astype(str).to_numpy()
+    extra_info = None
+    if settings.exclude_flagged:
+        from .flags import excluded_ids, exclusions_digest, keep_mask
+
+        excluded = excluded_ids(ws)
+        keep = keep_mask(ids, excluded)
+        if int(keep.sum()) < settings.k:
+            raise ValueError(f"only {int(keep.sum())} documents are left after the exclusions, fewer than K = "
+                             f"{settings.k}: include some documents again or lower K")
+        extra_info = {"exclusions": {"digest": exclusions_digest(excluded), "n_excluded": int((~keep).sum())}}
+        if not keep.all():
+            X, corpus, ids = X[keep], corpus[keep].reset_index(drop=True), ids[keep]
     weights = None
     if settings.weight_by_tokens:
         if "n_tokens" not in corpus.columns:
@@ -269,7 +300,6 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
     else:
         est = make_estimator(settings.method, settings.k, **kw)
     est.fit(X, sample_weight=weights)
-    ids = corpus["id"].astype(str).tolist()
-    save_run(ws, name, est, settings.method, params, ids, X=X if settings.method in ("gem", "vmf") else None,
-             fitted_on=embeddings_digest(ws, settings.representation))
+    save_run(ws, name, est, settings.method, params, ids.tolist(), X=X if settings.method in ("gem", "vmf") else None,
+             fitted_on=embeddings_digest(ws, settings.representation), extra_info=extra_info)
     return est

@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-init", type=_positive_int, default=1)
     p.add_argument("--weight-by-tokens", action="store_true", help="weight documents by n_tokens (mass in tokens)")
+    p.add_argument("--exclude-flagged", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit without the documents excluded with `gem flag --exclude` (default: on when any are "
+                        "excluded); the run records which exclusions it used")
     p.add_argument("--run", default=None, help="run name (default: <method>-k<K>)")
     p.add_argument("--warm-from", default=None, metavar="RUN",
                    help="start GEM from a saved GEM run's parameters (same K and representation), as the app "
@@ -90,10 +93,14 @@ def cmd_fit(args) -> int:
     from ..runs import FitSettings, fit_run, load_run
     from ..store import open_workspace, validate_name
 
+    from ..flags import DocFlags
+
     ws = open_workspace(args.workspace)
+    n_excluded = DocFlags(ws).n_excluded()
+    exclude = n_excluded > 0 if args.exclude_flagged is None else bool(args.exclude_flagged)
     settings = FitSettings(method=args.method, k=args.k, balance=args.balance, seed=args.seed,
                            representation=args.representation, regularizer=args.regularizer, n_init=args.n_init,
-                           weight_by_tokens=bool(args.weight_by_tokens))
+                           weight_by_tokens=bool(args.weight_by_tokens), exclude_flagged=exclude)
     name = validate_name(args.run or f"{args.method}-k{args.k}" + ("" if args.representation == "final" else f"-{args.representation}"),
                          "run name")
     warm = load_run(ws, validate_name(args.warm_from, "run name")) if args.warm_from else None
@@ -105,8 +112,10 @@ def cmd_fit(args) -> int:
         _, report, _ = sync_saved_run(ws, name)
     weights = None
     if args.weight_by_tokens:
-        weights = ws.load_corpus(columns=["n_tokens"])["n_tokens"].to_numpy(dtype=float)
+        weights = load_run(ws, name).assignments[["id"]].merge(
+            ws.load_corpus(columns=["id", "n_tokens"]).astype({"id": str}), on="id", how="left")["n_tokens"].to_numpy(float)
     summary = {"run": name, "path": str(ws.run_dir(name)), **balance_report(est.labels_, args.k, weights),
+               "excluded_documents": n_excluded if exclude else 0,
                "fit_seconds": round(float(getattr(est, "fit_time_", float("nan"))), 3)}
     if hasattr(est, "balance_"):
         summary["balance"] = est.balance_

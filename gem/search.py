@@ -1,0 +1,295 @@
+"""Search a workspace's corpus: full-text (case-insensitive) and semantic (the corpus's own model).
+
+Full-text (``full_text``): the query is lower-cased and matched against the lower-cased corpus text
+with pyarrow compute, vectorised over the whole column (the lower-cased column is built once per
+corpus file and kept). Mode "phrase": the query as one substring; "all": every whitespace token of
+the query as a substring (in any order); "auto" (default): both, phrase hits first. Rank: phrase
+hits before token-only hits, then by the number of occurrences of the query tokens per 1,000
+characters (denser first), then corpus order.
+
+Semantic (``semantic``): the query is embedded with the model and representation that made the
+workspace embeddings (``gem.stress.workspace_embedder``: the same loader, cache and lock as the
+embedding step; the embeddings meta names the model), and the documents are ranked by cosine
+against the workspace's unit embeddings, memory-mapped from the .npy and kept per file (path,
+mtime), so only the first query pays the load. Precomputed embeddings cannot be searched
+semantically (no model to embed the query): ValueError says so.
+
+Both return a ``SearchResult``: a table (id, rank, score, snippet, and with ``annotate``: topic,
+gis, excluded, reason, tags), plain text only: snippets are corpus text with whitespace collapsed,
+never markup.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MODES = ("auto", "phrase", "all")
+SNIPPET_CHARS = 160
+MAX_QUERY = 500
+RESULT_COLUMNS = ["rank", "id", "score", "snippet"]
+
+_LOCK = threading.Lock()
+_TEXT_CACHE: dict[tuple, Any] = {}  # (corpus path, mtime) -> (ids ndarray, texts pyarrow array, lowered array)
+_MATRIX_CACHE: dict[tuple, np.ndarray] = {}  # (embeddings path, mtime) -> memory-mapped unit rows
+_EMBEDDERS: dict[tuple, Any] = {}  # (representation, precision) -> embedder (its model loads once)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    kind: str  # "full-text" or "semantic"
+    table: Any  # pandas DataFrame
+    n_matches: int  # documents matching (full-text) or searched (semantic)
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table["id"].astype(str).tolist()
+
+
+def _check_query(query) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("the search query is empty: type a word or a phrase")
+    query = " ".join(query.split())
+    if len(query) > MAX_QUERY:
+        raise ValueError(f"the search query is {len(query)} characters; the limit is {MAX_QUERY}")
+    return query
+
+
+def _check_k(k) -> int:
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return k
+
+
+def corpus_text(ws):
+    """(ids, texts, lowered texts) of the workspace corpus as pyarrow arrays, kept per corpus file."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = ws.corpus_path
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    with _LOCK:
+        hit = _TEXT_CACHE.get(key)
+    if hit is not None:
+        return hit
+    table = pq.read_table(path, columns=["id", "text"])
+    texts = table.column("text").combine_chunks()
+    texts = pc.fill_null(pc.cast(texts, "large_string"), "")
+    ids = pc.cast(table.column("id"), "string").combine_chunks().to_numpy(zero_copy_only=False).astype(object)
+    out = (ids, texts, pc.utf8_lower(texts))
+    with _LOCK:
+        for stale in [k for k in _TEXT_CACHE if k[0] == key[0]]:
+            _TEXT_CACHE.pop(stale)
+        _TEXT_CACHE[key] = out
+    return out
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """``width`` characters of ``text`` around the first occurrence of the query (or of its first
+    token found), whitespace collapsed, "…" where cut. Plain text."""
+    low = text.lower()
+    pos = low.find(query.lower())
+    if pos < 0:
+        hits = [p for p in (low.find(t) for t in query.lower().split()) if p >= 0]
+        pos = min(hits) if hits else 0
+    start = max(0, pos - width // 3)
+    end = min(len(text), start + width)
+    start = max(0, min(start, end - width))
+    out = " ".join(text[start:end].split())
+    return ("…" if start > 0 else "") + out + ("…" if end < len(text) else "")
+
+
+def full_text(ws, query: str, k: int = 20, mode: str = "auto"):
+    """Documents containing the query (case-insensitive); see the module docstring for modes and
+    rank. Returns a SearchResult whose table has id, rank, score (occurrences per 1,000 characters;
+    phrase hits first), snippet."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    query, k = _check_query(query), _check_k(k)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    t0 = time.perf_counter()
+    ids, texts, lowered = corpus_text(ws)
+    q = query.lower()
+    tokens = list(dict.fromkeys(q.split()))
+    phrase = pc.match_substring(lowered, q) if mode in ("auto", "phrase") else None
+    if mode == "phrase" or len(tokens) == 1:
+        hit = phrase if phrase is not None else pc.match_substring(lowered, q)
+        is_phrase = hit
+    else:
+        hit = pc.match_substring(lowered, tokens[0])
+        for t in tokens[1:]:
+            hit = pc.and_(hit, pc.match_substring(lowered, t))
+        is_phrase = phrase if phrase is not None else pc.and_(hit, False)
+        if phrase is not None:
+            hit = pc.or_(hit, phrase)
+    rows = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+    n = rows.size
+    if n:
+        sub = lowered.take(rows)
+        count = np.zeros(n, dtype=np.float64)
+        for t in tokens:
+            count += pc.count_substring(sub, t).to_numpy(zero_copy_only=False)
+        length = np.maximum(pc.utf8_length(sub).to_numpy(zero_copy_only=False), 1)
+        density = 1000.0 * count / length
+        first = is_phrase.take(rows).to_numpy(zero_copy_only=False).astype(bool)
+        order = np.lexsort((rows, -density, ~first))[:k]
+        rows, density, first = rows[order], density[order], first[order]
+        text_rows = texts.take(rows).to_pylist()
+    else:
+        density, first, text_rows = np.zeros(0), np.zeros(0, bool), []
+    table = pd.DataFrame({"rank": np.arange(1, rows.size + 1), "id": ids[rows].astype(str),
+                          "score": np.round(density, 3), "snippet": [snippet(t, query) for t in text_rows]})
+    table["match"] = np.where(first, "phrase", "all words")
+    return SearchResult(query, "full-text", table, int(n), time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------- semantic
+def embeddings_matrix(ws, representation: str = "final") -> np.ndarray:
+    """The workspace's unit embeddings of ``representation``, memory-mapped, kept per file."""
+    from gem.store import load_npy
+
+    path = ws.embeddings_path(representation)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {representation} embeddings; embed the corpus first (`gem embed`)")
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    with _LOCK:
+        X = _MATRIX_CACHE.get(key)
+    if X is None:
+        X = load_npy(path, mmap=True)
+        with _LOCK:
+            for stale in [k for k in _MATRIX_CACHE if k[0] == key[0]]:
+                _MATRIX_CACHE.pop(stale)
+            _MATRIX_CACHE[key] = X
+    return X
+
+
+def query_embedder(ws, representation: str = "final"):
+    """The embedder that made the workspace's ``representation`` embeddings, loaded once per process
+    (ValueError when they were precomputed: there is no model to embed a query with)."""
+    from gem.store import read_json
+    from gem.stress import workspace_embedder
+
+    meta_path = ws.embeddings_meta_path(representation)
+    meta = read_json(meta_path) if meta_path.exists() else {}
+    if meta.get("source") != "model":
+        raise ValueError(f"the {representation} embeddings of this workspace were not made by the app's model "
+                         f"(source: {meta.get('source', 'unknown')}): semantic search needs that model to embed "
+                         "the query; use full-text search")
+    key = (representation, meta.get("fingerprint"))
+    with _LOCK:
+        emb = _EMBEDDERS.get(key)
+    if emb is None:
+        emb = workspace_embedder(ws, representation)
+        with _LOCK:
+            emb = _EMBEDDERS.setdefault(key, emb)
+    return emb, meta
+
+
+def embed_query(ws, query: str, representation: str = "final") -> np.ndarray:
+    """The query's unit vector in the workspace's embedding space."""
+    emb, meta = query_embedder(ws, representation)
+    unit, _ = emb.encode([_check_query(query)])
+    return np.asarray(unit[0], dtype=np.float32)
+
+
+def top_k_cosine(X: np.ndarray, q: np.ndarray, k: int, chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, scores) of the ``k`` rows of unit matrix ``X`` nearest to unit vector ``q`` by cosine,
+    best first (chunked GEMV, so a memory-mapped matrix is streamed)."""
+    n = X.shape[0]
+    k = min(int(k), n)
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    scores = np.empty(n, dtype=np.float32)
+    q = np.asarray(q, dtype=np.float32)
+    for s in range(0, n, chunk):
+        scores[s:s + chunk] = np.asarray(X[s:s + chunk], dtype=np.float32) @ q
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.lexsort((top, -scores[top]))]
+    return top.astype(np.int64), scores[top]
+
+
+def semantic(ws, query: str, k: int = 20, representation: str = "final"):
+    """The ``k`` documents nearest to the query by cosine (score = cosine), with snippets."""
+    import pandas as pd
+
+    query, k = _check_query(query), _check_k(k)
+    t0 = time.perf_counter()
+    X = embeddings_matrix(ws, representation)
+    ids, texts, _ = corpus_text(ws)
+    if X.shape[0] != len(ids):
+        raise ValueError(f"{ws.embeddings_path(representation)} has {X.shape[0]} rows but the corpus has {len(ids)}; "
+                         f"re-embed with `gem embed -w {ws.root}`")
+    q = embed_query(ws, query, representation)
+    rows, scores = top_k_cosine(X, q, k)
+    text_rows = texts.take(rows).to_pylist()
+    table = pd.DataFrame({"rank": np.arange(1, rows.size + 1), "id": ids[rows].astype(str),
+                          "score": np.round(scores.astype(np.float64), 4),
+                          "snippet": [" ".join(t[:SNIPPET_CHARS].split()) + ("…" if len(t) > SNIPPET_CHARS else "")
+                                      for t in text_rows]})
+    return SearchResult(query, "semantic", table, int(X.shape[0]), time.perf_counter() - t0)
+
+
+def search(ws, query: str, k: int = 20, semantic_search: bool = False, mode: str = "auto",
+           representation: str = "final", run: str | None = None, analysis=None):
+    """``full_text`` or ``semantic``, then ``annotate`` (topic of ``run``, GIS from ``analysis``, flags)."""
+    result = (semantic(ws, query, k, representation) if semantic_search else full_text(ws, query, k, mode))
+    return annotate(ws, result, run=run, analysis=analysis)
+
+
+# ---------------------------------------------------------------------------- annotation
+def annotate(ws, result: SearchResult, run: str | None = None, analysis=None) -> SearchResult:
+    """Add topic (the stable taxonomy id of the document's cluster in ``run``; the cluster "c<k>"
+    when the run is not synced; empty when the document is not in the run), gis (from a
+    gem.gis.RunAnalysis of that run, when given) and the flags (excluded, reason, tags) by id."""
+    import pandas as pd
+
+    from gem.flags import DocFlags
+
+    t = result.table.copy()
+    ids = t["id"].astype(str)
+    if run is not None:
+        topic = _topics_by_id(ws, run, ids.tolist())
+        t["topic"] = topic
+    if analysis is not None:
+        gis = pd.Series(np.asarray(analysis.gis, dtype=np.float64), index=pd.Index(analysis.ids.astype(str)))
+        gis = gis[~gis.index.duplicated()]
+        t["gis"] = np.round(gis.reindex(ids).to_numpy(), 3)
+    flags = DocFlags(ws).table()
+    if len(flags):
+        f = flags.set_index("id")
+        hit = ids.isin(f.index)
+        t["excluded"] = ids.map(f["excluded"]).fillna(False).astype(bool).to_numpy()
+        t["reason"] = ids.map(f["reason"]).fillna("").to_numpy()
+        t["tags"] = [", ".join(f.at[i, "tags"]) if h else "" for i, h in zip(ids, hit)]
+    else:
+        t["excluded"], t["reason"], t["tags"] = False, "", ""
+    result.table = t
+    return result
+
+
+def _topics_by_id(ws, run: str, ids: list[str]) -> list[str]:
+    import pandas as pd
+
+    from gem.runs import load_run
+
+    a = load_run(ws, run).assignments
+    cluster = pd.Series(a["cluster"].to_numpy(np.int64), index=pd.Index(a["id"].astype(str)))
+    mapping: dict[int, str] = {}
+    if ws.taxonomy_db.exists():
+        from gem.taxonomy import Taxonomy
+
+        mapping = Taxonomy(ws.taxonomy_db).run_mapping(run)
+    out = []
+    for c in cluster.reindex(ids).to_numpy(dtype=np.float64, na_value=np.nan):
+        out.append("" if np.isnan(c) else mapping.get(int(c), f"c{int(c)}"))
+    return out
+
