@@ -749,9 +749,15 @@ def distill_run(
     """
     from gem.runs import load_run_documents
 
+    from gem.flags import excluded_ids, keep_mask
+
     run, docs, rows, X = load_run_documents(ws, run_name, columns=["id", "text"])
-    texts, rep = docs["text"].tolist(), run.representation
     cluster = run.assignments["cluster"].to_numpy().astype(np.int64)
+    # documents excluded by curators never train or score the student (also when the run was fitted with them)
+    keep = keep_mask(docs["id"].astype(str).to_numpy(), excluded_ids(ws))
+    if not keep.all():
+        docs, rows, X, cluster = docs[keep].reset_index(drop=True), rows[keep], X[keep], cluster[keep]
+    texts, rep = docs["text"].tolist(), run.representation
     directions = np.asarray(run.model.mean_directions_)
     n_clusters = int(directions.shape[0])
     tid, tax_excluded, id_source = run_topic_ids(ws, run_name, n_clusters)
@@ -766,7 +772,8 @@ def distill_run(
     report["train_seconds"] = round(time.perf_counter() - t0, 2)
     report["teacher"] = {"run": run_name, "method": getattr(run, "method", "gem"), "n_clusters": n_clusters,
                          "representation": rep, "confidence": confidence, "topic_ids": id_source,
-                         "excluded": list(excluded), "excluded_mode": excluded_mode, "word_vectors": vectors_note}
+                         "excluded": list(excluded), "excluded_mode": excluded_mode, "word_vectors": vectors_note,
+                         "excluded_documents": int((~keep).sum())}
     if compare_kmeans:
         report["kmeans"] = _kmeans_comparison(ws, rep, rows, texts, X, n_clusters, holdout, top_fraction, per_topic,
                                               random_state, geometry, **train_kw)

@@ -14,6 +14,10 @@ anything else):
 - ``assignments.parquet`` has id (unique), domain_id (a mixture domain), probability (in [0, 1]),
   n_tokens and, unless exported without GIS, gis; every numeric column is finite in every row.
   "Not computed" is a missing column, never NaN.
+- ``excluded_documents.jsonl`` (written when documents are excluded, ``gem.flags``): the blocklist,
+  one strict-JSON object per line (id, reason, note, author, at), ids unique, reasons from
+  ``gem.flags.REASONS``; none of its ids appears in ``assignments.parquet`` or the Dolma attributes.
+  Dolma attributes other than the domain and gis ones are curator tags (``gem__tag__<tag>``).
 - Per-document files (``assignments.parquet``, Dolma attributes) name domains by taxonomy id, so
   a bundle with either must hold ``taxonomy.json`` (a JSON object): ``write_bundle`` adds the
   taxonomy format to them, and refuses them without a taxonomy.
@@ -34,7 +38,7 @@ import pandas as pd
 from gem.mixture.errors import BundleError, MixtureError
 from gem.mixture.formats import (
     DEFAULT_OLMO_PATH_TEMPLATE, DEFAULT_PREFIX_TEMPLATE, DEFAULT_SPLIT_PREFIX_TEMPLATE, DOLMA_ATTRIBUTE_PREFIX,
-    SCHEMA_VERSION, domain_prefix, dumps_json, loads_json, parse_hf_interleave, parse_megatron_blend, parse_olmo_core,
+    DOLMA_TAG_PREFIX, SCHEMA_VERSION, domain_prefix, dumps_json, loads_json, parse_hf_interleave, parse_megatron_blend, parse_olmo_core,
     parse_weborganizer, read_dolma_attributes, read_doremi_weights, read_mixture_json, read_regmix_weights,
     render_doremi, render_dolma_attributes, render_hf_interleave, render_megatron_blend, render_megatron_per_split,
     render_mixture_json, render_olmo_core, render_regmix, render_regmix_token_prior, render_weborganizer,
@@ -45,6 +49,8 @@ from gem.store import atomic_dir, file_sha256, validate_name
 FORMATS = ("megatron", "olmo", "hf", "doremi", "regmix", "weborganizer", "dolma", "assignments", "taxonomy")
 PER_DOCUMENT_FORMATS = ("assignments", "dolma")
 AGREE_TOL = 1e-9         # a rendered weight must parse back within this
+BLOCKLIST_FILE = "excluded_documents.jsonl"
+BLOCKLIST_COLUMNS = ("id", "reason", "note", "author", "at")
 ASSIGNMENT_COLUMNS = ("id", "domain_id", "probability", "gis", "n_tokens")  # gis: absent when not computed
 _FIX = {
     "probability": "pass each document's probability of its domain (the model's predict_proba of the assigned "
@@ -77,6 +83,7 @@ def write_bundle(
     olmo_path_template: str = DEFAULT_OLMO_PATH_TEMPLATE,
     seed: int = 0,
     dolma_shard_size: int = 100_000,
+    blocklist: pd.DataFrame | None = None,
 ) -> Path:
     """Write an export bundle folder atomically (built aside, moved into place when complete).
 
@@ -86,7 +93,10 @@ def write_bundle(
     an error without ``taxonomy``). ``assignments``: DataFrame with id, domain_id, probability,
     n_tokens, gis (optional: leave it out to export without GIS), and n_chars for Dolma (an
     optional ``shard`` column names Dolma's per-shard files); NaN or inf in any numeric column is
-    refused. ``taxonomy``: a JSON-able object (or JSON text). Every file is rendered (strict JSON)
+    refused. ``taxonomy``: a JSON-able object (or JSON text). ``blocklist``: the excluded documents
+    (columns id, reason and optionally note, author, at; ``gem.flags.DocFlags.blocklist``), written
+    as ``excluded_documents.jsonl`` when not empty; an excluded id among the assignments is refused.
+    Every file is rendered (strict JSON)
     before anything touches the disk: on any error nothing is written. Returns the bundle path."""
     out_dir = Path(out_dir)
     validate_name(out_dir.name, "export folder name")
@@ -133,6 +143,8 @@ def write_bundle(
         files["taxonomy.json"] = (dumps_json(tax, "taxonomy.json", indent=2, ensure_ascii=False, default=_jsonable)
                                   + "\n").encode()
     table = _check_assignments(assignments, mixture, per_document) if per_document else None
+    if blocklist is not None and len(blocklist):
+        files[BLOCKLIST_FILE] = _render_blocklist(blocklist, table)
     if "dolma" in chosen:
         if "shard" in table.columns:
             groups = [(validate_name(str(s), "Dolma shard name"), g) for s, g in table.groupby("shard", sort=False)]
@@ -144,6 +156,7 @@ def write_bundle(
     manifest = {
         "schema_version": SCHEMA_VERSION, "kind": "gem.export-bundle", "created_at": mixture.created_at or utc_now(),
         "formats": [f for f in chosen],
+        "excluded_documents": int(len(blocklist)) if blocklist is not None else 0,
         "options": {"data_root": data_root, "prefix_template": prefix_template,
                     "split_prefix_template": split_prefix_template, "olmo_path_template": olmo_path_template,
                     "seed": int(seed)},
@@ -164,6 +177,30 @@ def write_bundle(
             manifest["files"] = dict(sorted(manifest["files"].items()))
         (tmp / "MANIFEST.json").write_text(dumps_json(manifest, "MANIFEST.json", indent=2) + "\n", encoding="utf-8")
     return out_dir
+
+
+def _render_blocklist(blocklist: pd.DataFrame, table: pd.DataFrame | None) -> bytes:
+    from gem.flags import REASONS
+
+    if "id" not in blocklist.columns or "reason" not in blocklist.columns:
+        raise MixtureError("the blocklist needs columns id and reason")
+    ids = blocklist["id"].astype(str)
+    if ids.duplicated().any():
+        raise MixtureError(f"blocklist: document id {ids[ids.duplicated()].iloc[0]!r} appears twice")
+    bad = sorted(set(blocklist["reason"].astype(str)) - set(REASONS))
+    if bad:
+        raise MixtureError(f"blocklist: reason(s) {bad} are not among {', '.join(REASONS)}")
+    if table is not None:
+        inside = ids[ids.isin(table["id"])]
+        if len(inside):
+            raise MixtureError(f"document {inside.iloc[0]!r} is excluded but still among the assignments "
+                               f"({len(inside)} such); drop excluded documents before writing; nothing was written")
+    cols = [c for c in BLOCKLIST_COLUMNS if c in blocklist.columns]
+    lines = []
+    for rec in blocklist[cols].astype(object).where(blocklist[cols].notna(), None).to_dict("records"):
+        rec = {k: (None if v is None else str(v)) for k, v in rec.items()}
+        lines.append(dumps_json(rec, f"blocklist entry {rec['id']!r}", ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _jsonable(obj):
@@ -299,14 +336,16 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
     if "weborganizer_domains.json" in files:
         same(parse_weborganizer(text("weborganizer_domains.json")), "weborganizer_domains.json")
         checked.append("weborganizer")
+    per_doc_ids: set[str] = set()
     if "assignments.parquet" in files:
-        _check_assignments_file(root / "assignments.parquet", mix)
+        per_doc_ids |= _check_assignments_file(root / "assignments.parquet", mix)
         checked.append("assignments")
     dolma = sorted(n for n in files if n.startswith("dolma/"))
     for name in dolma:
-        _check_dolma_file(root / name, name, mix)
+        per_doc_ids |= _check_dolma_file(root / name, name, mix)
     if dolma:
         checked.append("dolma")
+    n_excluded = _check_blocklist(text(BLOCKLIST_FILE), per_doc_ids) if BLOCKLIST_FILE in files else 0
     if "taxonomy.json" in files:
         if not isinstance(parsed["taxonomy.json"], dict):
             raise BundleError("taxonomy.json: expected a JSON object")
@@ -319,7 +358,30 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
     if listed is not None and set(listed) != set(checked):
         raise BundleError(f"MANIFEST.json lists formats {sorted(listed)} but the bundle holds {sorted(checked)}")
     return {"domains": len(mix.domains), "weights": expected, "active": sorted(expected), "formats": checked,
-            "files": sorted(files) + ["MANIFEST.json"], "warnings": mix.warnings}
+            "files": sorted(files) + ["MANIFEST.json"], "warnings": mix.warnings, "excluded_documents": n_excluded}
+
+
+def _check_blocklist(text: str, per_doc_ids: set[str]) -> int:
+    """excluded_documents.jsonl: strict JSON lines with a unique id and a known reason, none of them
+    among the per-document files' ids. Returns the number of entries."""
+    from gem.flags import REASONS
+
+    seen: set[str] = set()
+    for k, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        rec = loads_json(line, f"{BLOCKLIST_FILE} line {k}")
+        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+            raise BundleError(f"{BLOCKLIST_FILE} line {k}: expected an object with a string id")
+        if rec.get("reason") not in REASONS:
+            raise BundleError(f"{BLOCKLIST_FILE} line {k}: reason {rec.get('reason')!r} is not one of {', '.join(REASONS)}")
+        if rec["id"] in seen:
+            raise BundleError(f"{BLOCKLIST_FILE} line {k}: document {rec['id']!r} listed twice")
+        if rec["id"] in per_doc_ids:
+            raise BundleError(f"{BLOCKLIST_FILE} line {k}: excluded document {rec['id']!r} is still in the "
+                              "assignments or Dolma attributes")
+        seen.add(rec["id"])
+    return len(seen)
 
 
 def _imported(reader, text: str, name: str) -> dict[str, float]:
@@ -344,7 +406,7 @@ def _check_token_prior(text: str, mix: Mixture) -> None:
         raise BundleError(f"regmix_token_prior.csv: token_prior must be finite and sum to 1 (sum {share.sum()!r})")
 
 
-def _check_assignments_file(path: Path, mix: Mixture) -> None:
+def _check_assignments_file(path: Path, mix: Mixture) -> set[str]:
     a = pd.read_parquet(path)
     miss = [c for c in ASSIGNMENT_COLUMNS if c != "gis" and c not in a.columns]
     if miss:
@@ -365,15 +427,19 @@ def _check_assignments_file(path: Path, mix: Mixture) -> None:
     unknown = set(a["domain_id"].astype(str)) - set(mix.domains["id"])
     if unknown:
         raise BundleError(f"assignments.parquet: unknown domain ids {sorted(unknown)[:5]}")
+    return set(a["id"].astype(str))
 
 
-def _check_dolma_file(path: Path, name: str, mix: Mixture) -> None:
+def _check_dolma_file(path: Path, name: str, mix: Mixture) -> set[str]:
     known = set(mix.domains["id"])
+    ids: set[str] = set()
     for rec in read_dolma_attributes(path.read_bytes(), name):
         attrs = rec.get("attributes") if isinstance(rec, dict) else None
         if not isinstance(attrs, dict):
             raise BundleError(f"{name}: a record has no 'attributes' object")
-        doms = [k[len(DOLMA_ATTRIBUTE_PREFIX):] for k in attrs if k != f"{DOLMA_ATTRIBUTE_PREFIX}gis"]
+        ids.add(str(rec.get("id")))
+        doms = [k[len(DOLMA_ATTRIBUTE_PREFIX):] for k in attrs
+                if k != f"{DOLMA_ATTRIBUTE_PREFIX}gis" and not k.startswith(DOLMA_TAG_PREFIX)]
         if len(doms) != 1 or doms[0] not in known:
             raise BundleError(f"{name}: document {rec.get('id')!r} has domain attributes {doms}")
         for key, spans in attrs.items():
@@ -383,6 +449,7 @@ def _check_dolma_file(path: Path, name: str, mix: Mixture) -> None:
                 finite = False
             if not finite:
                 raise BundleError(f"{name}: document {rec.get('id')!r}: {key} is not a list of numeric spans")
+    return ids
 
 
 def bundle_zip_bytes(bundle_dir: str | os.PathLike) -> bytes:

@@ -22,12 +22,12 @@ def export_run(ws, run_name: str, out_dir: str | os.PathLike, formats: str | Ite
     """Read the saved run ``run_name`` (domains with the taxonomy's ids, documents, GIS unless
     ``with_gis`` is False, the taxonomy), build its mixture (``build``: strategy, level,
     token_budget, max_epochs, temperature, overrides, base, imported, as ``RunMixtureInputs.build``),
-    write the bundle to ``out_dir`` (``bundle_options``: data_root, templates, seed of
+    write the bundle to ``out_dir`` (excluded documents left out and listed in excluded_documents.jsonl) (``bundle_options``: data_root, templates, seed of
     ``write_bundle``) and validate it. Returns (bundle path, ``validate_bundle`` report)."""
     inputs = mixture_inputs_from_run(ws, run_name, with_gis=with_gis)
     mixture, assignments = inputs.build(**build)
     path = write_bundle(out_dir, mixture, formats, assignments=assignments, taxonomy=inputs.taxonomy,
-                        **dict(bundle_options or {}))
+                        blocklist=inputs.excluded, **dict(bundle_options or {}))
     return path, validate_bundle(path)
 
 

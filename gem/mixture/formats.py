@@ -25,6 +25,7 @@ DEFAULT_PREFIX_TEMPLATE = "{data_root}/{domain_id}_text_document"
 DEFAULT_SPLIT_PREFIX_TEMPLATE = "{data_root}/{split}/{domain_id}_text_document"
 DEFAULT_OLMO_PATH_TEMPLATE = "{data_root}/{domain_id}/*.npy"
 DOLMA_ATTRIBUTE_PREFIX = "gem__domain__"
+DOLMA_TAG_PREFIX = "gem__tag__"  # a curator's tag t of a document: attribute gem__tag__<t> = [[0, n_chars, 1.0]]
 
 
 # ============================================================================ strict JSON
@@ -401,17 +402,23 @@ def render_dolma_attributes(assignments: pd.DataFrame) -> bytes:
     "gem__domain__gis": [[0, n_chars, gis]]}}``. Mixer filters then select a domain with
     ``$.attributes[?(@.gem__domain__t03)]``. Needs columns id, domain_id, probability, n_chars;
     the gis attribute is written when there is a gis column (exported without GIS: none). Lines are
-    strict JSON: a NaN probability or GIS raises MixtureError naming the document."""
+    strict JSON: a NaN probability or GIS raises MixtureError naming the document. With a ``tags``
+    column (a list of a document's curator tags, ``gem.flags``), each tag t adds
+    ``"gem__tag__<t>": [[0, n_chars, 1.0]]`` (select with ``$.attributes[?(@.gem__tag__t)]``)."""
     need = [c for c in ("id", "domain_id", "probability", "n_chars") if c not in assignments.columns]
     if need:
         raise MixtureError(f"Dolma attributes need assignment columns {need}")
     lines = []
     gis = assignments["gis"].to_numpy(np.float64) if "gis" in assignments.columns else None
+    tags = assignments["tags"].tolist() if "tags" in assignments.columns else None
     for k, (i, dom, p, n) in enumerate(zip(assignments["id"], assignments["domain_id"],
                                            assignments["probability"], assignments["n_chars"])):
         attrs = {f"{DOLMA_ATTRIBUTE_PREFIX}{dom}": [[0, int(n), float(p)]]}
         if gis is not None:
             attrs[f"{DOLMA_ATTRIBUTE_PREFIX}gis"] = [[0, int(n), float(gis[k])]]
+        if tags is not None and isinstance(tags[k], (list, tuple, np.ndarray)):
+            for t in tags[k]:
+                attrs[f"{DOLMA_TAG_PREFIX}{t}"] = [[0, int(n), 1.0]]
         lines.append(dumps_json({"id": str(i), "attributes": attrs}, f"Dolma attributes of document {str(i)!r}",
                                 ensure_ascii=False))
     data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""

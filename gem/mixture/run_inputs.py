@@ -3,6 +3,12 @@ corpus into the domain table and the per-document table; ``run_metadata`` gather
 ``mixture.json`` records (corpus fingerprint, embedding model, clustering); ``RunMixtureInputs``
 holds all of it (and builds the mixture plus the assignments ``write_bundle`` takes), and
 ``mixture_inputs_from_run`` reads a saved run into one.
+
+Documents excluded by curators (``gem.flags``) never reach an export, whether or not the run was
+fitted with them: they are dropped from the documents (so from the token counts, assignments.parquet
+and the Dolma attributes), listed in ``RunMixtureInputs.excluded`` (the bundle's blocklist
+``excluded_documents.jsonl``: id, reason, note, author, at) and summed per topic in
+``RunMixtureInputs.removed`` (``exclusion_summary``). Document tags travel in a ``tags`` column.
 """
 from __future__ import annotations
 
@@ -141,6 +147,8 @@ class RunMixtureInputs:
     metadata: dict[str, Any]
     taxonomy: dict | None
     notes: list[str]
+    excluded: pd.DataFrame | None = None  # the blocklist: id, reason, note, author, at
+    removed: pd.DataFrame | None = None  # per topic: what the exclusions removed (exclusion_summary)
 
     def __post_init__(self) -> None:
         if self.taxonomy is None:
@@ -202,12 +210,28 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
         except KeyError:
             notes.append(f"run {run_name!r} is not synced into the taxonomy: domains use cluster ids t<k>")
         taxonomy = tax.export_json()
-    domains, docs, parent_labels = run_domains(run.assignments, corpus, K, mass=mass, topics=topics)
+    from gem.flags import DocFlags, keep_mask
+
+    flags = DocFlags(ws)
+    blocklist = flags.blocklist()
+    assignments = run.assignments
+    keep = keep_mask(assignments["id"].astype(str).to_numpy(), blocklist["id"])
+    domains, docs, parent_labels = run_domains(assignments[keep].reset_index(drop=True), corpus, K, mass=mass,
+                                               topics=topics)
+    tags = flags.tags_of()
+    if tags:
+        docs["tags"] = [tags.get(i, []) for i in docs["id"]]
+    removed = None
+    if len(blocklist):
+        removed = exclusion_summary(ws, run, corpus, domains, assignments, blocklist["id"])
+        notes.append(f"{int(removed['removed_docs'].sum()):,} excluded document(s) left out "
+                     f"({int(removed['removed_tokens'].sum()):,} tokens); listed in excluded_documents.jsonl")
     params = dict(getattr(run, "params", {}) or {})
     rep = run.representation
     metadata = run_metadata(ws, rep, {"run": run_name, "method": getattr(run, "method", None),
                                       "representation": rep, "n_clusters": K, "params": params})
-    inputs = RunMixtureInputs(domains, docs, parent_labels, metadata, taxonomy, notes)
+    inputs = RunMixtureInputs(domains, docs, parent_labels, metadata, taxonomy, notes,
+                              excluded=blocklist if len(blocklist) else None, removed=removed)
     if with_gis:
         try:
             X_all = ws.load_embeddings(rep, mmap=True)
@@ -220,3 +244,47 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
             pos = pd.Index(corpus["id"].astype(str)).get_indexer(docs["id"])
             inputs = inputs.with_scores(np.asarray(X_all[pos], dtype=np.float32), model)
     return inputs
+
+
+def exclusion_summary(ws, run, corpus: pd.DataFrame, domains: pd.DataFrame, assignments: pd.DataFrame,
+                      excluded_ids) -> pd.DataFrame:
+    """Per topic (domains' order): id, label, kept documents and tokens (as exported), and what the
+    exclusions removed: removed_docs, removed_tokens, removed_token_share (of the topic's tokens
+    before). An excluded document takes the topic of its cluster in the run; one the run was fitted
+    without takes the cluster the model predicts for it (the topic it would be in); a row
+    ``(no topic)`` counts those that cannot be placed (no embeddings)."""
+    ids = pd.Index(corpus["id"].astype(str))
+    excluded = pd.Index(pd.unique(np.asarray(excluded_ids, dtype=object).astype(str)))
+    excluded = excluded[ids.get_indexer(excluded) >= 0]  # ids no longer in the corpus remove nothing
+    tokens = corpus["n_tokens"].to_numpy(np.int64)
+    a_ids = pd.Index(assignments["id"].astype(str))
+    pos = a_ids.get_indexer(excluded)
+    cluster = np.full(len(excluded), -1, dtype=np.int64)
+    cluster[pos >= 0] = assignments["cluster"].to_numpy(np.int64)[pos[pos >= 0]]
+    missing = np.flatnonzero(pos < 0)
+    if missing.size:  # fitted without them: where would the model put them?
+        try:
+            from gem.baselines import uses_raw_vectors
+
+            rep = run.representation
+            rows = ids.get_indexer(excluded[missing])
+            X = ws.load_raw_embeddings(rep) if uses_raw_vectors(run.method) else ws.load_embeddings(rep, mmap=True)
+            cluster[missing] = np.asarray(run.model.predict(np.asarray(X[rows], dtype=np.float32)), dtype=np.int64)
+        except (OSError, ValueError, AttributeError):
+            pass
+    ex_tokens = tokens[ids.get_indexer(excluded)]
+    K = len(domains)
+    placed = cluster >= 0
+    n_rem = np.bincount(cluster[placed], minlength=K)[:K]
+    t_rem = np.bincount(cluster[placed], weights=ex_tokens[placed].astype(np.float64), minlength=K)[:K]
+    kept_tokens = domains["n_tokens"].to_numpy(np.float64)
+    out = pd.DataFrame({"id": domains["id"].to_numpy(), "label": domains["label"].to_numpy(),
+                        "kept_docs": domains["n_docs"].to_numpy(np.int64),
+                        "kept_tokens": kept_tokens.astype(np.int64),
+                        "removed_docs": n_rem.astype(np.int64), "removed_tokens": t_rem.round().astype(np.int64)})
+    if (~placed).any():
+        out.loc[len(out)] = ["(no topic)", "excluded, not placed", 0, 0, int((~placed).sum()),
+                             int(ex_tokens[~placed].sum())]
+    before = out["kept_tokens"] + out["removed_tokens"]
+    out["removed_token_share"] = np.where(before > 0, out["removed_tokens"] / before.clip(lower=1), 0.0)
+    return out
