@@ -40,6 +40,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import unicodedata
 import zlib
 from collections import Counter, deque
@@ -256,12 +257,14 @@ def number_too_large() -> str:
     return f"number too large (an integer of more than {sys.get_int_max_str_digits():,} digits)"
 
 
-def _iter_jsonl(path: Path, gz: bool) -> Iterator[tuple[str, int, dict | None, tuple[str, str, object] | None, None]]:
+def _iter_jsonl(path: Path, gz: bool, tell=None) -> Iterator[tuple[str, int, dict | None, tuple[str, str, object] | None, None]]:
     opener = gzip.open if gz else open
     try:
         fh = opener(path, "rb")
     except OSError as exc:
         raise CorpusError(f"{show_path(path)}: cannot open ({exc.strerror or exc})") from None
+    if tell is not None:  # bytes of the file read so far (compressed bytes for gzip)
+        tell.fn = fh.fileobj.tell if gz else fh.tell
     lineno = 0
     try:
         with fh:
@@ -361,7 +364,7 @@ def _csv_row(header: list[str], lineno: int, row: list[str], raw: str, last: int
     return "line", lineno, dict(zip(header, row)), None, last
 
 
-def _iter_csv(path: Path, text_field: str, columns: Sequence[str | None] = ()):
+def _iter_csv(path: Path, text_field: str, columns: Sequence[str | None] = (), tell=None):
     """CSV rows (RFC 4180 quoting, read strictly: a quote must close before a comma or line end).
 
     A quoted field may hold line breaks, so a record can span several physical lines; a stray
@@ -380,6 +383,8 @@ def _iter_csv(path: Path, text_field: str, columns: Sequence[str | None] = ()):
         fh = open(path, "r", encoding="utf-8", errors="surrogateescape", newline="")
     except OSError as exc:
         raise CorpusError(f"{show_path(path)}: cannot open ({exc.strerror or exc})") from None
+    if tell is not None:
+        tell.fn = fh.buffer.tell
     with fh:
         lines = _Lines(fh)
         reader = csv.reader(lines, strict=True)
@@ -457,9 +462,9 @@ def _is_string_type(t) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-def _iter_parquet(path: Path, text_field: str, columns: Sequence[str | None] = ()):
+def _iter_parquet(path: Path, text_field: str, columns: Sequence[str | None] = (), tell=None):
     with _parquet_source(path) as source:
-        yield from _parquet_rows(path, source, text_field, columns)
+        yield from _parquet_rows(path, source, text_field, columns, tell)
 
 
 @contextlib.contextmanager
@@ -477,7 +482,7 @@ def _parquet_source(path: Path):
         yield fh
 
 
-def _parquet_rows(path: Path, source, text_field: str, columns: Sequence[str | None]):
+def _parquet_rows(path: Path, source, text_field: str, columns: Sequence[str | None], tell=None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -499,6 +504,9 @@ def _parquet_rows(path: Path, source, text_field: str, columns: Sequence[str | N
     if not _is_string_type(value_type):
         raise CorpusError(f"{show_path(path)}: column {text_field!r} has type {ttype}, expected strings")
     row = 0
+    if tell is not None:  # bytes read, estimated from the rows read
+        size, total = os.stat(path).st_size, max(1, pf.metadata.num_rows)
+        tell.fn = lambda: size * row // total
     try:
         for batch in pf.iter_batches(batch_size=65536):
             for rec in batch.to_pylist():
@@ -628,35 +636,6 @@ def text_fingerprints(texts: Sequence[str]):
     )
 
 
-def exact_duplicates(texts: Sequence[str]):
-    """For each row, the index of the first row with the same normalised text (its own index when
-    it is the first). The one exact-duplicate detector: ingest reports and drops with it."""
-    import numpy as np
-
-    keys = text_fingerprints(texts)
-    if keys.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)  # first occurrences
-    return first[inverse.reshape(-1)].astype(np.int64)
-
-
-def duplicate_groups(first_of) -> list:
-    """Row-index groups (each ascending, groups by first row) of the rows sharing one text,
-    from ``exact_duplicates``; singletons left out."""
-    import numpy as np
-
-    first_of = np.asarray(first_of)
-    rows = np.arange(first_of.size)
-    has_copy = np.zeros(first_of.size, dtype=bool)
-    has_copy[first_of[first_of != rows]] = True
-    members = np.flatnonzero(has_copy[first_of])
-    members = members[np.argsort(first_of[members], kind="stable")]
-    if members.size == 0:
-        return []
-    cuts = np.flatnonzero(np.diff(first_of[members])) + 1
-    return [g for g in np.split(members, cuts)]
-
-
 def minhash_signatures(
     texts: Sequence[str],
     num_perm: int = MINHASH_PERMUTATIONS,
@@ -726,52 +705,502 @@ def near_duplicates(
     memory grow linearly with the number of texts (bounded by ``bands`` candidate pairs per text).
     ``candidates``: bool mask of rows to consider (e.g. not already exact copies); others are kept.
     """
+    return _NearIndex(threshold, num_perm=num_perm, bands=bands, shingle_words=shingle_words, seed=seed).add(
+        list(texts), candidates)
+
+
+# ---------------------------------------------------------------------------- streamed loading
+STREAM_BATCH_ROWS = 65536  # records checked, deduplicated, token-counted and written together (a row group)
+STREAM_BATCH_CHARS = 32 << 20  # ... or fewer, when their texts hold more characters than this
+PROGRESS_EVERY = 8192  # records read between two calls of the progress callback
+
+
+def _digest16(values: Sequence[str]):
+    """16-byte blake2b digests (numpy ``S16``) of strings, as UTF-8."""
     import numpy as np
 
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"near-duplicate threshold must be in (0, 1], not {threshold}")
-    n = len(texts)
-    dup_of = np.full(n, -1, dtype=np.int64)
-    similarity = np.full(n, np.nan)
-    rows = np.arange(n) if candidates is None else np.flatnonzero(np.asarray(candidates, dtype=bool))
-    if rows.size < 2:
+    return np.array([hashlib.blake2b(v.encode("utf-8", "surrogatepass"), digest_size=16).digest() for v in values],
+                    dtype="S16")
+
+
+class _Growing:
+    """A numpy array (1-D, or rows of ``width``) appended to in blocks; capacity doubles."""
+
+    def __init__(self, dtype, width: int | None = None):
+        import numpy as np
+
+        self._a = np.empty((1024,) if width is None else (1024, width), dtype=dtype)
+        self.n = 0
+
+    def extend(self, values) -> None:
+        import numpy as np
+
+        values = np.asarray(values, dtype=self._a.dtype)
+        need = self.n + len(values)
+        if need > len(self._a):
+            grown = np.empty((max(need, 2 * len(self._a)), *self._a.shape[1:]), dtype=self._a.dtype)
+            grown[: self.n] = self._a[: self.n]
+            self._a = grown
+        self._a[self.n : need] = values
+        self.n = need
+
+    def view(self):
+        return self._a[: self.n]
+
+
+class _KeyIndex:
+    """A map from fixed-size keys (``S16`` digests or ``uint64``) to row numbers, kept as a few
+    sorted numpy runs (merged when a new run is at least half the size of the one before, so there
+    are O(log n) of them): 16 + 8 or 8 + 8 bytes a key, looked up and added a batch at a time."""
+
+    def __init__(self):
+        self._runs: list[tuple] = []
+
+    def lookup(self, keys):
+        """The row stored for each key, -1 where the key is absent."""
+        import numpy as np
+
+        out = np.full(len(keys), -1, dtype=np.int64)
+        for k, v in self._runs:
+            pos = np.searchsorted(k, keys)
+            at = np.minimum(pos, len(k) - 1)
+            hit = (pos < len(k)) & (k[at] == keys)
+            out[hit] = v[at[hit]]
+        return out
+
+    def add(self, keys, rows) -> None:
+        """Store keys that are not in the index yet (and unique among themselves)."""
+        import numpy as np
+
+        if len(keys) == 0:
+            return
+        order = np.argsort(keys, kind="stable")
+        self._runs.append((keys[order], np.asarray(rows, dtype=np.int64)[order]))
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+            (k2, v2), (k1, v1) = self._runs.pop(), self._runs.pop()
+            k, v = np.concatenate([k1, k2]), np.concatenate([v1, v2])
+            order = np.argsort(k, kind="stable")
+            self._runs.append((k[order], v[order]))
+
+    def first_in_batch(self, keys):
+        """(row already stored or -1, index of the first equal key within ``keys``) per key."""
+        import numpy as np
+
+        found = self.lookup(keys)
+        if len(keys) == 0:
+            return found, np.zeros(0, dtype=np.int64)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        return found, first[inverse.reshape(-1)]
+
+
+class _Ids:
+    """The ids of the rows kept so far, as UTF-8 bytes plus an 8-byte end offset each."""
+
+    def __init__(self):
+        from array import array
+
+        self._buf = bytearray()
+        self._ends = array("q")
+
+    def extend(self, ids: Sequence[str]) -> None:
+        for s in ids:
+            self._buf += s.encode("utf-8")
+            self._ends.append(len(self._buf))
+
+    def __getitem__(self, row: int) -> str:
+        start = self._ends[row - 1] if row else 0
+        return self._buf[start : self._ends[row]].decode("utf-8")
+
+
+class _NearIndex:
+    """Streamed MinHash LSH near-duplicate detection (see :func:`near_duplicates`): rows arrive in
+    batches, in order; each keeps its signature (4 * ``num_perm`` bytes) and, per band, a bucket key
+    with the bucket's first row (16 bytes a band), so a row is compared with the first row of each
+    bucket it falls in, whatever batch that row came in."""
+
+    def __init__(self, threshold: float, num_perm: int = MINHASH_PERMUTATIONS, bands: int = MINHASH_BANDS,
+                 shingle_words: int = SHINGLE_WORDS, seed: int = 0):
+        import numpy as np
+
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"near-duplicate threshold must be in (0, 1], not {threshold}")
+        self.threshold, self.num_perm, self.shingle_words, self.seed = threshold, num_perm, shingle_words, seed
+        self.r = max(1, num_perm // bands)
+        self.n_bands = min(bands, num_perm // self.r)
+        self.mult = np.random.default_rng(seed + 1).integers(1, np.iinfo(np.uint64).max, self.r, dtype=np.uint64) | np.uint64(1)
+        self.sig = _Growing(np.uint32, num_perm)
+        self.dropped = _Growing(bool)
+        self.buckets = [_KeyIndex() for _ in range(self.n_bands)]
+
+    def add(self, texts: Sequence[str], candidates=None):
+        """Add the next ``len(texts)`` rows; returns (dup_of: earlier kept row or -1, similarity or
+        NaN) for them. Rows outside ``candidates`` (bool mask) are kept and never compared."""
+        import numpy as np
+
+        m, r0 = len(texts), self.sig.n
+        dup_of = np.full(m, -1, dtype=np.int64)
+        similarity = np.full(m, np.nan)
+        cand = np.arange(m) if candidates is None else np.flatnonzero(np.asarray(candidates, dtype=bool))
+        sig = np.full((m, self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        empty = np.ones(m, dtype=bool)
+        if cand.size:
+            sig[cand], empty[cand] = minhash_signatures([texts[i] for i in cand], num_perm=self.num_perm,
+                                                        shingle_words=self.shingle_words, seed=self.seed)
+        self.sig.extend(sig)
+        self.dropped.extend(np.zeros(m, dtype=bool))
+        live = np.flatnonzero(~empty)  # batch rows, ascending: a bucket's first row is its earliest
+        rows = r0 + live
+        pairs = []
+        for band, index in enumerate(self.buckets):
+            cols = sig[live, band * self.r : (band + 1) * self.r].astype(np.uint64)
+            with np.errstate(over="ignore"):
+                key = (cols * self.mult[None, : cols.shape[1]]).sum(axis=1, dtype=np.uint64) ^ np.uint64(band)
+            found, first = index.first_in_batch(key)
+            head = np.where(found >= 0, found, rows[first])
+            same = head != rows
+            if same.any():
+                pairs.append(np.stack([head[same], rows[same]], axis=1))
+            new = (found < 0) & (first == np.arange(live.size))
+            index.add(key[new], rows[new])
+        if not pairs:
+            return dup_of, similarity
+        pairs = np.unique(np.concatenate(pairs), axis=0)  # sorted by (i, j); i < j
+        every = self.sig.view()
+        sim = np.empty(len(pairs))
+        for s in range(0, len(pairs), 65536):
+            p = pairs[s : s + 65536]
+            sim[s : s + 65536] = (every[p[:, 0]] == every[p[:, 1]]).mean(axis=1)
+        ok = sim >= self.threshold - 1e-12
+        pairs, sim = pairs[ok], sim[ok]
+        order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later row, then earlier row
+        dropped = self.dropped.view()
+        for (i, j), v in zip(pairs[order].tolist(), sim[order].tolist()):
+            if not dropped[j] and not dropped[i]:  # j matches an earlier row that was kept
+                dropped[j] = True
+                dup_of[j - r0] = i
+                similarity[j - r0] = v
         return dup_of, similarity
-    sig, empty = minhash_signatures([texts[i] for i in rows], num_perm=num_perm, shingle_words=shingle_words, seed=seed)
-    live = np.flatnonzero(~empty)  # local indices (ascending, so "first" = earliest row)
-    r = max(1, num_perm // bands)
-    mult = np.random.default_rng(seed + 1).integers(1, np.iinfo(np.uint64).max, r, dtype=np.uint64) | np.uint64(1)
-    pairs = []
-    for band in range(bands):
-        cols = sig[live, band * r : (band + 1) * r].astype(np.uint64)
-        if cols.shape[1] == 0:
-            break
-        with np.errstate(over="ignore"):
-            key = (cols * mult[None, : cols.shape[1]]).sum(axis=1, dtype=np.uint64) ^ np.uint64(band)
-        order = np.argsort(key, kind="stable")
-        k = key[order]
-        new = np.r_[True, k[1:] != k[:-1]]
-        head = order[np.maximum.accumulate(np.where(new, np.arange(k.size), 0))]  # bucket's first row
-        same = ~new
-        if same.any():
-            pairs.append(np.stack([live[head[same]], live[order[same]]], axis=1))
-    if not pairs:
-        return dup_of, similarity
-    pairs = np.unique(np.concatenate(pairs), axis=0)  # sorted by (i, j); i < j
-    sim = np.empty(len(pairs))
-    for s in range(0, len(pairs), 65536):
-        p = pairs[s : s + 65536]
-        sim[s : s + 65536] = (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1)
-    ok = sim >= threshold - 1e-12
-    pairs, sim = pairs[ok], sim[ok]
-    order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later row, then earlier row
-    local_dup = np.full(rows.size, -1, dtype=np.int64)
-    for (i, j), v in zip(pairs[order].tolist(), sim[order].tolist()):
-        if local_dup[j] == -1 and local_dup[i] == -1:  # j matches an earlier row that was kept
-            local_dup[j] = i
-            similarity[rows[j]] = v
-    hit = local_dup >= 0
-    dup_of[rows[hit]] = rows[local_dup[hit]]
-    return dup_of, similarity
+
+
+def _corpus_schema(label_columns: Sequence[str]):
+    """The Arrow schema of corpus.parquet (pandas metadata included): id, text, the label columns
+    (strings, missing = null), n_tokens (int64)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = pd.DataFrame({"id": pd.Series(["x"], dtype="str"), "text": pd.Series(["x"], dtype="str")})
+    for k in label_columns:
+        frame[k] = pd.Series([None], dtype="str")
+    frame["n_tokens"] = pd.Series([0], dtype="int64")
+    return pa.Schema.from_pandas(frame, preserve_index=False)
+
+
+class _RejectsFile:
+    """Rejects written as they come: checks of each record go straight to the file, duplicates
+    dropped by ``dedup`` to a spool appended at the end (so the file lists them after the others,
+    in row order). Counts, reasons and examples go into the report. ``path`` None: counted only."""
+
+    def __init__(self, report: LoadReport, path):
+        self.report, self.path = report, path
+        self.reasons: Counter = Counter()
+        self.examples = ([], [])  # first messages: record checks, duplicates
+        self.files = [None, None]
+        self.tmp: list[Path] = []
+        if path is not None:
+            path = Path(path)
+            for kind in ("", ".dup"):
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{kind}.", suffix=".tmp", dir=path.parent)
+                os.close(fd)
+                self.tmp.append(Path(tmp))
+            self.files = [open(t, "w", encoding="utf-8", errors="backslashreplace") for t in self.tmp]
+
+    def add(self, rejects: Sequence[_Reject], duplicates: bool = False) -> None:
+        kind = int(duplicates)
+        fh, examples = self.files[kind], self.examples[kind]
+        for r in rejects:
+            self.reasons[r.category] += 1
+            if len(examples) < 20:
+                examples.append(r.message())
+            if fh is not None:
+                fh.write(_reject_line(r))
+
+    def close(self) -> None:
+        """Complete the report's reject fields and move the file into place (also after a failure)."""
+        self.report.n_rejected = sum(self.reasons.values())
+        self.report.reasons = dict(self.reasons)
+        self.report.examples = (self.examples[0] + self.examples[1])[:20]
+        if self.path is None:
+            return
+        main, spool = self.files
+        try:
+            spool.close()
+            with open(self.tmp[1], "r", encoding="utf-8") as fh:
+                shutil.copyfileobj(fh, main, 1 << 20)
+            main.flush()
+            os.fsync(main.fileno())
+            main.close()
+            os.chmod(self.tmp[0], 0o666 & ~_umask())
+            os.replace(self.tmp[0], self.path)
+            self.report.rejects_path = str(self.path)
+        finally:
+            main.close()
+            for t in self.tmp:
+                t.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    from .store import _UMASK
+
+    return _UMASK
+
+
+def _reject_line(r: _Reject) -> str:
+    d = r.to_json()
+    try:
+        line = json.dumps(d, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested deeper than the encoder follows
+        d["record"] = None  # not printable
+        line = json.dumps(d, ensure_ascii=False, default=str)
+    return line + "\n"
+
+
+class _Tell:
+    """Bytes of the current input file read so far (set by its reader), for progress reports."""
+
+    def __init__(self):
+        self.fn = None
+
+    def __call__(self) -> int:
+        try:
+            return int(self.fn()) if self.fn is not None else 0
+        except (OSError, ValueError):  # closed file
+            return 0
+
+
+def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fields=None, tokens_field=None,
+                   rejects_path=None, model_path=None, dedup=DEFAULT_DEDUP, near_threshold=NEAR_DUPLICATE_THRESHOLD,
+                   progress=None, batch_size=STREAM_BATCH_ROWS):
+    """Read, check and deduplicate ``inputs`` in batches, handing each batch of kept rows to
+    ``write`` (a pyarrow Table of the ``_corpus_schema`` of every label field asked for). Returns
+    (LoadReport, the corpus columns: label fields that occur in no record are left out unless
+    asked for by name). Memory: one batch plus the per-row state of ``_KeyIndex`` / ``_Ids`` /
+    ``_NearIndex`` (see the README's ingest section)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if dedup not in DEDUP_MODES:
+        raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    files = resolve_inputs(inputs)
+    stems = _id_prefixes(files)
+    fnames = [show_path(f) for f in files]
+    report = LoadReport(files=fnames, dedup=dedup, near_threshold=float(near_threshold) if dedup == "near" else None)
+    labels_explicit = label_fields is not None
+    label_fields = list(label_fields) if labels_explicit else list(DEFAULT_LABEL_FIELDS)
+    bad_labels = [k for k in label_fields if k in ("id", "text", "n_tokens")]
+    if bad_labels:
+        raise ValueError(f"label field(s) {bad_labels} clash with the corpus columns id/text/n_tokens")
+    near = _NearIndex(near_threshold) if dedup == "near" else None
+    schema = _corpus_schema(label_fields)
+    label_seen: set[str] = set()
+    id_index, text_index, kept_ids = _KeyIndex(), _KeyIndex(), _Ids()
+    where_of = _Growing(np.int64)  # per row: its position in its file (line or row) ...
+    file_of = _Growing(np.int32)  # ... and which file
+    groups: dict[int, list[str]] = {}  # first row -> ids sharing its normalised text (only texts with copies)
+    total_bytes = sum(os.stat(f).st_size for f in files)
+    state = {"bytes_done": 0, "first_problem": None, "file_accepted": 0, "rows": 0}
+    tell = _Tell()
+    rejects = _RejectsFile(report, rejects_path)
+
+    def report_progress():
+        if progress is not None:
+            progress(report.n_records, min(state["bytes_done"] + tell(), total_bytes), total_bytes)
+
+    def location(row: int) -> str:
+        f = int(file_of.view()[row])
+        return f"{fnames[f]}: {'row' if _suffix(files[f]) == '.parquet' else 'line'} {int(where_of.view()[row])}"
+
+    def flush(fi: int, batch: dict) -> None:
+        """Check ids, deduplicate, count tokens and write one batch of records; write its rejects."""
+        fname, n = fnames[fi], len(batch["ids"])
+        ids = batch["ids"]
+        found, first = id_index.first_in_batch(_digest16(ids)) if n else (np.zeros(0, np.int64),) * 2
+        ok = (found < 0) & (first == np.arange(n))
+        problems = batch["rejects"]
+        for k in np.flatnonzero(~ok).tolist():
+            seen = location(int(found[k])) if found[k] >= 0 else f"{fname}: {batch['where']} {batch['pos'][first[k]]}"
+            problems.append((batch["seq"][k], _Reject(fname, batch["where"], batch["pos"][k], "duplicate id",
+                                                      f"duplicate id {ids[k]!r} (first seen at {seen})", batch["recs"][k])))
+        problems.sort(key=lambda t: t[0])
+        rejects.add([r for _, r in problems])
+        if problems and state["first_problem"] is None:
+            state["first_problem"] = problems[0][1].message()
+        keep = np.flatnonzero(ok)
+        m = keep.size
+        if m == 0:
+            return
+        r0 = state["rows"]
+        rows = r0 + np.arange(m)
+        ids = [ids[k] for k in keep.tolist()]
+        texts = [batch["texts"][k] for k in keep.tolist()]
+        pos = [batch["pos"][k] for k in keep.tolist()]
+        id_index.add(_digest16(ids), rows)
+        kept_ids.extend(ids)
+        where_of.extend(pos)
+        file_of.extend(np.full(m, fi))
+        state["rows"] += m
+        state["file_accepted"] += m
+        report.n_generated_ids += int(np.asarray(batch["generated"])[keep].sum())
+        # exact copies of a normalised text: the first row is kept
+        tkeys = text_fingerprints(texts)
+        found, first = text_index.first_in_batch(tkeys)
+        first_of = np.where(found >= 0, found, r0 + first)
+        text_index.add(tkeys[(found < 0) & (first == np.arange(m))], rows[(found < 0) & (first == np.arange(m))])
+        copies = np.flatnonzero(first_of != rows)
+        for k in copies.tolist():
+            f = int(first_of[k])
+            groups.setdefault(f, [kept_ids[f]]).append(ids[k])
+        drop: dict[int, tuple[int, float | None]] = {}  # batch row -> (row it duplicates, estimated Jaccard)
+        if dedup in ("exact", "near"):
+            drop.update((k, (int(first_of[k]), None)) for k in copies.tolist())
+        if near is not None:
+            dup_of, similarity = near.add(texts, candidates=first_of == rows)
+            hits = np.flatnonzero(dup_of >= 0).tolist()
+            drop.update((k, (int(dup_of[k]), float(similarity[k]))) for k in hits)
+            report.n_near_duplicates_dropped += len(hits)
+        dropped = []
+        for k in sorted(drop):
+            j, sim = drop[k]
+            reason, extra = f"duplicate of {kept_ids[j]}", {"duplicate_of": kept_ids[j]}
+            if sim is not None:
+                reason += f" (near: estimated Jaccard {sim:.2f} >= {near_threshold:g})"
+                extra["similarity"] = round(sim, 4)
+            dropped.append(_Reject(fname, batch["where"], pos[k], "near duplicate" if sim is not None else "duplicate",
+                                   reason, {"id": ids[k], "text": texts[k]}, extra))
+        rejects.add(dropped, duplicates=True)
+        report.n_duplicates_dropped += len(drop)
+        out = [k for k in range(m) if k not in drop]
+        texts_out = [texts[k] for k in out]
+        columns = {"id": [ids[k] for k in out], "text": texts_out}
+        for name in label_fields:
+            values = batch["labels"][name]
+            columns[name] = [values[keep[k]] for k in out]
+        if tokens_field:
+            columns["n_tokens"] = [batch["tokens"][keep[k]] for k in out]
+        else:
+            from .embed import count_tokens
+
+            columns["n_tokens"] = count_tokens(texts_out, model_path=model_path) if texts_out else []
+        report.n_accepted += len(out)
+        if out:
+            write(pa.Table.from_pydict(columns, schema=schema))
+
+    def new_batch(where: str) -> dict:
+        return {"where": where, "ids": [], "texts": [], "recs": [], "pos": [], "seq": [], "generated": [],
+                "tokens": [], "labels": {k: [] for k in label_fields}, "rejects": [], "chars": 0}
+
+    try:
+        for fi, (path, stem) in enumerate(zip(files, stems)):
+            fname = fnames[fi]
+            suffix = _suffix(path)
+            read = [id_field, tokens_field, *label_fields]  # columns that must not appear twice
+            tell.fn = None
+            if suffix in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
+                records = _iter_jsonl(path, gz=suffix.endswith(".gz"), tell=tell)
+            elif suffix == ".csv":
+                records = _iter_csv(path, text_field, read, tell=tell)
+            else:
+                records = _iter_parquet(path, text_field, read, tell=tell)
+            records_before = report.n_records
+            state["first_problem"], state["file_accepted"] = None, 0
+            batch = new_batch("row" if suffix == ".parquet" else "line")
+            for where, pos, rec, problem, last in records:
+                report.n_records += 1
+                seq = report.n_records
+                if report.n_records % PROGRESS_EVERY == 0:
+                    report_progress()
+                if last is not None:  # a CSV record whose quoted field spans lines pos..last
+                    report.n_multiline_records += 1
+                    if len(report.multiline_examples) < 5:
+                        report.multiline_examples.append(f"{fname}: lines {pos}-{last}")
+                if problem is not None:
+                    batch["rejects"].append((seq, _Reject(fname, where, pos, *problem)))
+                else:
+                    err, doc_id, labs, ntok = _check_record(rec, text_field, id_field, label_fields, tokens_field, label_seen)
+                    if err is not None:
+                        batch["rejects"].append((seq, _Reject(fname, where, pos, err[0], err[1], rec)))
+                    else:
+                        generated = doc_id is None
+                        batch["ids"].append(f"{stem}:{pos}" if generated else doc_id)
+                        batch["generated"].append(generated)
+                        batch["texts"].append(rec[text_field])
+                        batch["recs"].append(rec)
+                        batch["pos"].append(pos)
+                        batch["seq"].append(seq)
+                        batch["tokens"].append(ntok)
+                        for k in label_fields:
+                            batch["labels"][k].append(labs[k])
+                        batch["chars"] += len(rec[text_field])
+                if len(batch["ids"]) >= batch_size or len(batch["rejects"]) >= batch_size or batch["chars"] >= STREAM_BATCH_CHARS:
+                    flush(fi, batch)
+                    batch = new_batch(batch["where"])
+            flush(fi, batch)
+            state["bytes_done"] += os.stat(path).st_size
+            tell.fn = None
+            report_progress()
+            if state["file_accepted"] == 0:
+                if report.n_records == records_before:
+                    raise CorpusError(f"{fname}: no records in the file")
+                raise CorpusError(
+                    f"{fname}: no record accepted out of {report.n_records - records_before}; "
+                    f"first problem: {state['first_problem']}"
+                )
+        if labels_explicit:
+            missing = [k for k in label_fields if k not in label_seen]
+            if missing:
+                raise CorpusError(
+                    f"label field(s) {missing} occur in no record of {', '.join(report.files)}; check --label-field"
+                )
+    finally:
+        rejects.close()
+    report.duplicate_groups = [groups[f] for f in sorted(groups)]
+    report.tokens_computed = not tokens_field
+    columns = ["id", "text", *[k for k in label_fields if labels_explicit or k in label_seen], "n_tokens"]
+    return report, columns
+
+
+def _check_record(rec: dict, text_field, id_field, label_fields, tokens_field, label_seen: set):
+    """(error or None, id or None, labels, token count) of one parsed record; an error is
+    (category, reason). The id is checked for duplicates later, a batch at a time."""
+    text = rec.get(text_field)
+    if text is None:
+        return ("missing text field", f"missing text field {text_field!r}"), None, None, None
+    if not isinstance(text, str):
+        return ("wrong type", f"wrong type: {text_field!r} is {_typename(text)}, expected a string"), None, None, None
+    if not text.strip():
+        return ("empty text", f"empty text in {text_field!r}"), None, None, None
+    if _has_surrogates(text):
+        return ("not UTF-8", f"{text_field!r} is not valid Unicode (lone surrogate)"), None, None, None
+    doc_id = None
+    if id_field and rec.get(id_field) not in (None, ""):
+        doc_id, e = _check_value(rec.get(id_field), id_field)
+        if e:
+            return (_value_category(e), e), None, None, None
+    labs = {}
+    for k in label_fields:
+        v, e = _check_value(rec.get(k), k)
+        if e:
+            return (_value_category(e), e), None, None, None
+        labs[k] = v
+        if k in rec:
+            label_seen.add(k)
+    ntok = None
+    if tokens_field:
+        ntok, err = _parse_tokens(rec.get(tokens_field), tokens_field)
+        if err is not None:
+            return err, None, None, None
+    return None, doc_id, labs, ntok
 
 
 def load_corpus(
@@ -785,6 +1214,8 @@ def load_corpus(
     model_path: str | os.PathLike | None = None,
     dedup: str = DEFAULT_DEDUP,
     near_threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    progress=None,
+    batch_size: int = STREAM_BATCH_ROWS,
 ):
     """Read, validate and combine corpus files. Returns (pandas.DataFrame, LoadReport).
 
@@ -795,225 +1226,119 @@ def load_corpus(
     whose estimated word-3-gram Jaccard with an earlier kept text is >= ``near_threshold``, "none"
     keeps them (exact copies are still reported). Dropped rows go to the rejects file with reason
     ``"duplicate of <id>"``. ``drop_duplicates`` is the old switch: True = "exact", False = "none".
+    progress: called as ``progress(records_read, bytes_read, bytes_total)`` while reading.
+    The input is read in batches of ``batch_size`` records, as ``ingest`` does, but the frame
+    returned holds the whole corpus: use :func:`ingest` for corpora larger than memory.
     """
-    import numpy as np
-    import pandas as pd
+    import pyarrow as pa
 
     if drop_duplicates is not None:
         dedup = "exact" if drop_duplicates else "none"
-    if dedup not in DEDUP_MODES:
-        raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
-
-    files = resolve_inputs(inputs)
-    stems = _id_prefixes(files)
-
-    report = LoadReport(files=[show_path(f) for f in files], dedup=dedup,
-                        near_threshold=float(near_threshold) if dedup == "near" else None)
-    rejects: list[_Reject] = []
-    cols: dict[str, list] = {"id": [], "text": []}
-    origins: list[tuple[str, str, int]] = []  # (file, "line"/"row", position) of accepted rows
-    labels_explicit = label_fields is not None
-    label_fields = list(label_fields) if labels_explicit else list(DEFAULT_LABEL_FIELDS)
-    label_values: dict[str, list] = {k: [] for k in label_fields}
-    label_seen: set[str] = set()
-    tokens: list[int] = []
-    seen_ids: dict[str, str] = {}
-    reserved = {"id", "text", "n_tokens"}
-    bad_labels = [k for k in label_fields if k in reserved]
-    if bad_labels:
-        raise ValueError(f"label field(s) {bad_labels} clash with the corpus columns id/text/n_tokens")
-
-    def reject(fname, where, pos, category, reason, record):
-        rejects.append(_Reject(fname, where, pos, category, reason, record))
-
-    try:
-        for path, stem in zip(files, stems):
-            fname = show_path(path)
-            suffix = _suffix(path)
-            read = [id_field, tokens_field, *label_fields]  # columns that must not appear twice
-            if suffix in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
-                records = _iter_jsonl(path, gz=suffix.endswith(".gz"))
-            elif suffix == ".csv":
-                records = _iter_csv(path, text_field, read)
-            else:
-                records = _iter_parquet(path, text_field, read)
-            accepted_before, records_before = report.n_accepted, report.n_records
-            first_problem = None
-            for where, pos, rec, problem, last in records:
-                report.n_records += 1
-                if last is not None:  # a CSV record whose quoted field spans lines pos..last
-                    report.n_multiline_records += 1
-                    if len(report.multiline_examples) < 5:
-                        report.multiline_examples.append(f"{fname}: lines {pos}-{last}")
-                if problem is not None:
-                    reject(fname, where, pos, *problem)
-                    first_problem = first_problem or rejects[-1].message()
-                    continue
-                err = None
-                text = rec.get(text_field)
-                if text is None:
-                    err = ("missing text field", f"missing text field {text_field!r}")
-                elif not isinstance(text, str):
-                    err = ("wrong type", f"wrong type: {text_field!r} is {_typename(text)}, expected a string")
-                elif not text.strip():
-                    err = ("empty text", f"empty text in {text_field!r}")
-                elif _has_surrogates(text):
-                    err = ("not UTF-8", f"{text_field!r} is not valid Unicode (lone surrogate)")
-                doc_id = None
-                if err is None and id_field and rec.get(id_field) not in (None, ""):
-                    doc_id, e = _check_value(rec.get(id_field), id_field)
-                    if e:
-                        err = (_value_category(e), e)
-                labs = {}
-                if err is None:
-                    for k in label_fields:
-                        v, e = _check_value(rec.get(k), k)
-                        if e:
-                            err = (_value_category(e), e)
-                            break
-                        labs[k] = v
-                        if k in rec:
-                            label_seen.add(k)
-                ntok = None
-                if err is None and tokens_field:
-                    ntok, err = _parse_tokens(rec.get(tokens_field), tokens_field)
-                generated = False
-                if err is None and doc_id is None:
-                    doc_id, generated = f"{stem}:{pos}", True
-                if err is None and doc_id in seen_ids:
-                    err = ("duplicate id", f"duplicate id {doc_id!r} (first seen at {seen_ids[doc_id]})")
-                if err is not None:
-                    reject(fname, where, pos, err[0], err[1], rec)
-                    first_problem = first_problem or rejects[-1].message()
-                    continue
-                seen_ids[doc_id] = f"{fname}: {where} {pos}"
-                report.n_generated_ids += generated
-                cols["id"].append(doc_id)
-                cols["text"].append(text)
-                origins.append((fname, where, pos))
-                for k in label_fields:
-                    label_values[k].append(labs[k])
-                if tokens_field:
-                    tokens.append(ntok)
-                report.n_accepted += 1
-            if report.n_accepted == accepted_before:
-                if report.n_records == records_before:
-                    raise CorpusError(f"{fname}: no records in the file")
-                raise CorpusError(
-                    f"{fname}: no record accepted out of {report.n_records - records_before}; first problem: {first_problem}"
-                )
-    finally:
-        _finish_rejects(report, rejects, rejects_path)
-
-    frame = pd.DataFrame({"id": cols["id"], "text": cols["text"]})
-    for k in label_fields:
-        if labels_explicit or k in label_seen:
-            frame[k] = pd.Series(label_values[k], dtype="str")  # missing labels become NA
-    if labels_explicit:
-        missing = [k for k in label_fields if k not in label_seen]
-        if missing:
-            raise CorpusError(
-                f"label field(s) {missing} occur in no record of {', '.join(report.files)}; check --label-field"
-            )
-
-    # duplicates: exact copies (normalised text) are always reported; dedup decides what is dropped
-    texts = frame["text"].tolist()
-    ids = frame["id"].tolist()
-    first_of = exact_duplicates(texts)
-    report.duplicate_groups = [[ids[i] for i in g] for g in duplicate_groups(first_of)]
-    drop: dict[int, tuple[int, float | None]] = {}  # row -> (row it duplicates, estimated Jaccard)
-    if dedup in ("exact", "near"):
-        for i in np.flatnonzero(first_of != np.arange(len(first_of))).tolist():
-            drop[i] = (int(first_of[i]), None)
-    if dedup == "near":
-        dup_of, similarity = near_duplicates(texts, threshold=near_threshold, candidates=first_of == np.arange(len(first_of)))
-        for i in np.flatnonzero(dup_of >= 0).tolist():
-            drop[i] = (int(dup_of[i]), float(similarity[i]))
-        report.n_near_duplicates_dropped = int((dup_of >= 0).sum())
-    if drop:
-        for i in sorted(drop):
-            j, sim = drop[i]
-            fname, where, pos = origins[i]
-            reason = f"duplicate of {ids[j]}"
-            extra = {"duplicate_of": ids[j]}
-            if sim is not None:
-                reason += f" (near: estimated Jaccard {sim:.2f} >= {near_threshold:g})"
-                extra["similarity"] = round(sim, 4)
-            rejects.append(_Reject(fname, where, pos, "near duplicate" if sim is not None else "duplicate", reason,
-                                   {"id": ids[i], "text": texts[i]}, extra))
-        report.n_duplicates_dropped = len(drop)
-        keep = np.ones(len(frame), dtype=bool)
-        keep[list(drop)] = False
-        frame = frame.loc[keep].reset_index(drop=True)
-        if tokens_field:
-            tokens = [t for t, k in zip(tokens, keep) if k]
-        _finish_rejects(report, rejects, rejects_path)
-
-    if tokens_field:
-        frame["n_tokens"] = pd.Series(tokens, dtype="int64")
-    else:
-        from .embed import count_tokens
-
-        frame["n_tokens"] = count_tokens(frame["text"].tolist(), model_path=model_path)
-        report.tokens_computed = True
-    frame["id"] = frame["id"].astype("str")
-    frame["text"] = frame["text"].astype("str")
-    report.n_accepted = len(frame)  # n_records = n_accepted + n_rejected (dropped duplicates are rejects)
-    return frame, report
+    tables: list = []
+    report, columns = _stream_corpus(
+        inputs, tables.append, text_field=text_field, id_field=id_field, label_fields=label_fields,
+        tokens_field=tokens_field, rejects_path=rejects_path, model_path=model_path, dedup=dedup,
+        near_threshold=near_threshold, progress=progress, batch_size=batch_size,
+    )
+    schema = _corpus_schema(columns[2:-1])
+    table = pa.concat_tables(tables).select(columns).cast(schema) if tables else schema.empty_table()
+    return table.to_pandas(), report
 
 
-def _finish_rejects(report: LoadReport, rejects: list[_Reject], rejects_path) -> None:
-    """Counts, reasons and examples of the rejects into the report; write the rejects file."""
-    report.n_rejected = len(rejects)
-    report.reasons = dict(Counter(r.category for r in rejects))
-    report.examples = [r.message() for r in rejects[:20]]
-    if rejects_path is not None:
-        _write_rejects(rejects_path, rejects)
-        report.rejects_path = str(rejects_path)
+class _ParquetSink:
+    """corpus.parquet written as it comes: batches collected into row groups of at least
+    ``STREAM_BATCH_ROWS`` rows."""
 
+    def __init__(self, path: Path, schema):
+        import pyarrow.parquet as pq
 
-def _write_rejects(path, rejects: list[_Reject]) -> None:
-    from .store import write_text_atomic
+        self.path, self.schema = path, schema
+        self._fh = open(path, "wb")
+        self._writer = pq.ParquetWriter(self._fh, schema)
+        self._pending: list = []
+        self._rows = 0
 
-    buf = io.StringIO()
-    for r in rejects:
-        d = r.to_json()
+    def write(self, table) -> None:
+        self._pending.append(table)
+        self._rows += table.num_rows
+        if self._rows >= STREAM_BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            table = pa.concat_tables(self._pending)
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._pending, self._rows = [], 0
+
+    def close(self, columns: Sequence[str]) -> None:
+        """Finish the file; label columns left out of ``columns`` are dropped (one more pass)."""
+        import pyarrow.parquet as pq
+
+        self._flush()
+        self._writer.close()
+        self._fh.close()
+        if list(columns) == self.schema.names:
+            return
+        schema = _corpus_schema(columns[2:-1])
+        tmp = self.path.with_name(self.path.name + ".cols")
         try:
-            buf.write(json.dumps(d, ensure_ascii=False, default=str) + "\n")
-        except (TypeError, ValueError, RecursionError):  # RecursionError: nested deeper than the encoder follows
-            d["record"] = None  # not printable
-            buf.write(json.dumps(d, ensure_ascii=False, default=str) + "\n")
-    text = buf.getvalue().encode("utf-8", "backslashreplace").decode("utf-8")
-    write_text_atomic(path, text)
+            with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                pf = pq.ParquetFile(src)
+                with pq.ParquetWriter(dst, schema) as writer:
+                    for i in range(pf.num_row_groups):
+                        writer.write_table(pf.read_row_group(i, columns=list(columns)).cast(schema))
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._fh.close()
 
 
 FAILED_REJECTS_NAME = "rejects.failed.jsonl"  # the rejects of the last ingest that failed, in the workspace folder
 
 
-def ingest(inputs, ws, **opts) -> LoadReport:
-    """Load ``inputs`` (``load_corpus`` options in ``opts``, e.g. ``dedup=``) and write the workspace
-    corpus, its rejects file and the load report (``ingest_report.json``).
+def ingest(inputs, ws, progress=None, **opts) -> LoadReport:
+    """Load ``inputs`` (``load_corpus`` options in ``opts``, e.g. ``dedup=``, ``batch_size=``) and
+    write the workspace corpus, its rejects file and the load report (``ingest_report.json``).
 
-    All three are written to temporary files first and moved into place (one rename each) only
-    when the whole ingest succeeded, so a failed ingest leaves the workspace's corpus, rejects and
-    report exactly as they were. The rejects of a failed attempt go to ``rejects.failed.jsonl``
+    The corpus is streamed: read a batch at a time and written as Parquet row groups, so memory
+    does not hold the texts (see the README for what grows with the input). ``progress``: called
+    as ``progress(records_read, bytes_read, bytes_total)`` every few thousand records.
+    All three files are written to temporary files first and moved into place (one rename each)
+    only when the whole ingest succeeded, so a failed ingest leaves the workspace's corpus, rejects
+    and report exactly as they were. The rejects of a failed attempt go to ``rejects.failed.jsonl``
     (named in the error); a later successful ingest removes that file."""
-    from .store import atomic_path, write_json_atomic, write_parquet_atomic
+    from .store import atomic_path, write_json_atomic
 
+    drop_duplicates = opts.pop("drop_duplicates", None)
+    if drop_duplicates is not None:  # the old switch, as load_corpus takes it
+        opts["dedup"] = "exact" if drop_duplicates else "none"
     root = Path(ws.root)
     failed = root / FAILED_REJECTS_NAME
+    label_fields = opts.get("label_fields")
     # leaving the with block renames rejects, then the report, then the corpus (the innermost first)
     with atomic_path(ws.corpus_path, suffix=".parquet") as corpus_tmp, \
             atomic_path(ingest_report_path(ws)) as report_tmp, atomic_path(ws.rejects_path) as rejects_tmp:
+        sink = _ParquetSink(corpus_tmp, _corpus_schema(list(label_fields) if label_fields is not None
+                                                       else list(DEFAULT_LABEL_FIELDS)))
         try:
-            frame, report = load_corpus(inputs, rejects_path=rejects_tmp, **opts)
+            report, columns = _stream_corpus(inputs, sink.write, rejects_path=rejects_tmp, progress=progress, **opts)
         except CorpusError as exc:
+            sink.abort()
             if rejects_tmp.exists() and rejects_tmp.stat().st_size:
                 os.replace(rejects_tmp, failed)
                 raise CorpusError(f"{exc} (the rejects of this attempt: {show_path(failed)})") from None
             raise
+        except BaseException:
+            sink.abort()
+            raise
+        sink.close(columns)
         report.rejects_path = show_path(ws.rejects_path)
-        write_parquet_atomic(corpus_tmp, frame)
         write_json_atomic(report_tmp, report.to_dict())
     failed.unlink(missing_ok=True)
     return report

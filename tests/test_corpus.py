@@ -505,7 +505,7 @@ def test_cli_ingest_turns_an_unforeseen_error_into_one_line(tmp_path, monkeypatc
         raise RuntimeError("something no reader foresaw")
 
     path = write_jsonl(tmp_path / "in.jsonl", GOOD)
-    monkeypatch.setattr(gem.corpus, "load_corpus", broken)
+    monkeypatch.setattr(gem.corpus, "_stream_corpus", broken)
     monkeypatch.delenv("GEM_DEBUG", raising=False)
     assert main(["ingest", str(path), "-w", str(tmp_path / "ws")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
