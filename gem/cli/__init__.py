@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "gem.cli.taxonomy",  # taxonomy
     "gem.cli.export",    # export
     "gem.cli.scale",     # distill, label
+    "gem.cli.mixlab",    # mixlab design|proxy|fit|best
     "gem.cli.curate",    # search, flag
 ]
 

@@ -219,16 +219,17 @@ def design_run(ws, run: str, n: int = 64, alpha: float = 1.0, *, token_budget: f
 
 
 def export_mixture(ws, swarm: Swarm, weights: dict[str, float], out_dir: str | os.PathLike,
-                   formats: str | Iterable[str] = "all", *, with_gis: bool = False, extra: dict | None = None):
+                   formats: str | Iterable[str] = "all", *, with_gis: bool = False, extra: dict | None = None,
+                   token_budget: float | None = None, max_epochs: float | None = None):
     """Export a mixture over the swarm's domains (the predicted best) as a normal, validated
     ``gem export`` bundle: strategy "imported", each weighted domain's weight_source "mixlab",
-    the swarm's budget and max epochs, ``extra`` (metric, fit, prediction) in mixture.json.
+    the swarm's budget and max epochs unless given, ``extra`` (metric, fit, prediction) in mixture.json.
     Returns (bundle path, ``validate_bundle`` report)."""
     from gem.mixture import mixture_inputs_from_run, validate_bundle, write_bundle
 
     inputs = mixture_inputs_from_run(ws, swarm.run, with_gis=with_gis)
-    mixture, assignments = mixture_of(inputs, weights, token_budget=swarm.params.get("token_budget"),
-                                      max_epochs=swarm.params.get("max_epochs"),
+    mixture, assignments = mixture_of(inputs, weights, token_budget=token_budget or swarm.params.get("token_budget"),
+                                      max_epochs=max_epochs or swarm.params.get("max_epochs"),
                                       extra={"swarm": swarm.path.name if swarm.path else None, **(extra or {})})
     path = write_bundle(out_dir, mixture, formats, assignments=assignments, taxonomy=inputs.taxonomy)
     return path, validate_bundle(path)
