@@ -1,4 +1,7 @@
-"""Clusters: GEM next to a baseline on the same UMAP layout; select points to read documents."""
+"""Clusters: GEM next to a baseline on the same UMAP layout; select points to read documents,
+exclude or tag them (gem.flags); the Documents page's search results are ringed on the maps."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -48,14 +51,24 @@ except ValueError as exc:
     st.stop()
 k = gem_run.n_clusters
 st.caption(common.fit_caption(gem_run))
+# a fit without excluded documents labels them -1: this page shows the documents both fits hold
+present = (gem_run.labels >= 0) & (base_run.labels >= 0)
+if not present.all():
+    st.caption(f"{int((~present).sum()):,} excluded documents are not in these fits (sidebar: Fit without excluded "
+               "documents); the maps, sizes and metrics leave them out.")
+    frame = frame[present].reset_index(drop=True)
+    gem_run = dataclasses.replace(gem_run, labels=gem_run.labels[present])
+    base_run = dataclasses.replace(base_run, labels=base_run.labels[present])
 if layout.sampled:
     st.info(f"The maps show a stratified sample of {len(layout.ids):,} of {layout.n_total:,} documents "
             f"(at most {DEFAULT_MAX_POINTS:,}); sizes and metrics use every document.")
 
 rows = pd.Index(frame["id"].astype(str)).get_indexer(layout.ids)
-if (rows < 0).any():
+if (rows < 0).any() and present.all():
     st.error("The cached layout does not match the corpus ids; delete the workspace's layouts/ folder.")
     st.stop()
+on_map = rows >= 0  # the layout's points whose documents are in the fits
+layout_coords, layout_ids, rows = layout.coords[on_map], np.asarray(layout.ids)[on_map], rows[on_map]
 texts = frame["text"].to_numpy()[rows]
 extra = {c: frame[c].to_numpy()[rows] for c in label_cols}
 
@@ -76,6 +89,16 @@ marked = st.selectbox("Mark an existing column value as the injected set", [None
                       help="For synthetic data you brought (e.g. source = cosmopedia): its documents are ringed on "
                            "both maps, and each side says how much of them its two biggest holders absorb.")
 marked_all = injected_mask(frame, *marked) if marked else None
+highlight = st.session_state.get(common.KEY_SEARCH_HIGHLIGHT)
+found_all = None
+if highlight and marked_all is None:
+    found_all = frame["id"].astype(str).isin(highlight[1]).to_numpy()
+    h1, h2 = st.columns([4, 1])
+    h1.caption(common.plain(f"Ringed: the {int(found_all.sum())} results of the search \"{highlight[0]}\" "
+                            "(Documents page) that are on these maps."))
+    if h2.button("Clear the highlight", key="cl_clear_highlight"):
+        st.session_state.pop(common.KEY_SEARCH_HIGHLIGHT, None)
+        st.rerun()
 match = st.toggle("Match the baseline's colours to GEM's", value=True, key="cl_match_colors",
                   help="Hungarian matching of clusters on the documents they share, so the same region has the same "
                        "colour on both maps (cluster ids are unchanged).")
@@ -96,11 +119,12 @@ def _injection_metrics(labels, mask, n_clusters, prefix: str):
 def _panel(col, title: str, run, key: str, colors=None):
     with col:
         st.subheader(title)
-        if marked_all is not None:
-            fig = highlight_map(layout.coords, run.labels[rows], layout.ids, marked_all[rows], texts=texts, extra=extra,
-                                highlight_name="marked set", colors=colors)
+        if marked_all is not None or found_all is not None:
+            mask, what = (marked_all, "marked set") if marked_all is not None else (found_all, "search results")
+            fig = highlight_map(layout_coords, run.labels[rows], layout_ids, mask[rows], texts=texts, extra=extra,
+                                highlight_name=what, colors=colors)
         else:
-            fig = cluster_map(layout.coords, run.labels[rows], layout.ids, texts=texts, extra=extra)
+            fig = cluster_map(layout_coords, run.labels[rows], layout_ids, texts=texts, extra=extra)
             if colors:
                 recolor(fig, colors)
         event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("box", "lasso"))
@@ -154,6 +178,33 @@ else:
                  column_config={"text": st.column_config.TextColumn("text", width="large")})
     with st.expander("Selected ids (to copy)"):
         st.code("\n".join(table["id"]), language=None)
+    from gem.flags import REASONS, DocFlags
+
+    with st.form("cl_flag_form", border=True):
+        st.caption(f"Curate the {len(table):,} selected documents (saved in the taxonomy database with your name; "
+                   "Undo on the Documents page)")
+        f1, f2, f3 = st.columns([1, 2, 2])
+        reason = f1.selectbox("Reason", REASONS, key="cl_flag_reason")
+        note = f2.text_input("Note (optional)", key="cl_flag_note")
+        tag = f3.text_input("Tag", key="cl_flag_tag", placeholder="e.g. needs-review")
+        b1, b2 = st.columns(2)
+        do_exclude = b1.form_submit_button("Exclude the selected documents")
+        do_tag = b2.form_submit_button("Tag the selected documents")
+    if do_exclude or do_tag:
+        who = common.author()
+        if not who:
+            st.warning("Enter your name in the sidebar first: every flag is saved with its author.")
+        else:
+            try:
+                flags = DocFlags(ws)
+                result = (flags.exclude(table["id"], reason, who, note=note or None) if do_exclude
+                          else flags.tag(table["id"], tag, who))
+            except ValueError as exc:
+                st.error(common.plain(exc))
+            else:
+                st.success(common.plain(result.summary() + (" Re-fit without them: the sidebar's Fit without "
+                                                            "excluded documents is on once any exist."
+                                                            if do_exclude else "")))
 
 # ---------------------------------------------------------------------------- sphere view
 with st.expander("Sphere view: the same clusters on S² (UMAP, haversine output metric)"):
@@ -164,9 +215,11 @@ with st.expander("Sphere view: the same clusters on S² (UMAP, haversine output 
         with st.spinner("Computing the sphere layout…"):
             sphere = _layout(str(ws.root), rep, "sphere", emb_mtime)
         srows = pd.Index(frame["id"].astype(str)).get_indexer(sphere.ids)
+        on_sphere = srows >= 0  # documents left out of the fits are not drawn
+        srows = srows[on_sphere]
         labels = (gem_run if color_by == "GEM" else base_run).labels[srows]
-        st.plotly_chart(sphere_map(sphere.coords, labels, sphere.ids, texts=frame["text"].to_numpy()[srows]),
-                        key="sphere_map")
+        st.plotly_chart(sphere_map(sphere.coords[on_sphere], labels, np.asarray(sphere.ids)[on_sphere],
+                                   texts=frame["text"].to_numpy()[srows]), key="sphere_map")
 
 # ---------------------------------------------------------------------------- crosstab
 with st.expander("Crosstab: GEM clusters vs the baseline's, and clusters vs a label column"):
@@ -277,9 +330,10 @@ if stress_on:
             s_gem = _stress_fit(data, "gem", settings)
             s_base = _stress_fit(data, method, settings)
         X_corpus = data.unit[:n_corpus]
-        inj_xy = place_by_neighbours(data.unit[inj], X_corpus[rows], layout.coords)
-        s_rows = np.concatenate([rows, np.flatnonzero(inj)])
-        s_coords = np.vstack([layout.coords, inj_xy])
+        full_rows = pd.Index(data.frame["id"].astype(str)[:n_corpus]).get_indexer(layout_ids)  # stressed corpus rows
+        inj_xy = place_by_neighbours(data.unit[inj], X_corpus[full_rows], layout_coords)
+        s_rows = np.concatenate([full_rows, np.flatnonzero(inj)])
+        s_coords = np.vstack([layout_coords, inj_xy])
         s_ids = data.frame["id"].astype(str).to_numpy()[s_rows]
         s_texts = data.frame["text"].to_numpy()[s_rows]
         s_prov = {"provenance": data.frame["provenance"].to_numpy()[s_rows]}

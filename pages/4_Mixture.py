@@ -48,7 +48,8 @@ try:
             with st.spinner("Fitting GEM with a uniform target…"):
                 base = common.ensure_run(settings.replace(target=None), ws)
             tokens = frame["n_tokens"].to_numpy(np.float64)
-            share = np.bincount(base.labels, weights=tokens, minlength=base.n_clusters)
+            fitted = base.labels >= 0  # a fit without excluded documents labels them -1
+            share = np.bincount(base.labels[fitted], weights=tokens[fitted], minlength=base.n_clusters)
             share = np.maximum(share / share.sum(), 1e-6)  # GEM needs positive shares
             if target_mode == "edited per topic":
                 if stored_mode == target_mode and stored_target is not None and len(stored_target) == base.n_clusters:
@@ -79,6 +80,25 @@ except (ValueError, OSError, KeyError, ImportError) as exc:
     st.stop()
 for note in inputs.notes:
     st.info(common.plain(note))
+
+# ---------------------------------------------------------------------------- what exclusions removed
+if inputs.removed is not None:
+    removed = inputs.removed
+    with st.expander(f"Excluded documents: {int(removed['removed_docs'].sum()):,} left out of this mixture",
+                     expanded=True):
+        r1, r2, r3 = st.columns(3)
+        r1.metric("documents removed", f"{int(removed['removed_docs'].sum()):,}")
+        r2.metric("tokens removed", f"{int(removed['removed_tokens'].sum()):,}")
+        total = removed["kept_tokens"].sum() + removed["removed_tokens"].sum()
+        r3.metric("share of tokens removed", f"{removed['removed_tokens'].sum() / max(total, 1):.2%}")
+        st.caption("Per topic (documents the run was fitted without count in the topic the model puts them in). "
+                   "Exclude or include documents on the Documents page or with `gem flag`; the bundle lists them "
+                   "in excluded_documents.jsonl.")
+        shown = removed[removed["removed_docs"] > 0].sort_values("removed_tokens", ascending=False)
+        st.dataframe(shown.assign(removed_token_share=shown["removed_token_share"] * 100), hide_index=True,
+                     width="stretch", key="mx_removed",
+                     column_config={"removed_token_share": st.column_config.NumberColumn("% of topic tokens",
+                                                                                         format="%.2f")})
 
 # ---------------------------------------------------------------------------- strategy
 with st.container(border=True):

@@ -17,6 +17,11 @@ Import it in a page as ``from pages import common``. Everything a page needs fro
   the taxonomy (stable ids, names, parents, exclusions) as soon as it exists. A manual balance starts
   from the "auto" run of the same K, seed and representation, so the same visible settings always
   give the same run. ``baseline_fit(method)``: a baseline run with the same K, seed, representation.
+- Exclusions: ``n_excluded(ws)`` counts the documents curators excluded (gem.flags); the sidebar's
+  "Fit without excluded documents" (``fit_settings().exclude_flagged``) is on by default once any
+  exist. A fit without them has label -1 for them in ``FitResult.labels`` (aligned with corpus rows
+  by id). ``KEY_SEARCH_HIGHLIGHT``: ids a page asks the Clusters maps to highlight (the Documents
+  page's search results).
 - ``synced_taxonomy(run)``, ``run_topics(run)``: the taxonomy matched to a run, and its topics.
 - ``run_analysis(run)`` / ``cached_analysis(run)``: the gem.gis.RunAnalysis (GIS, topic table,
   keywords) of a saved run, computed once and kept, one at a time, across pages.
@@ -197,7 +202,27 @@ KEY_FIT_REP, KEY_FIT_K, KEY_FIT_SEED = "fit_rep", "fit_k", "fit_seed"
 KEY_FIT_AUTO, KEY_FIT_LAMBDA = "fit_auto", "fit_lambda"
 KEY_FIT_TARGET = "fit_target"  # None (uniform) or K shares, set on the Mixture page
 KEY_FIT_TARGET_MODE = "fit_target_mode"  # how the Mixture page made it: uniform, natural, edited per topic
+KEY_FIT_EXCLUDE = "fit_exclude"  # None: on when any document is excluded (the default), else the curator's choice
+KEY_SEARCH_HIGHLIGHT = "search_highlight"  # (query, [ids]) the Clusters maps draw as a highlighted trace
 DEFAULT_K, DEFAULT_LAMBDA = 24, 5000.0
+
+
+def flags_mtime(ws: Workspace) -> tuple:
+    """Cache key part that changes with every flag or taxonomy edit (the database and its WAL)."""
+    return mtime(ws.taxonomy_db), mtime(ws.taxonomy_db.with_name(ws.taxonomy_db.name + "-wal"))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _n_excluded(root: str, stamp: tuple) -> int:
+    from gem.flags import DocFlags
+
+    return DocFlags(Workspace(root)).n_excluded()
+
+
+def n_excluded(ws: Workspace | None = None) -> int:
+    """How many documents curators excluded in this workspace (gem.flags)."""
+    ws = ws or workspace()
+    return _n_excluded(str(ws.root), flags_mtime(ws))
 
 
 @dataclass
@@ -247,9 +272,12 @@ def fit_settings(ws: Workspace | None = None, method: str = "gem"):
     k = int(st.session_state.get(KEY_FIT_K, DEFAULT_K))
     if target is not None and len(target) != k:
         target = None
+    exclude = st.session_state.get(KEY_FIT_EXCLUDE)
+    if exclude is None:
+        exclude = ws.has_corpus() and n_excluded(ws) > 0
     return FitSettings(method=method, k=k, balance=balance if method == "gem" else "auto",
                        seed=int(st.session_state.get(KEY_FIT_SEED, 0)), representation=rep,
-                       target=target if method == "gem" else None)
+                       target=target if method == "gem" else None, exclude_flagged=bool(exclude))
 
 
 def _bound(state_key: str) -> dict:
@@ -280,6 +308,11 @@ def fit_controls(ws: Workspace) -> None:
                          help="How hard GEM pulls topic masses toward the target composition (the regulariser "
                               "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=settings.seed, **_bound(KEY_FIT_SEED))
+        excluded = n_excluded(ws)
+        if excluded or settings.exclude_flagged:
+            st.toggle("Fit without excluded documents", value=settings.exclude_flagged, **_bound(KEY_FIT_EXCLUDE),
+                      help=f"{excluded:,} documents are excluded (Documents page, `gem flag`). On: the fit, GIS and "
+                           "keywords leave them out. Exports always leave them out.")
         if settings.target is not None:
             st.caption("Target composition: custom (set on the Mixture page)")
         st.caption("Run")
@@ -316,7 +349,8 @@ def _fit_lock(key: str) -> threading.Lock:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _run_is_current(root: str, name: str, settings, run_mtime: float, corpus_mtime: float, emb_mtime: float) -> bool:
+def _run_is_current(root: str, name: str, settings, run_mtime: float, corpus_mtime: float, emb_mtime: float,
+                    flags_stamp: tuple = ()) -> bool:
     from gem.runs import run_is_current
 
     return run_is_current(Workspace(root), name, settings)
@@ -346,7 +380,8 @@ def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitR
 
     def current() -> bool:
         return _run_is_current(str(ws.root), name, settings, _params_mtime(ws, name), mtime(ws.corpus_path),
-                               mtime(ws.embeddings_path(settings.representation)))
+                               mtime(ws.embeddings_path(settings.representation)),
+                               flags_mtime(ws) if settings.exclude_flagged else ())
 
     seconds, warm = None, None
     if not current():
@@ -360,12 +395,27 @@ def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitR
                     str(ws.root), base.name, _params_mtime(ws, base.name)))
                 seconds = time.perf_counter() - start
                 warm = None if base is None else base.name
-    # current: the run's ids digest is the corpus's, so its labels are in corpus row order
     run = _load_run(str(ws.root), name, _params_mtime(ws, name))
     if settings.method == "gem" and sync:
         synced_taxonomy(name, ws)
-    return FitResult(name, settings, run.model, run.assignments["cluster"].to_numpy().astype(np.int64), seconds,
+    return FitResult(name, settings, run.model, corpus_labels(run, ws), seconds,
                      warm or run.params.get("warm_start_from"))
+
+
+def corpus_labels(run, ws: Workspace | None = None) -> np.ndarray:
+    """A saved run's cluster per corpus row, -1 for documents the run was fitted without (aligned
+    by id: a current run holds the corpus's ids in order, or that order minus the excluded)."""
+    ws = ws or workspace()
+    cluster = run.assignments["cluster"].to_numpy().astype(np.int64)
+    ids = corpus(ws)["id"]
+    if len(cluster) == len(ids):
+        return cluster
+    import pandas as pd
+
+    labels = np.full(len(ids), -1, dtype=np.int64)
+    pos = pd.Index(ids.astype(str)).get_indexer(run.assignments["id"].astype(str))
+    labels[pos[pos >= 0]] = cluster[pos >= 0]
+    return labels
 
 
 def current_fit(ws: Workspace | None = None, sync: bool = True) -> FitResult:

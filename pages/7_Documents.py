@@ -1,0 +1,130 @@
+"""Documents: search the corpus (full-text or semantic), select results, exclude / include / tag /
+annotate them in bulk (gem.flags), undo, see every flag with its author, and ring the results on
+the Clusters maps. Logic lives in gem.search and gem.flags; corpus text is shown as plain text."""
+import streamlit as st
+
+from gem.flags import REASONS, DocFlags
+from gem.search import search
+from pages import common
+
+st.title("Documents")
+ws = common.workspace()
+if not ws.has_corpus():
+    st.warning("No corpus in this workspace yet: open or upload one on the Home page.")
+    st.stop()
+reps = ws.representations()
+flags = DocFlags(ws)
+for kind, message in st.session_state.pop("doc_messages", []):
+    (st.success if kind == "ok" else st.error)(common.plain(message))
+
+# ---------------------------------------------------------------------------- search
+with st.container(border=True):
+    q1, q2, q3 = st.columns([4, 2, 1])
+    query = q1.text_input("Search the corpus", key="doc_query", placeholder="words or a phrase, then Enter")
+    kind = q2.radio("Kind", ["full-text", "semantic"], horizontal=True, key="doc_kind",
+                    help="Full-text: case-insensitive; documents holding the phrase first, then those holding every "
+                         "word. Semantic: the query embedded with the corpus's own model, nearest documents by cosine.")
+    k = q3.number_input("Results", min_value=1, max_value=1000, value=50, step=10, key="doc_k")
+
+settings = common.fit_settings(ws) if reps else None
+run_name = settings.slug() if settings is not None and (ws.run_dir(settings.slug()) / "params.json").exists() else None
+result = None
+if query.strip():
+    try:
+        result = search(ws, query, k=int(k), semantic_search=kind == "semantic",
+                        representation=settings.representation if settings is not None else "final",
+                        run=run_name, analysis=common.cached_analysis(run_name, ws) if run_name else None)
+    except (ValueError, OSError) as exc:
+        st.error(common.plain(exc))
+
+selected: list[str] = []
+if result is not None:
+    table = result.table
+    what = "match" if result.kind == "full-text" else "searched"
+    st.caption(common.plain(f"{result.n_matches:,} documents {what}; showing {len(table):,} "
+                            f"({result.seconds * 1000:.0f} ms)" + (f"; topics of the current fit {run_name}"
+                                                                   if run_name else "")))
+    if len(table):
+        event = st.dataframe(table, hide_index=True, width="stretch", key="doc_results", on_select="rerun",
+                             selection_mode="multi-row",
+                             column_config={"snippet": st.column_config.TextColumn("snippet", width="large")})
+        try:
+            picked = list(event.selection.rows)
+        except AttributeError:
+            picked = []
+        use_all = st.checkbox("Apply to every result shown", key="doc_all",
+                              help="Otherwise select rows in the table (click their left edge).")
+        selected = table["id"].astype(str).tolist() if use_all else table["id"].astype(str).iloc[picked].tolist()
+        if st.button("Ring these results on the Clusters maps", key="doc_show_map"):
+            st.session_state[common.KEY_SEARCH_HIGHLIGHT] = (result.query, table["id"].astype(str).tolist())
+            st.switch_page("pages/2_Clusters.py")
+
+
+# ---------------------------------------------------------------------------- bulk actions
+def _apply(action: str, ids: list[str], **kw) -> None:
+    who = common.author()
+    if not who:
+        st.session_state["doc_messages"] = [("error", "Enter your name in the sidebar first: every flag is saved "
+                                                      "with its author.")]
+        return
+    try:
+        fn = getattr(flags, action)
+        res = fn(who, **kw) if action == "undo" else fn(ids, author=who, **kw)
+    except ValueError as exc:
+        st.session_state["doc_messages"] = [("error", str(exc))]
+    else:
+        st.session_state["doc_messages"] = [("ok", res.summary())]
+
+
+with st.container(border=True):
+    st.subheader("Curate")
+    st.caption(f"{len(selected):,} documents selected. Excluded documents leave the next fit (sidebar: Fit without "
+               "excluded documents), GIS, keywords, the student and every export. Saved with your name.")
+    a1, a2, a3 = st.columns([1, 2, 2])
+    reason = a1.selectbox("Reason", REASONS, key="doc_reason")
+    note = a2.text_input("Note", key="doc_note", help="Stored with an exclusion, or set alone with Save note.")
+    tag = a3.text_input("Tag", key="doc_tag", placeholder="a short label")
+    b = st.columns(6)
+    none = not selected
+    if b[0].button("Exclude", key="doc_exclude", type="primary", disabled=none):
+        _apply("exclude", selected, reason=reason, note=note or None)
+        st.rerun()
+    if b[1].button("Include again", key="doc_include", disabled=none):
+        _apply("include", selected)
+        st.rerun()
+    if b[2].button("Add tag", key="doc_add_tag", disabled=none or not tag.strip()):
+        _apply("tag", selected, tag=tag)
+        st.rerun()
+    if b[3].button("Remove tag", key="doc_remove_tag", disabled=none or not tag.strip()):
+        _apply("untag", selected, tag=tag)
+        st.rerun()
+    if b[4].button("Save note", key="doc_save_note", disabled=none):
+        _apply("note", selected, note=note)
+        st.rerun()
+    if b[5].button("Undo my last edit", key="doc_undo",
+                   help="Reverts your latest batch of flag edits (refused when someone changed those documents "
+                        "since). `gem flag --undo` reverts the latest of anyone."):
+        _apply("undo", [], author_only=True)
+        st.rerun()
+
+# ---------------------------------------------------------------------------- current flags
+current = flags.table()
+st.subheader("Flagged documents")
+if not len(current):
+    st.caption("No document is flagged yet.")
+else:
+    st.caption(f"{int(current['excluded'].sum()):,} excluded, {len(current):,} flagged in all.")
+    frame = common.corpus(ws)
+    texts = frame["text"].set_axis(frame["id"].astype(str))
+    shown = current.assign(tags=[", ".join(t) for t in current["tags"]],
+                           text=texts.reindex(current["id"].astype(str)).fillna("").str.slice(0, 200).to_numpy())
+    st.dataframe(shown, hide_index=True, width="stretch", key="doc_flags_table",
+                 column_config={"text": st.column_config.TextColumn("text", width="large")})
+with st.expander("Edit history"):
+    history = flags.history()
+    if len(history):
+        st.dataframe(history, hide_index=True, width="stretch", key="doc_history")
+    else:
+        st.caption("No edits yet.")
+st.caption("From the command line: `gem search -w WS \"query\" --ids-only | gem flag -w WS --exclude --reason junk "
+           "--ids-file -`; `gem flag -w WS --list`; `gem flag -w WS --undo`.")
