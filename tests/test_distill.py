@@ -394,3 +394,21 @@ def test_gem_label_refuses_a_truncated_student(small_student, tmp_path):
         err = proc.stderr.strip().splitlines()
         assert len(err) == 1 and "cut.bin: the student model is damaged or incomplete" in err[0]
         assert "gem distill" in err[0] and not (tmp_path / f"out{workers}" / "a.parquet").exists()
+
+
+@pytest.mark.slow
+def test_excluded_documents_never_train_or_score_the_student(teacher_ws, tmp_path):
+    """Documents a curator excluded (gem flag) leave the student's training set and its held-out
+    evaluation, also when the run was fitted with them."""
+    import shutil
+
+    from gem.flags import DocFlags
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(teacher_ws.root, ws.root)
+    ids = ws.load_corpus()["id"].astype(str).tolist()
+    DocFlags(ws).exclude(ids[::10], "junk", "alice")  # 300 of 3,000
+    report = distill_run(ws, "gem8", tmp_path / "s.bin", holdout=0.2, compare_kmeans=False, word_vectors=False)
+    assert report["teacher"]["excluded_documents"] == 300
+    assert report["n"] == 540  # 20% of the 2,700 kept documents
+    assert report["training"]["n"] <= 2700 - 540

@@ -314,3 +314,24 @@ def test_analyze_representatives_are_distinct_texts():
     normalised = [normalize_text(texts[i]) for i in rows]
     assert len(set(normalised)) == 10  # distinct by (normalised) text
     assert sum(i >= 200 for i in rows) == 1  # one copy of the boilerplate, the best-ranked
+
+
+def test_analyze_run_leaves_excluded_documents_out(synthetic_workspace):
+    """GIS, the topic table and the keywords of a run fitted with documents a curator excluded
+    later leave those documents out (gem.flags)."""
+    from gem.cli import main
+    from gem.flags import DocFlags
+    from gem.gis import analyze_run
+
+    ws = synthetic_workspace
+    assert main(["fit", "-w", str(ws.root), "--k", "4", "--run", "r", "--no-sync"]) == 0
+    full = analyze_run(ws, "r")
+    ids = ws.load_corpus()["id"].astype(str).tolist()
+    DocFlags(ws).exclude(ids[:40], "boilerplate", "alice")
+    part = analyze_run(ws, "r")
+    assert part.extra["n_excluded"] == 40 and full.extra["n_excluded"] == 0
+    assert set(part.ids) == set(ids[40:]) and len(part.gis) == len(ids) - 40
+    assert int(part.table["n_docs"].sum()) == len(ids) - 40
+    assert np.isfinite(part.gis).all()
+    texts = ws.load_corpus()["text"].to_numpy()
+    assert all(texts[r] for r in part.extra["rows"]) and not set(part.extra["rows"]) & set(range(40))

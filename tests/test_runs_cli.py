@@ -186,3 +186,40 @@ def test_a_run_lost_mid_replace_is_recovered_on_open(ws):
     os.rename(folder, hidden)
     assert load_run(ws, "r").params["k"] == 6
     assert folder.is_dir() and not hidden.exists()
+
+
+def test_fit_without_excluded_documents_and_run_is_current_notices_new_flags(ws, capsys):
+    """Once documents are excluded (gem flag), `gem fit` leaves them out by default: the run's
+    assignments lack them, params.json records the exclusions, and a new flag makes the run stale."""
+    from gem.flags import DocFlags
+    from gem.runs import FitSettings, fit_run, load_run_documents, run_is_current
+
+    ids = ws.load_corpus()["id"].astype(str).tolist()
+    out = ids[5:35]
+    DocFlags(ws).exclude(out, "junk", "alice")
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "x", "--no-sync", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["excluded_documents"] == 30
+    run = load_run(ws, "x")
+    assert run.params["exclude_flagged"] is True and run.info["exclusions"]["n_excluded"] == 30
+    assert run.assignments["id"].tolist() == [i for i in ids if i not in set(out)]
+    # readers align by id: the documents of the run are the kept ones, embeddings row for row
+    _, docs, rows, X = load_run_documents(ws, "x", columns=["id"])
+    assert docs["id"].tolist() == run.assignments["id"].tolist()
+    assert np.array_equal(X, ws.load_embeddings()[rows])
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "all", "--no-sync", "--no-exclude-flagged"]) == 0
+    assert len(load_run(ws, "all").assignments) == len(ids)
+
+    settings = FitSettings(k=6, exclude_flagged=True)
+    assert settings.slug().endswith("-x") and FitSettings(k=6).params() == {
+        k: v for k, v in settings.params().items() if k != "exclude_flagged"}
+    fit_run(ws, settings.slug(), settings)
+    assert run_is_current(ws, settings.slug(), settings)
+    assert not run_is_current(ws, settings.slug(), FitSettings(k=6))  # other settings
+    DocFlags(ws).exclude(ids[:1], "duplicate", "bob")
+    assert not run_is_current(ws, settings.slug(), settings)
+    DocFlags(ws).undo("bob")
+    assert run_is_current(ws, settings.slug(), settings)
+    DocFlags(ws).exclude(ids[:len(ids) - 3], "junk", "alice")
+    with pytest.raises(ValueError, match="fewer than K"):
+        fit_run(ws, "tiny", settings)
