@@ -7,7 +7,8 @@ with the ``gem.mixlab.regression.Fit`` and returns the best:
 1. candidates: the swarm's own mixtures; ``Dirichlet(alpha * prior)`` draws (the swarm's own
    distribution); Dirichlet draws concentrated around the 10 best-predicted swarm mixtures; and,
    for a linear model on the weights, the exact optimum of the linear objective over the bounds;
-2. three refinement rounds around the best so far (Dirichlet draws ever more concentrated);
+2. three refinement rounds around the best so far (Dirichlet draws ever more concentrated), then,
+   for a smooth model (ridge variants), SLSQP from the three best candidates;
 3. a tree model (``gbt``) is piecewise constant and says nothing beyond the data it saw, so its
    candidates must lie within the swarm's reach (L1 distance to the nearest swarm mixture at most
    the 90th percentile of the swarm's own nearest-neighbour distances), and its answer is the mean
@@ -58,6 +59,22 @@ def swarm_radius(S: np.ndarray) -> float:
     return float(np.quantile(D.min(axis=1), 0.9))
 
 
+def _polish(score, starts: np.ndarray, b: Bounds, best: np.ndarray) -> np.ndarray:
+    """A smooth model's optimum, refined by SLSQP (bounds and sum = 1) from the best candidates."""
+    from scipy.optimize import minimize
+
+    value = float(score(best[None, :])[0])
+    for x0 in starts:
+        res = minimize(lambda w: float(score(w[None, :])[0]), x0, method="SLSQP",
+                       bounds=list(zip(b.lo, b.hi)), constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+                       options={"maxiter": 200, "ftol": 1e-12})
+        w = project(np.clip(res.x, b.lo, b.hi), b)
+        v = float(score(w[None, :])[0])
+        if v < value:
+            best, value = w, v
+    return best
+
+
 def best_mixture(fit, swarm, b: Bounds, *, n_candidates: int = 20_000, seed: int = 0) -> Best:
     """Search the feasible set for the mixture ``fit`` predicts best (see the module docstring)."""
     if list(b.ids) != list(swarm.ids):
@@ -104,6 +121,8 @@ def best_mixture(fit, swarm, b: Bounds, *, n_candidates: int = 20_000, seed: int
             best = C[np.argmin(s)]
     if fit.is_tree:
         best = C[np.argsort(s)[:TREE_TOP_K]].mean(axis=0)  # a convex combination: still feasible
+    else:
+        best = _polish(score, C[np.argsort(s)[:3]], b, best)
     best = project(best, b)
     predicted = float(fit.predict(best)[0])
     spread = float(fit.predict_spread(best)[0])

@@ -258,15 +258,28 @@ class ProxyResult:
     info: dict
 
 
-def run_proxy(ws, swarm, target: Target, *, tokens_per_mixture: int = DEFAULT_TOKENS,
-              eval_tokens: int = DEFAULT_EVAL_TOKENS, seed: int = 0, file_texts: list[str] | None = None,
-              progress: Callable[[int, int], None] | None = None, write: bool = True) -> ProxyResult:
-    """Train and score the proxy for every mixture of ``swarm`` (a ``gem.mixlab.design.Swarm``
-    over a run of ``ws``); with ``write``, save ``results.csv`` and ``proxy.json`` in the swarm
-    folder (atomically). ``progress(done, total)`` after each mixture."""
-    from gem.store import write_json_atomic, write_text_atomic
+@dataclass
+class ProxySetup:
+    """What every mixture of one proxy run shares: the corpus encoded over the fixed vocabulary,
+    the target's id sequence, each domain's training pool (corpus rows, target rows never among
+    them) and the rows barred from training."""
 
-    t0 = time.perf_counter()
+    enc: Encoded
+    eval_seq: np.ndarray
+    eval_docs: int
+    pools: list[np.ndarray]
+    barred: np.ndarray
+
+    def score(self, weights: np.ndarray, tokens_per_mixture: int, rng: np.random.Generator) -> float:
+        """Cross-entropy (bits per token) on the target of a bigram model trained on a sample of
+        ``weights`` (over the swarm's domains)."""
+        take = sample_rows(self.pools, self.enc.lengths().astype(np.float64), weights, int(tokens_per_mixture), rng)
+        return BigramKN(len(self.enc.vocab)).fit(self.enc.docs(take)).cross_entropy(self.eval_seq)
+
+
+def prepare_proxy(ws, swarm, target: Target, *, eval_tokens: int = DEFAULT_EVAL_TOKENS, seed: int = 0,
+                  file_texts: list[str] | None = None) -> ProxySetup:
+    """Encode the corpus and split off the target (see the module docstring)."""
     docs = _run_documents(ws, swarm.run)
     corpus = ws.load_corpus()
     pos = pd.Index(corpus["id"].astype(str)).get_indexer(docs["id"])
@@ -278,31 +291,37 @@ def run_proxy(ws, swarm, target: Target, *, tokens_per_mixture: int = DEFAULT_TO
     barred, target_texts = split_target(target, corpus, topic_of, seed=seed, file_texts=file_texts)
     trainable = ~barred & topic_of.isin(set(swarm.ids)).to_numpy()
     enc = encode(corpus["text"].astype(str).tolist(), grow=trainable)
-    rng_eval = np.random.default_rng(seed + 1)
-    order = rng_eval.permutation(len(target_texts))
-    ev_enc = encode([target_texts[i] for i in order], vocab=enc.vocab, grow=[False] * len(order))
-    cut = int(np.searchsorted(ev_enc.start[1:], int(eval_tokens), side="left")) + 1
-    cut = min(cut, len(ev_enc.start) - 1)
-    eval_seq = ev_enc.flat[: ev_enc.start[cut]]
-    lengths = enc.lengths().astype(np.float64)
+    order = np.random.default_rng(seed + 1).permutation(len(target_texts))
+    ev = encode([target_texts[i] for i in order], vocab=enc.vocab, grow=[False] * len(order))
+    cut = min(int(np.searchsorted(ev.start[1:], int(eval_tokens), side="left")) + 1, len(ev.start) - 1)
     pools = [np.flatnonzero(trainable & (topic_of == d).to_numpy()) for d in swarm.ids]
-    V = len(enc.vocab)
+    return ProxySetup(enc, ev.flat[: ev.start[cut]], cut, pools, barred)
+
+
+def run_proxy(ws, swarm, target: Target, *, tokens_per_mixture: int = DEFAULT_TOKENS,
+              eval_tokens: int = DEFAULT_EVAL_TOKENS, seed: int = 0, file_texts: list[str] | None = None,
+              progress: Callable[[int, int], None] | None = None, write: bool = True) -> ProxyResult:
+    """Train and score the proxy for every mixture of ``swarm`` (a ``gem.mixlab.design.Swarm``
+    over a run of ``ws``); with ``write``, save ``results.csv`` and ``proxy.json`` in the swarm
+    folder (atomically). ``progress(done, total)`` after each mixture."""
+    from gem.store import write_json_atomic, write_text_atomic
+
+    t0 = time.perf_counter()
+    setup = prepare_proxy(ws, swarm, target, eval_tokens=eval_tokens, seed=seed, file_texts=file_texts)
     W = swarm.matrix()
     rows = []
     for k, mid in enumerate(swarm.weights.index):
-        rng = np.random.default_rng([int(seed), k])
-        take = sample_rows(pools, lengths, W[k], int(tokens_per_mixture), rng)
-        model = BigramKN(V).fit(enc.docs(take))
-        rows.append({"mixture_id": mid, RESULT_COLUMN: model.cross_entropy(eval_seq)})
+        xent = setup.score(W[k], tokens_per_mixture, np.random.default_rng([int(seed), k]))
+        rows.append({"mixture_id": mid, RESULT_COLUMN: xent})
         if progress:
             progress(k + 1, len(W))
     results = pd.DataFrame(rows)
     info = {"kind": "gem.mixlab-proxy", "model": "interpolated Kneser-Ney word bigram",
             "target": target.describe(), "holdout": target.holdout if target.kind != "file" else None,
-            "tokens_per_mixture": int(tokens_per_mixture), "eval_docs": int(cut),
-            "eval_tokens": int(len(eval_seq) - cut), "vocab_size": V, "seed": int(seed),
-            "barred_docs": int(barred.sum()), "metric": RESULT_COLUMN, "lower_is_better": True,
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "tokens_per_mixture": int(tokens_per_mixture), "eval_docs": int(setup.eval_docs),
+            "eval_tokens": int(len(setup.eval_seq) - setup.eval_docs), "vocab_size": len(setup.enc.vocab),
+            "seed": int(seed), "barred_docs": int(setup.barred.sum()), "metric": RESULT_COLUMN,
+            "lower_is_better": True, "seconds": round(time.perf_counter() - t0, 3)}
     if write and swarm.path is not None:
         write_text_atomic(Path(swarm.path) / "results.csv", results.to_csv(index=False, float_format="%.10g"))
         write_json_atomic(Path(swarm.path) / "proxy.json", info)
