@@ -201,3 +201,39 @@ def test_export_run_and_its_command_line_write_the_same_bundle(fitted_ws, tmp_pa
     assert np.isfinite(a["gis"]).all()
     assert mx.export_command(ws.root, "r1", "x", list(mx.FORMATS)) == (
         f"gem export -w {ws.root} --run r1 --out {ws.exports_dir / 'x'} --strategy natural")
+
+
+def test_export_drops_excluded_documents_and_lists_them(fitted_ws, tmp_path, capsys):
+    """A run fitted WITH documents excluded later still exports without them: token counts,
+    assignments.parquet and Dolma attributes lack them, excluded_documents.jsonl lists them, and
+    the per-topic summary says what they removed."""
+    from gem.flags import DocFlags
+
+    ws, corpus = fitted_ws
+    gone = corpus["id"].iloc[[0, 1, 50, 100]].tolist()
+    DocFlags(ws).exclude(gone[:3], "boilerplate", "alice", note="nav bar")
+    DocFlags(ws).exclude(gone[3:], "unsafe", "bob")
+    DocFlags(ws).tag(corpus["id"].iloc[[2, 3]], "gold", "carol")
+    inputs = mx.mixture_inputs_from_run(ws, "r1", with_gis=False)
+    removed = inputs.removed
+    assert int(removed["removed_docs"].sum()) == 4
+    assert int(removed["removed_tokens"].sum()) == int(corpus.set_index("id").loc[gone, "n_tokens"].sum())
+    assert int(removed["kept_tokens"].sum()) == int(inputs.domains["n_tokens"].sum()) == \
+        int(corpus["n_tokens"].sum()) - int(removed["removed_tokens"].sum())
+    assert any("4 excluded document(s) left out" in n for n in inputs.notes)
+    out = tmp_path / "b"
+    assert main(["export", "-w", str(ws.root), "--run", "r1", "--out", str(out)]) == 0
+    a = pd.read_parquet(out / "assignments.parquet")
+    assert not set(gone) & set(a["id"]) and len(a) == len(corpus) - 4
+    assert a.set_index("id").loc[corpus["id"].iloc[2], "tags"].tolist() == ["gold"]
+    block = [json.loads(x) for x in (out / "excluded_documents.jsonl").read_text().splitlines()]
+    assert sorted(b["id"] for b in block) == sorted(gone)
+    assert {b["id"]: (b["reason"], b["author"]) for b in block}[gone[3]] == ("unsafe", "bob")
+    dolma = mx.read_dolma_attributes((out / "dolma/attributes/gem/part-00000.jsonl.gz").read_bytes())
+    assert not set(gone) & {r["id"] for r in dolma}
+    assert mx.validate_bundle(out)["excluded_documents"] == 4
+    # a run fitted without them: the same documents leave, and the model places them in a topic
+    assert main(["fit", "-w", str(ws.root), "--k", str(K), "--balance", "10", "--run", "r2", "--no-sync"]) == 0
+    again = mx.mixture_inputs_from_run(ws, "r2", with_gis=False)
+    assert int(again.removed["removed_docs"].sum()) == 4 and "(no topic)" not in set(again.removed["id"])
+    assert len(again.documents) == len(corpus) - 4

@@ -578,3 +578,50 @@ def test_strict_json_helpers():
     assert mx.loads_json('{"a": 1.5, "NaN": "NaN"}', "x") == {"a": 1.5, "NaN": "NaN"}
     with pytest.raises(MixtureError, match=r"x: a\[1\] is NaN"):
         mx.dumps_json({"a": [1.0, float("nan")]}, "x")
+
+
+# ---------------------------------------------------------------------------- exclusions and tags
+def _blocklist(ids=("gone1", "gone2")):
+    return pd.DataFrame({"id": list(ids), "reason": ["junk", "duplicate"][:len(ids)], "note": ["", "copy of doc3"][:len(ids)],
+                         "author": ["alice"] * len(ids), "at": ["2026-01-01T00:00:00+00:00"] * len(ids)})
+
+
+def test_bundle_blocklist_and_tags_as_dolma_attributes(tmp_path, mix):
+    a = _assignments(6)
+    a["tags"] = [["reviewed"], [], ["reviewed", "needs work"], [], [], []]
+    out = mx.write_bundle(tmp_path / "b", mix, "all", assignments=a, taxonomy={"topics": []}, blocklist=_blocklist())
+    lines = [json.loads(x) for x in (out / "excluded_documents.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["gone1", "gone2"] and lines[1] == {
+        "id": "gone2", "reason": "duplicate", "note": "copy of doc3", "author": "alice", "at": "2026-01-01T00:00:00+00:00"}
+    report = mx.validate_bundle(out)
+    assert report["excluded_documents"] == 2 and set(report["formats"]) == set(mx.FORMATS)
+    assert json.loads((out / "MANIFEST.json").read_text())["excluded_documents"] == 2
+    recs = {r["id"]: r["attributes"] for r in mx.read_dolma_attributes(
+        (out / "dolma/attributes/gem/part-00000.jsonl.gz").read_bytes())}
+    assert recs["doc2"]["gem__tag__needs work"] == [[0, int(a.at[2, "n_chars"]), 1.0]]
+    assert "gem__tag__reviewed" in recs["doc0"] and not any(k.startswith("gem__tag__") for k in recs["doc1"])
+    # no exclusions: no blocklist file
+    plain = mx.write_bundle(tmp_path / "p", mix, "all", assignments=_assignments(6), taxonomy={"topics": []})
+    assert not (plain / "excluded_documents.jsonl").exists() and mx.validate_bundle(plain)["excluded_documents"] == 0
+
+
+def test_blocklist_rules_when_writing_and_validating(tmp_path, mix):
+    a = _assignments(6)
+    with pytest.raises(mx.MixtureError, match="'doc3' is excluded but still among the assignments"):
+        mx.write_bundle(tmp_path / "x", mix, "all", assignments=a, taxonomy={}, blocklist=_blocklist(["doc3"]))
+    with pytest.raises(mx.MixtureError, match="reason"):
+        mx.write_bundle(tmp_path / "x", mix, "all", assignments=a, taxonomy={},
+                        blocklist=_blocklist(["z"]).assign(reason="spam"))
+    with pytest.raises(mx.MixtureError, match="twice"):
+        mx.write_bundle(tmp_path / "x", mix, "all", assignments=a, taxonomy={}, blocklist=_blocklist(["z", "z"]))
+    assert not (tmp_path / "x").exists()
+    out = mx.write_bundle(tmp_path / "b", mix, "all", assignments=a, taxonomy={}, blocklist=_blocklist())
+    path = out / "excluded_documents.jsonl"
+    path.write_text(path.read_text() + json.dumps({"id": "doc4", "reason": "junk"}) + "\n")
+    _resign(out, "excluded_documents.jsonl")
+    with pytest.raises(mx.BundleError, match="'doc4' is still in the assignments"):
+        mx.validate_bundle(out)
+    path.write_text('{"id": "q", "reason": "because"}\n')
+    _resign(out, "excluded_documents.jsonl")
+    with pytest.raises(mx.BundleError, match="reason 'because'"):
+        mx.validate_bundle(out)
