@@ -1,9 +1,11 @@
 """`gem ingest`, `gem embed`, `gem info`: getting a corpus and its embeddings into a workspace."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+import time
 
 from . import add_workspace_arg
 
@@ -35,6 +37,12 @@ def register(sub) -> None:
                    help="Jaccard threshold of --dedup near (default: 0.8)")
     p.add_argument("--drop-duplicates", action="store_true", help="same as --dedup exact (kept for old scripts)")
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="report records read, bytes read and rate on stderr, at most once a second (default: when "
+        "stderr is a terminal, as one line redrawn in place; --progress also writes them to a file or "
+        "pipe, one line each; --no-progress never)",
+    )
     p.set_defaults(handler=cmd_ingest)
 
     p = sub.add_parser(
@@ -108,9 +116,11 @@ def cmd_ingest(args) -> int:
         raise ValueError(f"--near-threshold must be in (0, 1], not {threshold}")
     ws = _workspace(args)
     ws.root.mkdir(parents=True, exist_ok=True)
+    tty = sys.stderr.isatty()
+    progress = IngestProgress(sys.stderr, redraw=tty) if (args.progress if args.progress is not None else tty) else None
     try:
         report = ingest(
-            args.inputs, ws,
+            args.inputs, ws, progress=progress,
             text_field=args.text_field,
             id_field=args.id_field or None,
             label_fields=args.label_fields,
@@ -127,12 +137,53 @@ def cmd_ingest(args) -> int:
             f"unexpected {type(exc).__name__} while reading the input ({exc}); nothing was written to "
             f"{show_path(ws.root)}; please report it (GEM_DEBUG=1 shows the traceback)"
         ) from None
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(report.summary())
         print(f"wrote {show_path(ws.corpus_path)}")
     return 0
+
+
+class IngestProgress:
+    """The ``progress`` callback of ``gem.corpus.ingest`` for a terminal or a log: at most one line
+    every ``interval`` seconds (the last state is written by ``close``), ``redraw`` = one line
+    rewritten in place (a terminal)."""
+
+    def __init__(self, stream, redraw: bool = False, interval: float = 1.0):
+        self.stream, self.redraw, self.interval = stream, redraw, interval
+        self.start = time.monotonic()
+        self.last_shown = 0.0
+        self.state = None
+        self.shown = None
+
+    def __call__(self, records: int, bytes_read: int, bytes_total: int) -> None:
+        self.state = (records, bytes_read, bytes_total)
+        now = time.monotonic()
+        if now - self.last_shown >= self.interval:
+            self.last_shown = now
+            self._show()
+
+    def _show(self) -> None:
+        if self.state is None or self.state == self.shown:
+            return
+        self.shown = self.state
+        records, done, total = self.state
+        seconds = max(time.monotonic() - self.start, 1e-9)
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        line = (f"ingest: {records:,} records, {done / 1e6:,.1f} of {total / 1e6:,.1f} MB{share}, "
+                f"{records / seconds:,.0f} records/s, {seconds:.0f} s")
+        self.stream.write(f"\r{line}\x1b[K" if self.redraw else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._show()
+        if self.redraw and self.shown is not None:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def cmd_embed(args) -> int:
