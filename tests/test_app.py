@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-PAGES = ["pages/1_Home.py", "pages/2_Clusters.py", "pages/3_Taxonomy.py", "pages/4_Mixture.py", "pages/5_Student.py"]
+PAGES = ["pages/1_Home.py", "pages/2_Clusters.py", "pages/3_Taxonomy.py", "pages/4_Mixture.py", "pages/5_Student.py",
+         "pages/7_Documents.py"]
 
 
 def _metrics(at) -> dict[str, list[str]]:
@@ -398,3 +399,46 @@ def test_clusters_tail_view_compares_both_methods_per_label(app_test, synthetic_
                                frame["category"].to_numpy(), 0.2)
     assert table["visible, GEM"].to_numpy() / 100 == pytest.approx(expected["visible_share"].to_numpy())
     assert ((table.filter(like="visible").to_numpy() >= 0) & (table.filter(like="visible").to_numpy() <= 100)).all()
+
+
+@pytest.mark.slow
+def test_documents_page_search_bulk_exclude_refit_and_undo(app_test, synthetic_workspace):
+    """Search, exclude every result with a reason, and the sidebar's current fit leaves them out
+    (its option turns on by itself); the flags table names the author; Undo brings them back."""
+    from gem.flags import DocFlags
+
+    ws = synthetic_workspace
+    at = app_test(ws)
+    at.session_state["gem_author"] = "alice"
+    at.session_state["fit_k"] = 4
+    at.run()
+    at.switch_page("pages/7_Documents.py").run()
+    _assert_clean(at, "documents")
+    at.text_input(key="doc_query").set_value("about law").run()
+    _assert_clean(at, "search")
+    results = at.dataframe(key="doc_results").value
+    corpus = ws.load_corpus()
+    hits = corpus.loc[corpus["text"].str.lower().str.contains("about law"), "id"]
+    assert 0 < len(results) and set(results["id"]) == set(hits)
+    at.checkbox(key="doc_all").check().run()
+    at.selectbox(key="doc_reason").set_value("off-topic").run()
+    at.button(key="doc_exclude").click().run()
+    _assert_clean(at, "exclude")
+    assert DocFlags(ws).excluded_ids() == sorted(hits)
+    flags = next(d.value for d in at.dataframe if "updated_by" in d.value.columns)
+    assert set(flags["updated_by"]) == {"alice"} and set(flags["reason"]) == {"off-topic"}
+    assert at.dataframe(key="doc_results").value["excluded"].all()
+
+    at.switch_page("pages/2_Clusters.py").run()  # the current fit leaves them out by default now
+    _assert_clean(at, "clusters")
+    note = " ".join(c.value for c in at.caption)
+    assert f"{len(hits)} excluded documents are not in these fits" in note
+    from gem.runs import load_run
+
+    run = load_run(ws, "gem-k4-auto-s0-x")
+    assert not set(hits) & set(run.assignments["id"]) and len(run.assignments) == len(corpus) - len(hits)
+
+    at.switch_page("pages/7_Documents.py").run()
+    at.button(key="doc_undo").click().run()
+    _assert_clean(at, "undo")
+    assert DocFlags(ws).excluded_ids() == []

@@ -165,3 +165,23 @@ def test_mixture_page_shows_the_taxonomy_names_of_the_session_fit(app_test, synt
     assert set(table["implied_epochs"]) == {"—"}  # no token budget: a dash, not "None"
     axis = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]
     assert first in axis["tickvals"] and "Night &lt;i&gt;sky&lt;/i&gt;" in axis["ticktext"]  # labels, escaped
+
+
+@pytest.mark.slow
+def test_mixture_page_shows_what_exclusions_removed(ws_env):
+    """Excluded documents (gem.flags) leave the current fit and the mixture; the page shows how
+    many documents and tokens they removed, per topic."""
+    from gem.flags import DocFlags
+
+    corpus = ws_env.load_corpus()
+    gone = corpus["id"].iloc[[0, 1, 2, 90, 150]].tolist()
+    DocFlags(ws_env).exclude(gone, "junk", "alice")
+    at = _app()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["documents removed"] == "5"
+    assert metrics["tokens removed"] == f"{int(corpus.set_index('id').loc[gone, 'n_tokens'].sum()):,}"
+    removed = next(d.value for d in at.dataframe if "removed_docs" in d.value.columns)
+    assert int(removed["removed_docs"].sum()) == 5 and (removed["removed_docs"] > 0).all()
+    weights = at.dataframe[-1].value
+    assert int(weights["n_docs"].sum()) == len(corpus) - 5
