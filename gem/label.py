@@ -40,8 +40,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from gem.corpus import MAX_TOKENS, json_problem
-from gem.store import write_json_atomic, write_parquet_atomic, write_text_atomic
+from gem.corpus import MAX_TOKENS, json_problem, show_path
+from gem.store import atomic_path, write_json_atomic, write_text_atomic
 
 META_KEY = b"gem.label"
 REJECTS_DIR = "rejects"
@@ -210,20 +210,22 @@ def iter_records(path: Path, rejects: list, text_field="text", id_field="id", to
     if path.name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
-        names = set(pf.schema_arrow.names)
-        for col in (text_field, id_field):
-            if col not in names:
-                raise ValueError(f"{path}: no column {col!r} (columns: {sorted(names)}); pass --text-field / --id-field")
-        cols = [c for c in (id_field, text_field, tokens_field) if c and c in names]
-        line = 0
-        for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
-            for rec in batch.to_pylist():
-                line += 1
-                take(rec, line)
-            if len(ids) >= batch_size:
-                yield ids, texts, toks, from_field
-                ids, texts, toks, from_field = [], [], [], 0
+        with open(path, "rb") as fh:  # a file object: pyarrow cannot open a path whose name is not UTF-8
+            pf = pq.ParquetFile(fh)
+            names = set(pf.schema_arrow.names)
+            for col in (text_field, id_field):
+                if col not in names:
+                    raise ValueError(f"{show_path(path)}: no column {col!r} (columns: {sorted(names)}); "
+                                     "pass --text-field / --id-field")
+            cols = [c for c in (id_field, text_field, tokens_field) if c and c in names]
+            line = 0
+            for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
+                for rec in batch.to_pylist():
+                    line += 1
+                    take(rec, line)
+                if len(ids) >= batch_size:
+                    yield ids, texts, toks, from_field
+                    ids, texts, toks, from_field = [], [], [], 0
     else:
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rb") as fh:
@@ -279,7 +281,7 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
         key = r["reason"].split(":")[0] if r["reason"].startswith(("invalid JSON", "invalid UTF-8")) else r["reason"]
         reasons[key] = reasons.get(key, 0) + 1
     stats = {
-        "shard": str(path), "stem": stem, "n_docs": int(len(topic)), "n_rejected": len(rejects),
+        "shard": show_path(path), "stem": show_path(stem), "n_docs": int(len(topic)), "n_rejected": len(rejects),
         "reject_reasons": reasons, "n_tokens_from_field": int(n_tok_field),
         "n_tokens_whitespace": int(len(topic) - n_tok_field),
         "topics": {str(t): [int(c), int(s)] for t, c, s in
@@ -288,7 +290,7 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
     }
     rej_path = out_dir / REJECTS_DIR / f"{stem}.jsonl"
     if rejects:
-        write_text_atomic(rej_path, "".join(json.dumps({"shard": path.name, **r}, ensure_ascii=False) + "\n"
+        write_text_atomic(rej_path, "".join(json.dumps({"shard": show_path(path.name), **r}, ensure_ascii=False) + "\n"
                                             for r in rejects))
     elif rej_path.exists():
         rej_path.unlink()  # stale rejects of an earlier run of a now-clean shard
@@ -297,14 +299,23 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
         "topic_id": pa.array(topic.tolist(), pa.string()),
         "probability": pa.array(np.concatenate(prob_parts) if prob_parts else np.zeros(0, np.float32), pa.float32()),
     }).replace_schema_metadata({META_KEY: json.dumps(stats).encode()})
-    write_parquet_atomic(out_dir / f"{stem}.parquet", table)
+    _write_parquet(out_dir / f"{stem}.parquet", table)
     return {**stats, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _write_parquet(target: Path, table) -> None:
+    """Parquet written atomically through a file object (file names need not be UTF-8)."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(target, suffix=".parquet") as tmp, open(tmp, "wb") as fh:
+        pq.write_table(table, fh)
 
 
 def read_shard_stats(output: str | os.PathLike) -> dict:
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(output).metadata or {}
+    with open(output, "rb") as fh:  # a file object: the name need not be UTF-8
+        meta = pq.read_schema(fh).metadata or {}
     if META_KEY not in meta:
         raise ValueError(f"{output}: not a gem label output (no {META_KEY.decode()} metadata)")
     return json.loads(meta[META_KEY])

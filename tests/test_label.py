@@ -351,3 +351,30 @@ def test_deep_nesting_and_huge_numbers_are_rejects_not_a_crash(student_path, cor
     rejects = [json.loads(line) for line in (out / "rejects" / "d.jsonl").read_text().splitlines()]
     assert [(r["line"], r["reason"].split(" (")[0]) for r in rejects] == [(4, "nested too deep"), (5, "number too large")]
     capsys.readouterr()
+
+
+def test_shard_names_that_are_not_utf8_are_labelled(student_path, corpus, tmp_path):
+    """A shard whose file name is not valid UTF-8 (Latin-1 bytes) is read and labelled like any
+    other, JSONL and Parquet alike; its output keeps the same name bytes."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    docs = corpus.iloc[:40]
+    jsonl = os.fsdecode(os.fsencode(folder) + b"/caf\xe9.jsonl")
+    with open(jsonl, "w", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in docs.iloc[:20].itertuples()))
+        fh.write("not json\n")
+    parquet = os.fsdecode(os.fsencode(folder) + b"/r\xe9sum\xe9.parquet")
+    with open(parquet, "wb") as fh:
+        pq.write_table(pa.Table.from_pandas(docs.iloc[20:][["id", "text"]], preserve_index=False), fh)
+    out = tmp_path / "out"
+    summary = label_corpus(student_path, str(folder / "*"), out, workers=0)
+    assert summary["n_docs"] == 40 and summary["n_rejected"] == 1
+    names = sorted(os.fsencode(p.name) for p in out.glob("*.parquet"))
+    assert names == [b"caf\xe9.parquet", b"r\xe9sum\xe9.parquet"]
+    with open(os.fsdecode(os.fsencode(out) + b"/r\xe9sum\xe9.parquet"), "rb") as fh:
+        labelled = pq.read_table(fh).to_pandas()
+    assert labelled["id"].tolist() == docs.iloc[20:]["id"].tolist()
+    assert (out / "summary.json").exists()
+    assert label_corpus(student_path, str(folder / "*"), out, workers=0)["n_docs"] == 40  # a rerun skips both
