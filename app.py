@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/3_Taxonomy.py", title="Taxonomy", icon=":material/account_tree:"),
     st.Page("pages/4_Mixture.py", title="Mixture", icon=":material/tune:"),
     st.Page("pages/5_Student.py", title="Student", icon=":material/school:"),
+    st.Page("pages/6_Mixture_lab.py", title="Mixture lab", icon=":material/science:"),
     st.Page("pages/7_Documents.py", title="Documents", icon=":material/search:"),
 ]
 
