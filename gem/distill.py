@@ -692,7 +692,7 @@ def run_topic_ids(ws, run_name: str, n_clusters: int) -> tuple[list[str], list[s
         return plain, [], "cluster index"
     if sorted(mapping) != list(range(n_clusters)):
         raise ValueError(f"taxonomy maps {len(mapping)} clusters of run {run_name!r}, which has {n_clusters}; re-sync the run")
-    topics = tax.topics(run=run_name)
+    topics = tax.topics()  # every topic: split children are in no run's mapping
     excluded = sorted(topics.loc[topics["excluded"], "id"].astype(str))
     return [mapping[k] for k in range(n_clusters)], excluded, "taxonomy"
 
@@ -764,6 +764,10 @@ def distill_run(
     excluded = tax_excluded if excluded is None else [label_name(t) for t in excluded]
     scores = teacher_scores(run.model, X, cluster, confidence)
     teacher_ids = np.asarray(tid, dtype=object)[cluster]
+    if id_source == "taxonomy":  # one label per stable id: merged clusters share it, split topics go to children
+        from gem.taxonomy import Taxonomy
+
+        teacher_ids = Taxonomy(ws.taxonomy_db).route_documents(teacher_ids, X)
     geometry, vectors_note = teacher_geometry(ws, rep, X, directions, progress) if word_vectors else (None, "off")
 
     t0 = time.perf_counter()

@@ -260,7 +260,7 @@ def test_database_settings(tmp_path):
     tax.sync_run("r", np.eye(2))
     con = sqlite3.connect(tmp_path / "t.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 3
     con.close()
     # reopening an existing database keeps everything
     assert len(Taxonomy(tmp_path / "t.sqlite").topics()) == 2
@@ -851,3 +851,41 @@ def test_resync_renaming_a_provisional_topic_is_audited_and_bumps_its_version(tm
     with pytest.raises(StaleEditError):  # an editor still on the old version must reload
         tax.update_topic("T002", v1, "alice", name="Mine")
     assert tax.topic("T001")["version"] == v1  # unchanged names: no bump
+
+
+def test_schema_migration_of_a_version_2_database(tmp_path):
+    """A schema-2 database (before merge and split) opens, gains merged_into / split_from /
+    split_direction and run_topics.via, keeps its topics and mappings, and can merge at once."""
+    M, members = _planted_topics(k=3)
+    path = tmp_path / "v2.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(_OLD_SCHEMA_V1)
+    for table, column, definition in (("topics", "name_unconfirmed", "INTEGER NOT NULL DEFAULT 0"),
+                                      ("topics", "members_sketch", "BLOB"), ("run_topics", "jaccard", "REAL"),
+                                      ("run_topics", "changed", "INTEGER NOT NULL DEFAULT 0")):
+        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    con.execute("UPDATE schema_version SET version = 2")
+    at = "2025-01-01T00:00:00.000+00:00"
+    for i in range(3):
+        con.execute("INSERT INTO topics (id, name, name_provisional, status, cluster, run, direction, keywords,"
+                    " n_docs, version, created_at, updated_at, updated_by) VALUES (?, ?, 0, 'active', ?, 'old', ?,"
+                    " '[]', 60, 1, ?, ?, 'alice')", (f"T00{i + 1}", f"Named {i}", i, M[i].astype("<f4").tobytes(), at, at))
+    con.execute("INSERT INTO runs VALUES ('old', ?, 3, 0.6)", (at,))
+    con.executemany("INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome) VALUES ('old', ?, ?, NULL, 'new')",
+                    [(i, f"T00{i + 1}") for i in range(3)])
+    con.execute("INSERT INTO settings VALUES ('current_run', 'old')")
+    con.commit()
+    con.close()
+
+    tax = Taxonomy(path)
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] and SCHEMA_VERSION == 3
+    assert {"merged_into", "split_from", "split_direction"} <= {r[1] for r in con.execute("PRAGMA table_info(topics)")}
+    assert "via" in {r[1] for r in con.execute("PRAGMA table_info(run_topics)")}
+    con.close()
+    assert tax.run_mapping("old") == {0: "T001", 1: "T002", 2: "T003"}
+    assert tax.topics()["name"].tolist() == ["Named 0", "Named 1", "Named 2"]
+    assert tax.merge_topics(["T003", "T001"], "alice") == "T003"
+    assert tax.run_mapping("old") == {0: "T003", 1: "T002", 2: "T003"}
+    rep = tax.sync_run("new", M, members=members)  # the merged topic's cluster maps to the survivor
+    assert rep.mapping == {0: "T003", 1: "T002", 2: "T003"} and not rep.new and not rep.revived

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "gem.cli.fit",       # fit, compare
     "gem.cli.sweep",     # sweep
     "gem.cli.taxonomy",  # taxonomy
+    "gem.cli.topics",    # topics list|merge|split|unmerge|unsplit
     "gem.cli.export",    # export
     "gem.cli.scale",     # distill, label
     "gem.cli.mixlab",    # mixlab design|proxy|fit|best

@@ -32,6 +32,7 @@ def run_domains(
     n_clusters: int,
     mass: Iterable | None = None,
     topics: pd.DataFrame | None = None,
+    document_topics: Iterable | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Topic-level domain table of one run, and its per-document table.
 
@@ -40,6 +41,11 @@ def run_domains(
     gives n_chars for Dolma). ``mass``: the fitted GEM mass per cluster (``model.weights_``).
     ``topics``: the taxonomy's topics of this run (``Taxonomy.topics(run=...)``: cluster, id,
     name, parent, parent_name, excluded) — the stable ids; without it a cluster's id is "t<k>".
+    ``document_topics``: each document's stable id, a Series indexed by document id
+    (``gem.taxonomy.run_document_topics``, which also adds the rows of split children to ``topics``)
+    or a sequence in ``assignments`` order; without it a document takes its cluster's.
+    One domain per stable id: clusters merged into one topic sum their documents, tokens and mass; a
+    split topic gives way to its children (the cluster's mass shared by their document counts).
     Returns (domains, documents[id, cluster, topic_id, probability, n_tokens, n_chars],
     parent_labels)."""
     need = [c for c in ("id", "cluster") if c not in assignments.columns]
@@ -68,6 +74,7 @@ def run_domains(
     parents: list[str | None] = [None] * K
     excluded = [False] * K
     parent_labels: dict[str, str] = {}
+    info: dict[str, tuple[str, str | None, bool]] = {}  # stable id -> (label, parent, excluded)
     if topics is not None and len(topics):
         t = topics.dropna(subset=["cluster"])
         by_cluster = {int(r.cluster): r for r in t.itertuples(index=False)}
@@ -75,20 +82,51 @@ def run_domains(
         if missing:
             raise MixtureError(f"the taxonomy maps no topic to cluster(s) {missing[:5]} of this run: re-sync it")
         for k in range(K):
-            r = by_cluster[k]
-            ids[k] = str(r.id)
-            labels[k] = str(r.name) if isinstance(r.name, str) and r.name else str(r.id)
+            ids[k] = str(by_cluster[k].id)
+        for r in topics.itertuples(index=False):
             parent = getattr(r, "parent", None)
-            parents[k] = parent if isinstance(parent, str) and parent else None
-            excluded[k] = bool(r.excluded)
+            parent = parent if isinstance(parent, str) and parent else None
+            info[str(r.id)] = (str(r.name) if isinstance(r.name, str) and r.name else str(r.id), parent, bool(r.excluded))
             pname = getattr(r, "parent_name", None)
-            if parents[k] and isinstance(pname, str) and pname:
-                parent_labels[parents[k]] = pname
-    docs["topic_id"] = np.asarray(ids, dtype=object)[cl] if K else []
-    n_docs = np.bincount(cl, minlength=K)
-    n_tok = np.bincount(cl, weights=docs["n_tokens"].to_numpy(np.float64), minlength=K)
-    domains = make_domains(ids, n_tok.round().astype(np.int64), n_docs=n_docs, labels=labels, parents=parents,
-                           mass=None if mass is None else np.asarray(mass, dtype=np.float64), excluded=excluded)
+            if parent and isinstance(pname, str) and pname:
+                parent_labels[parent] = pname
+    for k in range(K):
+        info.setdefault(ids[k], (labels[k], parents[k], excluded[k]))
+    by_cluster_id = np.asarray(ids, dtype=object)[cl] if K else np.asarray([], dtype=object)
+    if document_topics is None:
+        doc_tid = by_cluster_id
+    else:
+        if isinstance(document_topics, pd.Series):
+            document_topics = document_topics.reindex(docs["id"].to_numpy())
+            if document_topics.isna().any():
+                raise MixtureError(f"no stable id for document {docs['id'][document_topics.isna().to_numpy()].iloc[0]!r}")
+        doc_tid = np.asarray([str(x) for x in document_topics], dtype=object)
+        if doc_tid.size != cl.size:
+            raise MixtureError(f"document_topics has {doc_tid.size} entries for {cl.size} documents")
+        unknown = sorted(set(doc_tid.tolist()) - set(info))
+        if unknown:
+            raise MixtureError(f"documents are routed to topic {unknown[0]!r}, which the topics table lacks")
+    docs["topic_id"] = doc_tid
+    # one domain per stable id, in cluster order, then ids only documents reach (split children); an id
+    # whose documents all went elsewhere (a split topic) has no domain
+    routed_away = set(by_cluster_id[doc_tid != by_cluster_id].tolist())
+    order = list(dict.fromkeys(ids + sorted(set(doc_tid.tolist()) - set(ids))))
+    pos = {t: i for i, t in enumerate(order)}
+    dpos = np.asarray([pos[t] for t in doc_tid], dtype=np.int64)
+    n_docs = np.bincount(dpos, minlength=len(order))
+    n_tok = np.bincount(dpos, weights=docs["n_tokens"].to_numpy(np.float64), minlength=len(order))
+    dmass = None
+    if mass is not None:
+        m = np.asarray(mass, dtype=np.float64)
+        per_cluster = np.bincount(cl, minlength=K)
+        dmass = np.bincount(dpos, weights=m[cl] / np.maximum(per_cluster[cl], 1), minlength=len(order))
+        for k in np.flatnonzero(per_cluster == 0):  # a cluster without documents keeps its mass on its topic
+            dmass[pos[ids[k]]] += m[k]
+    keep = [i for i, t in enumerate(order) if n_docs[i] > 0 or t not in routed_away]
+    order = [order[i] for i in keep]
+    domains = make_domains(order, n_tok[keep].round().astype(np.int64), n_docs=n_docs[keep],
+                           labels=[info[t][0] for t in order], parents=[info[t][1] for t in order],
+                           mass=None if dmass is None else dmass[keep], excluded=[info[t][2] for t in order])
     return domains, docs, parent_labels
 
 
@@ -200,13 +238,13 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
     notes: list[str] = []
     mass = getattr(model, "weights_", None)
     K = int(len(mass) if mass is not None else np.asarray(model.mean_directions_).shape[0])
-    topics, taxonomy = None, None
+    topics, taxonomy, doc_topics = None, None, None
     if Path(ws.taxonomy_db).exists():
-        from gem.taxonomy import Taxonomy
+        from gem.taxonomy import Taxonomy, run_document_topics
 
         tax = Taxonomy(ws.taxonomy_db)
         try:
-            topics = tax.topics(run=run_name)
+            topics, doc_topics = run_document_topics(ws, tax, run_name, run=run)
         except KeyError:
             notes.append(f"run {run_name!r} is not synced into the taxonomy: domains use cluster ids t<k>")
         taxonomy = tax.export_json()
@@ -217,7 +255,7 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
     assignments = run.assignments
     keep = keep_mask(assignments["id"].astype(str).to_numpy(), blocklist["id"])
     domains, docs, parent_labels = run_domains(assignments[keep].reset_index(drop=True), corpus, K, mass=mass,
-                                               topics=topics)
+                                               topics=topics, document_topics=doc_topics)
     tags = flags.tags_of()
     if tags:
         docs["tags"] = [tags.get(i, []) for i in docs["id"]]

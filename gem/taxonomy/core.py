@@ -9,7 +9,7 @@ back). Parent groups are rows of the same table with kind 'group' ("G001").
 
 This module holds the ``Taxonomy`` class and its editing API (groups and hierarchy, curator edits
 with optimistic concurrency, queries); the database lives in ``gem.taxonomy.db``, the matching of
-runs in ``gem.taxonomy.matching``, JSON in ``gem.taxonomy.io``.
+runs in ``gem.taxonomy.matching``, JSON in ``gem.taxonomy.io``, merge and split in ``gem.taxonomy.regroup``.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ import numpy as np
 from gem.taxonomy.db import EDITABLE_FIELDS, MAX_TEXT, REVIEW_STATES, StaleEditError, _from_blob, _now
 from gem.taxonomy.io import JsonMixin
 from gem.taxonomy.matching import SyncMixin, _sketch_from_blob
+from gem.taxonomy.regroup import RegroupMixin
 
 
-class Taxonomy(JsonMixin, SyncMixin):
+class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
     """SQLite-backed taxonomy of one workspace (``ws.taxonomy_db``)."""
 
     # ------------------------------------------------------------------ groups and hierarchy
@@ -162,7 +163,7 @@ class Taxonomy(JsonMixin, SyncMixin):
         cols = (
             "t.id, t.kind, t.name, t.description, t.parent, p.name AS parent_name, t.excluded, t.notes, t.review,"
             " t.status, t.keywords, t.n_docs, t.version, t.updated_at, t.updated_by, t.name_provisional,"
-            " t.name_unconfirmed AS needs_confirmation"
+            " t.name_unconfirmed AS needs_confirmation, t.merged_into, t.split_from"
         )
         with self._connect() as con:
             if run is None:
@@ -176,7 +177,7 @@ class Taxonomy(JsonMixin, SyncMixin):
                     raise KeyError(f"run {run!r} has not been synced into {self.db_path}")
                 rows = con.execute(
                     f"SELECT {cols}, rt.cluster AS cluster, rt.outcome AS outcome, rt.cosine AS match_cosine,"
-                    " rt.jaccard AS match_jaccard, rt.changed AS match_changed"
+                    " rt.jaccard AS match_jaccard, rt.changed AS match_changed, rt.via AS match_via"
                     " FROM run_topics rt JOIN topics t ON t.id = rt.topic_id LEFT JOIN topics p ON p.id = t.parent"
                     " WHERE rt.run = ? ORDER BY rt.cluster",
                     (run,),
@@ -206,6 +207,7 @@ class Taxonomy(JsonMixin, SyncMixin):
         out = dict(row)
         out["direction"] = _from_blob(out["direction"])
         out["members_sketch"] = _sketch_from_blob(out["members_sketch"])
+        out["split_direction"] = _from_blob(out["split_direction"])
         out["keywords"] = json.loads(out["keywords"])
         out["excluded"] = bool(out["excluded"])
         out["name_unconfirmed"] = bool(out["name_unconfirmed"])

@@ -9,7 +9,8 @@ flags a topic also bumps its version (an editor open on the old version must rel
 sync that renames a provisional topic after its new keywords (audited as field "name", author
 "system").
 
-Schema version 2 added topics.name_unconfirmed / members_sketch and run_topics.jaccard / changed;
+Schema version 2 added topics.name_unconfirmed / members_sketch and run_topics.jaccard / changed,
+version 3 topics.merged_into / split_from / split_direction and run_topics.via (merge and split);
 an older database is migrated in place when opened (columns added, nothing lost).
 
 Names, descriptions and notes are plain text: stored verbatim (HTML included), never interpreted.
@@ -27,7 +28,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: topics.name_unconfirmed / members_sketch, run_topics.jaccard / changed
+SCHEMA_VERSION = 3  # 2: topics.name_unconfirmed / members_sketch, run_topics.jaccard / changed;
+# 3: topics.merged_into / split_from / split_direction, run_topics.via (merge and split, gem.taxonomy.regroup)
 REVIEW_STATES = ("unreviewed", "approved", "needs_work")
 STATUSES = ("active", "new", "retired")
 EDITABLE_FIELDS = ("name", "description", "parent", "excluded", "notes", "review")
@@ -54,6 +56,9 @@ CREATE TABLE IF NOT EXISTS topics (
     n_docs INTEGER,
     name_unconfirmed INTEGER NOT NULL DEFAULT 0 CHECK (name_unconfirmed IN (0, 1)),
     members_sketch BLOB,
+    merged_into TEXT REFERENCES topics(id),
+    split_from TEXT REFERENCES topics(id),
+    split_direction BLOB,
     version INTEGER NOT NULL DEFAULT 1,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
@@ -73,6 +78,7 @@ CREATE TABLE IF NOT EXISTS run_topics (
     outcome TEXT NOT NULL CHECK (outcome IN ('matched', 'new', 'revived')),
     jaccard REAL,
     changed INTEGER NOT NULL DEFAULT 0,
+    via TEXT REFERENCES topics(id),
     PRIMARY KEY (run, cluster)
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -94,6 +100,10 @@ _ADDED_COLUMNS = (
     ("topics", "members_sketch", "BLOB"),
     ("run_topics", "jaccard", "REAL"),
     ("run_topics", "changed", "INTEGER NOT NULL DEFAULT 0"),
+    ("topics", "merged_into", "TEXT REFERENCES topics(id)"),
+    ("topics", "split_from", "TEXT REFERENCES topics(id)"),
+    ("topics", "split_direction", "BLOB"),
+    ("run_topics", "via", "TEXT REFERENCES topics(id)"),
 )
 
 

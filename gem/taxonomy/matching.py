@@ -129,6 +129,19 @@ def sketch_jaccard(a: np.ndarray, b: np.ndarray, size: int = SKETCH_SIZE) -> flo
     return float(np.isin(union, both, assume_unique=True).sum()) / union.size
 
 
+def merged_survivors(con) -> dict[str, str]:
+    """merged topic id -> the topic it was merged into, followed to the end of the chain."""
+    into = dict(con.execute("SELECT id, merged_into FROM topics WHERE merged_into IS NOT NULL").fetchall())
+    out = {}
+    for tid in into:
+        seen, cur = {tid}, into[tid]
+        while cur in into and cur not in seen:  # merges flatten chains; a cycle cannot be written, but stop anyway
+            seen.add(cur)
+            cur = into[cur]
+        out[tid] = cur
+    return out
+
+
 class SyncMixin(TaxonomyDB):
     """Syncing a fitted run into the taxonomy: the two-tier matching (see the module docstring)."""
 
@@ -194,7 +207,7 @@ class SyncMixin(TaxonomyDB):
             # a re-sync of the same run replaces its previous mapping
             con.execute("DELETE FROM runs WHERE name = ?", (run_name,))
             rows = con.execute(
-                "SELECT id, status, direction, members_sketch FROM topics"
+                "SELECT id, status, direction, members_sketch, merged_into FROM topics"
                 " WHERE kind = 'topic' AND direction IS NOT NULL"
             ).fetchall()
             for r in rows:
@@ -205,11 +218,16 @@ class SyncMixin(TaxonomyDB):
                         "or the same representation"
                     )
             live = [r for r in rows if r["status"] != "retired"]
-            retired = [r for r in rows if r["status"] == "retired"]
+            # a topic merged into another keeps its direction and sketch: it matches with the live ones,
+            # and the cluster it takes maps to the topic it was merged into (see gem.taxonomy.regroup)
+            merged = [r for r in rows if r["status"] == "retired" and r["merged_into"]]
+            retired = [r for r in rows if r["status"] == "retired" and not r["merged_into"]]
+            survivor = merged_survivors(con)
+            via: dict[int, str] = {}  # cluster -> the merged topic it matched (mapped to its survivor)
             first_sync = not rows
             unmatched = list(range(K))
             tiers: dict[int, str] = {}
-            for pool, bucket in ((live, report.matched), (retired, report.revived)):
+            for pool, bucket in ((live + merged, report.matched), (retired, report.revived)):
                 if not pool or not unmatched:
                     continue
                 D = np.stack([_from_blob(r["direction"]) for r in pool])
@@ -233,7 +251,9 @@ class SyncMixin(TaxonomyDB):
                 for a, b in zip(ri, ci):
                     if admissible[a, b]:
                         c = unmatched[a]
-                        bucket[c] = pool[b]["id"]
+                        bucket[c] = survivor.get(pool[b]["id"], pool[b]["id"])
+                        if pool[b]["merged_into"]:
+                            via[c] = pool[b]["id"]
                         tiers[c] = "plain" if plain[a, b] else "changed"
                         report.cosine[c] = float(S[a, b])
                         if known[a, b]:
@@ -247,8 +267,14 @@ class SyncMixin(TaxonomyDB):
             def sketch_of(c):  # a sync without members leaves no sketch (it would describe older content)
                 return None if sketches is None or not sketches[c][0].size else _sketch_to_blob(sketches[c][0])
 
+            placed = {tid for c, tid in report.matched.items() if c not in via} | set(report.revived.values())
             for outcome, bucket in (("matched", report.matched), ("revived", report.revived)):
                 for c, tid in list(bucket.items()):
+                    if c in via:
+                        self._sync_via(con, run_name, c, tid, via[c], M[c], kw[c], sizes, sketch_of(c), report,
+                                       tid not in placed, author, at)
+                        placed.add(tid)
+                        continue
                     old = con.execute(
                         "SELECT status, name, name_provisional, run, review, keywords, name_unconfirmed"
                         " FROM topics WHERE id = ?",
@@ -326,6 +352,26 @@ class SyncMixin(TaxonomyDB):
                     report.retired.append(r["id"])
             con.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_run', ?)", (run_name,))
         return report
+
+    def _sync_via(self, con, run_name: str, c: int, tid: str, via: str, direction, keywords, sizes, sketch,
+                  report: SyncReport, place: bool, author: str, at: str) -> None:
+        """Record cluster ``c`` matched through ``via``, a topic merged into ``tid``: the merged topic
+        keeps following its content (direction, keywords, sketch; still retired), the cluster maps to
+        ``tid``; ``place``: ``tid`` took no cluster of this run directly, so it takes this one."""
+        con.execute(
+            "UPDATE topics SET run = ?, direction = ?, keywords = ?, n_docs = ?, members_sketch = ? WHERE id = ?",
+            (run_name, _to_blob(direction), json.dumps(keywords), None if sizes is None else sizes[c], sketch, via),
+        )
+        if place:
+            old = con.execute("SELECT status FROM topics WHERE id = ?", (tid,)).fetchone()["status"]
+            con.execute("UPDATE topics SET status = 'active', cluster = ?, run = ? WHERE id = ?", (c, run_name, tid))
+            if old != "active":
+                self._audit(con, author, tid, "status", old, "active", at)
+        con.execute(
+            "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome, jaccard, changed, via)"
+            " VALUES (?, ?, ?, ?, 'matched', ?, 0, ?)",
+            (run_name, c, tid, report.cosine[c], report.jaccard.get(c), via),
+        )
 
     @staticmethod
     def _sketches(members, K: int) -> list[tuple[np.ndarray, int]] | None:
