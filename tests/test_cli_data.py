@@ -213,3 +213,32 @@ def test_embed_precision_flag(tmp_path, corpus_file, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["info", "-w", str(ws), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["embeddings"]["final"]["precision"] == "bfloat16"
+
+
+def test_ingest_progress_lines_on_request_only(tmp_path, corpus_file, capsys):
+    """stderr is not a terminal here: no progress unless --progress, which writes whole lines."""
+    assert main(["ingest", str(corpus_file), "-w", str(tmp_path / "ws")]) == 0
+    assert "ingest:" not in capsys.readouterr().err
+    assert main(["ingest", str(corpus_file), "-w", str(tmp_path / "ws"), "--progress"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("ingest: ")]
+    size = corpus_file.stat().st_size / 1e6
+    assert lines and "\r" not in err
+    assert lines[-1].startswith(f"ingest: 6 records, {size:,.1f} of {size:,.1f} MB (100%), ")
+    assert main(["ingest", str(corpus_file), "-w", str(tmp_path / "ws"), "--no-progress"]) == 0
+    assert "ingest:" not in capsys.readouterr().err
+
+
+def test_ingest_progress_is_throttled_and_redrawn_on_a_terminal():
+    import io
+
+    from gem.cli.data import IngestProgress
+
+    out = io.StringIO()
+    progress = IngestProgress(out, redraw=True, interval=3600)
+    for i in range(1, 1001):
+        progress(i * 10, i * 100, 100_000)
+    progress.close()
+    text = out.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n")  # the first call and the final state only
+    assert "ingest: 10,000 records, 0.1 of 0.1 MB (100%)" in text

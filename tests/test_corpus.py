@@ -514,3 +514,113 @@ def test_cli_ingest_turns_an_unforeseen_error_into_one_line(tmp_path, monkeypatc
     monkeypatch.setenv("GEM_DEBUG", "1")
     with pytest.raises(RuntimeError):  # GEM_DEBUG=1 shows the traceback
         main(["ingest", str(path), "-w", str(tmp_path / "ws")])
+
+
+# ---------------------------------------------------------------------------- streaming
+def _multi_file_input(folder):
+    """Three files, 26 records: copies of one text across files and batches, an id repeated in
+    another file, rejects of every stage, 'category' only in the last file, 'source' nowhere."""
+    folder.mkdir()
+    a = [{"id": f"a{i}", "text": f"alpha document number {i} about cats"} for i in range(10)]
+    a[4]["text"] = ""  # empty text: a reject read in the first file
+    a[7]["text"] = "  ALPHA document number 2   about CATS "  # a copy of a2 after normalisation
+    write_jsonl(folder / "a.jsonl", a + ["{broken"])
+    pd.DataFrame({"id": [f"b{i}" for i in range(8)] + ["a3"],  # a3: the id of a record in a.jsonl
+                  "text": [f"beta text {i} on dogs" for i in range(7)] + ["alpha document number 2 about cats",
+                                                                           "a repeated id"]}).to_csv(folder / "b.csv", index=False)
+    pq.write_table(pa.table({"text": [f"gamma row {i} about birds" for i in range(5)] + ["beta text 3 on dogs"],
+                             "category": ["x", None, "y", "x", "y", "z"]}), folder / "c.parquet")
+    return folder
+
+
+def test_streamed_ingest_over_files_and_batches_matches_expectations(tmp_path):
+    folder = _multi_file_input(tmp_path / "in")
+    results = []
+    for batch_size in (1, 2, 3, 1000):
+        ws = Workspace(tmp_path / f"ws{batch_size}")
+        report = ingest(folder, ws, tokens_field=None, batch_size=batch_size)
+        frame = ws.load_corpus()
+        rejects = read_rejects(ws.rejects_path)
+        results.append((frame, {**report.to_dict(), "rejects_path": None}, rejects))
+        assert list(frame.columns) == ["id", "text", "category", "n_tokens"]  # 'source' occurs nowhere
+        assert frame["id"].tolist() == [f"a{i}" for i in (0, 1, 2, 3, 5, 6, 8, 9)] + [f"b{i}" for i in range(7)] + [
+            "c:0", "c:1", "c:2", "c:3", "c:4"]
+        assert frame["category"].isna().tolist() == [True] * 15 + [False, True, False, False, False]
+        assert frame["category"].dropna().tolist() == ["x", "y", "x", "y"]
+        assert report.n_records == 26 == report.n_accepted + report.n_rejected and report.n_accepted == 20
+        assert report.reasons == {"empty text": 1, "invalid JSON": 1, "duplicate id": 1, "duplicate": 3}
+        assert [(r["file"].rsplit("/", 1)[-1], r.get("line", r.get("row")), r["reason"].split(" (")[0]) for r in rejects] == [
+            ("a.jsonl", 5, "empty text in 'text'"), ("a.jsonl", 11, "invalid JSON"),
+            ("b.csv", 10, "duplicate id 'a3'"),  # checks of each record first, in reading order ...
+            ("a.jsonl", 8, "duplicate of a2"), ("b.csv", 9, "duplicate of a2"),  # ... then dropped copies, in row order
+            ("c.parquet", 5, "duplicate of b3"),
+        ]
+        assert "first seen at" in rejects[2]["reason"] and "a.jsonl: line 4" in rejects[2]["reason"]
+        assert report.duplicate_groups == [["a2", "a7", "b7"], ["b3", "c:5"]]
+        assert (frame["n_tokens"] >= frame["text"].str.split().str.len()).all()
+        assert pq.ParquetFile(ws.corpus_path).schema_arrow.names == list(frame.columns)
+    for frame, report, rejects in results[1:]:  # the batch size changes nothing that is written
+        pd.testing.assert_frame_equal(frame, results[0][0])
+        assert report == results[0][1] and rejects == results[0][2]
+    frame, report = load_corpus(folder, batch_size=2)  # the in-memory loader streams the same way
+    pd.testing.assert_frame_equal(frame, results[0][0])
+
+
+def test_streamed_near_duplicates_across_batches_and_files_equal_the_whole_list(tmp_path):
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(400)]
+    base = [" ".join(rng.choice(vocab, 40)) for _ in range(30)]
+    texts = []
+    for t in base:  # each text, then a copy with one word changed further down (Jaccard ~0.86)
+        texts.append(t)
+    for i, t in enumerate(base[:12]):
+        w = t.split()
+        w[20] = f"edit{i}"
+        texts.append(" ".join(w))
+    rng.shuffle(texts[10:])
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "p1.jsonl", [{"id": f"t{i}", "text": t} for i, t in enumerate(texts[:20])])
+    write_jsonl(tmp_path / "in" / "p2.jsonl", [{"id": f"t{i}", "text": t} for i, t in enumerate(texts) if i >= 20])
+    dup_of, _ = near_duplicates(texts)
+    expected = [f"t{i}" for i in range(len(texts)) if dup_of[i] < 0]
+    assert len(expected) < len(texts) - 6  # the test has near copies to find
+    for batch_size in (4, 1000):
+        frame, report = load_corpus(tmp_path / "in", dedup="near", tokens_field=None, batch_size=batch_size)
+        assert frame["id"].tolist() == expected
+        assert report.n_near_duplicates_dropped == len(texts) - len(expected) == report.n_rejected
+
+
+def test_failed_ingest_mid_stream_leaves_the_old_corpus(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ingest(write_jsonl(tmp_path / "good.jsonl", GOOD), ws, tokens_field="n")
+    before = ws.corpus_path.read_bytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [{"id": f"x{i}", "text": f"document {i} is fine", "n": 3} for i in range(50)])
+    gz = folder / "b.jsonl.gz"  # truncated: unreadable after rows that were already read
+    gz.write_bytes(gzip.compress("".join(json.dumps({"text": f"later {i} row", "n": 3}) + "\n" for i in range(5000)).encode())[:2000])
+    progress = []
+    with pytest.raises(CorpusError, match=r"b\.jsonl\.gz: unreadable after line \d+"):
+        ingest(folder, ws, tokens_field="n", batch_size=8, progress=lambda *a: progress.append(a))
+    assert progress and progress[-1][0] >= 50  # batches of the first file were written before the failure
+    assert ws.corpus_path.read_bytes() == before
+    assert not [p for p in ws.root.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_progress_is_reported_monotonically_up_to_the_total(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    n = 20_000
+    write_jsonl(folder / "a.jsonl", [{"text": f"document {i}", "n": 2} for i in range(n)])
+    with gzip.open(folder / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps({"text": f"more {i}", "n": 2}) + "\n" for i in range(n)))
+    pd.DataFrame({"text": [f"csv {i}" for i in range(n)], "n": 2}).to_csv(folder / "c.csv", index=False)
+    pq.write_table(pa.table({"text": [f"pq {i}" for i in range(n)], "n": [2] * n}), folder / "d.parquet", row_group_size=5000)
+    calls = []
+    report = ingest(folder, Workspace(tmp_path / "ws"), tokens_field="n", progress=lambda *a: calls.append(a))
+    total = sum(p.stat().st_size for p in folder.iterdir())
+    assert report.n_accepted == 4 * n and len(calls) >= 8  # several calls per file
+    records, done, totals = (np.array(c) for c in zip(*calls))
+    assert (np.diff(records) >= 0).all() and (np.diff(done) >= 0).all() and set(totals) == {total}
+    assert records[-1] == 4 * n and done[-1] == total
+    assert ((done > 0) & (done < total)).sum() >= 4  # progress inside the files, not only at their ends
