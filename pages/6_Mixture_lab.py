@@ -187,6 +187,8 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Held-out Spearman ρ", f"{fit.rho:.3f}")
 m2.metric("90% bootstrap interval", f"{fit.rho_interval[0]:.2f} – {fit.rho_interval[1]:.2f}")
 m3.metric("Model (lowest CV error)", fit.model_kind)
+if fit.warning:
+    st.warning(common.plain(fit.warning))
 c1, c2 = st.columns([3, 2])
 c1.plotly_chart(fit_scatter(fit), key="ml_fit_chart")
 c2.dataframe(fit.candidates, hide_index=True, width="stretch", key="ml_candidates",
@@ -228,10 +230,11 @@ series = {r["mixture"]: r[swarm.ids].to_numpy(np.float64) for _, r in comp.iterr
           if r["mixture"] in ("natural", "balanced", "unimax", "predicted best")}
 st.plotly_chart(mixtures_chart(swarm.ids, labels, series, title="predicted best next to natural, balanced, UniMax"),
                 key="ml_best_chart")
-st.dataframe(comp[["mixture", "predicted", "spread", "measured"]], hide_index=True, width="stretch", key="ml_best_table",
+shown = comp[["mixture", "predicted", "spread"]].assign(
+    measured=[f"{v:.4f}" if np.isfinite(v) else "—" for v in comp["measured"]])  # text: a dash, not "None"
+st.dataframe(shown, hide_index=True, width="stretch", key="ml_best_table",
              column_config={"predicted": st.column_config.NumberColumn(format="%.4f"),
-                            "spread": st.column_config.NumberColumn("± spread (fold models)", format="%.4f"),
-                            "measured": st.column_config.NumberColumn(format="%.4f")})
+                            "spread": st.column_config.NumberColumn("± spread (fold models)", format="%.4f")})
 for note in best.notes:
     st.info(common.plain(note))
 

@@ -2,6 +2,8 @@
 under constraints, and the Kneser-Ney proxy (on the shipped sample)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -250,3 +252,27 @@ def test_proxy_on_the_sample_bars_the_target_and_prefers_matching_domains(sample
         prepare_proxy(ws, swarm, parse_target("label:nope=x"))
     with pytest.raises(ValueError, match="not a domain of this swarm"):
         prepare_proxy(ws, swarm, parse_target("topic:T999"))
+
+
+def test_a_file_target_is_read_and_its_texts_never_train(sample_run, tmp_path):
+    from gem.mixlab.proxy import read_target_file
+
+    ws, inputs = sample_run
+    corpus = ws.load_corpus(columns=["id", "text"])
+    picked = corpus["text"].iloc[[5, 50, 500]].tolist()
+    path = tmp_path / "target.jsonl"
+    path.write_text("\n".join([json.dumps({"text": t}) for t in picked] + ["not json", '{"no": "text"}']) + "\n")
+    assert read_target_file(path) == picked
+    plain = tmp_path / "target.txt"
+    plain.write_text("first doc\nstill first\n\n\nsecond doc\n")
+    assert read_target_file(plain) == ["first doc\nstill first", "second doc"]
+    swarm = design_swarm(inputs.domains, 8, 1.0, seed=0, run="km12")
+    setup = prepare_proxy(ws, swarm, parse_target(f"file:{path}"))
+    barred = np.flatnonzero(setup.barred)
+    assert set(corpus["text"].iloc[barred]) == set(picked)
+    assert not set(barred) & set(np.concatenate(setup.pools))
+    assert setup.eval_docs == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("nope\n")
+    with pytest.raises(ValueError, match="no JSON line"):
+        read_target_file(bad)

@@ -165,6 +165,8 @@ def run_fit(args: argparse.Namespace) -> int:
               f"Spearman rho {fit.rho:.3f} (90% bootstrap {lo:.3f}-{hi:.3f}) over {len(fit.measured)} mixtures")
         for r in fit.candidates.itertuples(index=False):
             print(f"  {r.model:<11} cv rmse {r.cv_rmse:.5g}  cv rho {r.cv_spearman:.3f}")
+        if fit.warning:
+            print(f"warning: {fit.warning}")
     write_json_atomic(swarm.path / "fit.json", {m: f.summary() for m, f in fits.items()})
     print(f"wrote {swarm.path / 'fit.json'}")
     return 0
@@ -203,6 +205,8 @@ def run_best(args: argparse.Namespace) -> int:
     print("predicted best weights: " + ", ".join(f"{k}={v:.4f}" for k, v in best.as_dict(1e-4).items()))
     for note in best.notes:
         print(f"note: {note}")
+    if fit.warning:
+        print(f"warning: {fit.warning}")
     if args.no_export:
         return 0
     out = args.out or ws.exports_dir / f"{swarm.path.name}-best-{metric_safe(metric)}"

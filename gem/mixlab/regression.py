@@ -38,6 +38,7 @@ LOWER_WORDS = ("loss", "ppl", "perplexity", "xent", "bpb", "bits", "nll")
 MODELS = ("gbt", "ridge", "ridge-log", "ridge-quad")
 LOG_EPS = 1e-4
 MIN_MIXTURES = 8
+WEAK_RHO = 0.5
 
 
 def lower_is_better(metric: str) -> bool:
@@ -156,6 +157,14 @@ class Fit:
         mixtures it saw)."""
         W = np.atleast_2d(W)
         return np.std([m.predict(W) for m in self.fold_models], axis=0)
+
+    @property
+    def warning(self) -> str | None:
+        """A plain warning when the fit ranks held-out mixtures too poorly to trust its optimum."""
+        if self.rho < WEAK_RHO:
+            return (f"the fit ranks held-out mixtures poorly (Spearman rho {self.rho:.2f} < {WEAK_RHO}): its predicted "
+                    "best is not to be trusted; add mixtures, a larger proxy budget, or a target the domains differ on")
+        return None
 
     @property
     def is_tree(self) -> bool:
