@@ -1361,10 +1361,11 @@ def read_ingest_report(ws) -> LoadReport | None:
         return None
 
 
-def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFAULT_DEDUP, **opts):
+def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFAULT_DEDUP, progress=None, **opts):
     """Ingest one corpus file into its own workspace under ``parent``, named after the file
     (``display_name`` for uploads), its content hash and the dedup mode, so each (file, mode) is
-    ingested once. Returns (Workspace, LoadReport, or None when that workspace already existed)."""
+    ingested once. ``progress``: as for :func:`ingest`. Returns (Workspace, LoadReport, or None
+    when that workspace already existed)."""
     from .store import Workspace, file_sha256, validate_name
 
     path = Path(path)
@@ -1382,7 +1383,7 @@ def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFA
     created = not ws.root.exists()
     ws.root.mkdir(parents=True, exist_ok=True)
     try:
-        return ws, ingest([str(path)], ws, dedup=dedup, **opts)
+        return ws, ingest([str(path)], ws, dedup=dedup, progress=progress, **opts)
     except BaseException:
         if created:  # a failed ingest leaves no half-made workspace behind
             shutil.rmtree(ws.root, ignore_errors=True)

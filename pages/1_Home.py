@@ -57,6 +57,26 @@ if source != "Current workspace":
 GENERATE_IDS = "(none: ids from file name and line)"
 
 
+def _ingest(path, name, dedup, **fields):
+    """common.ingest with a progress bar (records and bytes read) while the file streams in."""
+    import time
+
+    bar = st.progress(0.0, text="Validating the corpus…")
+    shown = [0.0]
+
+    def _progress(records: int, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - shown[0] >= 0.25 or done >= total:
+            shown[0] = now
+            bar.progress(min(done / total, 1.0) if total else 1.0,
+                         text=f"Validating the corpus: {records:,} records, {done / 1e6:,.1f} of {total / 1e6:,.1f} MB")
+
+    try:
+        return common.ingest(path, name, dedup, progress=_progress, **fields)
+    finally:
+        bar.empty()
+
+
 def _choose_columns(columns: list[str]) -> dict | None:
     """The text / id / label columns to load (defaults: text, id, source and category when present).
     Returns the loader's options (empty when the defaults apply), or None until a text column is chosen."""
@@ -106,8 +126,7 @@ if source == "Upload a file":
             key = (upload.file_id, dedup, repr(fields))
             if fields is not None and st.session_state.get("home_ingested") != key:
                 try:
-                    with st.spinner("Validating the corpus…"):
-                        ws, report = common.ingest(path, upload.name, dedup, **fields)
+                    ws, report = _ingest(path, upload.name, dedup, **fields)
                     st.session_state["home_ingested"] = key
                     st.session_state["home_loaded"] = (report, upload.name, ws.root.name)
                     st.rerun()  # the sidebar names the new workspace and offers its fit settings
@@ -125,8 +144,7 @@ elif source == "Server-side path":
             path = resolve_data_path(server_path, roots)
             if path.is_dir():  # a workspace opens as it is: only this server's workspaces (the app writes there)
                 path = resolve_data_path(path, [common.workspaces_root().resolve()], kinds=("dir",))
-            with st.spinner("Validating the corpus…"):
-                ws, report = common.ingest(path, None, dedup)
+            ws, report = _ingest(path, None, dedup)
             st.session_state["home_loaded"] = (report, path.name, ws.root.name)
             st.rerun()
         except AccessError as exc:  # one message whatever the reason: nothing about what exists

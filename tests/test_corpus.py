@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -283,8 +284,13 @@ def test_ingest_file_names_the_workspace_by_content_and_dedup(tmp_path):
     assert ws.root.parent == tmp_path / "spaces" and "-exact-" in ws.root.name  # + a hash of the options
     assert ws.root.name.startswith("my_corpus-") and report.n_accepted == 3 and report.n_rejected == 1
     assert read_ingest_report(ws).to_dict() == report.to_dict()  # persisted for the app
-    again, none = ingest_file(path, tmp_path / "spaces", tokens_field="n")
-    assert again.root == ws.root and none is None
+    again, none = ingest_file(path, tmp_path / "spaces", tokens_field="n", progress=print)
+    assert again.root == ws.root and none is None  # a progress callback is no loader option
+    calls = []
+    with_progress, report = ingest_file(path, tmp_path / "spaces", dedup="none", tokens_field="n",
+                                        progress=lambda *a: calls.append(a))
+    assert with_progress.root.name.endswith("-none-" + ws.root.name.rsplit("-", 1)[1]) and calls[-1][0] == 4
+    shutil.rmtree(with_progress.root)
     kept, report = ingest_file(path, tmp_path / "spaces", dedup="none", tokens_field="n")
     assert kept.root != ws.root and report.n_accepted == 4
     plain, _ = ingest_file(path, tmp_path / "spaces")  # other loader options: another workspace
