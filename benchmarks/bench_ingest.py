@@ -1,8 +1,8 @@
 """Streaming ingest: wall time, docs/s and peak RSS of `gem ingest` at growing corpus sizes;
 writes benchmarks/results/ingest.md.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--sizes 100000,300000,1000000] [--baseline-sizes 100000,300000]
-        [--source /work/.library/env/packages/pypi.tsv]
+    .venv/bin/python benchmarks/bench_ingest.py [--sizes 100000,300000,1000000]
+        [--baseline-sizes 100000,300000,1000000] [--near-sizes 100000,300000] [--source FILE]
 
 Documents are real text: the package summaries of a PyPI listing (``--source``, a TSV with a
 ``summary`` column; read, never copied into the repository). One JSONL file per size, records
@@ -10,7 +10,8 @@ Documents are real text: the package summaries of a PyPI listing (``--source``, 
 `` (copy <k>)`` appended, so a cycled record is not an exact copy of its original (the listing's own
 repeated summaries are, and the default ``--dedup exact`` drops them, as it would in real use).
 Each run is a fresh subprocess (``gem ingest FILE -w WS``: validation, exact dedup, MiniLM token
-counts, corpus.parquet); its peak RSS is the child's ``ru_maxrss``. The baseline is the ingest of
+counts, corpus.parquet); its peak RSS is the child's ``ru_maxrss``. ``--near-sizes``: also
+``--dedup near`` (MinHash signatures and band keys kept per document). The baseline is the ingest of
 commit 491b7c4 (it held the whole corpus in memory), run from a temporary copy of that
 ``gem/corpus.py`` on the same files in the same run.
 """
@@ -92,13 +93,15 @@ def cpu_model() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,300000,1000000", help="comma-separated corpus sizes (documents)")
-    ap.add_argument("--baseline-sizes", default="100000,300000",
+    ap.add_argument("--baseline-sizes", default="100000,300000,1000000",
                     help=f"sizes also run with the ingest of commit {BASELINE_COMMIT} ('' for none)")
+    ap.add_argument("--near-sizes", default="100000,300000", help="sizes also run with --dedup near ('' for none)")
     ap.add_argument("--source", default=DEFAULT_SOURCE, help="TSV with a 'summary' column (real short texts)")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     baseline_sizes = [int(s) for s in args.baseline_sizes.split(",") if s]
+    near_sizes = [int(s) for s in args.near_sizes.split(",") if s]
     texts = summaries(Path(args.source))
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     rows = []
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
         old = work / "old_corpus.py"
         old.write_text(subprocess.run(["git", "show", f"{BASELINE_COMMIT}:gem/corpus.py"], cwd=ROOT,
                                       capture_output=True, text=True, check=True).stdout)
-        for n in sorted(set(sizes) | set(baseline_sizes)):
+        for n in sorted(set(sizes) | set(baseline_sizes) | set(near_sizes)):
             data = work / f"docs{n}.jsonl"
             build(data, texts, n)
             mb = data.stat().st_size / 1e6
@@ -116,13 +119,16 @@ def main(argv=None) -> int:
             if n in sizes:
                 runs.append(("streaming", [sys.executable, "-m", "gem", "ingest", str(data), "-w", str(work / "ws-new"),
                                            "--no-progress"]))
+            if n in near_sizes:
+                runs.append(("streaming, near", [sys.executable, "-m", "gem", "ingest", str(data), "-w",
+                                                 str(work / "ws-new"), "--no-progress", "--dedup", "near"]))
             for label, cmd in runs:
                 r = measure(cmd)
                 ws = work / ("ws-old" if label == "baseline" else "ws-new")
                 report = json.loads((ws / "ingest_report.json").read_text())
                 rows.append({"code": label, "n": n, "mb": mb, "seconds": r["seconds"], "rss_mb": r["maxrss_kib"] / 1024,
                              "accepted": report["n_accepted"], "rejected": report["n_rejected"]})
-                print(f"{label:9s} {n:>9,} docs {mb:7.1f} MB: {r['seconds']:7.1f} s, {n / r['seconds']:8,.0f} docs/s, "
+                print(f"{label:15s} {n:>9,} docs {mb:7.1f} MB: {r['seconds']:7.1f} s, {n / r['seconds']:8,.0f} docs/s, "
                       f"peak RSS {r['maxrss_kib'] / 1024:7.0f} MB ({report['n_accepted']:,} accepted, "
                       f"{report['n_rejected']:,} rejected)", flush=True)
                 shutil.rmtree(ws, ignore_errors=True)
@@ -150,23 +156,25 @@ def table(rows: list[dict], n_texts: int) -> list[str]:
         "cycled with ` (copy k)` appended past the end, ids `p<i>`; the listing's own repeated summaries are "
         f"exact duplicates and are dropped (rejected column). Baseline: the ingest of commit {BASELINE_COMMIT} "
         "(whole corpus in memory), same files, same run.", "",
-        "| code | documents | JSONL MB | wall s | docs/s | peak RSS MB | accepted | rejected |",
+        "| code (dedup) | documents | JSONL MB | wall s | docs/s | peak RSS MB | accepted | rejected |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: (r["n"], r["code"])):
-        lines.append(f"| {r['code']} | {r['n']:,} | {r['mb']:.1f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} | "
+        code = r["code"] if "near" in r["code"] else f"{r['code']}, exact"
+        lines.append(f"| {code} | {r['n']:,} | {r['mb']:.1f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} | "
                      f"{r['rss_mb']:,.0f} | {r['accepted']:,} | {r['rejected']:,} |")
     both = sorted(set(new) & set(old))
     if both:
         lines += ["", "Streaming vs baseline at the same size: " + "; ".join(
             f"{n:,}: time x{new[n]['seconds'] / old[n]['seconds']:.2f}, peak RSS x{new[n]['rss_mb'] / old[n]['rss_mb']:.2f}"
             for n in both) + "."]
-    if len(new) >= 2:
-        a, b = min(new), max(new)
-        per_doc = (new[b]["rss_mb"] - new[a]["rss_mb"]) * 1024 * 1024 / (b - a)
-        lines += ["", f"Streaming peak RSS from {a:,} to {b:,} documents: {new[a]['rss_mb']:,.0f} -> {new[b]['rss_mb']:,.0f} MB, "
-                      f"{per_doc:,.0f} bytes per extra document (the per-document state described in the README's "
-                      "ingest section, plus allocator slack)."]
+    for name, runs in (("streaming, exact", new), ("baseline, exact", old),
+                       ("streaming, near", {r["n"]: r for r in rows if r["code"] == "streaming, near"})):
+        if len(runs) >= 2:
+            a, b = min(runs), max(runs)
+            per_doc = (runs[b]["rss_mb"] - runs[a]["rss_mb"]) * 1024 * 1024 / (b - a)
+            lines += ["", f"Peak RSS of {name} from {a:,} to {b:,} documents: {runs[a]['rss_mb']:,.0f} -> "
+                          f"{runs[b]['rss_mb']:,.0f} MB, {per_doc:,.0f} bytes per extra document."]
     return lines
 
 
