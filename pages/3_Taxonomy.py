@@ -9,7 +9,7 @@ import streamlit as st
 
 from gem.gis import nearest_topics, topic_hierarchy
 from gem.plots import gis_by_topic_chart, taxonomy_tree
-from gem.taxonomy import REVIEW_STATES, StaleEditError
+from gem.taxonomy import MAX_SPLIT_K, MIN_SPLIT_K, REVIEW_STATES, StaleEditError, topic_rows
 from pages import common
 
 CURRENT = "current GEM fit (this session)"
@@ -17,6 +17,7 @@ EDITOR_GEN = "tx_editor_gen"  # the editor's key carries a generation: a new key
 ROWS = "tx_rows"              # (topic id, version) per editor row, as the curator saw them
 REFUSED = "tx_refused"        # rows of edits refused as stale: field, refused value, stored value
 TOPIC = "tx_topic"
+SPLIT = "tx_split_proposal"  # the previewed split (gem.taxonomy.SplitProposal), until accepted or discarded
 EDITABLE = ["name", "parent", "description", "excluded", "review", "notes"]
 
 st.title("Taxonomy")
@@ -118,8 +119,17 @@ if st.session_state.get(REFUSED):
 
 # ---------------------------------------------------------------------------- the table
 topics = tax.topics(run_key)
-t = analysis.table.merge(topics.drop(columns=["n_docs", "keywords"]), on="cluster", how="left")
+# one row per stable id: clusters merged into one topic are summed (see gem.taxonomy.topic_rows)
+t = topic_rows(analysis.table.merge(topics.drop(columns=["n_docs", "keywords"]), on="cluster", how="left"))
 t = t.sort_values("mean_gis", ascending=False, na_position="last").reset_index(drop=True)
+everyone = tax.topics()
+split_children = everyone[everyone["split_from"].isin(set(t["id"])) & (everyone["status"] != "retired")]
+split_into = split_children.groupby("split_from")["id"].agg(lambda s: ", ".join(sorted(s))).to_dict()
+cluster_rows = len(t)
+if len(split_children):  # the children of split topics: no cluster of their own, sizes from the split
+    t = pd.concat([t, split_children.drop(columns=["cluster"]).assign(n_tokens=np.nan, share=np.nan, kappa=np.nan,
+                                                                       mean_gis=np.nan, clusters=[[]] * len(split_children))],
+                  ignore_index=True)
 groups = tax.groups()
 group_label = {g: f"{g} {n}" for g, n in zip(groups["id"], groups["name"])}
 progress = tax.review_progress()
@@ -132,18 +142,21 @@ view = pd.DataFrame({
     "description": t["description"],
     "excluded": t["excluded"].astype(bool),
     "review": t["review"],
-    "status": [f"{st_} · confirm the name" if flag else st_
-               for st_, flag in zip(t["status"], t.get("needs_confirmation", pd.Series(False, index=t.index)))],
+    "status": [(f"{st_} · confirm the name" if flag else st_)
+               + (f" · split into {split_into[i]}" if i in split_into else "")
+               + (f" · child of {p}" if isinstance(p, str) else "")
+               for i, st_, flag, p in zip(t["id"], t["status"], t["needs_confirmation"].fillna(False).astype(bool),
+                                          t["split_from"])],
     "keywords": [", ".join(k) for k in t["keywords"]],
-    "documents": t["n_docs"].astype(int),
-    "tokens": t["n_tokens"].astype(int),
+    "documents": t["n_docs"].astype("Int64"),
+    "tokens": t["n_tokens"].round().astype("Int64"),
     "share": t["share"] * 100,
     "kappa": t["kappa"],
     "GIS": t["mean_gis"],
     "notes": t["notes"],
 })
 st.session_state[ROWS] = list(zip(t["id"], t["version"].astype(int)))
-unconfirmed = t.loc[t.get("needs_confirmation", pd.Series(False, index=t.index)).astype(bool), "id"].tolist()
+unconfirmed = t.loc[t["needs_confirmation"].fillna(False).astype(bool), "id"].tolist()
 if unconfirmed:
     st.warning(common.plain(f"The content of {', '.join(unconfirmed)} moved since they were named (the re-fit "
                             "matched them to clusters with other documents): check each name, then rename or "
@@ -190,8 +203,71 @@ with st.expander("Parent groups"):
     if len(groups):
         st.dataframe(groups[["id", "name", "description"]], hide_index=True)
 
+# ---------------------------------------------------------------------------- merge and split
+def _merge(ids: list, into: str) -> None:
+    try:
+        survivor = tax.merge_topics(ids, author, into=into)
+    except (ValueError, KeyError) as exc:
+        st.session_state["tx_merge_msg"] = str(exc)
+        return
+    st.session_state["tx_merge_done"] = f"Merged {', '.join(i for i in ids if i != survivor)} into {survivor}"
+    _reset_editor()
+
+
+with st.expander("Merge or split topics"):
+    live = t.loc[t["status"] != "retired", ["id", "name"]]
+    label_of = {i: f"{i} · {n}" for i, n in zip(live["id"], live["name"])}
+    st.caption("Merge: the topics become one stable id (the kept one's name, description and exclusion stay; the "
+               "others retire pointing to it). Re-fits map their clusters to it. Split: GEM is fitted inside a topic; "
+               "its documents go to the children (new ids), in this and every later run.")
+    chosen_merge = st.multiselect("Topics to merge", list(label_of), key="tx_merge_ids",
+                                  format_func=lambda i: label_of.get(i, i))
+    keep = st.selectbox("Keep the id of", chosen_merge or [""], key="tx_merge_into",
+                        format_func=lambda i: label_of.get(i, i))
+    sure = st.checkbox("Yes, merge these topics", key="tx_merge_confirm", disabled=len(chosen_merge) < 2)
+    if st.button("Merge", key="tx_merge", disabled=len(chosen_merge) < 2 or not sure or not author):
+        _merge(chosen_merge, keep)
+        st.rerun()
+    if not author:
+        st.caption("Enter your name in the sidebar to merge or split.")
+    if st.session_state.get("tx_merge_msg"):
+        st.error(common.plain(st.session_state.pop("tx_merge_msg")))
+    if st.session_state.get("tx_merge_done"):
+        st.success(common.plain(st.session_state.pop("tx_merge_done")))
+
+    splittable = [i for i in t["id"][:cluster_rows] if i not in split_into]
+    c1, c2 = st.columns([3, 1])
+    split_id = c1.selectbox("Topic to split", splittable, key="tx_split_id", format_func=lambda i: label_of.get(i, i))
+    split_k = int(c2.number_input("children (k)", min_value=MIN_SPLIT_K, max_value=MAX_SPLIT_K, value=2,
+                                  key="tx_split_k"))
+    if st.button("Preview the split", key="tx_split_preview", disabled=split_id is None):
+        try:
+            with st.spinner("Fitting GEM inside the topic…"):
+                st.session_state[SPLIT] = tax.propose_split(ws, run_key, split_id, split_k)
+        except (ValueError, KeyError, OSError) as exc:
+            st.session_state.pop(SPLIT, None)
+            st.error(common.plain(f"Cannot split {split_id}: {exc}"))
+    proposal = st.session_state.get(SPLIT)
+    if proposal is not None and proposal.run == run_key:
+        st.text(f"Preview: {proposal.topic_id} into {proposal.k} children (nothing is stored yet)")
+        st.dataframe(proposal.table(), hide_index=True, width="stretch", key="tx_split_table")
+        a1, a2 = st.columns(2)
+        if a1.button("Accept the split", key="tx_split_accept", disabled=not author):
+            try:
+                kids = tax.accept_split(proposal, author)
+                st.session_state["tx_merge_done"] = f"Split {proposal.topic_id} into {', '.join(kids)}"
+            except (ValueError, KeyError) as exc:
+                st.session_state["tx_merge_msg"] = str(exc)
+            st.session_state.pop(SPLIT, None)
+            _reset_editor()
+            st.rerun()
+        if a2.button("Discard", key="tx_split_discard"):
+            st.session_state.pop(SPLIT, None)
+            st.rerun()
+
 # ---------------------------------------------------------------------------- one topic
 st.subheader("Topic")
+t = t.iloc[:cluster_rows]  # the rows with a cluster of this run (split children have none)
 order = list(t["id"])
 names = dict(zip(t["id"], t["name"]))
 if st.session_state.get(TOPIC) not in order:
@@ -274,7 +350,7 @@ with left:
     }), hide_index=True, width="stretch")
 with right:
     st.markdown("**Random members**")
-    members = np.flatnonzero(analysis.labels == k)
+    members = np.flatnonzero(np.isin(analysis.labels, row["clusters"]))  # every cluster of a merged topic
     rng = np.random.default_rng(k)
     pick = np.sort(rng.choice(members, size=min(8, members.size), replace=False)) if members.size else members
     st.dataframe(pd.DataFrame({
@@ -283,7 +359,7 @@ with right:
         "text": [str(x)[:500] for x in texts[rows_of_corpus[pick]]],
     }), hide_index=True, width="stretch")
 
-by_cluster = dict(zip(t["cluster"].astype(int), t["id"]))
+by_cluster = dict(zip(topics["cluster"].astype(int), topics["id"]))
 near = nearest_topics(analysis.mean_directions, k, n=5)
 st.markdown("**Nearest topics** (cosine of mean directions)")
 st.dataframe(pd.DataFrame({

@@ -173,3 +173,17 @@ def test_split_recovers_planted_halves_and_survives_a_refit(planted_ws):
 
     assert tax.unsplit_topic(parent, "bob") == children
     assert set(document_topic_ids(ws, "b")[truth >= 3]) == {parent}
+
+
+def test_topic_rows_sums_merged_clusters():
+    from gem.taxonomy import topic_rows
+
+    table = pd.DataFrame({"cluster": [0, 1, 2], "id": ["T001", "T002", "T001"], "name": ["a", "b", "a"],
+                          "n_docs": [10, 5, 30], "n_tokens": [100, 50, 300], "share": [0.2, 0.1, 0.7],
+                          "mean_gis": [1.0, 2.0, 3.0], "keywords": [["x"], ["y"], ["z"]]})
+    out = topic_rows(table).set_index("id")
+    assert list(out.index) == ["T001", "T002"]
+    assert out.loc["T001", "n_docs"] == 40 and out.loc["T001", "n_tokens"] == 400
+    assert out.loc["T001", "share"] == pytest.approx(0.9) and out.loc["T001", "mean_gis"] == pytest.approx(2.5)
+    assert out.loc["T001", "cluster"] == 2 and out.loc["T001", "keywords"] == ["z"]  # from the largest cluster
+    assert out.loc["T001", "clusters"] == [0, 2] and out.loc["T002", "clusters"] == [1]

@@ -369,3 +369,28 @@ def run_document_topics(ws, tax, run_name: str, run=None, X: np.ndarray | None =
         topics = pd.concat([topics, rows[[c for c in topics.columns if c in rows.columns]]], ignore_index=True)
         topics["cluster"] = topics["cluster"].astype("Int64")
     return topics, pd.Series(doc_ids, index=run_ids, name="topic_id")
+
+
+def topic_rows(table):
+    """One row per stable id of a per-cluster topic table (``RunAnalysis.table`` merged with
+    ``Taxonomy.topics(run)``): clusters merged into one topic are summed (n_docs, n_tokens, share),
+    their mean_gis / kappa / tightness averaged weighted by documents, the other columns taken from
+    the largest cluster; ``clusters`` lists them."""
+    import pandas as pd
+
+    if table.empty or table["id"].is_unique:
+        return table.assign(clusters=[[int(c)] for c in table["cluster"]])
+    t = table.sort_values("n_docs", ascending=False, kind="stable")
+    out = t.groupby("id", sort=False).first()
+    g = t.groupby("id", sort=False)
+    for col in ("n_docs", "n_tokens", "share"):
+        if col in t.columns:
+            out[col] = g[col].sum()
+    w = t["n_docs"].clip(lower=0).astype(float)
+    for col in ("mean_gis", "kappa", "tightness"):
+        if col in t.columns:
+            num = (t[col].astype(float) * w).groupby(t["id"], sort=False).sum()
+            den = w.groupby(t["id"], sort=False).sum()
+            out[col] = (num / den.where(den > 0)).fillna(g[col].mean())
+    out["clusters"] = g["cluster"].agg(lambda s: sorted(int(c) for c in s))
+    return pd.DataFrame(out).reset_index()[list(table.columns) + ["clusters"]]
