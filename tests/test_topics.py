@@ -98,6 +98,12 @@ def test_merge_keeps_one_id_survives_a_refit_and_sums_tokens(planted_ws):
     assert int(dom.loc[t_astro, "n_docs"]) == int((truth <= 1).sum()) and dom.loc[t_astro, "label"] == "Sky and food"
     assert set(inputs.assignments()["domain_id"][truth <= 1]) == {t_astro}
 
+    exported = tax.export_json()
+    assert {r["via"] for r in exported["runs"][-1]["clusters"]} == {None, t_cook}
+    copy = Taxonomy(ws.root / "copy.sqlite")
+    copy.import_json(exported, "carol")
+    assert copy.topic(t_cook)["merged_into"] == t_astro and copy.run_mapping("b") == tax.run_mapping("b")
+
     # unmerge: the topic gets its clusters back
     assert tax.unmerge_topic(t_cook, "bob") == t_astro
     assert tax.topic(t_cook)["status"] == "active" and tax.topic(t_cook)["merged_into"] is None
@@ -170,6 +176,15 @@ def test_split_recovers_planted_halves_and_survives_a_refit(planted_ws):
     assert parent not in set(dom["id"]) and set(children) <= set(dom["id"]) and len(dom) == 5
     assert int(dom["n_docs"].sum()) == len(truth)
     assert (dom.set_index("id").loc[children, "parent"] == parent).all()
+
+    # the JSON export carries merges and splits: an imported copy routes the documents the same way
+    import json
+
+    copy = Taxonomy(ws.root / "copy.sqlite")
+    copy.import_json(json.loads(json.dumps(tax.export_json())), "carol")
+    assert copy.split_children()[parent][0] == children
+    assert np.allclose(copy.split_children()[parent][1], tax.split_children()[parent][1], atol=1e-6)
+    assert copy.run_mapping("b") == tax.run_mapping("b")
 
     assert tax.unsplit_topic(parent, "bob") == children
     assert set(document_topic_ids(ws, "b")[truth >= 3]) == {parent}

@@ -30,8 +30,9 @@ class JsonMixin(TaxonomyDB):
         topics = []
         for r in rows:
             d = dict(r)
-            vec = _from_blob(d.pop("direction"))
-            d["direction"] = None if vec is None else [float(x) for x in vec.astype(np.float32)]
+            for key in ("direction", "split_direction"):
+                vec = _from_blob(d.pop(key))
+                d[key] = None if vec is None else [float(x) for x in vec.astype(np.float32)]
             d["keywords"] = json.loads(d["keywords"])
             d["excluded"] = bool(d["excluded"])
             d["name_provisional"] = bool(d["name_provisional"])
@@ -43,7 +44,7 @@ class JsonMixin(TaxonomyDB):
             rd = dict(r)
             rd["clusters"] = [
                 {"cluster": m["cluster"], "topic_id": m["topic_id"], "cosine": m["cosine"], "outcome": m["outcome"],
-                 "jaccard": m["jaccard"], "changed": bool(m["changed"])}
+                 "jaccard": m["jaccard"], "changed": bool(m["changed"]), "via": m["via"]}
                 for m in maps
                 if m["run"] == r["name"]
             ]
@@ -91,7 +92,7 @@ class JsonMixin(TaxonomyDB):
         at = _now()
         counts = {"inserted": 0, "updated": 0, "unchanged": 0}
         system = ("kind", "name_provisional", "status", "cluster", "run", "direction", "keywords", "n_docs",
-                  "name_unconfirmed", "members_sketch")
+                  "name_unconfirmed", "members_sketch", "merged_into", "split_from", "split_direction")
         with self._connect(write=True) as con:
             # parents may point forward in the list: insert without parents first, then set them
             con.execute("PRAGMA defer_foreign_keys=ON")
@@ -101,12 +102,13 @@ class JsonMixin(TaxonomyDB):
                     con.execute(
                         "INSERT INTO topics (id, kind, name, name_provisional, description, parent, excluded, notes,"
                         " review, status, cluster, run, direction, keywords, n_docs, version, created_at, updated_at,"
-                        " updated_by, name_unconfirmed, members_sketch)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " updated_by, name_unconfirmed, members_sketch, merged_into, split_from, split_direction)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (t["id"], t["kind"], t["name"], t["name_provisional"], t["description"], t["parent"],
                          t["excluded"], t["notes"], t["review"], t["status"], t["cluster"], t["run"], t["direction"],
                          t["keywords"], t["n_docs"], t["version"], t["created_at"] or at, t["updated_at"] or at,
-                         t["updated_by"] or author, t["name_unconfirmed"], t["members_sketch"]),
+                         t["updated_by"] or author, t["name_unconfirmed"], t["members_sketch"], t["merged_into"],
+                         t["split_from"], t["split_direction"]),
                     )
                     self._audit(con, author, t["id"], "imported", None, t["name"], at)
                     counts["inserted"] += 1
@@ -134,10 +136,10 @@ class JsonMixin(TaxonomyDB):
                 )
                 for m in r.get("clusters") or []:
                     con.execute(
-                        "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome, jaccard, changed)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome, jaccard, changed, via)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (r["name"], int(m["cluster"]), str(m["topic_id"]), m.get("cosine"), m.get("outcome", "matched"),
-                         m.get("jaccard"), int(bool(m.get("changed", False)))),
+                         m.get("jaccard"), int(bool(m.get("changed", False))), m.get("via")),
                     )
             if data.get("current_run"):
                 con.execute(
@@ -179,8 +181,14 @@ class JsonMixin(TaxonomyDB):
                 "updated_at": t.get("updated_at"),
                 "updated_by": _as_text(t.get("updated_by")),
             }
-            vec = t.get("direction")
-            out["direction"] = None if vec is None else _to_blob(np.asarray(vec, dtype=np.float64))
+            for key in ("direction", "split_direction"):
+                vec = t.get(key)
+                out[key] = None if vec is None else _to_blob(np.asarray(vec, dtype=np.float64))
+            for key in ("merged_into", "split_from"):
+                ref = t.get(key) or None
+                if ref is not None and (not isinstance(ref, str) or not _ID_RE.match(ref) or not ref.startswith("T")):
+                    raise ValueError(f"{key} {ref!r} is not a topic id like 'T001'")
+                out[key] = ref
             out["name_unconfirmed"] = int(bool(t.get("name_unconfirmed", False)))
             sketch = t.get("members_sketch")
             if sketch is not None:
