@@ -178,11 +178,16 @@ class DocFlags:
         if self._tax is None:
             from gem.taxonomy import Taxonomy
 
-            self._tax = Taxonomy(self.ws.taxonomy_db)
-            with self._tax._connect(write=True) as con:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        con.execute(stmt)
+            tax = Taxonomy(self.ws.taxonomy_db)
+            with tax._connect() as con:  # a read first: the write lock only when the tables are missing
+                have = con.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                                   "('doc_flags', 'doc_flag_batches', 'doc_flag_audit')").fetchone()[0]
+            if have < 3:
+                with tax._connect(write=True) as con:
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            con.execute(stmt)
+            self._tax = tax
         return self._tax
 
     def _read(self, sql: str, params: tuple = ()) -> list:
@@ -307,6 +312,24 @@ class DocFlags:
         if only_excluded:
             sql += " WHERE excluded = 1"
         rows = self._read(sql + " ORDER BY excluded DESC, doc_id")
+        frame = pd.DataFrame(rows, columns=FLAG_COLUMNS)
+        frame["excluded"] = frame["excluded"].astype(bool)
+        frame["tags"] = [json.loads(t) for t in frame["tags"]]
+        return frame
+
+    def flags_of(self, ids: Sequence[str]):
+        """The flags of just these documents (``table()``'s columns; documents without flags absent)."""
+        import pandas as pd
+
+        ids = [str(i) for i in ids]
+        rows = []
+        if ids and self.exists:
+            with self._taxonomy()._connect() as con:
+                for s in range(0, len(ids), 500):
+                    chunk = ids[s:s + 500]
+                    rows += [tuple(r) for r in con.execute(
+                        "SELECT doc_id, excluded, reason, tags, note, updated_by, updated_at FROM doc_flags "
+                        f"WHERE doc_id IN ({','.join('?' * len(chunk))})", chunk)]
         frame = pd.DataFrame(rows, columns=FLAG_COLUMNS)
         frame["excluded"] = frame["excluded"].astype(bool)
         frame["tags"] = [json.loads(t) for t in frame["tags"]]
