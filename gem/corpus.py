@@ -1,7 +1,12 @@
 """Reading and validating corpora: JSONL (optionally gzipped), CSV, Parquet, folders and globs.
 
 ``load_corpus`` returns a frame with columns ``id`` (str, unique), ``text`` (str), the label
-columns, and ``n_tokens`` (int), plus a ``LoadReport``.
+columns, and ``n_tokens`` (int), plus a ``LoadReport``; ``ingest`` writes the same columns to a
+workspace's corpus.parquet. Both stream: the input is read, checked, deduplicated and token-counted
+a batch at a time (``STREAM_BATCH_ROWS``), and ``ingest`` appends each batch to the Parquet file,
+so only fixed-size state per record stays in memory (digests of ids and texts, positions, the ids;
+MinHash signatures and LSH band keys with ``dedup="near"``). The result does not depend on the
+batch size.
 
 Problems in one record never abort a load: the record goes to the rejects file (JSONL, one object
 per reject: ``file``, ``line`` (JSONL/CSV, 1-based, as an editor shows it) or ``row`` (Parquet,
@@ -723,29 +728,46 @@ def _digest16(values: Sequence[str]):
                     dtype="S16")
 
 
-class _Growing:
-    """A numpy array (1-D, or rows of ``width``) appended to in blocks; capacity doubles."""
+class _Rows:
+    """Per-row values (numpy ``dtype``, scalars or rows of ``width``) appended in chunks of
+    ``chunk`` rows: no copy when it grows and at most one chunk reserved beyond what is stored."""
 
-    def __init__(self, dtype, width: int | None = None):
-        import numpy as np
-
-        self._a = np.empty((1024,) if width is None else (1024, width), dtype=dtype)
+    def __init__(self, dtype, width: int | None = None, chunk: int = 65536):
+        self.dtype, self.shape, self.chunk = dtype, () if width is None else (width,), chunk
+        self.chunks: list = []
         self.n = 0
 
     def extend(self, values) -> None:
         import numpy as np
 
-        values = np.asarray(values, dtype=self._a.dtype)
-        need = self.n + len(values)
-        if need > len(self._a):
-            grown = np.empty((max(need, 2 * len(self._a)), *self._a.shape[1:]), dtype=self._a.dtype)
-            grown[: self.n] = self._a[: self.n]
-            self._a = grown
-        self._a[self.n : need] = values
-        self.n = need
+        values = np.asarray(values, dtype=self.dtype)
+        done = 0
+        while done < len(values):
+            at = self.n % self.chunk
+            if at == 0:
+                self.chunks.append(np.empty((self.chunk, *self.shape), dtype=self.dtype))
+            k = min(self.chunk - at, len(values) - done)
+            self.chunks[-1][at : at + k] = values[done : done + k]
+            done += k
+            self.n += k
 
-    def view(self):
-        return self._a[: self.n]
+    def __getitem__(self, row: int):
+        return self.chunks[row // self.chunk][row % self.chunk]
+
+    def __setitem__(self, row: int, value) -> None:
+        self.chunks[row // self.chunk][row % self.chunk] = value
+
+    def take(self, rows):
+        """The values of ``rows`` (an int array), as one array."""
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape), dtype=self.dtype)
+        which, at = np.divmod(rows, self.chunk)
+        for c in np.unique(which).tolist():
+            sel = which == c
+            out[sel] = self.chunks[c][at[sel]]
+        return out
 
 
 class _KeyIndex:
@@ -828,8 +850,8 @@ class _NearIndex:
         self.r = max(1, num_perm // bands)
         self.n_bands = min(bands, num_perm // self.r)
         self.mult = np.random.default_rng(seed + 1).integers(1, np.iinfo(np.uint64).max, self.r, dtype=np.uint64) | np.uint64(1)
-        self.sig = _Growing(np.uint32, num_perm)
-        self.dropped = _Growing(bool)
+        self.sig = _Rows(np.uint32, num_perm)
+        self.dropped = _Rows(bool)
         self.buckets = [_KeyIndex() for _ in range(self.n_bands)]
 
     def add(self, texts: Sequence[str], candidates=None):
@@ -865,15 +887,14 @@ class _NearIndex:
         if not pairs:
             return dup_of, similarity
         pairs = np.unique(np.concatenate(pairs), axis=0)  # sorted by (i, j); i < j
-        every = self.sig.view()
         sim = np.empty(len(pairs))
         for s in range(0, len(pairs), 65536):
             p = pairs[s : s + 65536]
-            sim[s : s + 65536] = (every[p[:, 0]] == every[p[:, 1]]).mean(axis=1)
+            sim[s : s + 65536] = (self.sig.take(p[:, 0]) == self.sig.take(p[:, 1])).mean(axis=1)
         ok = sim >= self.threshold - 1e-12
         pairs, sim = pairs[ok], sim[ok]
         order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later row, then earlier row
-        dropped = self.dropped.view()
+        dropped = self.dropped
         for (i, j), v in zip(pairs[order].tolist(), sim[order].tolist()):
             if not dropped[j] and not dropped[i]:  # j matches an earlier row that was kept
                 dropped[j] = True
@@ -908,6 +929,7 @@ class _RejectsFile:
         self.tmp: list[Path] = []
         if path is not None:
             path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
             for kind in ("", ".dup"):
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{kind}.", suffix=".tmp", dir=path.parent)
                 os.close(fd)
@@ -1005,8 +1027,8 @@ def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fie
     schema = _corpus_schema(label_fields)
     label_seen: set[str] = set()
     id_index, text_index, kept_ids = _KeyIndex(), _KeyIndex(), _Ids()
-    where_of = _Growing(np.int64)  # per row: its position in its file (line or row) ...
-    file_of = _Growing(np.int32)  # ... and which file
+    where_of = _Rows(np.int64)  # per row: its position in its file (line or row) ...
+    file_of = _Rows(np.int32)  # ... and which file
     groups: dict[int, list[str]] = {}  # first row -> ids sharing its normalised text (only texts with copies)
     total_bytes = sum(os.stat(f).st_size for f in files)
     state = {"bytes_done": 0, "first_problem": None, "file_accepted": 0, "rows": 0}
@@ -1018,8 +1040,8 @@ def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fie
             progress(report.n_records, min(state["bytes_done"] + tell(), total_bytes), total_bytes)
 
     def location(row: int) -> str:
-        f = int(file_of.view()[row])
-        return f"{fnames[f]}: {'row' if _suffix(files[f]) == '.parquet' else 'line'} {int(where_of.view()[row])}"
+        f = int(file_of[row])
+        return f"{fnames[f]}: {'row' if _suffix(files[f]) == '.parquet' else 'line'} {int(where_of[row])}"
 
     def flush(fi: int, batch: dict) -> None:
         """Check ids, deduplicate, count tokens and write one batch of records; write its rejects."""
