@@ -94,3 +94,16 @@ def test_bad_input_exits_2_with_one_line(fitted, capsys, tmp_path):
     assert rc == 2 and "lower the token budget" in err
     rc, _, err = _gem(capsys, "mixlab", "fit", "-w", ws.root, "--swarm", "nope")
     assert rc == 2 and "no swarm there" in err
+
+
+def test_compare_gem_with_kmeans_buckets(fitted, capsys):
+    ws = fitted
+    rc, out, err = _gem(capsys, "mixlab", "compare", "-w", ws.root, "--run", "g4", "--target", "label:category=cooking",
+                        "--n", 10, "--tokens", 2000, "--eval-tokens", 500)
+    assert rc == 0, err
+    assert "kmeans-k4-s0" in ws.runs()             # the k-means twin: same K and seed, fitted on demand
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [r[1] for r in rows] == ["GEM", "kmeans-k4-s0"]
+    assert all(-1 <= float(r[-2]) <= 1 for r in rows)
+    rc, _, err = _gem(capsys, "mixlab", "compare", "-w", ws.root, "--run", "g4", "--target", "topic:t00")
+    assert rc == 2 and "label or file target" in err

@@ -1,4 +1,4 @@
-"""`gem mixlab design|proxy|fit|best`: mixing experiments over a run's topics (see gem.mixlab)."""
+"""`gem mixlab design|proxy|fit|best|compare`: mixing experiments over a run's topics (see gem.mixlab)."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,24 @@ def register(subparsers) -> None:
     x.add_argument("--eval-tokens", type=int, default=50_000, help="target tokens scored, at most (default 50000)")
     x.add_argument("--seed", type=int, default=0)
     x.set_defaults(handler=run_proxy_cmd)
+
+    c = sub.add_parser("compare", help="GEM vs k-means buckets: held-out rho of the same swarm + proxy + fit",
+                       description="Run the same swarm, proxy and regression on a GEM run and on k-means of the same "
+                                   "K, seed and representation (fitted when missing, or --against RUN), and print "
+                                   "each bucketing's held-out Spearman rho. Nothing is written but the k-means run.")
+    add_workspace_arg(c)
+    c.add_argument("--run", required=True, metavar="NAME", help="the GEM run")
+    c.add_argument("--against", nargs="+", default=[], metavar="RUN",
+                   help="runs to compare with (default: Euclidean k-means with the same K)")
+    c.add_argument("--target", required=True, metavar="SPEC",
+                   help="label:<column>=<value> or file:<path> (topic ids differ between bucketings)")
+    c.add_argument("--n", type=int, default=64)
+    c.add_argument("--alpha", type=float, default=1.0)
+    c.add_argument("--max-epochs", type=float, default=4.0)
+    c.add_argument("--tokens", type=int, default=100_000)
+    c.add_argument("--eval-tokens", type=int, default=50_000)
+    c.add_argument("--seeds", type=int, nargs="+", default=[0], help="one swarm per seed (default 0)")
+    c.set_defaults(handler=run_compare)
 
     for name, help_ in (("fit", "fit mixture -> metric regressions; report held-out Spearman rho"),
                         ("best", "predict the best mixture under constraints and export it as a bundle")):
@@ -219,4 +237,25 @@ def run_best(args: argparse.Namespace) -> int:
                         "token_budget": args.budget_tokens or swarm.params["token_budget"]}})
     print(f"wrote {path} ({len(report['files'])} files, formats: {', '.join(report['formats'])}; validated; "
           "weight_source mixlab)")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from gem.mixlab import parse_target
+    from gem.mixlab.compare import compare_bucketings, kmeans_twin
+
+    ws = _workspace(args)
+    target = parse_target(args.target)
+    runs = {f"GEM ({args.run})": args.run}
+    for other in args.against or [kmeans_twin(ws, args.run)]:
+        runs[other] = other
+    print(f"{'seed':>4}  {'bucketing':<32} {'K':>4} {'model':<10} {'rho':>6}  90% interval")
+    for seed in args.seeds:
+        table = compare_bucketings(
+            ws, runs, target, n=args.n, alpha=args.alpha, max_epochs=args.max_epochs, seed=seed,
+            tokens_per_mixture=args.tokens, eval_tokens=args.eval_tokens,
+            progress=lambda label, d, t: print(f"\r{label}: {d}/{t} mixtures", end="\n" if d == t else "",
+                                               file=sys.stderr, flush=True))
+        for r in table.itertuples(index=False):
+            print(f"{seed:>4}  {r.bucketing:<32} {r.K:>4} {r.model:<10} {r.rho:6.3f}  {r.rho_lo:.3f}-{r.rho_hi:.3f}")
     return 0
