@@ -176,25 +176,19 @@ def embeddings_matrix(ws, representation: str = "final") -> np.ndarray:
 
 
 def query_embedder(ws, representation: str = "final"):
-    """The embedder that made the workspace's ``representation`` embeddings, loaded once per process
-    (ValueError when they were precomputed: there is no model to embed a query with)."""
-    from gem.store import read_json
+    """The embedder that made the workspace's ``representation`` embeddings
+    (``gem.stress.workspace_embedder``), its model loaded once per process (ValueError when the
+    embeddings were precomputed: there is no model to embed a query with)."""
     from gem.stress import workspace_embedder
 
-    meta_path = ws.embeddings_meta_path(representation)
-    meta = read_json(meta_path) if meta_path.exists() else {}
-    if meta.get("source") != "model":
-        raise ValueError(f"the {representation} embeddings of this workspace were not made by the app's model "
-                         f"(source: {meta.get('source', 'unknown')}): semantic search needs that model to embed "
-                         "the query; use full-text search")
-    key = (representation, meta.get("fingerprint"))
+    try:
+        fresh = workspace_embedder(ws, representation)  # cheap: the model loads on first encode
+    except ValueError as exc:
+        why = str(exc).split(", so ")[0]
+        raise ValueError(f"{why}: semantic search needs that model to embed the query; use full-text search") from None
+    key = (representation, fresh.fingerprint)
     with _LOCK:
-        emb = _EMBEDDERS.get(key)
-    if emb is None:
-        emb = workspace_embedder(ws, representation)
-        with _LOCK:
-            emb = _EMBEDDERS.setdefault(key, emb)
-    return emb, meta
+        return _EMBEDDERS.setdefault(key, fresh)
 
 
 def embed_query(ws, query: str, representation: str = "final") -> np.ndarray:
@@ -203,7 +197,7 @@ def embed_query(ws, query: str, representation: str = "final") -> np.ndarray:
     barrier waits for a busy core) against 13 ms on one (measured; see benchmarks/results/search.md)."""
     import torch
 
-    emb, meta = query_embedder(ws, representation)
+    emb = query_embedder(ws, representation)
     query = _check_query(query)
     with _EMBED_LOCK:  # the thread count is process-wide: one query at a time changes it
         previous = torch.get_num_threads()

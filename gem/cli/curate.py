@@ -3,23 +3,13 @@ gem.flags). Ids come as arguments, from ``--ids-file FILE`` (one per line) or fr
 ``--ids-file -``, so ``gem search ... --ids-only | gem flag ... --exclude --ids-file -`` works."""
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
 import os
 import sys
 
 from . import add_workspace_arg
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from .fit import _positive_int
 
 
 def default_author() -> str:
