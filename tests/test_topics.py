@@ -202,3 +202,48 @@ def test_topic_rows_sums_merged_clusters():
     assert out.loc["T001", "share"] == pytest.approx(0.9) and out.loc["T001", "mean_gis"] == pytest.approx(2.5)
     assert out.loc["T001", "cluster"] == 2 and out.loc["T001", "keywords"] == ["z"]  # from the largest cluster
     assert out.loc["T001", "clusters"] == [0, 2] and out.loc["T002", "clusters"] == [1]
+
+
+@pytest.mark.slow  # real GEM fits inside AppTest
+def test_taxonomy_page_merges_previews_discards_and_accepts_a_split(app_test, synthetic_workspace):
+    pytest.importorskip("streamlit.testing.v1")
+    ws = synthetic_workspace
+    at = app_test(ws)
+    at.session_state["gem_author"] = "alice"
+    at.session_state["fit_k"] = 4
+    at.switch_page("pages/3_Taxonomy.py").run()
+    assert not at.exception, at.exception
+    tax = Taxonomy(ws.taxonomy_db)
+    table = at.data_editor(key="tx_editor_0").value
+    ids = sorted(table["id"])
+    docs = dict(zip(table["id"], table["documents"]))
+    first = tax.topic(ids[0])
+    tax.update_topic(ids[0], first["version"], "alice", name="<b>Kept</b> *name*")
+
+    at.multiselect(key="tx_merge_ids").set_value([ids[0], ids[1]]).run()
+    at.checkbox(key="tx_merge_confirm").check().run()
+    at.button(key="tx_merge").click().run()
+    assert not at.exception, at.exception
+    assert tax.topic(ids[1])["merged_into"] == ids[0]
+    assert any(f"Merged {ids[1]} into {ids[0]}" in s.value for s in at.success)
+    table = at.data_editor(key=f"tx_editor_{at.session_state['tx_editor_gen']}").value
+    assert len(table) == 3 and int(table.set_index("id").loc[ids[0], "documents"]) == docs[ids[0]] + docs[ids[1]]
+    assert not any("<b>" in m.value for m in at.markdown)
+
+    big = ids[2]
+    at.selectbox(key="tx_split_id").set_value(big).run()
+    at.button(key="tx_split_preview").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    preview = next(d.value for d in at.dataframe if "child" in d.value.columns)  # the preview table
+    assert len(preview) == 2 and int(preview["documents"].sum()) == docs[big]
+    at.button(key="tx_split_discard").click().run()
+    assert not tax.split_children() and "tx_split_proposal" not in at.session_state
+    assert not any("child" in d.value.columns for d in at.dataframe)
+    at.button(key="tx_split_preview").click().run()
+    at.button(key="tx_split_accept").click().run()
+    assert not at.exception, at.exception
+    children = tax.split_children()[big][0]
+    table = at.data_editor(key=f"tx_editor_{at.session_state['tx_editor_gen']}").value.set_index("id")
+    assert set(children) <= set(table.index) and f"split into {', '.join(children)}" in table.loc[big, "status"]
+    assert all(f"child of {big}" in table.loc[c, "status"] for c in children)
