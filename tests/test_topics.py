@@ -104,6 +104,13 @@ def test_merge_keeps_one_id_survives_a_refit_and_sums_tokens(planted_ws):
     copy.import_json(exported, "carol")
     assert copy.topic(t_cook)["merged_into"] == t_astro and copy.run_mapping("b") == tax.run_mapping("b")
 
+    # the student trains on one label per stable id
+    from gem.distill import distill_run
+
+    report = distill_run(ws, "b", ws.root / "student.bin", word_vectors=False, compare_kmeans=False)
+    assert t_astro in report["training"]["per_topic"] and t_cook not in report["training"]["per_topic"]
+    assert len(report["training"]["per_topic"]) == 3
+
     # unmerge: the topic gets its clusters back
     assert tax.unmerge_topic(t_cook, "bob") == t_astro
     assert tax.topic(t_cook)["status"] == "active" and tax.topic(t_cook)["merged_into"] is None
@@ -185,6 +192,11 @@ def test_split_recovers_planted_halves_and_survives_a_refit(planted_ws):
     assert copy.split_children()[parent][0] == children
     assert np.allclose(copy.split_children()[parent][1], tax.split_children()[parent][1], atol=1e-6)
     assert copy.run_mapping("b") == tax.run_mapping("b")
+
+    from gem.distill import distill_run
+
+    report = distill_run(ws, "b", ws.root / "student.bin", word_vectors=False, compare_kmeans=False)
+    assert set(children) <= set(report["training"]["per_topic"]) and parent not in report["training"]["per_topic"]
 
     assert tax.unsplit_topic(parent, "bob") == children
     assert set(document_topic_ids(ws, "b")[truth >= 3]) == {parent}
