@@ -104,3 +104,14 @@ def test_cli_topics_without_a_taxonomy(tmp_path, capsys):
     assert main(["topics", "-w", str(ws.root), "list"]) == 2
     assert "no taxonomy yet" in capsys.readouterr().err
     assert not ws.taxonomy_db.exists()
+
+
+def test_cli_taxonomy_marks_clusters_matched_through_a_merged_topic(ws_truth, capsys):
+    ws, truth = ws_truth
+    a, b = _topic_of(ws, truth, 0), _topic_of(ws, truth, 1)
+    assert main(["topics", "-w", str(ws.root), "merge", a, b, "--author", "carol"]) == 0
+    save_fit(ws, "b", 4, seed=1)
+    capsys.readouterr()
+    assert main(["taxonomy", "-w", str(ws.root), "--run", "b", "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"[via merged {b}]" in out and out.count(f" {a} ") == 2

@@ -71,6 +71,8 @@ def run_taxonomy(args: argparse.Namespace) -> int:
         topics = tax.topics(args.run)
         for r in topics.itertuples(index=False):
             ids[int(r.cluster)], names[int(r.cluster)], status[int(r.cluster)] = r.id, r.name, r.status
+            if isinstance(r.match_via, str):  # matched a topic merged into r.id (see `gem topics`)
+                status[int(r.cluster)] = f"via merged {r.match_via}"
         if args.save_json:
             tax.save_json(args.save_json)
     elif args.save_json:
@@ -101,7 +103,7 @@ def run_taxonomy(args: argparse.Namespace) -> int:
     if report is not None:
         print(report.summary())
     for rank, t in enumerate(out, 1):
-        flag = f" [{t['status']}]" if t["status"] in ("new",) else ""
+        flag = f" [{t['status']}]" if t["status"] == "new" or t["status"].startswith("via ") else ""
         print(f"{rank:>3}. {t['topic_id']} {t['name']}{flag}")
         print(f"     {t['n_docs']} docs, {t['n_tokens']} tokens ({t['share']:.1%}), kappa {t['kappa']:.0f}, "
               f"mean GIS {t['mean_gis']:.2f}, tightness {t['tightness']:.2f}")
