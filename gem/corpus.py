@@ -810,7 +810,7 @@ class _KeyIndex:
 
         found = self.lookup(keys)
         if len(keys) == 0:
-            return found, np.zeros(0, dtype=np.int64)
+            return found, found
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         return found, first[inverse.reshape(-1)]
 
@@ -1047,7 +1047,8 @@ def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fie
         """Check ids, deduplicate, count tokens and write one batch of records; write its rejects."""
         fname, n = fnames[fi], len(batch["ids"])
         ids = batch["ids"]
-        found, first = id_index.first_in_batch(_digest16(ids)) if n else (np.zeros(0, np.int64),) * 2
+        id_keys = _digest16(ids)
+        found, first = id_index.first_in_batch(id_keys)
         ok = (found < 0) & (first == np.arange(n))
         problems = batch["rejects"]
         for k in np.flatnonzero(~ok).tolist():
@@ -1067,7 +1068,7 @@ def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fie
         ids = [ids[k] for k in keep.tolist()]
         texts = [batch["texts"][k] for k in keep.tolist()]
         pos = [batch["pos"][k] for k in keep.tolist()]
-        id_index.add(_digest16(ids), rows)
+        id_index.add(id_keys[keep], rows)
         kept_ids.extend(ids)
         where_of.extend(pos)
         file_of.extend(np.full(m, fi))
