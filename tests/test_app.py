@@ -442,3 +442,27 @@ def test_documents_page_search_bulk_exclude_refit_and_undo(app_test, synthetic_w
     at.button(key="doc_undo").click().run()
     _assert_clean(at, "undo")
     assert DocFlags(ws).excluded_ids() == []
+
+
+@pytest.mark.slow
+def test_clusters_rings_the_documents_page_search_results(app_test, synthetic_workspace):
+    """The Documents page's "Ring these results" hands the result ids to the Clusters maps, which
+    draw them as one extra trace on both maps, until cleared."""
+    from pages.common import KEY_SEARCH_HIGHLIGHT
+
+    ws = synthetic_workspace
+    corpus = ws.load_corpus()
+    ids = corpus["id"].iloc[[3, 50, 120]].tolist()
+    at = app_test(ws)
+    at.session_state["fit_k"] = 4
+    at.session_state[KEY_SEARCH_HIGHLIGHT] = ("about <b>law</b>", ids)
+    at.run()
+    at.switch_page("pages/2_Clusters.py").run()
+    _assert_clean(at, "clusters")
+    assert any("Ringed: the 3 results of the search" in c.value.replace("\\", "") for c in at.caption)
+    for key in ("map_gem", "map_base"):
+        spec = json.loads(next(c for c in at.get("plotly_chart") if key in c.proto.id).proto.spec)
+        ringed = [t for t in spec["data"] if t.get("name") == "search results"]
+        assert len(ringed) == 1 and {c[0] for c in ringed[0]["customdata"]} == set(ids)
+    at.button(key="cl_clear_highlight").click().run()
+    assert KEY_SEARCH_HIGHLIGHT not in at.session_state
