@@ -81,3 +81,29 @@ def test_search_exclude_refit_mixture_export(streamlit_app, synthetic_workspace,
     listed = [json.loads(line) for line in (bundle / "excluded_documents.jsonl").read_text().splitlines()]
     assert {x["id"] for x in listed} == hits and {x["author"] for x in listed} == {"alice"}
     assert {x["reason"] for x in listed} == {"junk"}
+
+
+def test_box_selection_on_the_clusters_map_excluded_in_bulk(streamlit_app, synthetic_workspace, browser_page, idle):
+    """A box selection on the GEM map, excluded with the form under the selected documents: exactly
+    those documents are flagged (with the sidebar's name), and the next fit leaves them out."""
+    from test_clusters_browser import _box_select, _open_clusters, _shown_ids
+
+    ws = synthetic_workspace
+    page = browser_page
+    gem_map = _open_clusters(page, streamlit_app(ws))
+    page.get_by_placeholder("type your name").fill("bob")
+    page.keyboard.press("Enter")
+    idle(page)
+    _box_select(page, gem_map, 0.05, 0.05, 0.5, 0.5)
+    shown = set(_shown_ids(page))
+    assert 0 < len(shown) < 240
+    page.get_by_role("button", name="Exclude the selected documents").click()
+    page.get_by_text(f"exclude: {len(shown)} of {len(shown)} document(s) changed").wait_for()
+    block = DocFlags(ws).blocklist()
+    assert set(block["id"]) == shown and set(block["author"]) == {"bob"} and set(block["reason"]) == {"junk"}
+    # the next run of any page fits without them (the sidebar's option is on by itself)
+    page.get_by_role("link", name="Clusters", exact=True).click()
+    page.get_by_text(f"{len(shown)} excluded documents are not in these fits").wait_for(timeout=180_000)
+    page.locator(".st-key-map_gem .js-plotly-plot").wait_for()
+    idle(page)
+    assert not _map_ids(page, "map_gem") & shown
