@@ -237,3 +237,17 @@ def test_export_drops_excluded_documents_and_lists_them(fitted_ws, tmp_path, cap
     again = mx.mixture_inputs_from_run(ws, "r2", with_gis=False)
     assert int(again.removed["removed_docs"].sum()) == 4 and "(no topic)" not in set(again.removed["id"])
     assert len(again.documents) == len(corpus) - 4
+
+
+def test_a_topic_whose_documents_are_all_excluded_leaves_the_mixture(fitted_ws, tmp_path):
+    from gem.flags import DocFlags
+
+    ws, _ = fitted_ws
+    a = pd.read_parquet(ws.run_dir("r1") / "assignments.parquet")
+    DocFlags(ws).exclude(a.loc[a["cluster"] == 2, "id"], "off-topic", "alice")
+    inputs = mx.mixture_inputs_from_run(ws, "r1", with_gis=False)
+    row = inputs.domains.set_index("id").loc["t02"]
+    assert row["n_docs"] == 0 and row["excluded"]
+    assert any("every document of topic(s) t02 is excluded" in n for n in inputs.notes)
+    path, report = mx.export_run(ws, "r1", tmp_path / "b", with_gis=False, strategy="balanced")
+    assert "t02" not in report["weights"] and abs(sum(report["weights"].values()) - 1) < 1e-12

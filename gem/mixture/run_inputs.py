@@ -264,6 +264,13 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
         removed = exclusion_summary(ws, run, corpus, domains, assignments, blocklist["id"])
         notes.append(f"{int(removed['removed_docs'].sum()):,} excluded document(s) left out "
                      f"({int(removed['removed_tokens'].sum()):,} tokens); listed in excluded_documents.jsonl")
+        emptied = (domains["n_docs"].to_numpy() == 0) & (removed["removed_docs"].to_numpy()[:len(domains)] > 0) \
+            & ~domains["excluded"].to_numpy(bool)
+        if emptied.any():  # no document left: a weight (say, its fitted mass) would point at nothing
+            domains = domains.copy()
+            domains.loc[emptied, "excluded"] = True
+            notes.append(f"every document of topic(s) {', '.join(domains.loc[emptied, 'id'].astype(str))} is excluded: "
+                         "the topic is left out of the mixture")
     params = dict(getattr(run, "params", {}) or {})
     rep = run.representation
     metadata = run_metadata(ws, rep, {"run": run_name, "method": getattr(run, "method", None),
