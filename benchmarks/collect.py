@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["embed", "fit", "refit", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "mixlab"]
+ORDER = ["embed", "fit", "refit", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
 SCRIPTS = {
     "embed": "bench_embed.py", "fit": "bench_fit.py", "collapse": "bench_collapse.py",
     "app": "bench_app.py", "refit": "bench_refit.py", "gis": "bench_gis.py", "label": "bench_label.py",
