@@ -24,7 +24,7 @@ documents: undo that one first.
 
 Authors follow the taxonomy's rule (``Taxonomy._check_author``: required, stripped, at most 200
 characters). Reasons: ``REASONS``. Tags: 1-64 characters, no control characters, stored as typed
-(stripped); a document's tags are a set. Notes: at most 2,000 characters, no NUL. Corpus text, ids,
+(stripped); a document's tags are a set. Notes: at most 2,000 characters, no control characters but line breaks and tabs. Corpus text, ids,
 tags and notes are stored verbatim and never interpreted.
 """
 from __future__ import annotations
@@ -124,8 +124,8 @@ def check_note(note) -> str:
     note = "" if note is None else note
     if not isinstance(note, str):
         raise ValueError(f"a note must be text, got {type(note).__name__}")
-    if "\x00" in note:
-        raise ValueError("the note contains a NUL character")
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in note):
+        raise ValueError("the note contains a control character (only line breaks and tabs are allowed)")
     if len(note) > MAX_NOTE:
         raise ValueError(f"the note is {len(note)} characters; the limit is {MAX_NOTE}")
     return note

@@ -93,9 +93,18 @@ def corpus_text(ws):
     return out
 
 
+def plain_line(text) -> str:
+    """Untrusted text as one line of plain text: whitespace runs collapsed to one space, other control
+    and format characters (terminal escapes, bidi overrides) replaced by U+FFFD."""
+    s = " ".join(str(text).split())
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() or c == " " else "\ufffd" for c in s)
+
+
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     """``width`` characters of ``text`` around the first occurrence of the query (or of its first
-    token found), whitespace collapsed, "…" where cut. Plain text."""
+    token found), as ``plain_line``, "…" where cut."""
     low = text.lower()
     pos = low.find(query.lower())
     if pos < 0:
@@ -104,7 +113,7 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     start = max(0, pos - width // 3)
     end = min(len(text), start + width)
     start = max(0, min(start, end - width))
-    out = " ".join(text[start:end].split())
+    out = plain_line(text[start:end])
     return ("…" if start > 0 else "") + out + ("…" if end < len(text) else "")
 
 
@@ -241,7 +250,7 @@ def semantic(ws, query: str, k: int = 20, representation: str = "final"):
     text_rows = texts.take(rows).to_pylist()
     table = pd.DataFrame({"rank": np.arange(1, rows.size + 1), "id": ids[rows].astype(str),
                           "score": np.round(scores.astype(np.float64), 4),
-                          "snippet": [" ".join(t[:SNIPPET_CHARS].split()) + ("…" if len(t) > SNIPPET_CHARS else "")
+                          "snippet": [plain_line(t[:SNIPPET_CHARS]) + ("…" if len(t) > SNIPPET_CHARS else "")
                                       for t in text_rows]})
     return SearchResult(query, "semantic", table, int(X.shape[0]), time.perf_counter() - t0)
 

@@ -56,7 +56,8 @@ def test_a_call_that_changes_nothing_writes_no_batch(synthetic_workspace):
     (lambda f, ids: f.tag(ids, "bad\ntag", "alice"), "control character"),
     (lambda f, ids: f.tag(ids, "x" * 65, "alice"), "limit is 64"),
     (lambda f, ids: f.tag(ids, "   ", "alice"), "empty"),
-    (lambda f, ids: f.note(ids, "a\x00b", "alice"), "NUL"),
+    (lambda f, ids: f.note(ids, "a\x00b", "alice"), "control character"),
+    (lambda f, ids: f.note(ids, "red \x1b[31m text", "alice"), "control character"),
     (lambda f, ids: f.exclude([], "junk", "alice"), "no document ids"),
 ])
 def test_bad_input_changes_nothing(synthetic_workspace, call, match):

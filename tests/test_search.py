@@ -43,6 +43,8 @@ def test_snippets_are_plain_text_around_the_hit():
     s = snippet(text, "needle")
     assert "Needle" in s and s.startswith("…") and s.endswith("…") and len(s) <= 162
     assert snippet("a\n\nb  needle\tc", "needle") == "a b needle c"
+    # terminal escapes and bidi overrides in corpus text never reach a terminal or a table as such
+    assert snippet("x \x1b[2J needle \u202e evil", "needle") == "x \ufffd[2J needle \ufffd evil"
 
 
 def test_bad_queries(synthetic_workspace):

@@ -10,6 +10,7 @@ import sys
 
 from . import add_workspace_arg
 from .fit import _positive_int
+from ..search import plain_line
 
 
 def default_author() -> str:
@@ -109,7 +110,7 @@ def cmd_search(args) -> int:
     t = result.table
     if args.ids_only:
         for i in t["id"]:
-            print(i)
+            print(plain_line(i))
         return 0
     if args.json:
         print(json.dumps({"query": result.query, "kind": result.kind, "run": run, "n_matches": result.n_matches,
@@ -125,7 +126,7 @@ def cmd_search(args) -> int:
         tags = f" [tags: {r.tags}]" if r.tags else ""
         topic = f" {getattr(r, 'topic', '')}" if run else ""
         gis = f" gis {r.gis:.2f}" if analysis is not None and r.gis == r.gis else ""
-        print(f"{r.rank:>4} {r.id}  {r.score:.3f}{topic}{gis}{flag}{tags}\n       {r.snippet}")
+        print(plain_line(f"{r.rank:>4} {r.id}  {r.score:.3f}{topic}{gis}{flag}{tags}") + f"\n       {r.snippet}")
     return 0
 
 
@@ -161,11 +162,11 @@ def cmd_flag(args) -> int:
             for r in table.itertuples(index=False):
                 state = f"excluded ({r.reason})" if r.excluded else "included"
                 extra = (f"  tags: {', '.join(r.tags)}" if r.tags else "") + (f"  note: {r.note}" if r.note else "")
-                print(f"{r.id}  {state}  by {r.updated_by} at {r.updated_at}{extra}")
+                print(plain_line(f"{r.id}  {state}  by {r.updated_by} at {r.updated_at}{extra}"))
         else:
             for r in table.itertuples(index=False):
                 undone = f"  (undone by {r.undone_by})" if r.undone_by else ""
-                print(f"{r.at}  {r.author}  {r.action}  {r.n_docs} document(s)  batch {r.batch}{undone}")
+                print(plain_line(f"{r.at}  {r.author}  {r.action}  {r.n_docs} document(s)  batch {r.batch}{undone}"))
         return 0
     if not (args.exclude or args.include or args.tag is not None or args.untag is not None or args.undo
             or args.note is not None):
@@ -193,5 +194,5 @@ def cmd_flag(args) -> int:
         print(json.dumps({"batch": result.batch, "action": result.action, "author": result.author,
                           "changed": result.changed, "requested": result.requested}, indent=2, ensure_ascii=False))
     else:
-        print(result.summary())
+        print(plain_line(result.summary()))
     return 0
