@@ -87,15 +87,21 @@ class TeacherLabeller(Labeller):
         run = load_run(ws, run_dir.name)
         self.model = run.model
         self.embedder = SentenceTransformerEmbedder(layer=parse_representation(run.representation), batch_size=batch_size)
-        tid, _, _ = run_topic_ids(ws, run_dir.name, int(np.asarray(self.model.mean_directions_).shape[0]))
+        tid, _, source = run_topic_ids(ws, run_dir.name, int(np.asarray(self.model.mean_directions_).shape[0]))
         self.topic_ids = np.asarray(tid, dtype=object)
+        self.router = None
+        if source == "taxonomy":  # merged and split topics decide each document's stable id
+            from gem.taxonomy import Taxonomy
+
+            self.router = Taxonomy(ws.taxonomy_db).router()
         self.name = f"teacher:{run_dir.name}"
 
     def predict(self, texts):
         unit, _ = self.embedder.encode(list(texts))
         proba = self.model.predict_proba(unit)
         k = np.argmax(proba, axis=1)
-        return self.topic_ids[k], proba[np.arange(len(k)), k].astype(np.float32)
+        ids = self.topic_ids[k] if self.router is None else self.router.route(self.topic_ids[k], unit)
+        return ids, proba[np.arange(len(k)), k].astype(np.float32)
 
 
 def _model_kind(path: Path) -> str:

@@ -378,3 +378,27 @@ def test_shard_names_that_are_not_utf8_are_labelled(student_path, corpus, tmp_pa
     assert labelled["id"].tolist() == docs.iloc[20:]["id"].tolist()
     assert (out / "summary.json").exists()
     assert label_corpus(student_path, str(folder / "*"), out, workers=0)["n_docs"] == 40  # a rerun skips both
+
+
+@pytest.mark.slow
+def test_teacher_routes_split_topics_to_their_children(sample_workspace, tmp_path):
+    """The exact teacher gives the stable ids the taxonomy gives the run's own documents: a split
+    topic's documents get its children's ids, never the split topic's."""
+    from gem.label import load_labeller
+    from gem.runs import FitSettings, fit_run
+    from gem.taxonomy import Taxonomy, document_topic_ids, sync_saved_run
+
+    ws = sample_workspace
+    fit_run(ws, "t", FitSettings(k=6, balance=0.0, seed=0))
+    sync_saved_run(ws, "t")
+    tax = Taxonomy(ws.taxonomy_db)
+    parent = tax.topics(run="t").sort_values("n_docs").iloc[-1]["id"]
+    children = tax.accept_split(tax.propose_split(ws, "t", parent, 2), "alice")
+
+    corpus = ws.load_corpus().set_index("id")
+    run_ids = pd.read_parquet(ws.run_dir("t") / "assignments.parquet", columns=["id"])["id"].astype(str)
+    truth = pd.Series(document_topic_ids(ws, "t"), index=run_ids)
+    probe = truth[truth.isin(children)].index[:100].append(truth[~truth.isin(children)].index[:100])
+    ids, _ = load_labeller(ws.run_dir("t")).predict(corpus.loc[probe, "text"].tolist())
+    assert parent not in set(ids) and set(children) <= set(ids)
+    assert (ids == truth.loc[probe].to_numpy()).mean() >= 0.95

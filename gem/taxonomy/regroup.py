@@ -296,16 +296,33 @@ class RegroupMixin(TaxonomyDB):
             dirs.append(_from_blob(r["split_direction"]))
         return {p: (ids, np.stack(dirs)) for p, (ids, dirs) in out.items()}
 
+    def router(self) -> "TopicRouter":
+        """A snapshot of the merges and splits that decide each document's stable id, for callers
+        that route many batches (``gem label``'s teacher) without reading the database each time."""
+        with self._connect() as con:
+            survivor = merged_survivors(con)
+        return TopicRouter(survivor, self.split_children())
+
     def route_documents(self, topic_ids: Sequence[str], X: np.ndarray | Callable[[], np.ndarray] | None = None
                         ) -> np.ndarray:
+        """Stable id per document from its cluster's topic id: ``self.router().route(...)``."""
+        return self.router().route(topic_ids, X)
+
+
+@dataclass(frozen=True)
+class TopicRouter:
+    """merged topic -> survivor, and split topic -> (children's ids, their unit directions as rows)."""
+
+    survivor: dict[str, str]
+    children: dict[str, tuple[list[str], np.ndarray]]
+
+    def route(self, topic_ids: Sequence[str], X: np.ndarray | Callable[[], np.ndarray] | None = None) -> np.ndarray:
         """Stable id per document from its cluster's topic id (``topic_ids``): a split topic's
         documents go to the child with the nearest direction (``X``: their embeddings, rows aligned,
         or a function returning them, called only when some topic is split), a merged topic's to its
         survivor. Returns an object array."""
         ids = np.asarray(topic_ids, dtype=object).copy()
-        children = self.split_children()
-        with self._connect() as con:
-            survivor = merged_survivors(con)
+        survivor, children = self.survivor, self.children
         for _ in range(16):  # splits nest at most as deep as curators split children
             if survivor:
                 ids = np.asarray([survivor.get(t, t) for t in ids], dtype=object)
