@@ -31,7 +31,8 @@ Import it in a page as ``from pages import common``. Everything a page needs fro
 - ``plain(text)``: untrusted text escaped for st.error / st.warning / st.caption (no markdown).
 - ``embedded_workspace() -> (ws, representations)``: the workspace, or a pointer to the Home page
   and st.stop() when it has no embedded corpus (the preamble of every analysis page).
-- ``sidebar()``: workspace, curator name and the current fit, on every page (app.py calls it).
+- ``sidebar()``: workspace, curator name, a document search box (opens the Documents page) and the
+  current fit, on every page (app.py calls it).
 
 All logic beyond session bookkeeping lives in gem/ (engine) so it is usable without the UI.
 """
@@ -505,6 +506,13 @@ def author() -> str:
     return signed_in_user() or str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
 
 
+def _search_from_sidebar() -> None:
+    query = str(st.session_state.get("sb_search") or "").strip()
+    if query:
+        st.session_state["doc_query"] = query  # the Documents page's search box
+        st.session_state["sb_search_go"] = True
+
+
 def _switch_workspace() -> None:
     name = st.session_state.get("sb_workspace")
     if name in list_workspaces():
@@ -529,7 +537,12 @@ def sidebar() -> None:
         else:
             st.text_input("Your name (recorded with curation edits)", key=KEY_AUTHOR, placeholder="type your name",
                           help="Taxonomy edits and exports are saved with this name.")
+        if ws.has_corpus():
+            st.text_input("Search documents", key="sb_search", placeholder="words, then Enter", on_change=_search_from_sidebar,
+                          help="Opens the Documents page with this query (full-text; semantic there).")
         fit_controls(ws)
+    if st.session_state.pop("sb_search_go", False):
+        st.switch_page("pages/7_Documents.py")
 
 
 # ---------------------------------------------------------------------------- corpus ingest

@@ -107,3 +107,17 @@ def test_box_selection_on_the_clusters_map_excluded_in_bulk(streamlit_app, synth
     page.locator(".st-key-map_gem .js-plotly-plot").wait_for()
     idle(page)
     assert not _map_ids(page, "map_gem") & shown
+
+
+def test_sidebar_search_opens_the_documents_page(streamlit_app, synthetic_workspace, browser_page, idle):
+    page = browser_page
+    page.goto(streamlit_app(synthetic_workspace))
+    page.get_by_text("Anisotropy: how much").wait_for()
+    box = page.get_by_placeholder("words, then Enter")
+    box.fill("about music")
+    box.press("Enter")
+    page.get_by_role("heading", name="Documents", exact=True).wait_for()
+    corpus = synthetic_workspace.load_corpus()
+    n = int(corpus["text"].str.lower().str.contains("about music", regex=False).sum())
+    page.get_by_text(f"{n} documents match").wait_for()
+    assert page.get_by_placeholder("words or a phrase, then Enter").input_value() == "about music"
