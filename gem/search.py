@@ -31,7 +31,7 @@ import numpy as np
 MODES = ("auto", "phrase", "all")
 SNIPPET_CHARS = 160
 MAX_QUERY = 500
-RESULT_COLUMNS = ["rank", "id", "score", "snippet"]
+MAX_KEPT = 4  # corpora whose text column stays in memory (per process)
 
 _LOCK = threading.Lock()
 _EMBED_LOCK = threading.Lock()
@@ -89,6 +89,8 @@ def corpus_text(ws):
     with _LOCK:
         for stale in [k for k in _TEXT_CACHE if k[0] == key[0]]:
             _TEXT_CACHE.pop(stale)
+        while len(_TEXT_CACHE) >= MAX_KEPT:  # the oldest corpus goes first
+            _TEXT_CACHE.pop(next(iter(_TEXT_CACHE)))
         _TEXT_CACHE[key] = out
     return out
 
