@@ -55,7 +55,7 @@ def _wait_caption(page, idle, needle: str, timeout_s: float = 180.0) -> str:
 
 
 def _nav(page, name: str) -> None:
-    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name).click()
+    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name, exact=True).click()
 
 
 def test_upload_to_labelled_shard(streamlit_app, synthetic_workspace, browser_page, artifacts_dir, tmp_path, idle,

@@ -41,6 +41,11 @@ def _main_content(page, name):
         page.locator(".st-key-mx_weights_chart .js-plotly-plot .bars path").first.wait_for(state="attached")
         # the domain editor, then the weights table (a keyed st.dataframe gets no st-key-* class)
         page.locator("[data-testid='stMain'] [data-testid='stDataFrame']").nth(1).wait_for()
+    elif name == "Mixture lab":
+        page.get_by_text(FIT_CAPTION).wait_for(timeout=FIT_TIMEOUT_MS)
+        page.get_by_role("button", name="Design swarm").wait_for()
+    elif name == "Documents":
+        page.get_by_text("Search the corpus").wait_for()
     elif name == "Student":
         # the student learns from the current fit (made on the Clusters page): train it
         page.get_by_role("button", name="Train student").click()
@@ -58,10 +63,10 @@ def test_every_page_renders_on_the_sample(streamlit_app, sample_workspace, brows
     page = browser_page
     page.goto(streamlit_app(sample_workspace))
     problems = []
-    for name in ("Home", "Clusters", "Taxonomy", "Mixture", "Student"):
+    for name in ("Home", "Clusters", "Taxonomy", "Mixture", "Mixture lab", "Documents", "Student"):
         if name != "Home":
-            page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name).click()
-        failed_shot = artifacts_dir / f"page_{name.lower()}_FAILED.png"
+            page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name, exact=True).click()
+        failed_shot = artifacts_dir / f"page_{name.lower().replace(' ', '_')}_FAILED.png"
         failed_shot.unlink(missing_ok=True)  # not a stale one from an earlier run
         t0 = time.monotonic()
         try:
@@ -71,7 +76,7 @@ def test_every_page_renders_on_the_sample(streamlit_app, sample_workspace, brows
             raise
         print(f"{name}: main content in {time.monotonic() - t0:.1f} s")
         idle(page, timeout_ms=FIT_TIMEOUT_MS)
-        full_screenshot(page, artifacts_dir / f"page_{name.lower()}.png")
+        full_screenshot(page, artifacts_dir / f"page_{name.lower().replace(' ', '_')}.png")
         exceptions = page.locator("[data-testid='stException']")
         if exceptions.count():
             problems.append(f"{name}: {exceptions.first.inner_text()[:500]}")
