@@ -38,15 +38,18 @@ def build_planted_workspace(root, n_per: int = 60, d: int = 24, seed: int = 0):
     return ws, truth
 
 
-def save_fit(ws, name: str, k: int, seed: int):
-    """Spherical k-means (best of 3 restarts) saved as run ``name``; returns its labels."""
+def save_fit(ws, name: str, k: int, seed: int, keep: np.ndarray | None = None):
+    """Spherical k-means (best of 3 restarts) of the documents in ``keep`` (default all) saved as
+    run ``name``; returns its labels."""
     from gem.baselines import make_estimator
     from gem.runs import save_run
 
-    X = ws.load_embeddings()
+    X, ids = ws.load_embeddings(), ws.load_corpus()["id"].to_numpy()
+    if keep is not None:
+        X, ids = X[keep], ids[keep]
     best = max((make_estimator("spherical-kmeans", k, random_state=10 * seed + s).fit(X) for s in range(3)),
                key=lambda m: float(np.einsum("ij,ij->", X, m.mean_directions_[m.labels_])))
-    save_run(ws, name, best, "spherical-kmeans", {"representation": "final"}, ws.load_corpus()["id"], X=X)
+    save_run(ws, name, best, "spherical-kmeans", {"representation": "final"}, ids, X=X)
     return np.asarray(best.labels_)
 
 
@@ -259,3 +262,32 @@ def test_taxonomy_page_merges_previews_discards_and_accepts_a_split(app_test, sy
     table = at.data_editor(key=f"tx_editor_{at.session_state['tx_editor_gen']}").value.set_index("id")
     assert set(children) <= set(table.index) and f"split into {', '.join(children)}" in table.loc[big, "status"]
     assert all(f"child of {big}" in table.loc[c, "status"] for c in children)
+
+
+def test_exclusions_count_against_the_stable_ids_of_merged_and_split_topics(planted_ws):
+    """What exclusions removed is reported per stable id: a merged topic counts its clusters'
+    documents together, a split topic's go to its children, also for a run fitted without them."""
+    from gem.flags import DocFlags
+    from gem.mixture import mixture_inputs_from_run
+
+    ws, truth, tax = planted_ws
+    t_astro, t_cook = _topic_of_group(ws, "a", truth, 0), _topic_of_group(ws, "a", truth, 1)
+    tax.merge_topics([t_astro, t_cook], "alice")
+    children = tax.accept_split(tax.propose_split(ws, "a", _topic_of_group(ws, "a", truth, 3), 2), "alice")
+    ids = ws.load_corpus()["id"].to_numpy()
+    picked = {0: 3, 1: 2, 2: 1, 3: 4}  # planted group -> documents excluded
+    excluded = np.concatenate([ids[truth == g][:n] for g, n in picked.items()])
+    DocFlags(ws).exclude(excluded, reason="junk", author="alice")
+    violin = _topic_of_group(ws, "a", truth, 3)
+    assert violin in children
+
+    keep = ~np.isin(ids, excluded)
+    assert adjusted_rand_score(np.minimum(truth, 3)[keep], save_fit(ws, "without", 4, 0, keep)) > 0.95
+    sync_saved_run(ws, "without")
+    for run in ("a", "without"):
+        removed = mixture_inputs_from_run(ws, run, with_gis=False).removed.set_index("id")
+        assert "(no topic)" not in removed.index and removed.index.is_unique
+        assert removed.loc[t_astro, "removed_docs"] == 5  # both merged groups
+        assert removed.loc[violin, "removed_docs"] == 4 and removed.loc[_topic_of_group(ws, "a", truth, 2),
+                                                                       "removed_docs"] == 1
+        assert int(removed["removed_docs"].sum()) == len(excluded)

@@ -261,7 +261,9 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
         docs["tags"] = [tags.get(i, []) for i in docs["id"]]
     removed = None
     if len(blocklist):
-        removed = exclusion_summary(ws, run, corpus, domains, assignments, blocklist["id"])
+        synced = doc_topics is not None  # then `tax` is the workspace taxonomy
+        removed = exclusion_summary(ws, run, corpus, domains, assignments, blocklist["id"], doc_topics,
+                                    tax.run_mapping(run_name) if synced else None, tax.router() if synced else None)
         notes.append(f"{int(removed['removed_docs'].sum()):,} excluded document(s) left out "
                      f"({int(removed['removed_tokens'].sum()):,} tokens); listed in excluded_documents.jsonl")
         emptied = (domains["n_docs"].to_numpy() == 0) & (removed["removed_docs"].to_numpy()[:len(domains)] > 0) \
@@ -292,21 +294,26 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
 
 
 def exclusion_summary(ws, run, corpus: pd.DataFrame, domains: pd.DataFrame, assignments: pd.DataFrame,
-                      excluded_ids) -> pd.DataFrame:
-    """Per topic (domains' order): id, label, kept documents and tokens (as exported), and what the
-    exclusions removed: removed_docs, removed_tokens, removed_token_share (of the topic's tokens
-    before). An excluded document takes the topic of its cluster in the run; one the run was fitted
-    without takes the cluster the model predicts for it (the topic it would be in); a row
-    ``(no topic)`` counts those that cannot be placed (no embeddings)."""
+                      excluded_ids, document_topics: pd.Series | None = None,
+                      cluster_topics: dict[int, str] | None = None, router=None) -> pd.DataFrame:
+    """Per domain (``domains``' rows): id, label, kept documents and tokens (as exported), and what
+    the exclusions removed: removed_docs, removed_tokens, removed_token_share (of the topic's tokens
+    before). An excluded document counts for its stable id: ``document_topics`` (each run
+    document's id, ``run_document_topics``) or, without it, its cluster's domain (``domains`` in
+    cluster order, as ``run_domains`` makes them without a taxonomy). One the run was fitted without
+    takes the cluster the model predicts for it: that cluster's topic (``cluster_topics``, the run's
+    mapping) routed through merges and splits by ``router`` (``Taxonomy.router``). A row ``(no topic)`` counts those that cannot be placed (no embeddings)."""
     ids = pd.Index(corpus["id"].astype(str))
     excluded = pd.Index(pd.unique(np.asarray(excluded_ids, dtype=object).astype(str)))
     excluded = excluded[ids.get_indexer(excluded) >= 0]  # ids no longer in the corpus remove nothing
     tokens = corpus["n_tokens"].to_numpy(np.int64)
     a_ids = pd.Index(assignments["id"].astype(str))
     pos = a_ids.get_indexer(excluded)
+    in_run = pos >= 0
     cluster = np.full(len(excluded), -1, dtype=np.int64)
-    cluster[pos >= 0] = assignments["cluster"].to_numpy(np.int64)[pos[pos >= 0]]
-    missing = np.flatnonzero(pos < 0)
+    cluster[in_run] = assignments["cluster"].to_numpy(np.int64)[pos[in_run]]
+    X_missing = None
+    missing = np.flatnonzero(~in_run)
     if missing.size:  # fitted without them: where would the model put them?
         try:
             from gem.baselines import uses_raw_vectors
@@ -314,14 +321,30 @@ def exclusion_summary(ws, run, corpus: pd.DataFrame, domains: pd.DataFrame, assi
             rep = run.representation
             rows = ids.get_indexer(excluded[missing])
             X = ws.load_raw_embeddings(rep) if uses_raw_vectors(run.method) else ws.load_embeddings(rep, mmap=True)
-            cluster[missing] = np.asarray(run.model.predict(np.asarray(X[rows], dtype=np.float32)), dtype=np.int64)
+            X_missing = np.asarray(X[rows], dtype=np.float32)
+            cluster[missing] = np.asarray(run.model.predict(X_missing), dtype=np.int64)
         except (OSError, ValueError, AttributeError):
-            pass
+            X_missing = None
+    topic = np.full(len(excluded), None, dtype=object)
+    if document_topics is None:  # no taxonomy: domains are the clusters, in order
+        placed = cluster >= 0
+        topic[placed] = domains["id"].to_numpy(dtype=object)[cluster[placed]]
+    else:
+        topic[in_run] = document_topics.reindex(excluded[in_run]).to_numpy(dtype=object)
+        predicted = missing[cluster[missing] >= 0]
+        if predicted.size and X_missing is not None and cluster_topics:
+            cluster_tid = np.asarray([cluster_topics.get(int(c)) for c in cluster[predicted]], dtype=object)
+            known = np.asarray([t is not None for t in cluster_tid])
+            if router is not None and known.any():
+                cluster_tid[known] = router.route(cluster_tid[known], X_missing[cluster[missing] >= 0][known])
+            topic[predicted] = cluster_tid
+    d_index = pd.Index(domains["id"].astype(str))
+    dpos = d_index.get_indexer(pd.Index(topic).astype(str))
+    placed = np.asarray([t is not None for t in topic]) & (dpos >= 0)
     ex_tokens = tokens[ids.get_indexer(excluded)]
-    K = len(domains)
-    placed = cluster >= 0
-    n_rem = np.bincount(cluster[placed], minlength=K)[:K]
-    t_rem = np.bincount(cluster[placed], weights=ex_tokens[placed].astype(np.float64), minlength=K)[:K]
+    n = len(domains)
+    n_rem = np.bincount(dpos[placed], minlength=n)[:n]
+    t_rem = np.bincount(dpos[placed], weights=ex_tokens[placed].astype(np.float64), minlength=n)[:n]
     kept_tokens = domains["n_tokens"].to_numpy(np.float64)
     out = pd.DataFrame({"id": domains["id"].to_numpy(), "label": domains["label"].to_numpy(),
                         "kept_docs": domains["n_docs"].to_numpy(np.int64),
