@@ -2,6 +2,7 @@
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from gem.taxonomy import Taxonomy
 
@@ -76,8 +77,18 @@ def _pick(page, key: str, tid: str) -> None:
     """Choose the option of topic ``tid`` ("T003 · name") in the select / multiselect ``key``."""
     import re
 
-    page.locator(f".st-key-{key}").click()
-    page.get_by_role("option", name=re.compile(rf"^{tid} ")).first.click()
+    option = page.get_by_role("option", name=re.compile(rf"^{tid} ")).first
+    for attempt in range(4):  # a click that lands while the expander or a rerun redraws opens nothing
+        page.locator(f".st-key-{key} input").first.click()
+        try:
+            option.wait_for(timeout=10_000)
+            break
+        except Exception:
+            if attempt == 3:
+                raise
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+    option.click()
     page.wait_for_timeout(300)
 
 
@@ -106,10 +117,15 @@ def test_merge_and_split_in_the_page_survive_a_refit(streamlit_app, synthetic_wo
     a, b, c = ids[0], ids[1], ids[2]
 
     page.get_by_text("Merge or split topics").click()
-    _pick(page, "tx_merge_ids", a)
-    _pick(page, "tx_merge_ids", b)
+    for tid in (a, b):
+        _pick(page, "tx_merge_ids", tid)
+        page.keyboard.press("Escape")
+        idle(page)
+    # on a loaded box the rerun that enables the confirmation lags the second pick: wait for it
+    expect(page.locator(".st-key-tx_merge_confirm input")).to_be_enabled(timeout=60_000)
     page.locator(".st-key-tx_merge_confirm").get_by_text("Yes, merge these topics").click()
     idle(page)
+    expect(page.locator(".st-key-tx_merge button")).to_be_enabled(timeout=60_000)
     page.locator(".st-key-tx_merge button").click()
     page.get_by_text(f"Merged {b} into {a}").wait_for(timeout=60_000)
     assert tax.topic(b)["merged_into"] == a and tax.topic(b)["status"] == "retired"
