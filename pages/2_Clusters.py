@@ -178,33 +178,7 @@ else:
                  column_config={"text": st.column_config.TextColumn("text", width="large")})
     with st.expander("Selected ids (to copy)"):
         st.code("\n".join(table["id"]), language=None)
-    from gem.flags import REASONS, DocFlags
-
-    with st.form("cl_flag_form", border=True):
-        st.caption(f"Curate the {len(table):,} selected documents (saved in the taxonomy database with your name; "
-                   "Undo on the Documents page)")
-        f1, f2, f3 = st.columns([1, 2, 2])
-        reason = f1.selectbox("Reason", REASONS, key="cl_flag_reason")
-        note = f2.text_input("Note (optional)", key="cl_flag_note")
-        tag = f3.text_input("Tag", key="cl_flag_tag", placeholder="e.g. needs-review")
-        b1, b2 = st.columns(2)
-        do_exclude = b1.form_submit_button("Exclude the selected documents")
-        do_tag = b2.form_submit_button("Tag the selected documents")
-    if do_exclude or do_tag:
-        who = common.author()
-        if not who:
-            st.warning("Enter your name in the sidebar first: every flag is saved with its author.")
-        else:
-            try:
-                flags = DocFlags(ws)
-                result = (flags.exclude(table["id"], reason, who, note=note or None) if do_exclude
-                          else flags.tag(table["id"], tag, who))
-            except ValueError as exc:
-                st.error(common.plain(exc))
-            else:
-                st.success(common.plain(result.summary() + (" Re-fit without them: the sidebar's Fit without "
-                                                            "excluded documents is on once any exist."
-                                                            if do_exclude else "")))
+    common.flag_form(ws, table["id"].tolist(), key="cl_flag")
 
 # ---------------------------------------------------------------------------- sphere view
 with st.expander("Sphere view: the same clusters on S² (UMAP, haversine output metric)"):

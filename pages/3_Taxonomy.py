@@ -19,6 +19,7 @@ REFUSED = "tx_refused"        # rows of edits refused as stale: field, refused v
 TOPIC = "tx_topic"
 SPLIT = "tx_split_proposal"  # the previewed split (gem.taxonomy.SplitProposal), until accepted or discarded
 EDITABLE = ["name", "parent", "description", "excluded", "review", "notes"]
+MEMBER_ROWS = 500  # the members table of one topic: its lowest-GIS documents
 
 st.title("Taxonomy")
 ws, reps = common.embedded_workspace()
@@ -358,6 +359,20 @@ with right:
         "id": ids[rows_of_corpus[pick]],
         "text": [str(x)[:500] for x in texts[rows_of_corpus[pick]]],
     }), hide_index=True, width="stretch")
+
+with st.expander(f"Curate the members of {chosen} (lowest GIS first: the least typical documents)"):
+    # off-topic pages and junk inside a good topic sit at its low-GIS end
+    order_rows = members[np.argsort(analysis.gis[members], kind="stable")][:MEMBER_ROWS]
+    member_table = pd.DataFrame({"GIS": analysis.gis[order_rows].round(2),
+                                 "id": ids[rows_of_corpus[order_rows]].astype(str),
+                                 "text": [str(x)[:500] for x in texts[rows_of_corpus[order_rows]]]})
+    st.caption(f"{len(order_rows):,} of {members.size:,} documents; select rows (their left edge), then exclude "
+               "or tag them.")
+    event = st.dataframe(member_table, hide_index=True, width="stretch", key=f"tx_members_{chosen}",
+                         on_select="rerun", selection_mode="multi-row",
+                         column_config={"text": st.column_config.TextColumn("text", width="large")})
+    picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    common.flag_form(ws, member_table["id"].iloc[picked].tolist(), key="tx_flag")
 
 by_cluster = dict(zip(topics["cluster"].astype(int), topics["id"]))
 near = nearest_topics(analysis.mean_directions, k, n=5)

@@ -506,6 +506,37 @@ def author() -> str:
     return signed_in_user() or str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
 
 
+def flag_form(ws: Workspace, ids: list[str], key: str) -> None:
+    """Exclude or tag the documents ``ids`` (a map selection, a topic's members) in one form, saved
+    with the curator's name (gem.flags); the Documents page has the full set of actions and undo."""
+    from gem.flags import REASONS, DocFlags
+
+    with st.form(f"{key}_form", border=True):
+        st.caption(f"Curate the {len(ids):,} selected documents (saved in the taxonomy database with your name; "
+                   "Undo on the Documents page)")
+        f1, f2, f3 = st.columns([1, 2, 2])
+        reason = f1.selectbox("Reason", REASONS, key=f"{key}_reason")
+        note = f2.text_input("Note (optional)", key=f"{key}_note")
+        tag = f3.text_input("Tag", key=f"{key}_tag", placeholder="e.g. needs-review")
+        b1, b2 = st.columns(2)
+        do_exclude = b1.form_submit_button("Exclude the selected documents", disabled=not ids)
+        do_tag = b2.form_submit_button("Tag the selected documents", disabled=not ids)
+    if not (do_exclude or do_tag):
+        return
+    who = author()
+    if not who:
+        st.warning("Enter your name in the sidebar first: every flag is saved with its author.")
+        return
+    try:
+        flags = DocFlags(ws)
+        result = flags.exclude(ids, reason, who, note=note or None) if do_exclude else flags.tag(ids, tag, who)
+    except ValueError as exc:
+        st.error(plain(exc))
+    else:
+        st.success(plain(result.summary() + (" Re-fit without them: the sidebar's Fit without excluded documents "
+                                             "is on once any exist." if do_exclude else "")))
+
+
 def _search_from_sidebar() -> None:
     query = str(st.session_state.get("sb_search") or "").strip()
     if query:

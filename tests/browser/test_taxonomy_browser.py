@@ -157,3 +157,32 @@ def test_merge_and_split_in_the_page_survive_a_refit(streamlit_app, synthetic_wo
     assert set(children) <= routed and c not in routed and b not in routed
     # the grid (canvas; its cells are in the DOM, hidden) shows the split topic with its children
     page.get_by_text(f"split into {', '.join(children)}").first.wait_for(state="attached", timeout=30_000)
+
+
+def test_a_topics_least_typical_members_excluded_from_the_taxonomy_page(streamlit_app, synthetic_workspace,
+                                                                        browser_page, idle):
+    """Rows picked in a topic's member table (lowest GIS first) are excluded with the curator's name."""
+    from gem.flags import DocFlags
+
+    page = browser_page
+    ws = synthetic_workspace
+    page.goto(streamlit_app(ws))
+    name_box = page.locator(".st-key-gem_author input")
+    name_box.fill("playwright")
+    name_box.press("Enter")
+    _open_taxonomy(page)
+    idle(page)
+    page.get_by_text("Curate the members of").click()
+    grid = page.locator("[data-testid='stExpander']").filter(has_text="Curate the members of") \
+        .locator("[data-testid='stDataFrameResizable']").first
+    grid.wait_for()
+    box = grid.bounding_box()
+    for row in (0, 1):  # the row-marker column (left edge) selects a row; header and rows ~35 px high
+        page.mouse.click(box["x"] + 12, box["y"] + 35 + 17 + 35 * row)
+        idle(page)
+    page.get_by_text("Curate the 2 selected documents").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Exclude the selected documents").click()
+    page.get_by_text("Re-fit without them").wait_for(timeout=60_000)
+    flags = DocFlags(ws).table()
+    assert len(flags) == 2 and flags["excluded"].all() and set(flags["updated_by"]) == {"playwright"}
+    assert set(flags["reason"]) == {"junk"}
