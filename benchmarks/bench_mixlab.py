@@ -157,7 +157,7 @@ def main() -> None:
     allt = pd.concat(tables, ignore_index=True)
     means = allt.groupby("bucketing")["rho"].mean().sort_values(ascending=False)
     out += ["", "## Reading", "",
-            f"Over every corpus, target and seed measured here, mean held-out rho: "
+            "Over every corpus, target and seed measured here, mean held-out rho: "
             + ", ".join(f"{b} {v:.3f}" for b, v in means.items()) + ". "
             "Which bucketing is more predictable depends on the target: read the per-target rows, not only the "
             "mean. The proxy is a word bigram model, not a transformer, and 67 mixtures per swarm give rho "

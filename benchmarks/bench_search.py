@@ -12,7 +12,6 @@ test per document) and pandas ``str.contains(case=False, regex=False)``.
 """
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time

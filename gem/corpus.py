@@ -39,7 +39,6 @@ import csv
 import glob as globlib
 import gzip
 import hashlib
-import io
 import json
 import math
 import os

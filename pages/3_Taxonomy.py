@@ -12,7 +12,6 @@ from gem.plots import gis_by_topic_chart, taxonomy_tree
 from gem.taxonomy import MAX_SPLIT_K, MIN_SPLIT_K, REVIEW_STATES, StaleEditError, topic_rows
 from pages import common
 
-CURRENT = "current GEM fit (this session)"
 EDITOR_GEN = "tx_editor_gen"  # the editor's key carries a generation: a new key drops the browser's edits
 ROWS = "tx_rows"              # (topic id, version) per editor row, as the curator saw them
 REFUSED = "tx_refused"        # rows of edits refused as stale: field, refused value, stored value
@@ -38,22 +37,14 @@ def _namer_settings():
 
 
 # ---------------------------------------------------------------------------- which fit
-sources = [CURRENT] + ws.runs()
-source = st.selectbox("Topics from", sources, key="tx_source",
-                      help="The current fit (its settings are in the sidebar), or any run saved in this workspace "
-                           "(`gem fit`, or earlier fits of the app).")
+source, is_current = common.run_source(ws, key="tx_source")
+run_key = source
 try:
-    if source == CURRENT:
-        with st.spinner("Fitting GEM…"):
-            fit = common.current_fit(ws)
-        st.caption(common.fit_caption(fit))
-        run_key = fit.name
-    else:
-        run_key = source
+    run_key = common.current_run_name(ws, source, is_current)
     analysis = common.run_analysis(run_key, ws)
     tax, report = common.synced_taxonomy(run_key, ws, analysis)
 except (ValueError, OSError, KeyError) as exc:
-    st.error(common.plain(f"Cannot read run {run_key if source != CURRENT else ''}: {exc}"))
+    st.error(common.plain(f"Cannot read run {'' if is_current else run_key}: {exc}"))
     st.stop()
 rows_of_corpus = analysis.extra["rows"]
 if report is not None and (report.matched or report.retired or report.revived):  # a first sync compares nothing

@@ -9,7 +9,6 @@ from gem import mixture as mx
 from gem.plots import implied_epochs_chart, mixture_weights_chart
 from pages import common
 
-CURRENT = "current fit (this session)"
 STRATEGY_HELP = {
     "natural": "token share of each domain",
     "balanced": "the fitted GEM mass of each topic",
@@ -29,12 +28,9 @@ def _inputs(root: str, name: str, run_mtime: int, taxonomy_mtime: tuple, corpus_
 
 
 # ---------------------------------------------------------------------------- source of the topics
-sources = [CURRENT] + ws.runs()
-source = st.selectbox("Topics from", sources, key="mx_source",
-                      help="The current fit (its settings are in the sidebar: K, balance, seed), or any run saved "
-                           "in this workspace (`gem fit`, or earlier fits of the app).")
+source, is_current = common.run_source(ws, key="mx_source")
 try:
-    if source == CURRENT:
+    if is_current:
         settings = common.fit_settings(ws)
         modes = ["uniform", "natural", "edited per topic"]
         stored_mode = st.session_state.get(common.KEY_FIT_TARGET_MODE, "uniform")

@@ -15,7 +15,6 @@ from gem.mixlab.charts import fit_scatter, mixtures_chart
 from gem.mixlab.proxy import DEFAULT_TOKENS, parse_target, read_target_file
 from pages import common
 
-CURRENT = "current fit (this session)"
 KEY_SWARM = "ml_swarm"        # name of the swarm chosen / just designed
 KEY_UPLOAD = "ml_upload"      # (swarm name, results DataFrame) uploaded in this session
 KEY_EXPORT = "ml_export"      # (bundle path, zip bytes, formats)
@@ -27,17 +26,9 @@ st.caption("Design mixing experiments over the topics, read their results, and p
 ws, _ = common.embedded_workspace()
 frame = common.corpus(ws)
 
-sources = [CURRENT] + ws.runs()
-source = st.selectbox("Topics from", sources, key="ml_source",
-                      help="The current fit (sidebar settings) or any run saved in this workspace.")
+source, is_current = common.run_source(ws, key="ml_source")
 try:
-    if source == CURRENT:
-        with st.spinner("Fitting GEM…"):
-            run = common.current_fit(ws)
-        st.caption(common.fit_caption(run))
-        run_name = run.name
-    else:
-        run_name = source
+    run_name = common.current_run_name(ws, source, is_current)
 except (ValueError, OSError) as exc:
     st.error(common.plain(f"The run could not be read: {exc}"))
     st.stop()

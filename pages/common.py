@@ -506,6 +506,29 @@ def author() -> str:
     return signed_in_user() or str(st.session_state.get(KEY_AUTHOR, "") or "").strip()
 
 
+CURRENT_FIT = "current fit (this session)"
+
+
+def run_source(ws: Workspace, key: str) -> tuple[str, bool]:
+    """The "Topics from" choice of a page: the current fit (its settings in the sidebar) or any run
+    saved in the workspace. Returns (choice, is_current); ``current_run_name`` gives the name."""
+    source = st.selectbox("Topics from", [CURRENT_FIT] + ws.runs(), key=key,
+                          help="The current fit (its settings are in the sidebar: K, balance, seed), or any run "
+                               "saved in this workspace (`gem fit`, or earlier fits of the app).")
+    return source, source == CURRENT_FIT
+
+
+def current_run_name(ws: Workspace, source: str, is_current: bool) -> str:
+    """The run behind a ``run_source`` choice: the current fit is fitted (or loaded) now, with its
+    caption shown."""
+    if not is_current:
+        return source
+    with st.spinner("Fitting GEM…"):
+        run = current_fit(ws)
+    st.caption(fit_caption(run))
+    return run.name
+
+
 def flag_form(ws: Workspace, ids: list[str], key: str) -> None:
     """Exclude or tag the documents ``ids`` (a map selection, a topic's members) in one form, saved
     with the curator's name (gem.flags); the Documents page has the full set of actions and undo."""
