@@ -73,6 +73,14 @@ def _poll(check, deadline_s=120.0):
     return None
 
 
+def _open_as_playwright(page, url: str) -> None:
+    """Open the app and type the curator name every edit is saved with."""
+    page.goto(url)
+    name_box = page.locator(".st-key-gem_author input")
+    name_box.fill("playwright")
+    name_box.press("Enter")
+
+
 def _pick(page, key: str, tid: str) -> None:
     """Choose the option of topic ``tid`` ("T003 · name") in the select / multiselect ``key``."""
     import re
@@ -96,12 +104,8 @@ def test_merge_and_split_in_the_page_survive_a_refit(streamlit_app, synthetic_wo
                                                       artifacts_dir, idle, full_screenshot):
     from gem.taxonomy import document_topic_ids
 
-    page = browser_page
-    ws = synthetic_workspace
-    page.goto(streamlit_app(ws))
-    name_box = page.locator(".st-key-gem_author input")
-    name_box.fill("playwright")
-    name_box.press("Enter")
+    page, ws = browser_page, synthetic_workspace
+    _open_as_playwright(page, streamlit_app(ws))
     page.get_by_text("Anisotropy: how much").wait_for()
     idle(page)
     k_box = page.locator(".st-key-w_fit_k input")  # K = 4: the synthetic corpus has four planted groups
@@ -164,12 +168,8 @@ def test_a_topics_least_typical_members_excluded_from_the_taxonomy_page(streamli
     """Rows picked in a topic's member table (lowest GIS first) are excluded with the curator's name."""
     from gem.flags import DocFlags
 
-    page = browser_page
-    ws = synthetic_workspace
-    page.goto(streamlit_app(ws))
-    name_box = page.locator(".st-key-gem_author input")
-    name_box.fill("playwright")
-    name_box.press("Enter")
+    page, ws = browser_page, synthetic_workspace
+    _open_as_playwright(page, streamlit_app(ws))
     _open_taxonomy(page)
     idle(page)
     page.get_by_text("Curate the members of").click()
