@@ -20,6 +20,7 @@ PAGES = [
     st.Page("pages/7_Documents.py", title="Documents", icon=":material/search:"),
 ]
 
+common.preload_engine()  # the first fit should not wait for torch and scikit-learn to import
 page = st.navigation(PAGES)
 common.sidebar()
 page.run()

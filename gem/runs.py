@@ -254,6 +254,23 @@ def run_is_current(ws: Workspace, name: str, settings: FitSettings) -> bool:
             and info.get("ids_digest") == ids_digest(ids))
 
 
+def preload_engine():
+    """Import the fitting stack (torch, scikit-learn, the GEM model and the baselines) in a daemon
+    thread and return it. A server calls it at start: the first fit then skips ~2.5 s of imports
+    (measured on the sample: 2.9 s for a first fit in a fresh process, 0.3 s for the next)."""
+    import threading
+
+    def work() -> None:
+        import sklearn.cluster  # noqa: F401  (importing is the point; gem.model imports torch lazily)
+        import torch  # noqa: F401
+
+        from . import baselines, model  # noqa: F401
+
+    thread = threading.Thread(target=work, name="gem-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | None = None):
     """Fit ``settings`` on the workspace's embeddings and save it as run ``name``; returns the
     fitted estimator. ``warm_from``: a saved GEM run of the same data, K and representation whose

@@ -573,6 +573,15 @@ def _switch_workspace() -> None:
         set_workspace(workspaces_root() / name)
 
 
+@st.cache_resource(show_spinner=False)
+def preload_engine():
+    """Once per server process: import the fitting stack in the background (gem.runs.preload_engine),
+    while the curator reads the Home page, so the first fit does not wait for it."""
+    from gem.runs import preload_engine as start
+
+    return start()
+
+
 def sidebar() -> None:
     """Workspace, curator and the current fit, on every page (app.py calls it)."""
     ws = workspace()
