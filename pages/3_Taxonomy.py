@@ -351,7 +351,7 @@ with right:
         "text": [str(x)[:500] for x in texts[rows_of_corpus[pick]]],
     }), hide_index=True, width="stretch")
 
-with st.expander(f"Curate the members of {chosen} (lowest GIS first: the least typical documents)"):
+with st.expander(common.plain(f"Curate the members of {chosen} (lowest GIS first: the least typical documents)")):
     # off-topic pages and junk inside a good topic sit at its low-GIS end
     order_rows = members[np.argsort(analysis.gis[members], kind="stable")][:MEMBER_ROWS]
     member_table = pd.DataFrame({"GIS": analysis.gis[order_rows].round(2),
