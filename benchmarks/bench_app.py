@@ -11,7 +11,6 @@ Run: .venv/bin/python benchmarks/bench_app.py [--read-seconds 3]   (writes bench
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -19,16 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 
 def main() -> int:

@@ -13,7 +13,6 @@ Needs Debian's chromium (apt-get install chromium) and playwright (requirements.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -25,20 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PLOTTED_JS = """(sel) => { const gd = document.querySelector(sel);
   return !!(gd && gd._fullData && gd._fullData.some(t => (t.x || []).length > 0)); }"""
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _server(ws_root: Path) -> tuple[subprocess.Popen, str]:
@@ -149,7 +139,7 @@ def main() -> int:
     targets = {"Clusters, first load": 4.0, "lambda 20000 -> 5000": 2.0, "lambda 5000 -> 20000": 2.0,
                "box selection: mouse up": 2.0}
     lines = ["# App response in a real browser (benchmarks/bench_app_browser.py)", "",
-             f"Machine: {_cpu()}, {os.cpu_count()} cores, shared with other jobs while measured. Sample corpus "
+             f"Machine: {cpu_model()}, {os.cpu_count()} cores, shared with other jobs while measured. Sample corpus "
              "(11,500 documents, final representation), K = 24, baseline k-means on raw vectors; headless Chromium "
              "driving `streamlit run app.py`; wall time from the click to both maps drawn and the run over.", "",
              "| step | click to content (s) | target | fit (caption) |", "|---|---|---|---|"]

@@ -34,6 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 
 def make_data(n, d, k_true, seed=0):
@@ -69,16 +70,6 @@ def make_sample_noisy(n, d=384, seed=0, noise=0.03):
         X[s:e] += rng.standard_normal((e - s, d), dtype=np.float32) * noise
         X[s:e] /= np.linalg.norm(X[s:e], axis=1, keepdims=True)
     return X
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def _unit(A):
@@ -303,17 +294,6 @@ def write_fit_md(part: str, text: str) -> None:
     write_text_atomic(path, "\n\n".join(p for p in parts.values() if p) + "\n")
 
 
-def cpu_model() -> str:
-    try:
-        res = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in res.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except Exception:
-        pass
-    return "unknown CPU"
-
-
 def main_real(args):
     import datetime
 
@@ -414,7 +394,7 @@ def main():
     lines = [
         "# GEM fit speed and memory",
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')} (timings vary with other "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')} (timings vary with other "
         f"jobs on the box; ratios count). torch threads: {os.cpu_count()}.",
         f"Data: {n:,} x {d} anisotropic float32 unit rows ({g['data_mb']:.0f} MB), K = {k}.",
         "GEM: balance=5000, tol 1e-6, max_iter " + str(args.max_iter) + ", greedy k-means++ seeding + Lloyd included.",

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_COMMIT = "491b7c4"
@@ -77,17 +78,6 @@ def measure(cmd: list[str]) -> dict:
     if result["rc"] != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {result['rc']}")
     return result
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,7 @@ import pandas as pd
 from gem.mixlab import best_mixture, design_run, fit_swarm, parse_target, run_proxy
 from gem.mixlab.compare import compare_bucketings, kmeans_twin
 from gem.mixlab.proxy import prepare_proxy
+from machine import cpu_model  # benchmarks/machine.py
 from gem.runs import FitSettings, fit_run
 from gem.store import seed_sample_workspace, write_text_atomic
 
@@ -32,15 +33,7 @@ K = 24
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores visible, Python {platform.python_version()}; load average at start "
+    return (f"{cpu_model()}, {os.cpu_count()} cores visible, Python {platform.python_version()}; load average at start "
             f"{os.getloadavg()[0]:.1f}. The box was shared with other work while measuring: times are indicative.")
 
 

@@ -11,7 +11,6 @@ values. Baselines measured in the same run: a Python loop over the lower-cased t
 test per document) and pandas ``str.contains(case=False, regex=False)``.
 """
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import cpu_model  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPI = Path("/work/.library/env/packages/pypi.tsv")
@@ -26,16 +26,6 @@ QUERIES = ["python", "client library", "machine learning", "http server", "aws l
            "command line tool", "jupyter", "async", "database migration", "pytorch model", "web scraping",
            "json schema validation", "kubernetes operator", "image processing", "natural language processing",
            "unit testing", "data visualization", "encryption", "telegram bot"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_workspace(root: Path, n: int, d: int = 384):

@@ -10,13 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+from machine import cpu_model  # benchmarks/machine.py
 
 
 def _backup(src, dst) -> None:
@@ -80,7 +74,7 @@ def main() -> None:
         base_big = float(np.mean(plain1[ids0 == big] == big))
         lines = [
             "# Merge and split topics (benchmarks/bench_topics.py)", "",
-            f"Machine: {_cpu()}, {os.cpu_count()} cores, shared with other work while measuring. The sample "
+            f"Machine: {cpu_model()}, {os.cpu_count()} cores, shared with other work while measuring. The sample "
             f"({n:,} documents, MiniLM 384-d), GEM K = 24, seed 0; then the largest topic split in 2, two "
             "topics merged, and a re-fit with seed 1 synced.", "",
             "| step | time | note |", "|---|---|---|",
