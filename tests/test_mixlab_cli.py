@@ -107,3 +107,21 @@ def test_compare_gem_with_kmeans_buckets(fitted, capsys):
     assert all(-1 <= float(r[-2]) <= 1 for r in rows)
     rc, _, err = _gem(capsys, "mixlab", "compare", "-w", ws.root, "--run", "g4", "--target", "topic:t00")
     assert rc == 2 and "label or file target" in err
+
+
+def test_exported_best_mixture_leaves_out_and_lists_excluded_documents(fitted):
+    """A Mixture lab bundle treats curator exclusions like `gem export`: the excluded documents are
+    missing from assignments.parquet and listed in excluded_documents.jsonl."""
+    from gem.flags import DocFlags
+    from gem.mixlab import design_run
+    from gem.mixlab.design import export_mixture
+
+    ws = fitted
+    gone = ws.load_corpus()["id"].astype(str).tolist()[:3]
+    DocFlags(ws).exclude(gone, reason="junk", author="tester")
+    swarm = design_run(ws, "g4", n=5, seed=0)
+    out_dir = ws.exports_dir / "lab-best"
+    export_mixture(ws, swarm, {swarm.ids[0]: 0.5, swarm.ids[1]: 0.5}, out_dir)
+    listed = [json.loads(line)["id"] for line in (out_dir / "excluded_documents.jsonl").read_text().splitlines()]
+    assert sorted(listed) == sorted(gone)
+    assert not set(gone) & set(pd.read_parquet(out_dir / "assignments.parquet")["id"].astype(str))

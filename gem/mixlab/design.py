@@ -225,11 +225,10 @@ def export_mixture(ws, swarm: Swarm, weights: dict[str, float], out_dir: str | o
     ``gem export`` bundle: strategy "imported", each weighted domain's weight_source "mixlab",
     the swarm's budget and max epochs unless given, ``extra`` (metric, fit, prediction) in mixture.json.
     Returns (bundle path, ``validate_bundle`` report)."""
-    from gem.mixture import mixture_inputs_from_run, validate_bundle, write_bundle
+    from gem.mixture import mixture_inputs_from_run, write_run_bundle
 
     inputs = mixture_inputs_from_run(ws, swarm.run, with_gis=with_gis)
     mixture, assignments = mixture_of(inputs, weights, token_budget=token_budget or swarm.params.get("token_budget"),
                                       max_epochs=max_epochs or swarm.params.get("max_epochs"),
                                       extra={"swarm": swarm.path.name if swarm.path else None, **(extra or {})})
-    path = write_bundle(out_dir, mixture, formats, assignments=assignments, taxonomy=inputs.taxonomy)
-    return path, validate_bundle(path)
+    return write_run_bundle(inputs, mixture, assignments, out_dir, formats)

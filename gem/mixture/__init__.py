@@ -33,7 +33,7 @@ from gem.mixture.bundle import (
     write_bundle,
 )
 from gem.mixture.errors import BundleError, MixtureError
-from gem.mixture.export import export_command, export_run
+from gem.mixture.export import export_command, export_run, write_run_bundle
 from gem.mixture.formats import (
     DEFAULT_OLMO_PATH_TEMPLATE, DEFAULT_PREFIX_TEMPLATE, DEFAULT_SPLIT_PREFIX_TEMPLATE, DOLMA_ATTRIBUTE_PREFIX,
     SCHEMA_VERSION, dumps_json, embedding_model_info, loads_json, mixture_to_dict, parse_hf_interleave,
@@ -63,4 +63,5 @@ __all__ = [
     "render_megatron_blend", "render_megatron_per_split", "render_mixture_json", "render_olmo_core", "render_regmix",
     "render_regmix_token_prior", "render_weborganizer", "run_domains", "run_metadata", "temperature_weights",
     "topic_domain_id", "topic_list_taxonomy", "unimax_weights", "validate_bundle", "write_bundle",
+    "write_run_bundle",
 ]

@@ -1,5 +1,6 @@
 """From a saved run to a validated bundle in one call: ``export_run`` is what `gem export` and the
-app's Export button both do, and ``export_command`` is the `gem export` line that writes the same
+app's Export button both do (``write_run_bundle`` its writing half, which the Mixture lab's export
+shares), and ``export_command`` is the `gem export` line that writes the same
 bundle (the app shows it under the button).
 """
 from __future__ import annotations
@@ -21,13 +22,22 @@ def export_run(ws, run_name: str, out_dir: str | os.PathLike, formats: str | Ite
                **build) -> tuple[Path, dict]:
     """Read the saved run ``run_name`` (domains with the taxonomy's ids, documents, GIS unless
     ``with_gis`` is False, the taxonomy), build its mixture (``build``: strategy, level,
-    token_budget, max_epochs, temperature, overrides, base, imported, as ``RunMixtureInputs.build``),
-    write the bundle to ``out_dir`` (excluded documents left out and listed in excluded_documents.jsonl) (``bundle_options``: data_root, templates, seed of
-    ``write_bundle``) and validate it. Returns (bundle path, ``validate_bundle`` report)."""
+    token_budget, max_epochs, temperature, overrides, base, imported, as ``RunMixtureInputs.build``)
+    and write it with ``write_run_bundle``. Returns (bundle path, ``validate_bundle`` report)."""
     inputs = mixture_inputs_from_run(ws, run_name, with_gis=with_gis)
     mixture, assignments = inputs.build(**build)
+    return write_run_bundle(inputs, mixture, assignments, out_dir, formats, **dict(bundle_options or {}))
+
+
+def write_run_bundle(inputs, mixture, assignments, out_dir: str | os.PathLike,
+                     formats: str | Iterable[str] | None = "all", **bundle_options) -> tuple[Path, dict]:
+    """Write a run's mixture as a bundle in ``out_dir`` (with the run's taxonomy; excluded
+    documents left out and listed in excluded_documents.jsonl; ``bundle_options``: data_root,
+    templates, seed of ``write_bundle``) and validate it. ``inputs``: the run's
+    ``RunMixtureInputs``; ``mixture, assignments``: what its ``build`` (or a caller's variant of
+    it) returned. Returns (bundle path, ``validate_bundle`` report)."""
     path = write_bundle(out_dir, mixture, formats, assignments=assignments, taxonomy=inputs.taxonomy,
-                        blocklist=inputs.excluded, **dict(bundle_options or {}))
+                        blocklist=inputs.excluded, **bundle_options)
     return path, validate_bundle(path)
 
 
