@@ -214,16 +214,23 @@ def flags_mtime(ws: Workspace) -> tuple:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _n_excluded(root: str, stamp: tuple) -> int:
-    from gem.flags import DocFlags
+def _exclusions(root: str, stamp: tuple) -> tuple[int, str]:
+    from gem.flags import excluded_ids, exclusions_digest
 
-    return DocFlags(Workspace(root)).n_excluded()
+    ids = excluded_ids(Workspace(root))
+    return len(ids), exclusions_digest(ids)
 
 
 def n_excluded(ws: Workspace | None = None) -> int:
     """How many documents curators excluded in this workspace (gem.flags)."""
     ws = ws or workspace()
-    return _n_excluded(str(ws.root), flags_mtime(ws))
+    return _exclusions(str(ws.root), flags_mtime(ws))[0]
+
+
+def exclusions_stamp(ws: Workspace | None = None) -> str:
+    """A digest of the excluded ids: changes when an exclusion does, not with other taxonomy edits."""
+    ws = ws or workspace()
+    return _exclusions(str(ws.root), flags_mtime(ws))[1]
 
 
 @dataclass
@@ -449,7 +456,8 @@ def synced_taxonomy(name: str, ws: Workspace | None = None, analysis=None):
 
 
 def _analysis_key(ws: Workspace, name: str) -> str:
-    return f"{ws.root}|{name}|{_params_mtime(ws, name)}"
+    # analyze_run leaves excluded documents out, also of runs fitted with them
+    return f"{ws.root}|{name}|{_params_mtime(ws, name)}|{exclusions_stamp(ws)}"
 
 
 def run_topics(run_name: str, ws: Workspace | None = None):

@@ -466,3 +466,33 @@ def test_clusters_rings_the_documents_page_search_results(app_test, synthetic_wo
         assert len(ringed) == 1 and {c[0] for c in ringed[0]["customdata"]} == set(ids)
     at.button(key="cl_clear_highlight").click().run()
     assert KEY_SEARCH_HIGHLIGHT not in at.session_state
+
+
+@pytest.mark.slow
+def test_taxonomy_page_rescores_when_documents_are_excluded_from_a_run_fitted_with_them(app_test,
+                                                                                        synthetic_workspace):
+    """GIS and keywords leave excluded documents out even of a run fitted with them: a new exclusion
+    makes the page score the run again, while a rename (another taxonomy edit) does not."""
+    from gem.flags import DocFlags
+    from gem.taxonomy import Taxonomy
+
+    ws = synthetic_workspace
+    at = app_test(ws)
+    at.session_state["gem_author"] = "alice"
+    at.session_state["fit_k"] = 4
+    at.session_state["fit_exclude"] = False  # keep the current fit as it is
+    at.run()
+    at.switch_page("pages/3_Taxonomy.py").run()
+    _assert_clean(at, "taxonomy")
+    key, analysis = at.session_state["gem_analysis"]
+    n = len(analysis.gis)
+    tax = Taxonomy(ws.taxonomy_db)
+    first = tax.topics().iloc[0]
+    tax.update_topic(first["id"], int(first["version"]), "bob", name="renamed by bob")
+    at.run()
+    assert at.session_state["gem_analysis"][1] is analysis  # a rename keeps the scores
+
+    DocFlags(ws).exclude(ws.load_corpus()["id"].astype(str).tolist()[:5], reason="junk", author="bob")
+    at.run()
+    _assert_clean(at, "after exclusion")
+    assert at.session_state["gem_analysis"][0] != key and len(at.session_state["gem_analysis"][1].gis) == n - 5
