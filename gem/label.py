@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from gem.corpus import MAX_TOKENS, json_problem, show_path
-from gem.store import atomic_path, write_json_atomic, write_text_atomic
+from gem.store import write_json_atomic, write_parquet_atomic, write_text_atomic
 
 META_KEY = b"gem.label"
 REJECTS_DIR = "rejects"
@@ -305,16 +305,8 @@ def label_shard(labeller: Labeller, path: str | os.PathLike, out_dir: str | os.P
         "topic_id": pa.array(topic.tolist(), pa.string()),
         "probability": pa.array(np.concatenate(prob_parts) if prob_parts else np.zeros(0, np.float32), pa.float32()),
     }).replace_schema_metadata({META_KEY: json.dumps(stats).encode()})
-    _write_parquet(out_dir / f"{stem}.parquet", table)
+    write_parquet_atomic(out_dir / f"{stem}.parquet", table)
     return {**stats, "seconds": round(time.perf_counter() - start, 3)}
-
-
-def _write_parquet(target: Path, table) -> None:
-    """Parquet written atomically through a file object (file names need not be UTF-8)."""
-    import pyarrow.parquet as pq
-
-    with atomic_path(target, suffix=".parquet") as tmp, open(tmp, "wb") as fh:
-        pq.write_table(table, fh)
 
 
 def read_shard_stats(output: str | os.PathLike) -> dict:

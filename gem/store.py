@@ -87,14 +87,15 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 
 def write_parquet_atomic(target: str | os.PathLike, table) -> Path:
-    """Write a pandas DataFrame or pyarrow Table to Parquet atomically."""
+    """Write a pandas DataFrame or pyarrow Table to Parquet atomically (through a file object:
+    pyarrow encodes path strings as UTF-8, and file names need not be)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    with atomic_path(target, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
+    with atomic_path(target, suffix=".parquet") as tmp, open(tmp, "wb") as fh:
+        pq.write_table(table, fh)
     return Path(target)
 
 
