@@ -192,12 +192,10 @@ class RegroupMixin(TaxonomyDB):
         with self._connect() as con:
             version = int(self._live_topic(con, topic_id)["version"])
         run, docs, _, X = load_run_documents(ws, run_name, columns=["id", "text"])
-        mapping = self.run_mapping(run_name)
-        if not mapping:
+        tids = document_topic_ids(ws, run_name, run=run, X=X, tax=self)
+        if tids is None:
             raise ValueError(f"run {run_name!r} is not synced into the taxonomy: open it on the Taxonomy page or "
                              f"run `gem taxonomy -w {ws.root} --run {run_name}` first")
-        cluster = run.assignments["cluster"].to_numpy().astype(np.int64)
-        tids = self.route_documents(np.asarray([mapping[c] for c in cluster], dtype=object), X)
         rows = np.flatnonzero(tids == topic_id)
         if rows.size < k * MIN_DOCS_PER_CHILD:
             raise ValueError(f"{topic_id} has {rows.size} documents in run {run_name}; a split into {k} needs at least "
@@ -285,28 +283,31 @@ class RegroupMixin(TaxonomyDB):
     def split_children(self) -> dict[str, tuple[list[str], np.ndarray]]:
         """split topic -> (its children's ids, their unit directions as rows)."""
         with self._connect() as con:
-            rows = con.execute(
-                "SELECT id, split_from, split_direction FROM topics WHERE split_from IS NOT NULL"
-                " AND split_direction IS NOT NULL AND (status != 'retired' OR merged_into IS NOT NULL) ORDER BY id"
-            ).fetchall()
-        out: dict[str, tuple[list[str], list]] = {}
-        for r in rows:
-            ids, dirs = out.setdefault(r["split_from"], ([], []))
-            ids.append(r["id"])
-            dirs.append(_from_blob(r["split_direction"]))
-        return {p: (ids, np.stack(dirs)) for p, (ids, dirs) in out.items()}
+            return _split_children(con)
 
     def router(self) -> "TopicRouter":
-        """A snapshot of the merges and splits that decide each document's stable id, for callers
-        that route many batches (``gem label``'s teacher) without reading the database each time."""
+        """A snapshot of the merges and splits that decide each document's stable id (one read), for
+        callers that route many batches (``gem label``'s teacher) without reading the database each time."""
         with self._connect() as con:
-            survivor = merged_survivors(con)
-        return TopicRouter(survivor, self.split_children())
+            return TopicRouter(merged_survivors(con), _split_children(con))
 
     def route_documents(self, topic_ids: Sequence[str], X: np.ndarray | Callable[[], np.ndarray] | None = None
                         ) -> np.ndarray:
         """Stable id per document from its cluster's topic id: ``self.router().route(...)``."""
         return self.router().route(topic_ids, X)
+
+
+def _split_children(con) -> dict[str, tuple[list[str], np.ndarray]]:
+    rows = con.execute(
+        "SELECT id, split_from, split_direction FROM topics WHERE split_from IS NOT NULL"
+        " AND split_direction IS NOT NULL AND (status != 'retired' OR merged_into IS NOT NULL) ORDER BY id"
+    ).fetchall()
+    out: dict[str, tuple[list[str], list]] = {}
+    for r in rows:
+        ids, dirs = out.setdefault(r["split_from"], ([], []))
+        ids.append(r["id"])
+        dirs.append(_from_blob(r["split_direction"]))
+    return {p: (ids, np.stack(dirs)) for p, (ids, dirs) in out.items()}
 
 
 @dataclass(frozen=True)
@@ -343,15 +344,17 @@ class TopicRouter:
         return ids
 
 
-def document_topic_ids(ws, run_name: str, run=None, X: np.ndarray | None = None) -> np.ndarray | None:
+def document_topic_ids(ws, run_name: str, run=None, X: np.ndarray | None = None, tax=None) -> np.ndarray | None:
     """The stable id of every document of a saved run (rows of its assignments), or None when the
-    run is not synced into the workspace taxonomy. Embeddings are read only when a topic is split."""
+    run is not synced into the taxonomy (``tax``, default the workspace's). Embeddings are read
+    only when a topic is split."""
     from gem.runs import load_run, load_run_documents
     from gem.taxonomy.core import Taxonomy
 
-    if not ws.taxonomy_db.exists():
-        return None
-    tax = Taxonomy(ws.taxonomy_db)
+    if tax is None:
+        if not ws.taxonomy_db.exists():
+            return None
+        tax = Taxonomy(ws.taxonomy_db)
     mapping = tax.run_mapping(run_name)
     if not mapping:
         return None
@@ -376,7 +379,7 @@ def run_document_topics(ws, tax, run_name: str, run=None, X: np.ndarray | None =
     topics = tax.topics(run=run_name)
     run = run if run is not None else load_run(ws, run_name)
     run_ids = run.assignments["id"].astype(str).to_numpy()
-    doc_ids = document_topic_ids(ws, run_name, run=run, X=X)
+    doc_ids = document_topic_ids(ws, run_name, run=run, X=X, tax=tax)
     if doc_ids is None:
         return topics, None
     extra = sorted(set(doc_ids.tolist()) - set(topics["id"]))
