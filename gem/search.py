@@ -296,19 +296,18 @@ def annotate(ws, result: SearchResult, run: str | None = None, analysis=None) ->
 
 
 def _topics_by_id(ws, run: str, ids: list[str]) -> list[str]:
+    """Each document's stable topic id in ``run`` (``gem.taxonomy.document_topic_ids``: merges and
+    splits followed), "c<k>" for a run the taxonomy has not matched, "" for one it did not fit."""
     import pandas as pd
 
     from gem.runs import load_run
+    from gem.taxonomy import document_topic_ids
 
-    a = load_run(ws, run).assignments
-    cluster = pd.Series(a["cluster"].to_numpy(np.int64), index=pd.Index(a["id"].astype(str)))
-    mapping: dict[int, str] = {}
-    if ws.taxonomy_db.exists():
-        from gem.taxonomy import Taxonomy
-
-        mapping = Taxonomy(ws.taxonomy_db).run_mapping(run)
-    out = []
-    for c in cluster.reindex(ids).to_numpy(dtype=np.float64, na_value=np.nan):
-        out.append("" if np.isnan(c) else mapping.get(int(c), f"c{int(c)}"))
-    return out
-
+    r = load_run(ws, run)
+    cluster = r.assignments["cluster"].to_numpy(np.int64)
+    try:
+        stable = document_topic_ids(ws, run, run=r)
+    except ValueError:  # a mapping that misses clusters of this run: show the clusters
+        stable = None
+    labels = stable if stable is not None else np.asarray([f"c{c}" for c in cluster], dtype=object)
+    return pd.Series(labels, index=pd.Index(r.assignments["id"].astype(str))).reindex(ids).fillna("").tolist()

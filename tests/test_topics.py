@@ -170,6 +170,10 @@ def test_split_recovers_planted_halves_and_survives_a_refit(planted_ws):
         tax.accept_split(prop, "alice")  # the same preview twice
     ids_a = document_topic_ids(ws, "a")
     assert parent not in set(ids_a) and set(ids_a[truth >= 3]) == set(children)
+    from gem.search import search
+
+    found = search(ws, "violin", k=500, run="a").table  # search results name the child, not the split topic
+    assert set(found["topic"]) == {ids_a[truth == 3][0]}
     assert adjusted_rand_score(truth[truth >= 3], ids_a[truth >= 3]) >= 0.9
 
     save_fit(ws, "b", 4, seed=1)  # re-fit: the parent's cluster is matched, its documents go to the children
