@@ -29,6 +29,17 @@ def add_workspace_arg(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--workspace", "-w", required=required, metavar="WS", help="workspace folder")
 
 
+def existing_workspace(args):
+    """The ``--workspace`` of a command that reads one: a gem.store.Workspace of an existing folder,
+    else FileNotFoundError (exit 2)."""
+    from gem.store import Workspace
+
+    ws = Workspace(args.workspace)
+    if not ws.root.is_dir():
+        raise FileNotFoundError(f"{ws.root}: no such workspace folder")
+    return ws
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gem",

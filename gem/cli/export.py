@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from gem.cli import add_workspace_arg
+from gem.cli import add_workspace_arg, existing_workspace
 
 
 def register(subparsers) -> None:
@@ -82,11 +82,8 @@ def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gem import mixture as mx
-    from gem.store import Workspace
 
-    ws = Workspace(args.workspace)
-    if not ws.root.exists():
-        raise FileNotFoundError(f"{ws.root}: no such workspace")
+    ws = existing_workspace(args)
     overrides = parse_overrides(args.manual)
     imported = _read_weights(args.weights) if args.weights else None
     if args.strategy == "imported" or (args.strategy == "manual" and args.base == "imported"):

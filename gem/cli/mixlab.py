@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gem.cli import add_workspace_arg
+from gem.cli import add_workspace_arg, existing_workspace
 
 
 def register(subparsers) -> None:
@@ -92,15 +92,6 @@ def _swarm_arg(p) -> None:
     p.add_argument("--swarm", required=True, metavar="NAME|DIR", help="swarm folder, or its name under WS/mixlab/")
 
 
-def _workspace(args):
-    from gem.store import Workspace
-
-    ws = Workspace(args.workspace)
-    if not ws.root.exists():
-        raise FileNotFoundError(f"{ws.root}: no such workspace")
-    return ws
-
-
 def _progress(what: str):
     def report(done: int, total: int) -> None:
         print(f"\r{what}: {done}/{total} mixtures", end="\n" if done == total else "", file=sys.stderr, flush=True)
@@ -110,14 +101,14 @@ def _progress(what: str):
 def _swarm(args):
     from gem.mixlab import load_swarm, resolve_swarm
 
-    ws = _workspace(args)
+    ws = existing_workspace(args)
     return ws, load_swarm(resolve_swarm(ws, args.swarm))
 
 
 def run_design(args: argparse.Namespace) -> int:
     from gem.mixlab import design_run
 
-    ws = _workspace(args)
+    ws = existing_workspace(args)
     swarm = design_run(ws, args.run, args.n, args.alpha, token_budget=args.budget_tokens, max_epochs=args.max_epochs,
                        seed=args.seed, out_dir=args.out, progress=_progress("design"))
     W = swarm.matrix()
@@ -211,8 +202,8 @@ def run_best(args: argparse.Namespace) -> int:
     results = _results(args, swarm)
     metric = (args.metric or [results.columns[0]])[0]
     fit = _fits(args, swarm, results, [metric])[metric]
-    b = swarm.bounds(token_budget=args.budget_tokens, max_epochs=args.max_epochs,
-                     floors=_assignments(args.floor, "floor"), ceilings=_assignments(args.ceiling, "ceiling"),
+    floors, ceilings = _assignments(args.floor, "floor"), _assignments(args.ceiling, "ceiling")
+    b = swarm.bounds(token_budget=args.budget_tokens, max_epochs=args.max_epochs, floors=floors, ceilings=ceilings,
                      excluded=args.exclude)
     best = best_mixture(fit, swarm, b, n_candidates=args.candidates, seed=args.seed)
     print(f"{metric}: model {fit.model_kind}, held-out Spearman rho {fit.rho:.3f}")
@@ -232,7 +223,7 @@ def run_best(args: argparse.Namespace) -> int:
                                   max_epochs=args.max_epochs, extra={
         "metric": metric, "minimize": fit.minimize, "model": fit.model_kind, "spearman_rho_cv": fit.rho,
         "predicted": best.predicted, "spread": best.spread,
-        "constraints": {"floors": _assignments(args.floor, "floor"), "ceilings": _assignments(args.ceiling, "ceiling"),
+        "constraints": {"floors": floors, "ceilings": ceilings,
                         "excluded": list(args.exclude), "max_epochs": args.max_epochs or swarm.params["max_epochs"],
                         "token_budget": args.budget_tokens or swarm.params["token_budget"]}})
     print(f"wrote {path} ({len(report['files'])} files, formats: {', '.join(report['formats'])}; validated; "
@@ -244,7 +235,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from gem.mixlab import parse_target
     from gem.mixlab.compare import compare_bucketings, kmeans_twin
 
-    ws = _workspace(args)
+    ws = existing_workspace(args)
     target = parse_target(args.target)
     runs = {f"GEM ({args.run})": args.run}
     for other in args.against or [kmeans_twin(ws, args.run)]:
@@ -254,8 +245,7 @@ def run_compare(args: argparse.Namespace) -> int:
         table = compare_bucketings(
             ws, runs, target, n=args.n, alpha=args.alpha, max_epochs=args.max_epochs, seed=seed,
             tokens_per_mixture=args.tokens, eval_tokens=args.eval_tokens,
-            progress=lambda label, d, t: print(f"\r{label}: {d}/{t} mixtures", end="\n" if d == t else "",
-                                               file=sys.stderr, flush=True))
+            progress=lambda label, d, t: _progress(label)(d, t))
         for r in table.itertuples(index=False):
             print(f"{seed:>4}  {r.bucketing:<32} {r.K:>4} {r.model:<10} {r.rho:6.3f}  {r.rho_lo:.3f}-{r.rho_hi:.3f}")
     return 0

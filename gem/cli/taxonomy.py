@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from gem.cli import add_workspace_arg
+from gem.cli import add_workspace_arg, existing_workspace
 from gem.taxonomy import MIN_COSINE
 
 
@@ -45,18 +45,12 @@ def _snippet(text: str, n: int = 100) -> str:
 
 
 def run_taxonomy(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gem.gis import analyze_run
-    from gem.store import Workspace
     from gem.taxonomy import Taxonomy, sync_saved_run
 
     if args.top < 0 or args.keywords < 1:
         raise ValueError("--top must be >= 0 and --keywords >= 1")
-    root = Path(args.workspace)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such workspace folder")
-    ws = Workspace(root)
+    ws = existing_workspace(args)
     if not args.no_sync or args.save_json:
         Taxonomy(ws.taxonomy_db)  # a damaged database fails here (TaxonomyError), before the GIS work
     analysis = analyze_run(ws, args.run, top=args.top, n_keywords=args.keywords, beta=args.beta,

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from gem.cli import add_workspace_arg
+from gem.cli import add_workspace_arg, existing_workspace
 
 
 def register(subparsers) -> None:
@@ -53,17 +53,12 @@ def register(subparsers) -> None:
 
 
 def _taxonomy(args):
-    from pathlib import Path
-
-    from gem.store import Workspace
     from gem.taxonomy import Taxonomy
 
-    root = Path(args.workspace)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such workspace folder")
-    ws = Workspace(root)
+    ws = existing_workspace(args)
     if not ws.taxonomy_db.exists():
-        raise ValueError(f"{ws.taxonomy_db}: no taxonomy yet; sync a run first (`gem taxonomy -w {root} --run NAME`)")
+        raise ValueError(f"{ws.taxonomy_db}: no taxonomy yet; sync a run first "
+                         f"(`gem taxonomy -w {ws.root} --run NAME`)")
     return ws, Taxonomy(ws.taxonomy_db)
 
 
