@@ -2,8 +2,8 @@
 note), stored in the workspace's taxonomy database (``taxonomy.sqlite``) in their own tables and
 keyed by document id, so they survive every re-fit.
 
-Tables (created with CREATE TABLE IF NOT EXISTS on first use; the taxonomy's own tables are
-untouched):
+Tables (part of the taxonomy database's schema, ``gem.taxonomy.db``, created with it or added
+when an older database is opened):
 
 - ``doc_flags``: one row per flagged document: doc_id, excluded (0/1), reason, note, tags (a JSON
   list, sorted), updated_at, updated_by.
@@ -44,38 +44,6 @@ MAX_TAG = 64
 MAX_NOTE = 2000
 FIELDS = ("excluded", "reason", "note", "tags")
 FLAG_COLUMNS = ["id", "excluded", "reason", "tags", "note", "updated_by", "updated_at"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS doc_flags (
-    doc_id TEXT PRIMARY KEY,
-    excluded INTEGER NOT NULL DEFAULT 0 CHECK (excluded IN (0, 1)),
-    reason TEXT,
-    note TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '[]',
-    updated_at TEXT NOT NULL,
-    updated_by TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS doc_flags_excluded ON doc_flags (excluded);
-CREATE TABLE IF NOT EXISTS doc_flag_batches (
-    batch TEXT PRIMARY KEY,
-    at TEXT NOT NULL,
-    author TEXT NOT NULL,
-    action TEXT NOT NULL,
-    n_docs INTEGER NOT NULL,
-    undone_by TEXT
-);
-CREATE TABLE IF NOT EXISTS doc_flag_audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch TEXT NOT NULL REFERENCES doc_flag_batches(batch),
-    at TEXT NOT NULL,
-    author TEXT NOT NULL,
-    doc_id TEXT NOT NULL,
-    field TEXT NOT NULL,
-    old TEXT,
-    new TEXT
-);
-CREATE INDEX IF NOT EXISTS doc_flag_audit_batch ON doc_flag_audit (batch);
-"""
 
 
 @dataclass
@@ -175,19 +143,10 @@ class DocFlags:
         return self.ws.taxonomy_db.exists()
 
     def _taxonomy(self):
-        if self._tax is None:
+        if self._tax is None:  # the flag tables are part of the taxonomy database's schema
             from gem.taxonomy import Taxonomy
 
-            tax = Taxonomy(self.ws.taxonomy_db)
-            with tax._connect() as con:  # a read first: the write lock only when the tables are missing
-                have = con.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
-                                   "('doc_flags', 'doc_flag_batches', 'doc_flag_audit')").fetchone()[0]
-            if have < 3:
-                with tax._connect(write=True) as con:
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            con.execute(stmt)
-            self._tax = tax
+            self._tax = Taxonomy(self.ws.taxonomy_db)
         return self._tax
 
     def _read(self, sql: str, params: tuple = ()) -> list:

@@ -92,6 +92,36 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_topic ON audit (topic_id, seq);
+-- document flags (gem.flags), keyed by document id
+CREATE TABLE IF NOT EXISTS doc_flags (
+    doc_id TEXT PRIMARY KEY,
+    excluded INTEGER NOT NULL DEFAULT 0 CHECK (excluded IN (0, 1)),
+    reason TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS doc_flags_excluded ON doc_flags (excluded);
+CREATE TABLE IF NOT EXISTS doc_flag_batches (
+    batch TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    author TEXT NOT NULL,
+    action TEXT NOT NULL,
+    n_docs INTEGER NOT NULL,
+    undone_by TEXT
+);
+CREATE TABLE IF NOT EXISTS doc_flag_audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch TEXT NOT NULL REFERENCES doc_flag_batches(batch),
+    at TEXT NOT NULL,
+    author TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    old TEXT,
+    new TEXT
+);
+CREATE INDEX IF NOT EXISTS doc_flag_audit_batch ON doc_flag_audit (batch);
 """
 
 # columns added after schema version 1: (table, column, definition); added in place on older databases
