@@ -175,6 +175,29 @@ def test_concurrent_writers_exactly_one_wins(tmp_path):
     assert tax.topic("T001")["name"] == f"by {wins[0]}"
 
 
+def test_concurrent_first_open_of_a_new_database(tmp_path):
+    # Several curators (or app threads) opening a database that does not exist yet all race to
+    # switch it to WAL; SQLite's busy handler does not cover that switch, so it must be retried.
+    for trial in range(60):
+        path = tmp_path / f"t{trial}.sqlite"
+        errors = []
+
+        def open_it():
+            try:
+                Taxonomy(path).set_setting("k", "v")
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, f"trial {trial}: {errors[0]!r}"
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_groups_parents_and_review_progress(tmp_path):
     from gem.gis import topic_hierarchy
 

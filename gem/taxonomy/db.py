@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -192,6 +193,24 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _use_wal(con: sqlite3.Connection, timeout_s: float) -> None:
+    """Put the database in WAL mode (persistent; a no-op once set). Switching a new file's mode needs
+    a lock SQLite's busy handler does not wait for, so connections opening the same new database at
+    once retry here until ``timeout_s`` instead of failing with "database is locked"."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.002
+    while True:
+        try:
+            if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.1)
+
+
 class TaxonomyDB:
     """The connection, schema and shared helpers of one taxonomy database (``Taxonomy`` builds on it)."""
 
@@ -247,9 +266,9 @@ class TaxonomyDB:
             raise _database_error(self.db_path, exc) from exc
         try:
             con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA foreign_keys=ON")
             con.execute("PRAGMA busy_timeout=10000")
+            _use_wal(con, timeout_s=10.0)
+            con.execute("PRAGMA foreign_keys=ON")
             if not transaction:
                 yield con
                 return
