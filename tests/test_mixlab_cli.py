@@ -109,6 +109,19 @@ def test_compare_gem_with_kmeans_buckets(fitted, capsys):
     assert rc == 2 and "label or file target" in err
 
 
+def test_compare_reads_each_runs_inputs_once(fitted, monkeypatch):
+    """The swarm and the proxy of one bucketing share one read of the run's mixture inputs."""
+    from gem.mixlab.compare import compare_bucketings
+    from gem.mixlab.proxy import parse_target
+
+    reads = []
+    real = mx.mixture_inputs_from_run
+    monkeypatch.setattr(mx, "mixture_inputs_from_run", lambda ws, run, **kw: reads.append(run) or real(ws, run, **kw))
+    table = compare_bucketings(fitted, {"GEM": "g4"}, parse_target("label:category=cooking"), n=6,
+                               tokens_per_mixture=2000, eval_tokens=500)
+    assert reads == ["g4"] and len(table) == 1
+
+
 def test_exported_best_mixture_leaves_out_and_lists_excluded_documents(fitted):
     """A Mixture lab bundle treats curator exclusions like `gem export`: the excluded documents are
     missing from assignments.parquet and listed in excluded_documents.jsonl."""

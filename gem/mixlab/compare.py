@@ -53,7 +53,8 @@ def compare_bucketings(ws, runs: Mapping[str, str], target: Target, *, n: int = 
         swarm = design_swarm(inputs.domains, n, alpha, max_epochs=max_epochs, seed=seed, run=run)
         cb = (lambda d, t, lab=label: progress(lab, d, t)) if progress else None
         res = run_proxy(ws, swarm, target, tokens_per_mixture=tokens_per_mixture, eval_tokens=eval_tokens,
-                        seed=seed, progress=cb, write=False).results.set_index("mixture_id")
+                        seed=seed, progress=cb, write=False,
+                        documents=inputs.documents).results.set_index("mixture_id")
         y = res.loc[swarm.weights.index, RESULT_COLUMN].to_numpy()
         fit = fit_metric(swarm.matrix(), y, RESULT_COLUMN, swarm.ids, seed=seed,
                          mixture_ids=list(swarm.weights.index))

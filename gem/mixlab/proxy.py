@@ -278,9 +278,11 @@ class ProxySetup:
 
 
 def prepare_proxy(ws, swarm, target: Target, *, eval_tokens: int = DEFAULT_EVAL_TOKENS, seed: int = 0,
-                  file_texts: list[str] | None = None) -> ProxySetup:
-    """Encode the corpus and split off the target (see the module docstring)."""
-    docs = _run_documents(ws, swarm.run)
+                  file_texts: list[str] | None = None, documents: pd.DataFrame | None = None) -> ProxySetup:
+    """Encode the corpus and split off the target (see the module docstring). ``documents``: the
+    swarm run's documents (``id``, ``topic_id``) when the caller already loaded the run's mixture
+    inputs; read from the run otherwise."""
+    docs = _run_documents(ws, swarm.run) if documents is None else documents[["id", "topic_id"]]
     corpus = ws.load_corpus()
     pos = pd.Index(corpus["id"].astype(str)).get_indexer(docs["id"])
     topic_of = pd.Series(np.full(len(corpus), None, dtype=object))
@@ -300,14 +302,17 @@ def prepare_proxy(ws, swarm, target: Target, *, eval_tokens: int = DEFAULT_EVAL_
 
 def run_proxy(ws, swarm, target: Target, *, tokens_per_mixture: int = DEFAULT_TOKENS,
               eval_tokens: int = DEFAULT_EVAL_TOKENS, seed: int = 0, file_texts: list[str] | None = None,
-              progress: Callable[[int, int], None] | None = None, write: bool = True) -> ProxyResult:
+              progress: Callable[[int, int], None] | None = None, write: bool = True,
+              documents: pd.DataFrame | None = None) -> ProxyResult:
     """Train and score the proxy for every mixture of ``swarm`` (a ``gem.mixlab.design.Swarm``
     over a run of ``ws``); with ``write``, save ``results.csv`` and ``proxy.json`` in the swarm
-    folder (atomically). ``progress(done, total)`` after each mixture."""
+    folder (atomically). ``progress(done, total)`` after each mixture. ``documents``: as in
+    ``prepare_proxy``."""
     from gem.store import write_json_atomic, write_text_atomic
 
     t0 = time.perf_counter()
-    setup = prepare_proxy(ws, swarm, target, eval_tokens=eval_tokens, seed=seed, file_texts=file_texts)
+    setup = prepare_proxy(ws, swarm, target, eval_tokens=eval_tokens, seed=seed, file_texts=file_texts,
+                          documents=documents)
     W = swarm.matrix()
     rows = []
     for k, mid in enumerate(swarm.weights.index):
