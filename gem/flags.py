@@ -189,30 +189,17 @@ class DocFlags:
         ids = check_ids(ids, corpus_ids(self.ws) if self._known is None else self._known)
         at = _now()
         batch = f"{at}-{uuid.uuid4().hex[:8]}"
-        changed: list[str] = []
         with self._taxonomy()._connect(write=True) as con:
             current = _rows(con, ids)
-            audit = []
+            edits = []
             for doc in ids:
                 row = current.get(doc) or _empty_row()
                 new = {**row, **change(row)}
-                diffs = [(f, row[f], new[f]) for f in FIELDS if row[f] != new[f]]
-                if not diffs:
-                    continue
-                changed.append(doc)
-                con.execute(
-                    "INSERT INTO doc_flags (doc_id, excluded, reason, note, tags, updated_at, updated_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET excluded = excluded.excluded, "
-                    "reason = excluded.reason, note = excluded.note, tags = excluded.tags, "
-                    "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                    (doc, int(new["excluded"]), new["reason"], new["note"], json.dumps(new["tags"]), at, author))
-                audit += [(batch, at, author, doc, f, _text(f, old), _text(f, val)) for f, old, val in diffs]
-            if changed:
-                con.execute("INSERT INTO doc_flag_batches (batch, at, author, action, n_docs) VALUES (?, ?, ?, ?, ?)",
-                            (batch, at, author, action, len(changed)))
-                con.executemany("INSERT INTO doc_flag_audit (batch, at, author, doc_id, field, old, new) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?)", audit)
-        return FlagResult(batch if changed else None, action, author, changed, len(ids))
+                if any(row[f] != new[f] for f in FIELDS):
+                    edits.append((doc, row, new))
+            if edits:
+                _write_batch(con, batch, at, author, action, edits)
+        return FlagResult(batch if edits else None, action, author, [doc for doc, _, _ in edits], len(ids))
 
     def undo(self, author: str, author_only: bool = False) -> FlagResult:
         """Revert the latest batch not yet undone (of ``author`` with ``author_only``, else of
@@ -242,22 +229,9 @@ class DocFlags:
                                      f"{target['batch']} ({target['action']}); undo the later edit first")
             for e in reversed(entries):
                 restored[e["doc_id"]][e["field"]] = _value(e["field"], e["old"])
-            audit = []
-            for doc in ids:
-                before, after = current.get(doc) or _empty_row(), restored[doc]
-                con.execute(
-                    "INSERT INTO doc_flags (doc_id, excluded, reason, note, tags, updated_at, updated_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET excluded = excluded.excluded, "
-                    "reason = excluded.reason, note = excluded.note, tags = excluded.tags, "
-                    "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                    (doc, int(after["excluded"]), after["reason"], after["note"], json.dumps(after["tags"]), at, author))
-                audit += [(batch, at, author, doc, f, _text(f, before[f]), _text(f, after[f]))
-                          for f in FIELDS if before[f] != after[f]]
+            _write_batch(con, batch, at, author, "undo",
+                         [(doc, current.get(doc) or _empty_row(), restored[doc]) for doc in ids])
             con.execute("DELETE FROM doc_flags WHERE excluded = 0 AND note = '' AND tags = '[]'")
-            con.execute("INSERT INTO doc_flag_batches (batch, at, author, action, n_docs) VALUES (?, ?, ?, 'undo', ?)",
-                        (batch, at, author, len(ids)))
-            con.executemany("INSERT INTO doc_flag_audit (batch, at, author, doc_id, field, old, new) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)", audit)
             con.execute("UPDATE doc_flag_batches SET undone_by = ? WHERE batch = ?", (batch, target["batch"]))
         return FlagResult(batch, f"undo {target['action']} (batch {target['batch']} by {target['author']})", author,
                           ids, len(ids))
@@ -284,11 +258,8 @@ class DocFlags:
         rows = []
         if ids and self.exists:
             with self._taxonomy()._connect() as con:
-                for s in range(0, len(ids), 500):
-                    chunk = ids[s:s + 500]
-                    rows += [tuple(r) for r in con.execute(
-                        "SELECT doc_id, excluded, reason, tags, note, updated_by, updated_at FROM doc_flags "
-                        f"WHERE doc_id IN ({','.join('?' * len(chunk))})", chunk)]
+                rows = [tuple(r) for r in _select_ids(
+                    con, "doc_id, excluded, reason, tags, note, updated_by, updated_at", ids)]
         frame = pd.DataFrame(rows, columns=FLAG_COLUMNS)
         frame["excluded"] = frame["excluded"].astype(bool)
         frame["tags"] = [json.loads(t) for t in frame["tags"]]
@@ -346,15 +317,36 @@ def _empty_row() -> dict:
     return {"excluded": 0, "reason": None, "note": "", "tags": []}
 
 
-def _rows(con, ids: Sequence[str]) -> dict[str, dict]:
-    out = {}
+def _select_ids(con, columns: str, ids: Sequence[str]):
+    """``SELECT columns FROM doc_flags`` of the documents ``ids`` (rows in no particular order)."""
     for s in range(0, len(ids), 500):  # SQLite's bound-parameter limit
         chunk = ids[s:s + 500]
-        q = ",".join("?" * len(chunk))
-        for r in con.execute(f"SELECT doc_id, excluded, reason, note, tags FROM doc_flags WHERE doc_id IN ({q})", chunk):
-            out[r["doc_id"]] = {"excluded": int(r["excluded"]), "reason": r["reason"], "note": r["note"],
-                                "tags": json.loads(r["tags"])}
-    return out
+        yield from con.execute(f"SELECT {columns} FROM doc_flags WHERE doc_id IN ({','.join('?' * len(chunk))})", chunk)
+
+
+def _rows(con, ids: Sequence[str]) -> dict[str, dict]:
+    return {r["doc_id"]: {"excluded": int(r["excluded"]), "reason": r["reason"], "note": r["note"],
+                          "tags": json.loads(r["tags"])}
+            for r in _select_ids(con, "doc_id, excluded, reason, note, tags", ids)}
+
+
+def _write_batch(con, batch: str, at: str, author: str, action: str, edits: list[tuple[str, dict, dict]]) -> None:
+    """Record one batch: each ``(doc, before, after)``'s flags set to ``after``, the batch row
+    (``n_docs``: the number of edits) and one audit row per field that differs."""
+    audit = []
+    for doc, before, after in edits:
+        con.execute(
+            "INSERT INTO doc_flags (doc_id, excluded, reason, note, tags, updated_at, updated_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET excluded = excluded.excluded, "
+            "reason = excluded.reason, note = excluded.note, tags = excluded.tags, "
+            "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            (doc, int(after["excluded"]), after["reason"], after["note"], json.dumps(after["tags"]), at, author))
+        audit += [(batch, at, author, doc, f, _text(f, before[f]), _text(f, after[f]))
+                  for f in FIELDS if before[f] != after[f]]
+    con.execute("INSERT INTO doc_flag_batches (batch, at, author, action, n_docs) VALUES (?, ?, ?, ?, ?)",
+                (batch, at, author, action, len(edits)))
+    con.executemany("INSERT INTO doc_flag_audit (batch, at, author, doc_id, field, old, new) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", audit)
 
 
 def _text(field: str, value) -> str | None:
