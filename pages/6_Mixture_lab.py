@@ -16,7 +16,7 @@ from gem.mixlab.proxy import DEFAULT_TOKENS, parse_target, read_target_file
 from pages import common
 
 KEY_SWARM = "ml_swarm"        # name of the swarm chosen / just designed
-KEY_UPLOAD = "ml_upload"      # (swarm name, results DataFrame) uploaded in this session
+KEY_UPLOAD = "ml_upload"      # (swarm name, results DataFrame, sha256 of the file, upload file_id) of this session
 KEY_EXPORT = "ml_export"      # (bundle path, zip bytes, formats)
 
 st.title("Mixture lab")
@@ -130,10 +130,12 @@ if mode == "built-in proxy":
 else:
     up = st.file_uploader("Results CSV: a mixture_id column and one or more metric columns", type=["csv"],
                           key="ml_upload_file")
-    if up is not None:
+    held = st.session_state.get(KEY_UPLOAD)
+    if up is not None and not (held and held[0] == name and held[3] == up.file_id):  # read and hash once per upload
+        data = up.getvalue()
         try:
-            st.session_state[KEY_UPLOAD] = (name, mixlab.read_results(up.getvalue(), list(swarm.weights.index),
-                                                                      where=up.name))
+            st.session_state[KEY_UPLOAD] = (name, mixlab.read_results(data, list(swarm.weights.index), where=up.name),
+                                            hashlib.sha256(data).hexdigest(), up.file_id)
         except ValueError as exc:
             st.session_state.pop(KEY_UPLOAD, None)
             st.error(common.plain(exc))
@@ -141,7 +143,7 @@ else:
 uploaded = st.session_state.get(KEY_UPLOAD)
 results_path = swarm.path / "results.csv"
 if uploaded and uploaded[0] == name:
-    results, results_key = uploaded[1], hashlib.sha256(uploaded[1].to_csv().encode()).hexdigest()
+    results, results_key = uploaded[1], uploaded[2]
     st.caption("Using the uploaded results.")
 elif results_path.exists():
     try:
