@@ -92,8 +92,9 @@ class RegroupMixin(TaxonomyDB):
         if row["status"] == "retired":
             where = f" (merged into {row['merged_into']})" if row["merged_into"] else ""
             raise ValueError(f"{tid} is retired{where}: only live topics can be merged or split")
-        if self._children(con, tid):
-            raise ValueError(f"{tid} was split into {', '.join(self._children(con, tid))}: merge or split its "
+        children = self._children(con, tid)
+        if children:
+            raise ValueError(f"{tid} was split into {', '.join(children)}: merge or split its "
                              "children, or unsplit it first")
         return row
 
@@ -124,12 +125,11 @@ class RegroupMixin(TaxonomyDB):
             raise ValueError(f"--into {survivor} must be one of the merged topics ({', '.join(map(str, ids))})")
         at = _now()
         with self._connect(write=True) as con:
-            for tid in ids:
-                self._live_topic(con, tid)
+            rows = {tid: self._live_topic(con, tid) for tid in ids}  # checked and written in one transaction
             for tid in ids:
                 if tid == survivor:
                     continue
-                row = con.execute("SELECT status FROM topics WHERE id = ?", (tid,)).fetchone()
+                row = rows[tid]
                 con.execute("UPDATE topics SET status = 'retired', merged_into = ?, cluster = NULL,"
                             " version = version + 1, updated_at = ?, updated_by = ? WHERE id = ?",
                             (survivor, at, author, tid))
