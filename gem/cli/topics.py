@@ -117,10 +117,12 @@ def _list(tax, args) -> int:
                      "parent": r.parent if isinstance(r.parent, str) else None,
                      "excluded": bool(r.excluded), "review": r.review,
                      "n_docs": None if pd.isna(r.n_docs) else int(r.n_docs)})
-    split = {r["split_from"] for r in rows if r["split_from"] and r["status"] != "retired"}
+    live_children: dict[str, list[str]] = {}  # split topic -> its live children, built in one pass
+    for x in rows:
+        if x["split_from"] and x["status"] != "retired":
+            live_children.setdefault(x["split_from"], []).append(x["id"])
     for r in rows:
-        r["split_into"] = sorted(x["id"] for x in rows if x["split_from"] == r["id"] and x["status"] != "retired") \
-            if r["id"] in split else []
+        r["split_into"] = sorted(live_children.get(r["id"], []))
     if args.json:
         json.dump({"current_run": tax.current_run, "topics": rows}, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
