@@ -36,7 +36,7 @@ MAX_KEPT = 4  # corpora whose text column stays in memory (per process)
 _LOCK = threading.Lock()
 _EMBED_LOCK = threading.Lock()
 _TEXT_CACHE: dict[tuple, Any] = {}  # (corpus path, mtime) -> (ids ndarray, texts pyarrow array)
-_MATRIX_CACHE: dict[tuple, np.ndarray] = {}  # (embeddings path, mtime) -> memory-mapped unit rows
+_MATRIX_CACHE: dict[tuple, np.ndarray] = {}  # (embeddings path, its mtime, corpus mtime) -> checked unit rows
 _EMBEDDERS: dict[tuple, Any] = {}  # (representation, precision) -> embedder (its model loads once)
 
 
@@ -168,21 +168,24 @@ def full_text(ws, query: str, k: int = 20, mode: str = "auto"):
 
 # ---------------------------------------------------------------------------- semantic
 def embeddings_matrix(ws, representation: str = "final") -> np.ndarray:
-    """The workspace's unit embeddings of ``representation``, memory-mapped, kept per file."""
-    from gem.store import load_npy
+    """The workspace's unit embeddings of ``representation``, memory-mapped, kept per file; refused
+    (ValueError) when they were made for another corpus (``gem.runs.check_embeddings_match``: row
+    count and ids digest, checked once per embeddings and corpus file)."""
+    from gem.runs import check_embeddings_match
 
     path = ws.embeddings_path(representation)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no {representation} embeddings; embed the corpus first (`gem embed`)")
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    key = (str(path.resolve()), path.stat().st_mtime_ns if path.exists() else -1, ws.corpus_path.stat().st_mtime_ns)
     with _LOCK:
-        X = _MATRIX_CACHE.get(key)
-    if X is None:
-        X = load_npy(path, mmap=True)
-        with _LOCK:
-            for stale in [k for k in _MATRIX_CACHE if k[0] == key[0]]:
-                _MATRIX_CACHE.pop(stale)
-            _MATRIX_CACHE[key] = X
+        kept = _MATRIX_CACHE.get(key)
+    if kept is not None:
+        return kept
+    X = ws.load_embeddings(representation, mmap=True)  # FileNotFoundError naming `gem embed` when missing
+    ids, _ = corpus_text(ws)
+    check_embeddings_match(ws, representation, ids, X.shape[0], len(ids))
+    with _LOCK:
+        for stale in [k for k in _MATRIX_CACHE if k[0] == key[0]]:
+            _MATRIX_CACHE.pop(stale)
+        _MATRIX_CACHE[key] = X
     return X
 
 
@@ -244,9 +247,6 @@ def semantic(ws, query: str, k: int = 20, representation: str = "final"):
     t0 = time.perf_counter()
     X = embeddings_matrix(ws, representation)
     ids, texts = corpus_text(ws)
-    if X.shape[0] != len(ids):
-        raise ValueError(f"{ws.embeddings_path(representation)} has {X.shape[0]} rows but the corpus has {len(ids)}; "
-                         f"re-embed with `gem embed -w {ws.root}`")
     q = embed_query(ws, query, representation)
     rows, scores = top_k_cosine(X, q, k)
     text_rows = texts.take(rows).to_pylist()

@@ -62,6 +62,27 @@ def test_semantic_needs_the_corpus_model(synthetic_workspace):
         semantic(synthetic_workspace, "cooking")
 
 
+def test_semantic_search_refuses_embeddings_of_a_reshuffled_corpus(make_workspace):
+    """Same documents, same count, another order: the embeddings' rows no longer belong to the ids
+    beside them, so semantic search refuses them (the ids digest) instead of naming wrong documents."""
+    from gem.store import ids_digest, read_json, write_json_atomic, write_parquet_atomic
+
+    def workspace(shuffled: bool):
+        ws = make_workspace(n=40, hostile=False)
+        corpus = ws.load_corpus()
+        meta_path = ws.embeddings_meta_path("final")
+        write_json_atomic(meta_path, {**read_json(meta_path), "ids_digest": ids_digest(corpus["id"])})
+        if shuffled:
+            write_parquet_atomic(ws.corpus_path, corpus.sample(frac=1, random_state=0).reset_index(drop=True))
+        return ws
+
+    # in order: the check passes and the search gets as far as embedding the query
+    with pytest.raises(ValueError, match="not made by the app's model"):
+        semantic(workspace(shuffled=False), "cooking")
+    with pytest.raises(ValueError, match="made for other documents"):
+        semantic(workspace(shuffled=True), "cooking")
+
+
 def test_top_k_cosine_matches_a_full_sort():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(5000, 16)).astype(np.float32)
