@@ -676,6 +676,31 @@ def test_sync_saved_run_passes_members(synthetic_workspace):
         assert rep_b.jaccard[c] == pytest.approx(len(A & B) / len(A | B), abs=0.1)
 
 
+def test_member_sketches_leave_out_documents_excluded_after_the_fit(synthetic_workspace):
+    """A run fitted with documents curators later excluded: its topics' sketches drop them, as
+    GIS and the exports do (every topic here has <= 256 documents, so a sketch holds one hash per
+    member)."""
+    from gem.flags import DocFlags
+    from gem.runs import load_run
+    from gem.taxonomy import member_sketch, sync_saved_run
+
+    ws = synthetic_workspace
+    _save_two_runs(ws)
+    tax, rep, _ = sync_saved_run(ws, "a")
+    assign = load_run(ws, "a").assignments
+    c, tid = max(rep.mapping.items(), key=lambda kv: (assign["cluster"] == kv[0]).sum())
+    members = assign.loc[assign["cluster"] == c, "id"].astype(str).tolist()
+    before = tax.topic(tid)["members_sketch"]
+    assert before.size == len(members) <= 256
+    gone = members[:7]
+    DocFlags(ws).exclude(gone, "junk", "alice")
+    tax, rep, _ = sync_saved_run(ws, "a")
+    assert rep.mapping[c] == tid
+    after = tax.topic(tid)["members_sketch"]
+    assert after.size == before.size - len(gone)
+    assert np.array_equal(after, member_sketch(members[7:]))
+
+
 # ---------------------------------------------------------------------------- CLI
 def test_cli_taxonomy_ranks_and_keeps_ids_across_refits(synthetic_workspace, capsys):
     from gem.cli import main

@@ -3,8 +3,9 @@ estimate, and the two-tier matching of a run's clusters to the topics.
 
 Matching: two tiers. Each pair (cluster of the new run, topic) is judged on the cosine of the mean
 directions and, when the sync is given each cluster's member document ids (``members``;
-``sync_saved_run`` passes them from the run's assignments) and the topic has a member sketch from
-its last sync, on the members' Jaccard |A & B| / |A | B|, estimated from bottom-k MinHash sketches
+``sync_saved_run`` passes them from the run's assignments, curator-excluded documents left out)
+and the topic has a member sketch from its last sync, on the members' Jaccard |A & B| / |A | B|,
+estimated from bottom-k MinHash sketches
 (the 256 smallest blake2b-64 hashes of the ids, 2 KiB per topic, ``members_sketch``; exact for
 topics of <= 256 documents, else standard error <= 0.031):
 
@@ -413,9 +414,11 @@ class SyncMixin(TaxonomyDB):
 def sync_saved_run(ws, run_name: str, analysis=None, min_cosine: float = MIN_COSINE, author: str = "system"):
     """Sync a saved run into the workspace taxonomy (``ws.taxonomy_db``), with keywords and sizes
     from ``gem.gis.analyze_run`` (computed when not given) and each cluster's member ids from the
-    run's assignments (so matching checks shared members). Returns (Taxonomy, SyncReport, analysis)."""
+    run's assignments (so matching checks shared members). Documents curators excluded
+    (``gem.flags``) are left out of the members, also of a run fitted with them, as they are of the
+    GIS, keywords and sizes. Returns (Taxonomy, SyncReport, analysis)."""
     from gem.gis import analyze_run
-    from gem.runs import load_run
+    from gem.runs import flag_exclusions, load_run
 
     if analysis is None:
         analysis = analyze_run(ws, run_name)
@@ -425,6 +428,8 @@ def sync_saved_run(ws, run_name: str, analysis=None, min_cosine: float = MIN_COS
     clusters = assignments["cluster"].to_numpy().astype(np.int64)
     if clusters.size and (clusters.min() < 0 or clusters.max() >= K):
         raise ValueError(f"run {run_name!r}: assignments name clusters outside 0..{K - 1}")
+    keep, _ = flag_exclusions(ws, ids)
+    ids, clusters = ids[keep], clusters[keep]
     order = np.argsort(clusters, kind="stable")
     members = np.split(ids[order], np.searchsorted(clusters[order], np.arange(1, K)))
     from gem.taxonomy.core import Taxonomy
