@@ -749,14 +749,9 @@ def distill_run(
     """
     from gem.runs import load_run_documents
 
-    from gem.flags import excluded_ids, keep_mask
-
-    run, docs, rows, X = load_run_documents(ws, run_name, columns=["id", "text"])
-    cluster = run.assignments["cluster"].to_numpy().astype(np.int64)
     # documents excluded by curators never train or score the student (also when the run was fitted with them)
-    keep = keep_mask(docs["id"].astype(str).to_numpy(), excluded_ids(ws))
-    if not keep.all():
-        docs, rows, X, cluster = docs[keep].reset_index(drop=True), rows[keep], X[keep], cluster[keep]
+    run, docs, rows, X = load_run_documents(ws, run_name, columns=["id", "text"], exclude_flagged=True)
+    cluster = run.assignments["cluster"].to_numpy().astype(np.int64)
     texts, rep = docs["text"].tolist(), run.representation
     directions = np.asarray(run.model.mean_directions_)
     n_clusters = int(directions.shape[0])
@@ -777,7 +772,7 @@ def distill_run(
     report["teacher"] = {"run": run_name, "method": getattr(run, "method", "gem"), "n_clusters": n_clusters,
                          "representation": rep, "confidence": confidence, "topic_ids": id_source,
                          "excluded": list(excluded), "excluded_mode": excluded_mode, "word_vectors": vectors_note,
-                         "excluded_documents": int((~keep).sum())}
+                         "excluded_documents": run.n_excluded}
     if compare_kmeans:
         report["kmeans"] = _kmeans_comparison(ws, rep, rows, texts, X, n_clusters, holdout, top_fraction, per_topic,
                                               random_state, geometry, **train_kw)

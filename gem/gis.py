@@ -562,19 +562,15 @@ def analyze_run(
     Documents excluded by curators (``gem.flags``) are left out, also from a run fitted with them:
     they get no GIS, and neither the topic table nor the keywords count them
     (``extra['n_excluded']``: how many of the run's documents were left out)."""
-    from gem.flags import excluded_ids, keep_mask
     from gem.runs import load_run_documents
 
-    run, docs, rows, X = load_run_documents(ws, run_name)
+    run, docs, rows, X = load_run_documents(ws, run_name, exclude_flagged=True)
     labels = run.assignments["cluster"].to_numpy()
-    keep = keep_mask(docs["id"].astype(str).to_numpy(), excluded_ids(ws))
-    if not keep.all():
-        docs, rows, X, labels = docs[keep].reset_index(drop=True), rows[keep], X[keep], labels[keep]
     n_tokens = docs["n_tokens"].to_numpy() if "n_tokens" in docs.columns else None
     out = analyze(
         X, run.model, docs["text"].tolist(), labels=labels,
         ids=docs["id"].astype(str).to_numpy(), n_tokens=n_tokens, run=run_name, top=top, n_keywords=n_keywords,
         beta=beta, n_neighbors=n_neighbors, max_reference=max_reference,
     )
-    out.extra.update({"representation": run.representation, "rows": rows, "n_excluded": int((~keep).sum())})
+    out.extra.update({"representation": run.representation, "rows": rows, "n_excluded": run.n_excluded})
     return out

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ import numpy as np
 from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, recover_dir, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
 
 __all__ = ["Run", "FitSettings", "fit_run", "load_fit_data", "run_is_current", "save_run", "load_run",
-           "load_run_documents", "assignment_probabilities"]
+           "load_run_documents", "flag_exclusions", "assignment_probabilities"]
 
 _ARRAY_NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -43,6 +43,7 @@ class Run:
     model: Any
     assignments: Any  # pandas DataFrame: id, cluster, probability
     info: dict | None = None  # the whole params.json
+    n_excluded: int = 0  # its documents left out as excluded (load_run_documents(exclude_flagged=True))
 
     @property
     def representation(self) -> str:
@@ -124,22 +125,38 @@ def load_run(ws: Workspace, name: str) -> Run:
                assignments=assignments, info=info)
 
 
-def load_run_documents(ws: Workspace, name: str, columns: list[str] | None = None):
+def load_run_documents(ws: Workspace, name: str, columns: list[str] | None = None, exclude_flagged: bool = False):
     """A saved run with its documents, in the run's assignment order: (run, corpus rows of those
     documents (``columns`` of the workspace corpus), their positions in the corpus, their unit
-    embeddings as float32). Raises ValueError when the embeddings or the corpus no longer match."""
+    embeddings as float32). Raises ValueError when the embeddings or the corpus no longer match.
+    ``exclude_flagged``: leave out the documents curators excluded (``gem.flags``), also of a run
+    fitted with them, from all four (the run's assignments too; ``run.n_excluded`` counts them)."""
+    import pandas as pd
+
     run = load_run(ws, name)
     corpus = ws.load_corpus(columns=columns)
     X_all = ws.load_embeddings(run.representation, mmap=True)
     check_embeddings_match(ws, run.representation, corpus["id"].astype(str), X_all.shape[0], len(corpus))
-    import pandas as pd
-
     ids = run.assignments["id"].astype(str).to_numpy()
     rows = pd.Index(corpus["id"].astype(str)).get_indexer(ids)
     if (rows < 0).any():
         raise ValueError(f"run {name!r}: document id {ids[rows < 0][0]!r} is not in the workspace corpus "
                          "(the corpus changed after the fit: re-run `gem fit`)")
+    if exclude_flagged:
+        keep, _ = flag_exclusions(ws, ids)
+        if not keep.all():
+            run = replace(run, assignments=run.assignments[keep].reset_index(drop=True), n_excluded=int((~keep).sum()))
+            rows = rows[keep]
     return run, corpus.iloc[rows].reset_index(drop=True), rows, np.asarray(X_all[rows], dtype=np.float32)
+
+
+def flag_exclusions(ws: Workspace, ids) -> tuple[np.ndarray, str]:
+    """(mask over ``ids``: True where the document is not excluded in ``gem.flags``, the digest of
+    the workspace's exclusions that a run fitted without them records)."""
+    from .flags import excluded_ids, exclusions_digest, keep_mask
+
+    excluded = excluded_ids(ws)
+    return keep_mask(ids, excluded), exclusions_digest(excluded)
 
 
 # ---------------------------------------------------------------------------- making runs
@@ -243,12 +260,10 @@ def run_is_current(ws: Workspace, name: str, settings: FitSettings) -> bool:
     stored = {k: v for k, v in (info.get("params") or {}).items() if k != "warm_start_from"}  # how, not what
     ids = ws.load_corpus(columns=["id"])["id"].astype(str)
     if settings.exclude_flagged:  # fitted without the excluded documents: the same exclusions, the rest of the ids
-        from .flags import excluded_ids, exclusions_digest, keep_mask
-
-        excluded = excluded_ids(ws)
-        if (info.get("exclusions") or {}).get("digest") != exclusions_digest(excluded):
+        keep, digest = flag_exclusions(ws, ids.to_numpy())
+        if (info.get("exclusions") or {}).get("digest") != digest:
             return False
-        ids = ids[keep_mask(ids.to_numpy(), excluded)]
+        ids = ids[keep]
     return (stored == json.loads(json.dumps(settings.params()))
             and info.get("embeddings_digest") == embeddings_digest(ws, settings.representation)
             and info.get("ids_digest") == ids_digest(ids))
@@ -281,14 +296,11 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
     ids = corpus["id"].astype(str).to_numpy()
     extra_info = None
     if settings.exclude_flagged:
-        from .flags import excluded_ids, exclusions_digest, keep_mask
-
-        excluded = excluded_ids(ws)
-        keep = keep_mask(ids, excluded)
+        keep, digest = flag_exclusions(ws, ids)
         if int(keep.sum()) < settings.k:
             raise ValueError(f"only {int(keep.sum())} documents are left after the exclusions, fewer than K = "
                              f"{settings.k}: include some documents again or lower K")
-        extra_info = {"exclusions": {"digest": exclusions_digest(excluded), "n_excluded": int((~keep).sum())}}
+        extra_info = {"exclusions": {"digest": digest, "n_excluded": int((~keep).sum())}}
         if not keep.all():
             X, corpus, ids = X[keep], corpus[keep].reset_index(drop=True), ids[keep]
     weights = None
