@@ -5,7 +5,17 @@ import streamlit as st
 
 from gem.flags import REASONS, DocFlags
 from gem.search import search
+from gem.store import Workspace
 from pages import common
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_search(root: str, query: str, semantic_search: bool, k: int, representation: str, run: str | None,
+                  stamp: tuple, _analysis=None):
+    """gem.search.search once per query: ``stamp`` changes with the corpus, the embeddings searched,
+    the run, the flags and taxonomy (topics, flag columns) and whether GIS is shown (``_analysis``)."""
+    return search(Workspace(root), query, k=k, semantic_search=semantic_search, representation=representation,
+                  run=run, analysis=_analysis)
 
 st.title("Documents")
 ws = common.workspace()
@@ -30,10 +40,13 @@ settings = common.fit_settings(ws) if reps else None
 run_name = settings.slug() if settings is not None and (ws.run_dir(settings.slug()) / "params.json").exists() else None
 result = None
 if query.strip():
+    representation = settings.representation if settings is not None else "final"
+    analysis = common.cached_analysis(run_name, ws) if run_name else None
+    stamp = (common.mtime(ws.corpus_path), common.mtime(ws.embeddings_path(representation)), common.flags_mtime(ws),
+             common.mtime(ws.run_dir(run_name) / "params.json") if run_name else None, analysis is not None)
     try:
-        result = search(ws, query, k=int(k), semantic_search=kind == "semantic",
-                        representation=settings.representation if settings is not None else "final",
-                        run=run_name, analysis=common.cached_analysis(run_name, ws) if run_name else None)
+        result = cached_search(str(ws.root), query, kind == "semantic", int(k), representation, run_name, stamp,
+                               _analysis=analysis)
     except (ValueError, OSError) as exc:
         st.error(common.plain(exc))
 
