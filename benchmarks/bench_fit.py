@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_fit.py --n 20000  # quick smoke run
     .venv/bin/python benchmarks/bench_fit.py --real     # real embeddings, K = 24 and 64 (~3 minutes)
     .venv/bin/python benchmarks/bench_fit.py --real --sweep 8   # ... and quality over 8 seeds (~10 more)
+    .venv/bin/python benchmarks/bench_fit.py --passes   # softmax row blocks: now vs 16 MB (--no-large: no 1M case)
 
 Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per
 case. Timings on a shared machine are noisy: ratios count.
@@ -22,6 +23,7 @@ Both modes write benchmarks/results/fit.md, each its own part (see ``write_fit_m
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -356,6 +358,56 @@ def main_real(args):
     print("\n".join(lines))
 
 
+def main_passes(args):
+    """Row blocks of the N x K work: one softmax pass and one MM iteration with the current blocks
+    (gem.model._PASS_BLOCK) and with 16 MB pass blocks (the former setting), alternating in one process."""
+    import torch
+
+    import gem.model as gm
+    from gem import GEM
+
+    cases = [("sample final", load_sample()[0], 64), ("sample-noisy", make_sample_noisy(200_000), 256)]
+    if args.large:
+        cases.append(("sample-noisy", make_sample_noisy(1_000_000), 256))
+    blocks = {"16 MB (before)": gm._GEMM_BLOCK, f"{gm._PASS_BLOCK * 4 / 2**20:g} MB (now)": gm._PASS_BLOCK}
+    lines = ["# Softmax passes: row block size (`bench_fit.py --passes`)", "",
+             f"Machine: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+             f"{time.strftime('%Y-%m-%d')}. Each figure is the fastest of {args.reps} alternating rounds "
+             "(ratios count). A pass: softmax(L - v) row-wise with max, clamp, exp, sums, argmax over N x K "
+             "float32; an MM iteration: the fitted model continued for 3 M-steps (balance 5000, tol 0).", "",
+             "| data | N | K | pass, 16 MB blocks | pass, now | speed-up | MM iteration, 16 MB blocks | "
+             "MM iteration, now | speed-up |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, X, k in cases:
+        n = X.shape[0]
+        model = GEM(n_clusters=k, balance=5000.0, max_iter=3, random_state=0).fit(X)
+        data = gm._Data(X, np.full(n, 1.0 / n), k)
+        L, G = data.empty(), data.empty()
+        gm._logits(data, model.mean_directions_, model.concentrations_, None, L)
+        bias = model.log_prior_ + gm.sphere.log_vmf_normalizer(model.concentrations_, X.shape[1])
+        best_pass = {b: np.inf for b in blocks}
+        best_iter = {b: np.inf for b in blocks}
+        for _ in range(args.reps):
+            for label, block in blocks.items():
+                gm._PASS_BLOCK = block
+                data.pass_chunk = max(256, block // k)
+                t = time.perf_counter()
+                gm._softmax_pass(data, L, model.potentials_, G, bias)
+                best_pass[label] = min(best_pass[label], time.perf_counter() - t)
+                m = copy.deepcopy(model).set_params(warm_start=True, tol=0.0, max_iter=3)
+                t = time.perf_counter()
+                m.fit(X)
+                best_iter[label] = min(best_iter[label], (time.perf_counter() - t) / max(m.n_iter_, 1))
+        gm._PASS_BLOCK = blocks[list(blocks)[1]]
+        (b0, b1) = list(blocks)
+        lines.append(f"| {name} | {n:,} | {k} | {best_pass[b0] * 1e3:.1f} ms | {best_pass[b1] * 1e3:.1f} ms | "
+                     f"{best_pass[b0] / best_pass[b1]:.2f}x | {best_iter[b0] * 1e3:.0f} ms | "
+                     f"{best_iter[b1] * 1e3:.0f} ms | {best_iter[b0] / best_iter[b1]:.2f}x |")
+        print(lines[-1], flush=True)
+    from gem.store import write_text_atomic
+
+    write_text_atomic(ROOT / "benchmarks" / "results" / "fit_passes.md", "\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--case")
@@ -376,7 +428,12 @@ def main():
     ap.add_argument("--no-pypi", dest="pypi", action="store_false", help="skip the PyPI summaries case")
     ap.add_argument("--sweep", type=int, default=0, metavar="SEEDS",
                     help="also compare plain and accelerated fits over this many seeds (quality only, ~1 min each)")
+    ap.add_argument("--passes", action="store_true",
+                    help="time softmax passes and MM iterations with the current and the former row blocks")
     args = ap.parse_args()
+    if args.passes:
+        main_passes(args)
+        return
     if args.real:
         main_real(args)
         return

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["embed", "fit", "refit", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
+ORDER = ["embed", "fit", "fit_passes", "refit", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
 SCRIPTS = {
-    "embed": "bench_embed.py", "fit": "bench_fit.py", "collapse": "bench_collapse.py",
+    "embed": "bench_embed.py", "fit": "bench_fit.py", "fit_passes": "bench_fit.py --passes", "collapse": "bench_collapse.py",
     "app": "bench_app.py", "refit": "bench_refit.py", "gis": "bench_gis.py", "label": "bench_label.py",
 }
 

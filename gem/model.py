@@ -60,6 +60,11 @@ _SMALL_PROBLEM = 1e7  # N * d * K up to which everything runs in float64 (a few 
 _EMPTY = 1e-12  # clusters with pi_k below this keep their parameters
 _GAP_TIGHT = {np.float32: 1e-9, np.float64: 1e-13}  # E-step duality gap at round-off level (relative)
 _E_GAP_FRACTION = 0.1  # accelerated solver: a mid-run E-step may stop at a gap of 0.1 tol |F|
+# N x K work is done in row blocks on the CPU: 16 MB float32 blocks for the Hessian's K x K GEMMs,
+# ~1 MB (cache-resident) blocks for the softmax passes, whose seven elementwise sweeps over a block
+# ran 2-3x faster so than over 16 MB blocks at N = 200k, K = 256 (benchmarks/bench_fit.py --passes)
+_GEMM_BLOCK = 1 << 22  # elements
+_PASS_BLOCK = 1 << 18  # elements
 _STEP_GROWTH = 4.0  # SQUAREM: the step cap grows by this factor when reached, shrinks by it on a rejection
 
 
@@ -87,7 +92,7 @@ def validate_X(X, name: str = "X", min_rows: int = 1) -> np.ndarray:
 
 def _unit_rows(X: np.ndarray, dtype) -> np.ndarray:
     Xf = np.asarray(X, dtype=dtype)
-    norms = np.linalg.norm(Xf, axis=1)
+    norms = np.sqrt(np.einsum("ij,ij->i", Xf, Xf))  # no N x d temporary (np.linalg.norm makes one)
     zero = norms == 0
     if zero.any():
         bad = np.flatnonzero(zero)
@@ -169,6 +174,15 @@ def resolve_device(device, strict: bool = True) -> str:
                      "use device='cpu' or 'auto'")
 
 
+def _weighted_sum(w: np.ndarray, X: np.ndarray, rows: int = 1 << 16) -> np.ndarray:
+    """sum_i w_i x_i in float64, from blocks in X's own dtype: ``w @ X`` with float64 weights would
+    first copy a float32 X to float64 (2 N d floats, 3 GB at 1M x 384)."""
+    out = np.zeros(X.shape[1])
+    for s in range(0, X.shape[0], rows):
+        out += w[s:s + rows].astype(X.dtype) @ X[s:s + rows]
+    return out
+
+
 class _Data:
     """X on the torch side (on ``device``), normalised weights, chunking."""
 
@@ -189,14 +203,15 @@ class _Data:
         # weighting N x K matrices
         self.w0 = float(w[0]) if np.all(w == w[0]) else None
         self.w = self.tensor(w)
-        # ~16 MB per N x K chunk temporary on the CPU; one chunk on a GPU
-        self.chunk = self.n if self.cuda else max(1024, (1 << 22) // max(k, 1))
+        # rows per block of N x K work on the CPU (one block on a GPU): see _GEMM_BLOCK, _PASS_BLOCK
+        self.chunk = self.n if self.cuda else max(1024, _GEMM_BLOCK // max(k, 1))
+        self.pass_chunk = self.n if self.cuda else max(256, _PASS_BLOCK // max(k, 1))
         self.clamp = _CLAMP[self.np_dtype]
         self.labels = torch.empty(self.n, dtype=torch.int64, device=self.device)  # argmax of the last pass
         # conjugate prior on each kappa_k: ``kappa_prior`` pseudo-documents (mass a = n0 / N) spread
         # like the whole corpus (mean resultant length R0 of the weighted corpus)
         self.prior_mass = float(kappa_prior) / self.n
-        self.prior_rbar = float(np.linalg.norm(w @ Xu)) if kappa_prior > 0 else 0.0
+        self.prior_rbar = float(np.linalg.norm(_weighted_sum(w, Xu))) if kappa_prior > 0 else 0.0
 
     def tensor(self, a) -> "torch.Tensor":  # noqa: F821
         """A numpy array as a contiguous tensor of the working dtype on the device."""
@@ -215,9 +230,10 @@ class _Data:
             log_c = sphere.log_vmf_normalizer(kappa, self.d)
         return self.prior_mass * float(np.sum(log_c + kappa * self.prior_rbar))
 
-    def chunks(self):
-        for s in range(0, self.n, self.chunk):
-            yield slice(s, min(s + self.chunk, self.n))
+    def chunks(self, rows: int | None = None):
+        rows = rows or self.chunk
+        for s in range(0, self.n, rows):
+            yield slice(s, min(s + rows, self.n))
 
 
 def _host(t) -> np.ndarray:
@@ -245,7 +261,7 @@ def _softmax_pass(data: _Data, L, v: np.ndarray, G, bias=None):
     lse_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     pi = torch.zeros(data.k, dtype=torch.float64, device=data.device)
     labels = data.labels
-    for c in data.chunks():
+    for c in data.chunks(data.pass_chunk):
         Z = G[c]
         torch.sub(L[c], vt, out=Z)
         m, idx = Z.max(dim=1, keepdim=True)
