@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_fit.py --n 20000  # quick smoke run
     .venv/bin/python benchmarks/bench_fit.py --real     # real embeddings, K = 24 and 64 (~3 minutes)
     .venv/bin/python benchmarks/bench_fit.py --real --sweep 8   # ... and quality over 8 seeds (~10 more)
+    .venv/bin/python benchmarks/bench_fit.py --real --time-seeds 8   # ... and GEM / KMeans time per seed
     .venv/bin/python benchmarks/bench_fit.py --passes   # softmax row blocks: now vs 16 MB (--no-large: no 1M case)
 
 Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per
@@ -240,6 +241,35 @@ def real_case(name, X, y, k, reps):
     return out
 
 
+def seed_times(name, X, k, seeds, reps=2):
+    """GEM(auto) / KMeans(n_init=1) time per seed (both seeded alike, ``reps`` alternating rounds,
+    medians): what a user waits for depends on the seed as much as on the solver."""
+    from sklearn.cluster import KMeans
+
+    from gem import GEM
+
+    rows = []
+    for seed in range(seeds):
+        times = {"kmeans": [], "gem": []}
+        for r in range(reps):
+            for m in (("kmeans", "gem") if r % 2 == 0 else ("gem", "kmeans")):
+                est = (KMeans(n_clusters=k, n_init=1, random_state=seed) if m == "kmeans"
+                       else GEM(n_clusters=k, random_state=seed))
+                t0 = time.perf_counter()
+                est.fit(X)
+                times[m].append(time.perf_counter() - t0)
+                if m == "gem":
+                    steps = est.n_iter_auto_ + est.n_iter_
+                else:
+                    iters = int(est.n_iter_)
+        rows.append((float(np.median(times["gem"]) / np.median(times["kmeans"])), steps, iters))
+    ratio = np.array([r[0] for r in rows])
+    worst = int(np.argmax(ratio))
+    return (f"| {name} | {k} | {seeds} | **{np.median(ratio):.2f}** | {ratio.min():.2f} - {ratio.max():.2f} "
+            f"(seed {worst}) | {np.sum(ratio <= 1.0)} / {seeds} | {np.median([r[1] for r in rows]):.0f} | "
+            f"{np.median([r[2] for r in rows]):.0f} |")
+
+
 def seed_sweep(name, X, y, k, seeds):
     """Quality over seeds (no timing): plain vs accelerated phase-B M-steps, F, NMI, balance."""
     from sklearn.metrics import normalized_mutual_info_score
@@ -347,6 +377,18 @@ def main_real(args):
             f"{p['iter_auto']}+{p['iter']}{conv(p)} | {p['ms_per_step']:.1f} | {g['lam']:.0f} / {p['lam']:.0f} | "
             f"{g['F']:.4f} / {p['F']:.4f} | {r['dF_at_gem_lam']:+.4f} / {r['dF_at_plain_lam']:+.4f} | {nmi} | "
             f"{g['max_share']:.4f} / {p['max_share']:.4f} | {g['labels_changed']} / {p['labels_changed']} |")
+    if args.time_seeds:
+        lines += ["", f"### Time over seeds 0-{args.time_seeds - 1} (`--time-seeds {args.time_seeds}`)", "",
+                  "The table above uses seed 0 only. Here each seed fits KMeans(n_init=1) and GEM(auto) "
+                  "with that seed, 2 alternating rounds, ratio = median GEM time / median KMeans time "
+                  "of the seed; then the median, range and count of seeds at or under 1.0.", "",
+                  "| data | K | seeds | GEM / KMeans median over seeds | range (slowest seed) | seeds <= 1.0 | "
+                  "GEM M-steps A+B (median) | KMeans iterations (median) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, X, y in cases:
+            for k in args.ks:
+                lines.append(seed_times(name, X, k, args.time_seeds))
+                print(lines[-1], flush=True)
     if args.sweep:
         lines += ["", f"### Quality over seeds 0-{args.sweep - 1} (`--sweep {args.sweep}`, no timing)", "",
                   "Same seeding and (phase A being the plain MM in both) the same lambda, so F compares "
@@ -430,6 +472,8 @@ def main():
     ap.add_argument("--pypi-tsv", default=str(PYPI_TSV), help="PyPI package list (name, ..., rank, summary)")
     ap.add_argument("--cache", default=str(CACHE), help="where the embedded PyPI summaries are cached")
     ap.add_argument("--no-pypi", dest="pypi", action="store_false", help="skip the PyPI summaries case")
+    ap.add_argument("--time-seeds", type=int, default=0, metavar="SEEDS",
+                    help="also time GEM / KMeans over this many seeds (2 rounds each, ~1 min per 5 seeds)")
     ap.add_argument("--sweep", type=int, default=0, metavar="SEEDS",
                     help="also compare plain and accelerated fits over this many seeds (quality only, ~1 min each)")
     ap.add_argument("--passes", action="store_true",
