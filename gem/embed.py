@@ -202,7 +202,7 @@ def vocabulary_words(model_path: str | os.PathLike | None = None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- precision
-PRECISIONS = ("auto", "bfloat16", "float32")
+PRECISIONS = ("auto", "bfloat16", "float16", "float32")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 /proc/cpuinfo flags of native bf16 arithmetic
 
 
@@ -230,15 +230,33 @@ def native_bf16() -> str | None:
     return next((f for f in BF16_CPU_FLAGS if f in flags), None)
 
 
+def precision_choices(device: str = "cpu") -> tuple[str, ...]:
+    """The precisions ``device`` accepts (float16 only on CUDA)."""
+    return PRECISIONS if str(device).startswith("cuda") else tuple(p for p in PRECISIONS if p != "float16")
+
+
+def cuda_bf16() -> bool:
+    """Whether the CUDA device does bf16 arithmetic natively (compute capability 8.0 or newer)."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
 def resolve_precision(precision: str = "auto", device: str = "cpu") -> str:
-    """``"auto"`` -> ``"bfloat16"`` on a CPU with native bf16 (``native_bf16()``), else
-    ``"float32"`` (also on non-CPU devices and where the flags cannot be read); the explicit
-    choices are returned unchanged."""
+    """``"auto"``: on a CPU ``"bfloat16"`` where it has native bf16 (``native_bf16()``), else
+    ``"float32"``; on a CUDA device (``device`` resolved, e.g. "cuda:0") ``"bfloat16"`` where the
+    GPU supports it, else ``"float16"``. Explicit choices are returned unchanged, except float16 on
+    a CPU (an error: CPUs have no fast float16 matrix arithmetic)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    on_cuda = str(device).startswith("cuda")
+    if precision == "float16" and not on_cuda:
+        raise ValueError("precision float16 needs a CUDA device; on a CPU use bfloat16 or float32")
     if precision != "auto":
         return precision
-    return "bfloat16" if device == "cpu" and native_bf16() else "float32"
+    if on_cuda:
+        return "bfloat16" if cuda_bf16() else "float16"
+    return "bfloat16" if native_bf16() else "float32"
 
 
 def describe_precision(precision: str = "auto", device: str = "cpu") -> str:
@@ -246,7 +264,9 @@ def describe_precision(precision: str = "auto", device: str = "cpu") -> str:
     resolved = resolve_precision(precision, device)
     if precision != "auto":
         return f"{resolved} (chosen)"
-    flag = native_bf16() if device == "cpu" else None
+    if str(device).startswith("cuda"):
+        return f"{resolved} (auto: CUDA device {'with' if resolved == 'bfloat16' else 'without'} bf16)"
+    flag = native_bf16()
     if flag:
         return f"bfloat16 (auto: this CPU has {flag})"
     return "float32 (auto: no native bf16 on this CPU (avx512_bf16 / amx_bf16), where bf16 is slower)"
@@ -258,12 +278,16 @@ class SentenceTransformerEmbedder:
 
     layer: None = the model's sentence embedding (its pipeline minus Normalize);
            int N = mean-pooled hidden states of transformer layer N (1..num_layers).
-    precision: "auto" (default: ``resolve_precision``, bf16 only where the CPU has native bf16),
-           "bfloat16" (weights cast to bf16: ~2x faster than float32 on CPUs with AVX512-BF16,
-           cosine >= 0.9999 to float32; faster than autocast, which re-casts every weight on
-           every forward; but 2.6x SLOWER than float32 on an AVX2-only CPU) or "float32".
+    precision: "auto" (default: ``resolve_precision``: on a CPU bf16 only where it has native bf16,
+           on CUDA bf16 where supported, else float16), "bfloat16" (weights cast to bf16: ~2x
+           faster than float32 on CPUs with AVX512-BF16, cosine >= 0.9999 to float32; faster than
+           autocast, which re-casts every weight on every forward; but 2.6x SLOWER than float32
+           on an AVX2-only CPU), "float16" (CUDA only) or "float32".
            ``precision`` holds the resolved value (it is part of the fingerprint and the
            embeddings meta), ``requested_precision`` what was asked for.
+    device: "cpu" (default), "cuda" / "cuda:N" (an error when CUDA is not available) or "auto"
+           (CUDA when available): ``gem.devices.resolve_device``; ``device`` holds the resolved one.
+           Pooling and the vectors handed back are float32 on every device.
     Texts are sorted by token count and batched under a token budget (rows x longest row <=
     ``batch_tokens``, at most ``batch_size`` rows): short texts go in big batches, long ones in
     small, so little compute is spent on padding or per-batch overhead. For layer=N the
@@ -280,6 +304,9 @@ class SentenceTransformerEmbedder:
         num_threads: int | None = None,
         device: str = "cpu",
     ):
+        from gem.devices import resolve_device
+
+        device = resolve_device(device)  # ValueError: unknown, or CUDA asked for and absent
         resolved = resolve_precision(precision, device)  # ValueError on an unknown precision
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
@@ -334,8 +361,8 @@ class SentenceTransformerEmbedder:
             hf_logging.disable_progress_bar()  # its "Loading weights" bar would garble ours on stderr
             model = SentenceTransformer(str(self.model_path), device=self.device)
             model.eval()
-            if self.precision == "bfloat16" and self.device == "cpu":
-                model.to(torch.bfloat16)
+            if self.precision in ("bfloat16", "float16"):
+                model.to(getattr(torch, self.precision))
             hf = self._hf_model(model)
             n_layers = getattr(hf.config, "num_hidden_layers", None)
             if self.layer is not None:
@@ -597,7 +624,8 @@ def embed_workspace(
         "model": model_label(getattr(embedder, "model_path", None)),
         "fingerprint": embedder.fingerprint,
         "layer": getattr(embedder, "layer", None),
-        "precision": getattr(embedder, "precision", None),  # resolved: "bfloat16" or "float32"
+        "precision": getattr(embedder, "precision", None),  # resolved: "bfloat16", "float16" or "float32"
+        "device": getattr(embedder, "device", None),  # resolved: "cpu" or "cuda[:N]"
         "precision_requested": getattr(embedder, "requested_precision", getattr(embedder, "precision", None)),
         "ids_digest": ids_digest(corpus["id"]),
         "n": int(unit.shape[0]),

@@ -52,6 +52,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from . import sphere
+from .devices import DEVICES, resolve_device  # noqa: F401  (DEVICES: part of this module's API)
 
 __all__ = ["GEM", "gem_solve", "GEMSolution", "spherical_kmeans_init", "auto_balance", "validate_X"]
 
@@ -153,25 +154,6 @@ def torch_threads(work: float):
             torch.set_num_threads(before)
 
 
-DEVICES = ("cpu", "cuda", "auto")
-
-
-def resolve_device(device, strict: bool = True) -> str:
-    """The torch device a fit runs on: "cpu"; "cuda" or "cuda:N" (an error when CUDA is not
-    available, unless ``strict`` is False: then "cpu"); "auto" = "cuda" when
-    ``torch.cuda.is_available()``, else "cpu"."""
-    import torch
-
-    if device is None or device == "cpu":
-        return "cpu"
-    if not isinstance(device, str) or not (device in DEVICES or device.startswith("cuda:")):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-    if torch.cuda.is_available():
-        return "cuda" if device == "auto" else device
-    if device == "auto" or not strict:
-        return "cpu"
-    raise ValueError(f"device={device!r}: CUDA is not available to this torch ({torch.__version__}); "
-                     "use device='cpu' or 'auto'")
 
 
 def _weighted_sum(w: np.ndarray, X: np.ndarray, rows: int = 1 << 16) -> np.ndarray:

@@ -286,10 +286,12 @@ def preload_engine():
     return thread
 
 
-def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | None = None):
+def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | None = None, device: str = "cpu"):
     """Fit ``settings`` on the workspace's embeddings and save it as run ``name``; returns the
     fitted estimator. ``warm_from``: a saved GEM run of the same data, K and representation whose
-    parameters (directions, concentrations, potentials) start the fit (recorded in params.json)."""
+    parameters (directions, concentrations, potentials) start the fit (recorded in params.json).
+    ``device``: where a GEM / vMF fit runs ("cpu", "cuda[:N]", "auto"; ``gem.devices.resolve_device``);
+    not one of the settings (the results agree to float round-off), recorded in params.json."""
     from .baselines import make_estimator, uses_raw_vectors
 
     X, corpus = load_fit_data(ws, settings.representation, uses_raw_vectors(settings.method))
@@ -309,6 +311,13 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
             raise ValueError(f"{ws.corpus_path}: no n_tokens column to weight by; re-ingest the corpus")
         weights = corpus["n_tokens"].to_numpy(dtype=np.float64)
     kw: dict[str, Any] = {"random_state": settings.seed}
+    if settings.method in ("gem", "vmf"):
+        from .devices import resolve_device
+
+        kw["device"] = resolve_device(device)
+        extra_info = {**(extra_info or {}), "device": kw["device"]}
+    elif device not in (None, "cpu", "auto"):
+        raise ValueError(f"device={device!r}: only GEM and the vMF mixture run on a GPU, not {settings.method!r}")
     if settings.method == "gem":
         kw.update(balance=settings.balance, regularizer=settings.regularizer, n_init=settings.n_init)
         if settings.target is not None:

@@ -5,7 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from gem.corpus import NEAR_DUPLICATE_THRESHOLD, read_ingest_report
-from gem.embed import PRECISIONS, describe_precision
+from gem.embed import describe_precision, precision_choices
+from gem.devices import configured_device
 from gem.plots import cosine_histogram
 from gem.store import read_json
 from pages import common
@@ -201,7 +202,7 @@ with e1:
     )
 with e2:
     precision = st.selectbox(
-        "Precision", list(PRECISIONS), key="home_embed_precision",
+        "Precision", list(precision_choices(configured_device())), key="home_embed_precision",
         help="auto: bfloat16 when this CPU has native bf16 (avx512_bf16 or amx_bf16), else float32: without "
         "those instructions bf16 is emulated and slower than float32. Vectors agree to cosine ≥ 0.999.",
     )
@@ -210,7 +211,7 @@ with e3:
     go_embed = st.button(
         "Re-embed" if target in reps else "Embed", key="home_embed", type="primary" if not reps else "secondary"
     )
-st.caption(f"Precision here: {describe_precision(precision)}.")
+st.caption(f"Precision here: {describe_precision(precision, configured_device())}, on {configured_device()}.")
 if st.session_state.get("home_embedded"):
     st.success(st.session_state.pop("home_embedded"))
 if go_embed:
@@ -228,7 +229,8 @@ if go_embed:
             bar.progress(min(done / total, 1.0), text=f"Embedding ({target}): {done:,} / {total:,}{rate}")
 
     try:
-        embedder = SentenceTransformerEmbedder(layer=parse_representation(target), precision=precision)
+        embedder = SentenceTransformerEmbedder(layer=parse_representation(target), precision=precision,
+                                               device=configured_device())
         embed_workspace(ws, embedder, representation=target, progress=_progress)
         common.forget_runs()
         # rerun, so the sidebar offers the fit settings of the newly embedded corpus

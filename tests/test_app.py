@@ -207,7 +207,7 @@ def test_home_embeds_with_the_chosen_precision_and_reports_the_measured_rate(app
     at = _upload(app_test, synthetic_workspace, "mine.jsonl", UPLOADED)
     assert at.selectbox(key="home_embed_precision").options == ["auto", "bfloat16", "float32"]
     at.selectbox(key="home_embed_precision").set_value("float32").run()
-    assert any(c.value == "Precision here: float32 (chosen)." for c in at.caption)
+    assert any(c.value == "Precision here: float32 (chosen), on cpu." for c in at.caption)
     at.button(key="home_embed").click().run()
     _assert_clean(at, "embed")
     rate = [c.value for c in at.caption if c.value.startswith("Last embedding of 'final'")]

@@ -270,11 +270,55 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch):
     for flag in ("avx512_bf16", "amx_bf16"):
         monkeypatch.setattr(gem.embed, "cpu_flags", lambda flag=flag: AVX2_ONLY | {"avx512f", flag})
         assert resolve_precision("auto") == "bfloat16" and SentenceTransformerEmbedder().precision == "bfloat16"
-        assert resolve_precision("auto", device="cuda") == "float32"
     monkeypatch.setattr(gem.embed, "cpu_flags", lambda: frozenset())  # /proc/cpuinfo unreadable
     assert resolve_precision("auto") == "float32"
-    with pytest.raises(ValueError, match="precision must be one of auto, bfloat16, float32"):
+    with pytest.raises(ValueError, match="precision must be one of auto, bfloat16, float16, float32"):
         resolve_precision("fp16")
+
+
+def test_auto_precision_on_cuda_follows_the_gpu(monkeypatch):
+    # on CUDA: bf16 where the GPU does it (compute capability >= 8.0), else float16; the CPU's flags do not matter
+    monkeypatch.setattr(gem.embed, "cpu_flags", lambda: AVX2_ONLY)
+    for has_bf16, expected in ((True, "bfloat16"), (False, "float16")):
+        monkeypatch.setattr(gem.embed, "cuda_bf16", lambda has_bf16=has_bf16: has_bf16)
+        for device in ("cuda", "cuda:1"):
+            assert resolve_precision("auto", device) == expected
+            assert describe_precision("auto", device).startswith(expected)
+        assert resolve_precision("float32", "cuda") == "float32"
+    # float16 is a GPU precision: refused on a CPU, and not offered there (the app's chooser)
+    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
+        resolve_precision("float16", "cpu")
+    assert "float16" not in gem.embed.precision_choices("cpu")
+    assert "float16" in gem.embed.precision_choices("cuda:0")
+
+
+def test_embedder_device_is_resolved_and_checked(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert SentenceTransformerEmbedder(device="auto").device == "cpu"  # the model is not loaded here
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        SentenceTransformerEmbedder(device="cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        SentenceTransformerEmbedder(device="gpu")
+    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
+        SentenceTransformerEmbedder(precision="float16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gem.embed, "cuda_bf16", lambda: False)
+    emb = SentenceTransformerEmbedder(device="auto")  # resolved, not loaded: no GPU is touched
+    assert emb.device == "cuda" and emb.precision == "float16"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_embeddings_match_cpu():
+    texts = real_texts(64, seed=3)
+    cpu32, _ = SentenceTransformerEmbedder(precision="float32").encode(texts)
+    gpu32, _ = SentenceTransformerEmbedder(device="cuda", precision="float32").encode(texts)
+    gpu_auto = SentenceTransformerEmbedder(device="cuda")  # bf16 or float16
+    auto, _ = gpu_auto.encode(texts)
+    assert np.einsum("ij,ij->i", cpu32, gpu32).min() > 0.9999
+    assert np.einsum("ij,ij->i", cpu32, auto).min() > 0.99, gpu_auto.precision
 
 
 def test_cpu_flags_reads_proc_cpuinfo():

@@ -88,6 +88,33 @@ def test_fit_bad_input_exits_2(ws, argv, needle, capsys):
     assert needle in capsys.readouterr().err
 
 
+def test_fit_device_is_checked_and_recorded(ws, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not ws.run_dir("gem-k6").exists()
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--method", "kmeans", "--device", "cuda"]) == 2
+    assert "only GEM and the vMF mixture run on a GPU" in capsys.readouterr().err
+    # auto falls back to the CPU; the device is recorded but is not a setting (same run identity)
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--device", "auto"]) == 0
+    info = json.loads((ws.run_dir("gem-k6") / "params.json").read_text())
+    assert info["device"] == "cpu" and "device" not in info["params"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_matches_the_cpu_run(ws):
+    from sklearn.metrics import adjusted_rand_score
+
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "cpu"]) == 0
+    assert main(["fit", "-w", str(ws.root), "--k", "6", "--run", "gpu", "--device", "cuda"]) == 0
+    cpu, gpu = load_run(ws, "cpu"), load_run(ws, "gpu")
+    assert gpu.info["device"].startswith("cuda")
+    assert adjusted_rand_score(cpu.assignments["cluster"], gpu.assignments["cluster"]) > 0.99
+
+
 def test_load_missing_run(ws):
     with pytest.raises(FileNotFoundError, match="no such run"):
         load_run(ws, "nope")

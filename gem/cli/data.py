@@ -64,9 +64,14 @@ def register(sub) -> None:
     p.add_argument("--representation", default=None, metavar="NAME",
                    help="name to save under: 'final' or 'layerN' (default: from --layer)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B", help="most texts per forward pass (default: 256; batches are also capped at 2048 tokens)")
-    p.add_argument("--precision", choices=["auto", "bfloat16", "float32"], default="auto",
-                   help="auto (default): bfloat16 when the CPU has native bf16 (avx512_bf16 or amx_bf16 in "
-                   "/proc/cpuinfo), else float32 (bf16 without it is emulated and slower)")
+    from gem.embed import PRECISIONS  # light: numpy and gem.store
+
+    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                   help="auto (default): on a CPU bfloat16 when it has native bf16 (avx512_bf16 or amx_bf16 in "
+                   "/proc/cpuinfo), else float32 (bf16 without it is emulated and slower); on CUDA bfloat16 "
+                   "where the GPU supports it, else float16 (float16: CUDA only)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="cpu (default), cuda, cuda:N, or auto (CUDA when this torch sees a GPU)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.set_defaults(handler=cmd_embed)
 
@@ -217,7 +222,7 @@ def cmd_embed(args) -> int:
 
     embedder = SentenceTransformerEmbedder(
         model_path=args.model, layer=args.layer,
-        batch_size=args.batch_size or DEFAULT_BATCH_SIZE, precision=args.precision,
+        batch_size=args.batch_size or DEFAULT_BATCH_SIZE, precision=args.precision, device=args.device,
     )
     bar = None
 
@@ -239,7 +244,7 @@ def cmd_embed(args) -> int:
     print(
         f"embedded {meta['n']} documents as '{rep}' ({meta['dim']}-d; {meta['n_encoded']} encoded, "
         f"{meta['n'] - meta['n_encoded']} reused from the cache or duplicate texts; "
-        f"{describe_precision(args.precision)}{rate}) -> {ws.embeddings_path(rep)}"
+        f"{describe_precision(args.precision, embedder.device)} on {embedder.device}{rate}) -> {ws.embeddings_path(rep)}"
     )
     return 0
 

@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     p.add_argument("--exclude-flagged", action=argparse.BooleanOptionalAction, default=None,
                    help="fit without the documents excluded with `gem flag --exclude` (default: on when any are "
                         "excluded); the run records which exclusions it used")
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="where a gem/vmf fit runs: cpu (default), cuda, cuda:N, or auto (CUDA when this torch "
+                   "sees a GPU); results agree to float round-off, so it is not part of the run's settings")
     p.add_argument("--run", default=None, help="run name (default: <method>-k<K>)")
     p.add_argument("--warm-from", default=None, metavar="RUN",
                    help="start GEM from a saved GEM run's parameters (same K and representation), as the app "
@@ -104,7 +107,7 @@ def cmd_fit(args) -> int:
     name = validate_name(args.run or f"{args.method}-k{args.k}" + ("" if args.representation == "final" else f"-{args.representation}"),
                          "run name")
     warm = load_run(ws, validate_name(args.warm_from, "run name")) if args.warm_from else None
-    est = fit_run(ws, name, settings, warm_from=warm)
+    est = fit_run(ws, name, settings, warm_from=warm, device=args.device)
     report = None
     if args.method == "gem" and not args.no_sync:
         from ..taxonomy import sync_saved_run
