@@ -36,8 +36,8 @@ def fit_pair(X, k, max_iter=100):
     out = {}
     for device in ("cpu", "cuda"):
         est = GEM(n_clusters=k, random_state=0, max_iter=max_iter, device=device)
+        GEM(n_clusters=k, random_state=0, max_iter=2, device=device).fit(X[:5000])  # warm-up (CUDA: context, kernels)
         if device == "cuda":
-            GEM(n_clusters=k, random_state=0, max_iter=2, device="cuda").fit(X[:5000])  # CUDA context, kernels
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         est.fit(X)
@@ -91,9 +91,17 @@ def main() -> int:
     cases = [(Xs, 24, 100), (Xs, 64, 100)]
     if not args.quick:
         cases.append((make_sample_noisy(200_000), 256, 30))
+    from gem.store import write_text_atomic
+
+    out = Path(os.environ["OUT"]) / "gpu.md" if os.environ.get("OUT") else ROOT / "benchmarks" / "results" / "gpu.md"
+
+    def save():  # after every row: a crash later keeps what was measured
+        write_text_atomic(out, "\n".join(lines) + "\n")
+
     for X, k, it in cases:
         lines.append(fit_pair(X, k, it))
         print(lines[-1], flush=True)
+        save()
     model = args.model
     if model is None:
         try:
@@ -114,10 +122,7 @@ def main() -> int:
         print("\n".join(lines[-3:]), flush=True)
     else:
         lines += ["", "Embeddings: not measured (no model folder; pass --model)."]
-    from gem.store import write_text_atomic
-
-    out = Path(os.environ["OUT"]) / "gpu.md" if os.environ.get("OUT") else ROOT / "benchmarks" / "results" / "gpu.md"
-    write_text_atomic(out, "\n".join(lines) + "\n")
+    save()
     print("\n".join(lines))
     return 0
 

@@ -415,7 +415,9 @@ class SentenceTransformerEmbedder:
         done = 0
         if progress:
             progress(0, n)
-        with torch.inference_mode():
+        from gem.devices import gpu_errors
+
+        with gpu_errors(self.device, "embedding"), torch.inference_mode():
             start = 0
             while start < n:
                 rows = max(1, min(self.batch_size, self.batch_tokens // max(int(lengths[order[start]]), 1)))
@@ -625,7 +627,9 @@ def embed_workspace(
         "fingerprint": embedder.fingerprint,
         "layer": getattr(embedder, "layer", None),
         "precision": getattr(embedder, "precision", None),  # resolved: "bfloat16", "float16" or "float32"
-        "device": getattr(embedder, "device", None),  # resolved: "cpu" or "cuda[:N]"
+        # the device that encoded this call's n_encoded texts (vectors reused from the cache may
+        # have been encoded elsewhere: the cache is keyed by model and precision, not by device)
+        "encoded_on": getattr(embedder, "device", None) if n_new else None,
         "precision_requested": getattr(embedder, "requested_precision", getattr(embedder, "precision", None)),
         "ids_digest": ids_digest(corpus["id"]),
         "n": int(unit.shape[0]),

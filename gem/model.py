@@ -52,7 +52,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from . import sphere
-from .devices import DEVICES, resolve_device  # noqa: F401  (DEVICES: part of this module's API)
+from .devices import DEVICES, gpu_errors, resolve_device  # noqa: F401  (DEVICES: part of this module's API)
 
 __all__ = ["GEM", "gem_solve", "GEMSolution", "spherical_kmeans_init", "auto_balance", "validate_X"]
 
@@ -63,7 +63,7 @@ _GAP_TIGHT = {np.float32: 1e-9, np.float64: 1e-13}  # E-step duality gap at roun
 _E_GAP_FRACTION = 0.1  # accelerated solver: a mid-run E-step may stop at a gap of 0.1 tol |F|
 # N x K work is done in row blocks on the CPU: 16 MB float32 blocks for the Hessian's K x K GEMMs,
 # ~1 MB (cache-resident) blocks for the softmax passes, whose seven elementwise sweeps over a block
-# ran 2-3x faster so than over 16 MB blocks at N = 200k, K = 256 (benchmarks/bench_fit.py --passes)
+# ran 2-3x faster than over 16 MB blocks at N = 200k, K = 256 (benchmarks/bench_fit.py --passes)
 _GEMM_BLOCK = 1 << 22  # elements
 _PASS_BLOCK = 1 << 18  # elements
 _STEP_GROWTH = 4.0  # SQUAREM: the step cap grows by this factor when reached, shrinks by it on a rejection
@@ -157,8 +157,8 @@ def torch_threads(work: float):
 
 
 def _weighted_sum(w: np.ndarray, X: np.ndarray, rows: int = 1 << 16) -> np.ndarray:
-    """sum_i w_i x_i in float64, from blocks in X's own dtype: ``w @ X`` with float64 weights would
-    first copy a float32 X to float64 (2 N d floats, 3 GB at 1M x 384)."""
+    """sum_i w_i x_i: each block's product in X's own dtype, the blocks summed in float64 (``w @ X``
+    with float64 weights would first copy a float32 X to float64: 2 N d floats, 3 GB at 1M x 384)."""
     out = np.zeros(X.shape[1])
     for s in range(0, X.shape[0], rows):
         out += w[s:s + rows].astype(X.dtype) @ X[s:s + rows]
@@ -907,7 +907,7 @@ class GEM(ClusterMixin, BaseEstimator):
         X = validate_X(X)
         n, d = X.shape
         device = self._check_params(n)
-        with torch_threads(n * d * int(self.n_clusters)):
+        with torch_threads(n * d * int(self.n_clusters)), gpu_errors(device, f"GEM fit of {n} x {d}, K = {self.n_clusters}"):
             return self._fit(X, sample_weight, device)
 
     def _fit(self, X, sample_weight, device="cpu"):

@@ -161,6 +161,7 @@ def flag_exclusions(ws: Workspace, ids) -> tuple[np.ndarray, str]:
 
 # ---------------------------------------------------------------------------- making runs
 METHODS = ("gem", "kmeans", "kmeans-unit", "spherical-kmeans", "vmf")
+GPU_METHODS = ("gem", "vmf")  # the methods fit_run can run on a GPU (device=)
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,7 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
             raise ValueError(f"{ws.corpus_path}: no n_tokens column to weight by; re-ingest the corpus")
         weights = corpus["n_tokens"].to_numpy(dtype=np.float64)
     kw: dict[str, Any] = {"random_state": settings.seed}
-    if settings.method in ("gem", "vmf"):
+    if settings.method in GPU_METHODS:
         from .devices import resolve_device
 
         kw["device"] = resolve_device(device)

@@ -203,8 +203,9 @@ with e1:
 with e2:
     precision = st.selectbox(
         "Precision", list(precision_choices(configured_device())), key="home_embed_precision",
-        help="auto: bfloat16 when this CPU has native bf16 (avx512_bf16 or amx_bf16), else float32: without "
-        "those instructions bf16 is emulated and slower than float32. Vectors agree to cosine ≥ 0.999.",
+        help="auto: on a CPU bfloat16 when it has native bf16 (avx512_bf16 or amx_bf16), else float32 (without "
+        "those instructions bf16 is emulated and slower); on a GPU ($GEM_DEVICE) bfloat16 where it supports it, "
+        "else float16 (GPU only). Vectors agree to cosine ≥ 0.999.",
     )
 with e3:
     st.write("")

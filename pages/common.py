@@ -50,6 +50,7 @@ import numpy as np
 import streamlit as st
 
 from gem.devices import configured_device
+from gem.runs import GPU_METHODS
 from gem.store import Workspace, open_workspace
 
 WORKSPACE_ENV = "GEM_WORKSPACE"
@@ -401,7 +402,8 @@ def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitR
             if not current():  # another session may have fitted it while this one waited
                 start = time.perf_counter()
                 fit_run(ws, name, settings, warm_from=None if base is None else _load_run(
-                    str(ws.root), base.name, _params_mtime(ws, base.name)), device=configured_device())
+                    str(ws.root), base.name, _params_mtime(ws, base.name)),
+                        device=configured_device() if settings.method in GPU_METHODS else "cpu")
                 seconds = time.perf_counter() - start
                 warm = None if base is None else base.name
     run = _load_run(str(ws.root), name, _params_mtime(ws, name))

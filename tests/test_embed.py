@@ -333,7 +333,7 @@ def test_embeddings_meta_records_the_resolved_precision(tmp_path, monkeypatch):
     ws = _workspace(tmp_path, ["resolved precision", "goes into the meta"])
     embed_workspace(ws, SentenceTransformerEmbedder(precision="auto"), use_cache=False)
     meta = json.loads(ws.embeddings_meta_path("final").read_text())
-    assert meta["precision"] == "float32" and meta["precision_requested"] == "auto"
+    assert meta["precision"] == "float32" and meta["precision_requested"] == "auto" and meta["encoded_on"] == "cpu"
     assert meta["n_encoded"] == 2 and meta["docs_per_second"] > 0 and meta["encode_seconds"] > 0
 
 
