@@ -43,7 +43,9 @@ class Run:
     model: Any
     assignments: Any  # pandas DataFrame: id, cluster, probability
     info: dict | None = None  # the whole params.json
-    n_excluded: int = 0  # its documents left out as excluded (load_run_documents(exclude_flagged=True))
+    # documents of this run that load_run_documents(exclude_flagged=True) left out (0 for a run fitted
+    # without them: its params.json's "exclusions" counts those)
+    n_excluded: int = 0
 
     @property
     def representation(self) -> str:

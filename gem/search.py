@@ -11,8 +11,9 @@ bytes of text (denser first), then corpus order.
 Semantic (``semantic``): the query is embedded with the model and representation that made the
 workspace embeddings (``gem.stress.workspace_embedder``: the same loader, cache and lock as the
 embedding step; the embeddings meta names the model), and the documents are ranked by cosine
-against the workspace's unit embeddings, memory-mapped from the .npy and kept per file (path,
-mtime), so only the first query pays the load. Precomputed embeddings cannot be searched
+against the workspace's unit embeddings, memory-mapped from the .npy, checked against the corpus
+ids and kept per (embeddings file, its mtime, the corpus's mtime), so only the first query pays
+the load and the check. Precomputed embeddings cannot be searched
 semantically (no model to embed the query): ValueError says so.
 
 Both return a ``SearchResult``: a table (id, rank, score, snippet, and with ``annotate``: topic,

@@ -17,6 +17,7 @@ from pages import common
 
 KEY_SWARM = "ml_swarm"        # name of the swarm chosen / just designed
 KEY_UPLOAD = "ml_upload"      # (swarm name, results DataFrame, sha256 of the file, upload file_id) of this session
+KEY_UPLOAD_REFUSED = "ml_upload_refused"  # (swarm name, upload file_id, why): a refused file is not read again
 KEY_EXPORT = "ml_export"      # (bundle path, zip bytes, formats)
 
 st.title("Mixture lab")
@@ -131,13 +132,17 @@ else:
     up = st.file_uploader("Results CSV: a mixture_id column and one or more metric columns", type=["csv"],
                           key="ml_upload_file")
     held = st.session_state.get(KEY_UPLOAD)
-    if up is not None and not (held and held[0] == name and held[3] == up.file_id):  # read and hash once per upload
+    refused = st.session_state.get(KEY_UPLOAD_REFUSED)
+    if up is not None and refused and refused[:2] == (name, up.file_id):
+        st.error(common.plain(refused[2]))
+    elif up is not None and not (held and held[0] == name and held[3] == up.file_id):  # read and hash once per upload
         data = up.getvalue()
         try:
             st.session_state[KEY_UPLOAD] = (name, mixlab.read_results(data, list(swarm.weights.index), where=up.name),
                                             hashlib.sha256(data).hexdigest(), up.file_id)
         except ValueError as exc:
             st.session_state.pop(KEY_UPLOAD, None)
+            st.session_state[KEY_UPLOAD_REFUSED] = (name, up.file_id, str(exc))
             st.error(common.plain(exc))
 
 uploaded = st.session_state.get(KEY_UPLOAD)

@@ -43,7 +43,7 @@ if query.strip():
     representation = settings.representation if settings is not None else "final"
     analysis = common.cached_analysis(run_name, ws) if run_name else None
     stamp = (common.mtime(ws.corpus_path), common.mtime(ws.embeddings_path(representation)), common.flags_mtime(ws),
-             common.mtime(ws.run_dir(run_name) / "params.json") if run_name else None, analysis is not None)
+             common.params_mtime(ws, run_name) if run_name else None, analysis is not None)
     try:
         result = cached_search(str(ws.root), query, kind == "semantic", int(k), representation, run_name, stamp,
                                _analysis=analysis)

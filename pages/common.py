@@ -373,7 +373,8 @@ def _load_run(root: str, name: str, run_mtime: float):
     return load_run(Workspace(root), name)
 
 
-def _params_mtime(ws: Workspace, name: str) -> float:
+def params_mtime(ws: Workspace, name: str) -> float:
+    """When run ``name`` was last saved (its params.json's mtime): part of cache keys."""
     return mtime(ws.run_dir(name) / "params.json")
 
 
@@ -389,7 +390,7 @@ def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitR
     key = f"{ws.root}|{name}"
 
     def current() -> bool:
-        return _run_is_current(str(ws.root), name, settings, _params_mtime(ws, name), mtime(ws.corpus_path),
+        return _run_is_current(str(ws.root), name, settings, params_mtime(ws, name), mtime(ws.corpus_path),
                                mtime(ws.embeddings_path(settings.representation)),
                                flags_mtime(ws) if settings.exclude_flagged else ())
 
@@ -402,11 +403,11 @@ def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitR
             if not current():  # another session may have fitted it while this one waited
                 start = time.perf_counter()
                 fit_run(ws, name, settings, warm_from=None if base is None else _load_run(
-                    str(ws.root), base.name, _params_mtime(ws, base.name)),
+                    str(ws.root), base.name, params_mtime(ws, base.name)),
                         device=configured_device() if settings.method in GPU_METHODS else "cpu")
                 seconds = time.perf_counter() - start
                 warm = None if base is None else base.name
-    run = _load_run(str(ws.root), name, _params_mtime(ws, name))
+    run = _load_run(str(ws.root), name, params_mtime(ws, name))
     if settings.method == "gem" and sync:
         synced_taxonomy(name, ws)
     return FitResult(name, settings, run.model, corpus_labels(run, ws), seconds,
@@ -460,7 +461,7 @@ def synced_taxonomy(name: str, ws: Workspace | None = None, analysis=None):
 
 def _analysis_key(ws: Workspace, name: str) -> str:
     # analyze_run leaves excluded documents out, also of runs fitted with them
-    return f"{ws.root}|{name}|{_params_mtime(ws, name)}|{exclusions_stamp(ws)}"
+    return f"{ws.root}|{name}|{params_mtime(ws, name)}|{exclusions_stamp(ws)}"
 
 
 def run_topics(run_name: str, ws: Workspace | None = None):

@@ -444,6 +444,32 @@ def test_documents_page_search_bulk_exclude_refit_and_undo(app_test, synthetic_w
     assert DocFlags(ws).excluded_ids() == []
 
 
+def test_documents_page_searches_once_until_something_it_shows_changes(app_test, synthetic_workspace, monkeypatch):
+    """Reruns (a checkbox, a row click) reuse the search; a flag edit, which changes the flag
+    columns shown, searches again."""
+    import gem.search
+    from gem.flags import DocFlags
+
+    calls = []
+    real_search = gem.search.search
+    monkeypatch.setattr(gem.search, "search", lambda *a, **kw: calls.append(a[1]) or real_search(*a, **kw))
+    ws = synthetic_workspace
+    at = app_test(ws)
+    at.session_state["gem_author"] = "alice"
+    at.run()
+    at.switch_page("pages/7_Documents.py").run()
+    at.text_input(key="doc_query").set_value("about law").run()
+    _assert_clean(at, "search")
+    assert calls == ["about law"]
+    at.checkbox(key="doc_all").check().run()
+    assert calls == ["about law"]
+    first = str(at.dataframe(key="doc_results").value["id"].iloc[0])
+    DocFlags(ws).tag([first], "checked", "bob")
+    at.run()
+    assert calls == ["about law", "about law"]
+    assert "checked" in str(at.dataframe(key="doc_results").value.set_index("id").loc[first].to_dict())
+
+
 @pytest.mark.slow
 def test_clusters_rings_the_documents_page_search_results(app_test, synthetic_workspace):
     """The Documents page's "Ring these results" hands the result ids to the Clusters maps, which
