@@ -288,7 +288,7 @@ def annotate(ws, result: SearchResult, run: str | None = None, analysis=None) ->
         f = flags.set_index("id")
         hit = ids.isin(f.index)
         t["excluded"] = ids.map(f["excluded"]).fillna(False).astype(bool).to_numpy()
-        t["reason"] = ids.map(f["reason"].astype(object)).fillna("").to_numpy()  # all-None reasons read as float
+        t["reason"] = ids.map(f["reason"]).astype(object).fillna("").to_numpy()  # all-None reasons map to float NaN
         t["tags"] = [", ".join(f.at[i, "tags"]) if h else "" for i, h in zip(ids, hit)]
     else:
         t["excluded"], t["reason"], t["tags"] = False, "", ""
