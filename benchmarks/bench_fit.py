@@ -392,28 +392,27 @@ def main_real(args):
             f"{p['iter_auto']}+{p['iter']}{conv(p)} | {p['ms_per_step']:.1f} | {g['lam']:.0f} / {p['lam']:.0f} | "
             f"{g['F']:.4f} / {p['F']:.4f} | {r['dF_at_gem_lam']:+.4f} / {r['dF_at_plain_lam']:+.4f} | {nmi} | "
             f"{g['max_share']:.4f} / {p['max_share']:.4f} | {g['labels_changed']} / {p['labels_changed']} |")
+    tables = []  # (title, intro, header, row(name, X, y, k)): the optional per-seed tables
     if args.time_seeds:
-        lines += ["", f"### Time over seeds 0-{args.time_seeds - 1} (`--time-seeds {args.time_seeds}`)", "",
-                  "The table above uses seed 0 only. Here each seed fits KMeans(n_init=1) and GEM(auto) "
-                  "with that seed, 2 alternating rounds, ratio = median GEM time / median KMeans time "
-                  "of the seed; then the median, range and count of seeds at or under 1.0.", "",
-                  "| data | K | seeds | GEM / KMeans median over seeds | range (slowest seed) | seeds <= 1.0 | "
-                  "GEM M-steps A+B (median) | KMeans iterations (median) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for name, X, y in cases:
-            for k in args.ks:
-                lines.append(seed_times(name, X, k, args.time_seeds))
-                print(lines[-1], flush=True)
+        tables.append((f"### Time over seeds 0-{args.time_seeds - 1} (`--time-seeds {args.time_seeds}`)",
+                       "The table above uses seed 0 only. Here each seed fits KMeans(n_init=1) and GEM(auto) "
+                       "with that seed, 2 alternating rounds, ratio = median GEM time / median KMeans time "
+                       "of the seed; then the median, range and count of seeds at or under 1.0.",
+                       "| data | K | seeds | GEM / KMeans median over seeds | range (slowest seed) | seeds <= 1.0 | "
+                       "GEM M-steps A+B (median) | KMeans iterations (median) |",
+                       lambda name, X, y, k: seed_times(name, X, k, args.time_seeds)))
     if args.sweep:
-        lines += ["", f"### Quality over seeds 0-{args.sweep - 1} (`--sweep {args.sweep}`, no timing)", "",
-                  "Same seeding and (phase A being the plain MM in both) the same lambda, so F compares "
-                  "directly. Phase-B M-steps: medians; dF = F(accelerated) - F(plain).", "",
-                  "| data | K | seeds | phase-B M-steps GEM / plain | plain / GEM | dF >= 0 | median dF | "
-                  "min dF (relative) | max dF | mean NMI GEM / plain | mean max share GEM / plain |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        tables.append((f"### Quality over seeds 0-{args.sweep - 1} (`--sweep {args.sweep}`, no timing)",
+                       "Same seeding and (phase A being the plain MM in both) the same lambda, so F compares "
+                       "directly. Phase-B M-steps: medians; dF = F(accelerated) - F(plain).",
+                       "| data | K | seeds | phase-B M-steps GEM / plain | plain / GEM | dF >= 0 | median dF | "
+                       "min dF (relative) | max dF | mean NMI GEM / plain | mean max share GEM / plain |",
+                       lambda name, X, y, k: seed_sweep(name, X, y, k, args.sweep)))
+    for title, intro, header, row in tables:
+        lines += ["", title, "", intro, "", header, "|---|" + "---:|" * (header.count("|") - 2)]
         for name, X, y in cases:
             for k in args.ks:
-                lines.append(seed_sweep(name, X, y, k, args.sweep))
+                lines.append(row(name, X, y, k))
                 print(lines[-1], flush=True)
     write_fit_md("real", "\n".join(lines))
     print("\n".join(lines))
