@@ -1,6 +1,8 @@
 """Documents: search the corpus (full-text or semantic), select results, exclude / include / tag /
 annotate them in bulk (gem.flags), undo, see every flag with its author, and ring the results on
 the Clusters maps. Logic lives in gem.search and gem.flags; corpus text is shown as plain text."""
+import time
+
 import streamlit as st
 
 from gem.flags import REASONS, DocFlags
@@ -45,8 +47,10 @@ if query.strip():
     stamp = (common.mtime(ws.corpus_path), common.mtime(ws.embeddings_path(representation)), common.flags_mtime(ws),
              common.params_mtime(ws, run_name) if run_name else None, analysis is not None)
     try:
+        started = time.perf_counter()
         result = cached_search(str(ws.root), query, kind == "semantic", int(k), representation, run_name, stamp,
                                _analysis=analysis)
+        reused = time.perf_counter() - started < 0.5 * result.seconds  # served by the cache, not searched now
     except (ValueError, OSError) as exc:
         st.error(common.plain(exc))
 
@@ -55,7 +59,8 @@ if result is not None:
     table = result.table
     what = "match" if result.kind == "full-text" else "searched"
     st.caption(common.plain(f"{result.n_matches:,} documents {what}; showing {len(table):,} "
-                            f"({result.seconds * 1000:.0f} ms)" + (f"; topics of the current fit {run_name}"
+                            f"({result.seconds * 1000:.0f} ms{', reused' if reused else ''})"
+                            + (f"; topics of the current fit {run_name}"
                                                                    if run_name else "")))
     if len(table):
         event = st.dataframe(table, hide_index=True, width="stretch", key="doc_results", on_select="rerun",

@@ -2,6 +2,7 @@
 renders without exceptions, K and lambda re-fit in the expected direction, a broken upload shows
 the loader's error and the app keeps running."""
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -451,8 +452,13 @@ def test_documents_page_searches_once_until_something_it_shows_changes(app_test,
     from gem.flags import DocFlags
 
     calls = []
-    real_search = gem.search.search
+    real_search, real_corpus_text = gem.search.search, gem.search.corpus_text
     monkeypatch.setattr(gem.search, "search", lambda *a, **kw: calls.append(a[1]) or real_search(*a, **kw))
+    # a search that takes 0.3 s (inside its own timing), so the caption can tell a reused result apart
+    monkeypatch.setattr(gem.search, "corpus_text", lambda ws: time.sleep(0.3) or real_corpus_text(ws))
+
+    def caption():
+        return next(c.value for c in at.caption if "documents match" in c.value)
     ws = synthetic_workspace
     at = app_test(ws)
     at.session_state["gem_author"] = "alice"
@@ -460,13 +466,13 @@ def test_documents_page_searches_once_until_something_it_shows_changes(app_test,
     at.switch_page("pages/7_Documents.py").run()
     at.text_input(key="doc_query").set_value("about law").run()
     _assert_clean(at, "search")
-    assert calls == ["about law"]
+    assert calls == ["about law"] and "reused" not in caption()
     at.checkbox(key="doc_all").check().run()
-    assert calls == ["about law"]
+    assert calls == ["about law"] and "reused" in caption()
     first = str(at.dataframe(key="doc_results").value["id"].iloc[0])
     DocFlags(ws).tag([first], "checked", "bob")
     at.run()
-    assert calls == ["about law", "about law"]
+    assert calls == ["about law", "about law"] and "reused" not in caption()
     assert "checked" in str(at.dataframe(key="doc_results").value.set_index("id").loc[first].to_dict())
 
 
