@@ -11,10 +11,15 @@ import contextlib
 import os
 import re
 
-__all__ = ["DEVICES", "DEVICE_ENV", "resolve_device", "configured_device", "gpu_errors"]
+__all__ = ["DEVICES", "DEVICE_ENV", "is_cuda", "resolve_device", "configured_device", "gpu_errors"]
 
 DEVICES = ("cpu", "cuda", "auto")
 DEVICE_ENV = "GEM_DEVICE"
+
+
+def is_cuda(device) -> bool:
+    """Whether ``device`` (a resolved device name) is a CUDA device."""
+    return str(device).startswith("cuda")
 
 
 def resolve_device(device, strict: bool = True) -> str:
@@ -44,7 +49,7 @@ def resolve_device(device, strict: bool = True) -> str:
 def gpu_errors(device: str, what: str):
     """On a CUDA ``device``, torch's errors (out of memory above all) become a ValueError naming
     ``what`` and the way out, so the CLI and the app report them in one line; elsewhere a no-op."""
-    if not str(device).startswith("cuda"):
+    if not is_cuda(device):
         yield
         return
     try:

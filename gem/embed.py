@@ -32,6 +32,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .devices import gpu_errors, is_cuda, resolve_device
 from .store import Workspace, ids_digest, load_npy, read_json, save_npy_atomic, write_json_atomic
 
 ProgressFn = Callable[[int, int], None]
@@ -232,7 +233,7 @@ def native_bf16() -> str | None:
 
 def precision_choices(device: str = "cpu") -> tuple[str, ...]:
     """The precisions ``device`` accepts (float16 only on CUDA)."""
-    return PRECISIONS if str(device).startswith("cuda") else tuple(p for p in PRECISIONS if p != "float16")
+    return PRECISIONS if is_cuda(device) else tuple(p for p in PRECISIONS if p != "float16")
 
 
 def cuda_bf16() -> bool:
@@ -249,7 +250,7 @@ def resolve_precision(precision: str = "auto", device: str = "cpu") -> str:
     a CPU (an error: CPUs have no fast float16 matrix arithmetic)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    on_cuda = str(device).startswith("cuda")
+    on_cuda = is_cuda(device)
     if precision == "float16" and not on_cuda:
         raise ValueError("precision float16 needs a CUDA device; on a CPU use bfloat16 or float32")
     if precision != "auto":
@@ -264,7 +265,7 @@ def describe_precision(precision: str = "auto", device: str = "cpu") -> str:
     resolved = resolve_precision(precision, device)
     if precision != "auto":
         return f"{resolved} (chosen)"
-    if str(device).startswith("cuda"):
+    if is_cuda(device):
         return f"{resolved} (auto: CUDA device {'with' if resolved == 'bfloat16' else 'without'} bf16)"
     flag = native_bf16()
     if flag:
@@ -304,8 +305,6 @@ class SentenceTransformerEmbedder:
         num_threads: int | None = None,
         device: str = "cpu",
     ):
-        from gem.devices import resolve_device
-
         device = resolve_device(device)  # ValueError: unknown, or CUDA asked for and absent
         resolved = resolve_precision(precision, device)  # ValueError on an unknown precision
         if int(batch_size) < 1:
@@ -415,8 +414,6 @@ class SentenceTransformerEmbedder:
         done = 0
         if progress:
             progress(0, n)
-        from gem.devices import gpu_errors
-
         with gpu_errors(self.device, "embedding"), torch.inference_mode():
             start = 0
             while start < n:

@@ -154,8 +154,6 @@ def torch_threads(work: float):
             torch.set_num_threads(before)
 
 
-
-
 def _weighted_sum(w: np.ndarray, X: np.ndarray, rows: int = 1 << 16) -> np.ndarray:
     """sum_i w_i x_i: each block's product in X's own dtype, the blocks summed in float64 (``w @ X``
     with float64 weights would first copy a float32 X to float64: 2 N d floats, 3 GB at 1M x 384)."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .devices import resolve_device
 from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, recover_dir, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
 
 __all__ = ["Run", "FitSettings", "fit_run", "load_fit_data", "run_is_current", "save_run", "load_run",
@@ -315,8 +316,6 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
         weights = corpus["n_tokens"].to_numpy(dtype=np.float64)
     kw: dict[str, Any] = {"random_state": settings.seed}
     if settings.method in GPU_METHODS:
-        from .devices import resolve_device
-
         kw["device"] = resolve_device(device)
         extra_info = {**(extra_info or {}), "device": kw["device"]}
     elif device not in (None, "cpu", "auto"):

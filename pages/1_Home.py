@@ -194,6 +194,7 @@ st.caption(
     "Embeddings are cached by text hash in the workspace."
 )
 reps = ws.representations()
+device = configured_device()  # where this server embeds ($GEM_DEVICE; the CPU unless set)
 e1, e2, e3 = st.columns([2, 1, 1])
 with e1:
     target = st.selectbox(
@@ -202,7 +203,7 @@ with e1:
     )
 with e2:
     precision = st.selectbox(
-        "Precision", list(precision_choices(configured_device())), key="home_embed_precision",
+        "Precision", list(precision_choices(device)), key="home_embed_precision",
         help="auto: on a CPU bfloat16 when it has native bf16 (avx512_bf16 or amx_bf16), else float32 (without "
         "those instructions bf16 is emulated and slower); on a GPU ($GEM_DEVICE) bfloat16 where it supports it, "
         "else float16 (GPU only). Vectors agree to cosine ≥ 0.999.",
@@ -212,7 +213,7 @@ with e3:
     go_embed = st.button(
         "Re-embed" if target in reps else "Embed", key="home_embed", type="primary" if not reps else "secondary"
     )
-st.caption(f"Precision here: {describe_precision(precision, configured_device())}, on {configured_device()}.")
+st.caption(f"Precision here: {describe_precision(precision, device)}, on {device}.")
 if st.session_state.get("home_embedded"):
     st.success(st.session_state.pop("home_embedded"))
 if go_embed:
@@ -230,8 +231,7 @@ if go_embed:
             bar.progress(min(done / total, 1.0), text=f"Embedding ({target}): {done:,} / {total:,}{rate}")
 
     try:
-        embedder = SentenceTransformerEmbedder(layer=parse_representation(target), precision=precision,
-                                               device=configured_device())
+        embedder = SentenceTransformerEmbedder(layer=parse_representation(target), precision=precision, device=device)
         embed_workspace(ws, embedder, representation=target, progress=_progress)
         common.forget_runs()
         # rerun, so the sidebar offers the fit settings of the newly embedded corpus
