@@ -43,6 +43,7 @@ The pure solver is :func:`gem_solve`; :class:`GEM` is the scikit-learn style est
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import time
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from . import sphere
+from . import gemm, sphere
 from .devices import DEVICES, gpu_errors, resolve_device  # noqa: F401  (DEVICES: part of this module's API)
 
 __all__ = ["GEM", "gem_solve", "GEMSolution", "spherical_kmeans_init", "auto_balance", "validate_X"]
@@ -193,6 +194,15 @@ class _Data:
         self.prior_mass = float(kappa_prior) / self.n
         self.prior_rbar = float(np.linalg.norm(_weighted_sum(w, Xu))) if kappa_prior > 0 else 0.0
 
+    @functools.cached_property
+    def xt(self):
+        """X^T (d x N, contiguous) where the M-step's product runs on oneDNN (``gem.gemm``), which
+        computes G^T X as (X^T) G 1.8-3x faster than ``mm`` but gains nothing from a transposed
+        view; None elsewhere. Made at the first M-step: N d more floats during a fit."""
+        if self.cuda or self.dtype != self.torch.float32 or gemm.cpu_backend() != "onednn":
+            return None
+        return self.X.t().contiguous()
+
     def tensor(self, a) -> "torch.Tensor":  # noqa: F821
         """A numpy array as a contiguous tensor of the working dtype on the device."""
         t = self.torch.from_numpy(np.ascontiguousarray(a, dtype=self.np_dtype))
@@ -226,8 +236,11 @@ def _log_terms(kappa, d, log_alpha):
 
 
 def _logits(data: _Data, mu: np.ndarray, kappa: np.ndarray, bias, out):
-    """out[:] = X (kappa mu)^T + bias  (one GEMM; bias None: the solver adds it in the softmax pass)."""
-    data.torch.mm(data.X, data.tensor((mu * kappa[:, None]).T), out=out)
+    """out[:] = X (kappa mu)^T + bias  (one GEMM in row blocks; bias None: the solver adds it in the
+    softmax pass)."""
+    W = data.tensor(mu * kappa[:, None])
+    for c in data.chunks():
+        gemm.linear(data.X[c], W, out=out[c])
     if bias is not None:
         out.add_(data.tensor(bias))
     return out
@@ -411,9 +424,10 @@ def _m_step(data: _Data, G, pi, mu, kappa, log_alpha, prior, concentration, kapp
     torch = data.torch
     if data.w0 is None:
         G.mul_(data.w[:, None])
-        r = _host(torch.mm(G.t(), data.X))  # K x d resultants
-    else:
-        r = _host(torch.mm(G.t(), data.X)) * data.w0
+    # K x d resultants G^T X
+    r = _host(torch.mm(G.t(), data.X) if data.xt is None else gemm.linear(data.xt, G.t()).t())
+    if data.w0 is not None:
+        r *= data.w0
     rn = np.linalg.norm(r, axis=1)
     live = (pi > _EMPTY) & (rn > 0)
     mu_new = mu.copy()
@@ -695,7 +709,7 @@ def greedy_kmeanspp(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Genera
             cand = rng.choice(np.setdiff1d(np.arange(n), centers), size=1)
         else:
             cand = np.minimum(np.searchsorted(cum, rng.uniform(size=n_trials) * cum[-1]), n - 1)
-        cand_dist = (2.0 - 2.0 * (Xt @ Xt[torch.from_numpy(cand).to(device)].T)).clamp_(min=0.0)  # N x trials
+        cand_dist = (2.0 - 2.0 * gemm.linear(Xt, Xt[torch.from_numpy(cand).to(device)])).clamp_(min=0.0)  # N x trials
         cand_dist = torch.minimum(cand_dist, dist[:, None])
         pots = _host(wt @ cand_dist)
         best = int(np.argmin(pots))
@@ -736,7 +750,7 @@ def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.
     wt = None if uniform else torch.from_numpy(w.astype(Xu.dtype)).to(device)
     labels = None
     for _ in range(n_lloyd + 1):
-        S = Xt @ torch.from_numpy(mu.T.astype(Xu.dtype)).to(device)
+        S = gemm.linear(Xt, torch.from_numpy(mu.astype(Xu.dtype)).to(device))
         best, new_labels = S.max(dim=1)
         if labels is not None and torch.equal(new_labels, labels):
             break
