@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/bench_fit.py --real --sweep 8   # ... and quality over 8 seeds (~10 more)
     .venv/bin/python benchmarks/bench_fit.py --real --time-seeds 8   # ... and GEM / KMeans time per seed
     .venv/bin/python benchmarks/bench_fit.py --passes   # softmax row blocks: now vs 16 MB (--no-large: no 1M case)
+    .venv/bin/python benchmarks/bench_fit.py --gemm     # the fit's products: oneDNN vs torch.mm (gem.gemm)
 
 Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per
 case. Timings on a shared machine are noisy: ratios count.
@@ -37,7 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_line  # noqa: E402  (benchmarks/machine.py)
 
 
 def make_data(n, d, k_true, seed=0):
@@ -80,16 +81,46 @@ def _unit(A):
 
 
 def gemm_gflops(n, d, k):
+    """This machine's float32 N x d x K product, GFLOP/s, on the kernel the fit uses (``gem.gemm``)."""
     import torch
 
+    from gem.gemm import linear
+
     X = torch.randn(n, d)
-    M = torch.randn(d, k)
-    torch.mm(X, M)
+    M = torch.randn(k, d)
+    linear(X, M)
     t = time.perf_counter()
     reps = 5
     for _ in range(reps):
-        torch.mm(X, M)
+        linear(X, M)
     return 2 * n * d * k * reps / (time.perf_counter() - t) / 1e9
+
+
+def fit_products_seconds(n, d, k, reps=5):
+    """Fastest of ``reps`` of the fit's two products, logits X W^T (N x K) and resultants G^T X
+    (K x d), on each backend of ``gem.gemm``: {backend: (logits s, resultants s)}."""
+    import torch
+
+    from gem import gemm
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=gen)
+    X /= X.norm(dim=1, keepdim=True)
+    W = torch.randn(k, d, generator=gen)
+    G = torch.softmax(torch.randn(n, k, generator=gen), dim=1)
+    Xt = X.t().contiguous()  # the fit keeps X^T for the resultants on oneDNN (gem.model._Data.xt)
+    products = {"mm": (lambda: X @ W.t(), lambda: G.t() @ X),
+                "onednn": (lambda: gemm.linear(X, W), lambda: gemm.linear(Xt, G.t()))}
+    best = {b: [np.inf, np.inf] for b in products}
+    for _ in range(reps):
+        for b, fs in products.items():
+            with gemm.using(b):
+                for i, f in enumerate(fs):
+                    f()
+                    t = time.perf_counter()
+                    f()
+                    best[b][i] = min(best[b][i], time.perf_counter() - t)
+    return best
 
 
 def marginal_mstep_seconds(model, X, short: int = 1, long: int = 6) -> float:
@@ -253,31 +284,39 @@ def real_case(name, X, y, k, reps):
 
 
 def seed_times(name, X, k, seeds, reps=2):
-    """GEM(auto) / KMeans(n_init=1) time per seed (both seeded alike, ``reps`` alternating rounds,
-    medians): what a user waits for depends on the seed as much as on the solver."""
+    """GEM(auto) / KMeans(n_init=1) time per seed (all seeded alike, ``reps`` rounds in a rotating
+    order, medians): what a user waits for depends on the seed as much as on the solver. GEM runs
+    on this process's product kernel (``gem.gemm.cpu_backend()``) and, where that is oneDNN, on
+    torch.mm too (the kernel before it), so both ratios come from the same rounds."""
     from sklearn.cluster import KMeans
 
-    from gem import GEM
+    from gem import GEM, gemm
 
+    backend = gemm.cpu_backend()
+    methods = ["kmeans", "gem"] + (["gem_mm"] if backend != "mm" else [])
     rows = []
     for seed in range(seeds):
-        times = {"kmeans": [], "gem": []}
+        times = {m: [] for m in methods}
         for r in range(reps):
-            for m in (("kmeans", "gem") if r % 2 == 0 else ("gem", "kmeans")):
+            for m in methods[r % len(methods):] + methods[:r % len(methods)]:
                 est = (KMeans(n_clusters=k, n_init=1, random_state=seed) if m == "kmeans"
                        else GEM(n_clusters=k, random_state=seed))
-                t0 = time.perf_counter()
-                est.fit(X)
-                times[m].append(time.perf_counter() - t0)
+                with gemm.using("mm" if m == "gem_mm" else backend):
+                    t0 = time.perf_counter()
+                    est.fit(X)
+                    times[m].append(time.perf_counter() - t0)
                 if m == "gem":
                     steps = est.n_iter_auto_ + est.n_iter_
-                else:
+                elif m == "kmeans":
                     iters = int(est.n_iter_)
-        rows.append((float(np.median(times["gem"]) / np.median(times["kmeans"])), steps, iters))
+        km = np.median(times["kmeans"])
+        rows.append((float(np.median(times["gem"]) / km), steps, iters,
+                     float(np.median(times["gem_mm"]) / km) if "gem_mm" in times else None))
     ratio = np.array([r[0] for r in rows])
     worst = int(np.argmax(ratio))
+    mm = (f"{np.median([r[3] for r in rows]):.2f}" if rows[0][3] is not None else "—")
     return (f"| {name} | {k} | {seeds} | **{np.median(ratio):.2f}** | {ratio.min():.2f} - {ratio.max():.2f} "
-            f"(seed {worst}) | {np.sum(ratio <= 1.0)} / {seeds} | {np.median([r[1] for r in rows]):.0f} | "
+            f"(seed {worst}) | {np.sum(ratio <= 1.0)} / {seeds} | {mm} | {np.median([r[1] for r in rows]):.0f} | "
             f"{np.median([r[2] for r in rows]):.0f} |")
 
 
@@ -346,7 +385,7 @@ def main_real(args):
 
     import torch
 
-    from gem import GEM
+    from gem import GEM, gemm
 
     GEM(n_clusters=2, balance=1.0).fit(np.random.default_rng(0).standard_normal((50, 8)))  # warm-up imports
     cases = [("sample final (11,500 x 384)", *load_sample())]
@@ -362,8 +401,9 @@ def main_real(args):
     lines = [
         REAL_HEADING + " (`bench_fit.py --real`)",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, shared with other jobs (KVM guest); torch "
-        f"{torch.__version__}, {torch.get_num_threads()} torch threads; {datetime.date.today().isoformat()}.",
+        f"Machine: {cpu_line()}, {os.cpu_count()} cores, shared with other jobs (KVM guest); torch "
+        f"{torch.__version__}, {torch.get_num_threads()} torch threads, products on {gemm.cpu_backend()} "
+        f"(`gem.gemm`); {datetime.date.today().isoformat()}.",
         f"Each round fits KMeans(n_init=1), GEM (default: accelerated) and GEM(accelerate=False) (the "
         f"plain MM, the solver before issue 13) in one process, rotating the order; {args.reps} rounds; "
         "times are medians, ratio = GEM / KMeans of the same round (median) and of the fastest runs (min). "
@@ -396,10 +436,12 @@ def main_real(args):
     if args.time_seeds:
         tables.append((f"### Time over seeds 0-{args.time_seeds - 1} (`--time-seeds {args.time_seeds}`)",
                        "The table above uses seed 0 only. Here each seed fits KMeans(n_init=1) and GEM(auto) "
-                       "with that seed, 2 alternating rounds, ratio = median GEM time / median KMeans time "
-                       "of the seed; then the median, range and count of seeds at or under 1.0.",
+                       "with that seed, 2 rounds in a rotating order, ratio = median GEM time / median KMeans "
+                       "time of the seed; then the median, range and count of seeds at or under 1.0. The "
+                       "torch.mm column: GEM in the same rounds with its products on torch.mm (MKL) instead "
+                       "of oneDNN (`gem.gemm`), the kernel before it.",
                        "| data | K | seeds | GEM / KMeans median over seeds | range (slowest seed) | seeds <= 1.0 | "
-                       "GEM M-steps A+B (median) | KMeans iterations (median) |",
+                       "median with products on torch.mm | GEM M-steps A+B (median) | KMeans iterations (median) |",
                        lambda name, X, y, k: seed_times(name, X, k, args.time_seeds)))
     if args.sweep:
         tables.append((f"### Quality over seeds 0-{args.sweep - 1} (`--sweep {args.sweep}`, no timing)",
@@ -431,7 +473,7 @@ def main_passes(args):
         cases.append(("sample-noisy", make_sample_noisy(1_000_000), 256))
     blocks = {"16 MB (before)": gm._GEMM_BLOCK, f"{gm._PASS_BLOCK * 4 / 2**20:g} MB (now)": gm._PASS_BLOCK}
     lines = ["# Softmax passes: row block size (`bench_fit.py --passes`)", "",
-             f"Machine: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+             f"Machine: {cpu_line()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
              f"{time.strftime('%Y-%m-%d')}. Each figure is the fastest of {args.reps} alternating rounds "
              "(ratios count). A pass: softmax(L - v) row-wise with max, clamp, exp, sums, argmax over N x K "
              "float32; an M-step: its marginal cost (the fitted model continued for 4 minus for 1 M-step, / 3; "
@@ -466,6 +508,40 @@ def main_passes(args):
     write_text_atomic(ROOT / "benchmarks" / "results" / "fit_passes.md", "\n".join(lines) + "\n")
 
 
+def gemm_backend() -> str:
+    from gem import gemm
+
+    return gemm.cpu_backend()
+
+
+def main_gemm(args):
+    """The fit's two float32 products on each backend of ``gem.gemm``, one process, alternating."""
+    import torch
+
+    shapes = [(11_500, 384, 24), (11_500, 384, 64), (200_000, 384, 64), (200_000, 384, 256)]
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    lines = ["# The fit's products: oneDNN vs torch.mm (`bench_fit.py --gemm`)", "",
+             f"Machine: {cpu_line()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
+             f"{torch.__version__}, {time.strftime('%Y-%m-%d')}"
+             + (f", oneDNN limited to {isa} (ONEDNN_MAX_CPU_ISA)" if isa else "") + ". Fastest of "
+             f"{args.reps} alternating rounds. Logits: X W^T (N x d by d x K, into N x K); resultants: G^T X "
+             "(the M-step's K x d), on oneDNN computed as (X^T) G from a kept X^T. GFLOP/s = 2 N d K / time. "
+             "torch.mm runs MKL, which on AMD CPUs takes its AVX2 code.", "",
+             "| N | d | K | logits mm | logits oneDNN | speed-up | resultants mm | resultants oneDNN | speed-up |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, d, k in shapes:
+        best = fit_products_seconds(n, d, k, args.reps)
+        (lm, rm), (lo, ro) = best["mm"], best["onednn"]
+        gf = lambda t: f"{t * 1e3:.2f} ms ({2 * n * d * k / t / 1e9:.0f} GFLOP/s)"  # noqa: E731
+        lines.append(f"| {n:,} | {d} | {k} | {gf(lm)} | {gf(lo)} | {lm / lo:.2f}x | {gf(rm)} | {gf(ro)} | "
+                     f"{rm / ro:.2f}x |")
+        print(lines[-1], flush=True)
+    from gem.store import write_text_atomic
+
+    name = "fit_gemm.md" if not isa else f"fit_gemm_{isa.lower()}.md"
+    write_text_atomic(ROOT / "benchmarks" / "results" / name, "\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--case")
@@ -490,7 +566,12 @@ def main():
                     help="also compare plain and accelerated fits over this many seeds (quality only, ~1 min each)")
     ap.add_argument("--passes", action="store_true",
                     help="time softmax passes and MM iterations with the current and the former row blocks")
+    ap.add_argument("--gemm", action="store_true",
+                    help="time the fit's two products on oneDNN and on torch.mm (results/fit_gemm.md)")
     args = ap.parse_args()
+    if args.gemm:
+        main_gemm(args)
+        return
     if args.passes:
         main_passes(args)
         return
@@ -511,8 +592,8 @@ def main():
     lines = [
         "# GEM fit speed and memory",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')} (timings vary with other "
-        f"jobs on the box; ratios count). torch threads: {os.cpu_count()}.",
+        f"Machine: {cpu_line()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')} (timings vary with other "
+        f"jobs on the box; ratios count). torch threads: {os.cpu_count()}. Products on {gemm_backend()} (`gem.gemm`).",
         f"Data: {n:,} x {d} anisotropic float32 unit rows ({g['data_mb']:.0f} MB), K = {k}.",
         "GEM: balance=5000, tol 1e-6, max_iter " + str(args.max_iter) + ", greedy k-means++ seeding + Lloyd included.",
         "",

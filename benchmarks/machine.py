@@ -15,3 +15,26 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")  # what picks the CPU's fast kernels
+
+
+def cpu_flags() -> str:
+    """The instruction-set flags of ``ISA_FLAGS`` that /proc/cpuinfo lists (Linux), e.g. "avx2 avx512f";
+    "" where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return " ".join(f for f in ISA_FLAGS if f in have)
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_line() -> str:
+    """"<model>, <flags>": the CPU as a results header names it."""
+    flags = cpu_flags()
+    return f"{cpu_model()} ({flags})" if flags else cpu_model()
