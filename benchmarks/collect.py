@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["embed", "fit", "fit_passes", "refit", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
+ORDER = ["embed", "fit", "fit_gemm", "fit_gemm_avx2", "fit_passes", "refit", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
 SCRIPTS = {
-    "embed": "bench_embed.py", "fit": "bench_fit.py", "fit_passes": "bench_fit.py --passes", "collapse": "bench_collapse.py",
+    "embed": "bench_embed.py", "fit": "bench_fit.py", "fit_passes": "bench_fit.py --passes", "fit_gemm": "bench_fit.py --gemm",
+    "fit_gemm_avx2": "bench_fit.py --gemm", "collapse": "bench_collapse.py",
     "app": "bench_app.py", "refit": "bench_refit.py", "gis": "bench_gis.py", "label": "bench_label.py",
 }
+ENV = {"fit_gemm_avx2": "ONEDNN_MAX_CPU_ISA=AVX2 "}  # environment a script's run needs
 
 HEADER = """# Benchmarks
 
@@ -35,7 +37,7 @@ def main() -> int:
         # demote the result file's own headings by one level under this document's title
         body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
         script = SCRIPTS.get(name, f"bench_{name}.py")
-        parts.append(f"{body}\n\n_Reproduce: `.venv/bin/python benchmarks/{script}`._\n")
+        parts.append(f"{body}\n\n_Reproduce: `{ENV.get(name, '')}.venv/bin/python benchmarks/{script}`._\n")
     from gem.store import write_text_atomic
 
     write_text_atomic(ROOT / "BENCHMARKS.md", "\n".join(parts))

@@ -32,7 +32,9 @@ Solver (minorise-maximise; each half-step is a block maximisation, so F never de
 - Stopping: when a plain MM step raises F by at most tol |F| (or after max_iter M-steps).
 
 Heavy products (N x d by d x K) run in torch, on the CPU or a CUDA device (``device``); K-sized
-quantities are float64 on the host. Small problems (N d K <= 1e7, milliseconds per iteration) run
+quantities are float64 on the host. On the CPU the float32 products go through oneDNN
+(``gem.gemm``), which picks its kernels by the CPU's instruction sets (torch.mm's MKL runs AVX2
+code on AMD CPUs: the products were 1.7-2.8x slower there). Small problems (N d K <= 1e7, milliseconds per iteration) run
 entirely in float64, so the recorded objective is exact to round-off; larger ones use float32
 matrices with float64 reductions (F is then exact to float32 round-off, ~1e-8 relative on the
 sample corpus, far below tol = 1e-6). numpy's BLAS is kept to one thread during a fit: a threaded
