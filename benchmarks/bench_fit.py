@@ -607,7 +607,8 @@ def main():
         f"{per_iter * 1e3:.0f} ms, {flops / per_iter / 1e9:.1f} GFLOP/s counting the two N x d x K GEMMs, vs "
         f"this machine's measured float32 GEMM {gemm['gflops']:.1f} GFLOP/s (the rest of an iteration: "
         f"exp/softmax over N x K, the Newton passes of the exact E-step, the kappa solves)",
-        f"- memory bound (data + 3 N K floats + 300 MB): {g['data_mb'] + 3 * n * k * 4 / 2**20 + 300:.0f} MB "
+        f"- memory bound (data, its transposed copy for oneDNN's G^T X, 3 N K floats, 300 MB): "
+        f"{2 * g['data_mb'] + 3 * n * k * 4 / 2**20 + 300:.0f} MB "
         f"vs GEM's peak - imports {g['peak_rss_mb'] - g['libs_rss_mb']:.0f} MB (data generation temporaries included)",
     ]
     if args.large:
