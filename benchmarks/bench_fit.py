@@ -485,7 +485,7 @@ def main_passes(args):
         model = GEM(n_clusters=k, balance=5000.0, max_iter=3, random_state=0).fit(X)
         data = gm._Data(X, np.full(n, 1.0 / n), k)
         L, G = data.empty(), data.empty()
-        gm._logits(data, model.mean_directions_, model.concentrations_, None, L)
+        L = gm._logits(data, model.mean_directions_, model.concentrations_, None, L)
         bias = model.log_prior_ + gm.sphere.log_vmf_normalizer(model.concentrations_, X.shape[1])
         best_pass = {b: np.inf for b in blocks}
         best_iter = {b: np.inf for b in blocks}

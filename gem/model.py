@@ -190,7 +190,6 @@ class _Data:
         self.chunk = self.n if self.cuda else max(1024, _GEMM_BLOCK // max(k, 1))
         self.pass_chunk = self.n if self.cuda else max(256, _PASS_BLOCK // max(k, 1))
         self.clamp = _CLAMP[self.np_dtype]
-        self.labels = torch.empty(self.n, dtype=torch.int64, device=self.device)  # argmax of the last pass
         # conjugate prior on each kappa_k: ``kappa_prior`` pseudo-documents (mass a = n0 / N) spread
         # like the whole corpus (mean resultant length R0 of the weighted corpus)
         self.prior_mass = float(kappa_prior) / self.n
@@ -238,29 +237,32 @@ def _log_terms(kappa, d, log_alpha):
 
 
 def _logits(data: _Data, mu: np.ndarray, kappa: np.ndarray, bias, out):
-    """out[:] = X (kappa mu)^T + bias  (one GEMM in row blocks; bias None: the solver adds it in the
-    softmax pass)."""
+    """X (kappa mu)^T + bias (bias None: the solver adds it in the softmax pass): one GEMM; returned
+    as a new N x K tensor when X is one row block, else written into ``out`` block by block
+    (oneDNN has no output argument, so a copy then beats a second N x K buffer)."""
     W = data.tensor(mu * kappa[:, None])
-    for c in data.chunks():
-        gemm.linear(data.X[c], W, out=out[c])
+    if data.n <= data.chunk:
+        out = gemm.linear(data.X, W)
+    else:
+        for c in data.chunks():
+            gemm.linear(data.X[c], W, out=out[c])
     if bias is not None:
         out.add_(data.tensor(bias))
     return out
 
 
 def _softmax_pass(data: _Data, L, v: np.ndarray, G, bias=None):
-    """G[:] = softmax(L + bias - v) row-wise; the row argmax goes to ``data.labels``.
-    Returns (sum_i w_i lse_i, pi), both float64."""
+    """G[:] = softmax(L + bias - v) row-wise. Returns (sum_i w_i lse_i, pi), both float64.
+    No argmax here: torch's row argmax (or max with indices) cost 10x the row max, a third of a
+    pass at K = 64; the solver takes the labels once, at the end (:func:`_labels_at`)."""
     torch = data.torch
     vt = data.tensor(v if bias is None else v - bias)
     lse_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     pi = torch.zeros(data.k, dtype=torch.float64, device=data.device)
-    labels = data.labels
     for c in data.chunks(data.pass_chunk):
         Z = G[c]
         torch.sub(L[c], vt, out=Z)
-        m, idx = Z.max(dim=1, keepdim=True)
-        labels[c] = idx.squeeze(1)
+        m = Z.amax(dim=1, keepdim=True)
         Z.sub_(m).clamp_(min=-data.clamp).exp_()  # clamp: denormals make exp slow
         s = Z.sum(dim=1, keepdim=True)
         Z.div_(s)
@@ -593,19 +595,20 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
 
     def finish_e_step():
         """Newton on the current E-step to a round-off gap (L still holds theta's logits)."""
-        nonlocal e, F, labels
+        nonlocal e, F
         e = _e_step(data, L, G, u, lam, reg, e.v, bias=theta.log_alpha + theta.log_c)
         count["newton"] += e.newton_steps
         count["passes"] += e.passes
         F = e.F + P
         history[-1] = F
         trace[-1] = (trace[-1][0], F)
-        labels = data.labels.clone()
+        trail[-1] = (theta, e.v)
     count = {"newton": 0, "passes": 0, "extrapolated": 0, "rejected": 0}
 
     def evaluate(th: _Theta, v_start, floor):
         """Logits for th (one GEMM), then the E-step: (result, F, kappa prior term)."""
-        _logits(data, th.mu, th.kappa, None, L)
+        nonlocal L
+        L = _logits(data, th.mu, th.kappa, None, L)
         P = data.kappa_prior_term(th.kappa, th.log_c)
         res = _e_step(data, L, G, u, lam, reg, v_start, gap_rel, floor - P, th.log_alpha + th.log_c)
         count["newton"] += res.newton_steps
@@ -626,16 +629,12 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
     e, F, P = evaluate(theta, v0, -math.inf)
     history = [F]
     trace = [("E", F)]
-    labels = data.labels.clone()
-    changed = 0
+    trail = [(theta, e.v)]  # (parameters, potentials) of the last two E-steps: labels at the end
 
     def record(kind):
-        nonlocal labels, changed
         trace.append((kind, F))
         history.append(F)
-        new_labels = data.labels.clone()  # argmax of the pass that filled G
-        changed = int((new_labels != labels).sum())
-        labels = new_labels
+        trail[:] = [trail[-1], (theta, e.v)]
 
     converged = False
     n_iter = 0
@@ -674,9 +673,26 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
                 break
     if not e.exact:  # the last E-step stopped early: finish it
         finish_e_step()
-    return GEMSolution(theta.mu, theta.kappa, theta.log_alpha, e.v, e.pi, labels.cpu().numpy(), history[-1],
+    # the labels of the last E-step and of the one before it (its logits again: one more GEMM per fit)
+    labels = _labels_at(data, L, trail[-1], G)
+    changed = 0
+    if len(trail) == 2:
+        before = trail[0][0]
+        L = _logits(data, before.mu, before.kappa, None, L)
+        changed = int((_labels_at(data, L, trail[0], G) != labels).sum())
+    return GEMSolution(theta.mu, theta.kappa, theta.log_alpha, e.v, e.pi, labels, history[-1],
                        history, trace, n_iter, converged, count["newton"], count["passes"],
                        count["extrapolated"], count["rejected"], changed)
+
+
+def _labels_at(data: _Data, L, state, work) -> np.ndarray:
+    """argmax_k softmax(l_ik - v_k) for ``state`` = (theta, v), L holding theta's logits without
+    bias: the cluster of each document; ``work`` (N x K) is overwritten."""
+    theta, v = state
+    shift = data.tensor(v - (theta.log_alpha + theta.log_c))
+    for c in data.chunks(data.pass_chunk):
+        data.torch.sub(L[c], shift, out=work[c])
+    return _argmax(work, data)
 
 
 def _argmax(G, data):
@@ -993,7 +1009,7 @@ class GEM(ClusterMixin, BaseEstimator):
 
     def _auto_lambda(self, data, mu, kappa, log_alpha, u):
         L = data.empty()
-        _logits(data, mu, kappa, _log_terms(kappa, data.d, log_alpha), L)
+        L = _logits(data, mu, kappa, _log_terms(kappa, data.d, log_alpha), L)
         return auto_balance(L.cpu().numpy(), u)
 
     def _set_fitted(self, sol: GEMSolution, lam, u, d):
@@ -1031,8 +1047,8 @@ class GEM(ClusterMixin, BaseEstimator):
         device = resolve_device(getattr(self, "device", "cpu"), strict=False)
         data = _Data(Xu, _weights(sample_weight, Xu.shape[0]), k, kappa_prior, device)
         L = data.empty()
-        _logits(data, self.mean_directions_, self.concentrations_,
-                _log_terms(self.concentrations_, data.d, self.log_prior_), L)
+        L = _logits(data, self.mean_directions_, self.concentrations_,
+                    _log_terms(self.concentrations_, data.d, self.log_prior_), L)
         return data, L
 
     def _work(self, X):
