@@ -93,3 +93,11 @@ def test_float32_fit_is_the_same_on_both_kernels(weighted):
     assert abs(one.objective_ - mm.objective_) <= 1e-6 * abs(mm.objective_)
     assert abs(one.balance_ - mm.balance_) <= 1e-4 * mm.balance_
     assert adjusted_rand_score(one.labels_, y) > 0.9
+
+
+def test_float32_fit_is_reproducible():
+    # the app keys runs by their settings: the same fit twice must give the same answer
+    X, _ = planted(6, 48, 300, 30.0, seed=7)
+    a, b = (GEM(n_clusters=6, precision="float32", random_state=1).fit(X) for _ in range(2))
+    assert a.objective_ == b.objective_ and np.array_equal(a.labels_, b.labels_)
+    assert a.labels_changed_ == b.labels_changed_
