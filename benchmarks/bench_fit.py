@@ -480,7 +480,7 @@ def main_passes(args):
     lines = ["# Softmax passes: row block size (`bench_fit.py --passes`)", "",
              f"Machine: {cpu_line()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
              f"{time.strftime('%Y-%m-%d')}. Each figure is the fastest of {args.reps} alternating rounds "
-             "(ratios count). A pass: softmax(L - v) row-wise with max, clamp, exp, sums, argmax over N x K "
+             "(ratios count). A pass: softmax(L - v) row-wise with max, clamp, exp and sums over N x K "
              "float32; an M-step: its marginal cost (the fitted model continued for 4 minus for 1 M-step, / 3; "
              "balance 5000, tol 0).", "",
              "| data | N | K | pass, 16 MB blocks | pass, now | speed-up | M-step, 16 MB blocks | "
@@ -489,8 +489,7 @@ def main_passes(args):
         n = X.shape[0]
         model = GEM(n_clusters=k, balance=5000.0, max_iter=3, random_state=0).fit(X)
         data = gm._Data(X, np.full(n, 1.0 / n), k)
-        L, G = data.empty(), data.empty()
-        L = gm._logits(data, model.mean_directions_, model.concentrations_, None, L)
+        L, G = gm._logits(data, model.mean_directions_, model.concentrations_, None), data.empty()
         bias = model.log_prior_ + gm.sphere.log_vmf_normalizer(model.concentrations_, X.shape[1])
         best_pass = {b: np.inf for b in blocks}
         arms = {(b, steps): (np.inf, 0) for b in blocks for steps in (1, 4)}  # fastest continued fits
@@ -513,12 +512,6 @@ def main_passes(args):
     from gem.store import write_text_atomic
 
     write_text_atomic(ROOT / "benchmarks" / "results" / "fit_passes.md", "\n".join(lines) + "\n")
-
-
-def gemm_backend() -> str:
-    from gem import gemm
-
-    return gemm.cpu_backend()
 
 
 def main_gemm(args):
@@ -588,6 +581,8 @@ def main():
     if args.case:
         print(json.dumps(run_case(args.case, args.n, args.d, args.k, args.max_iter, args.data)))
         return
+    from gem.gemm import cpu_backend
+
     rows = []
     n, d, k = args.n, args.d, args.k
     gemm = subprocess_case("gemm", n, d, k, 0)
@@ -600,7 +595,7 @@ def main():
         "# GEM fit speed and memory",
         "",
         f"Machine: {cpu_line()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')} (timings vary with other "
-        f"jobs on the box; ratios count). torch threads: {os.cpu_count()}. Products on {gemm_backend()} (`gem.gemm`).",
+        f"jobs on the box; ratios count). torch threads: {os.cpu_count()}. Products on {cpu_backend()} (`gem.gemm`).",
         f"Data: {n:,} x {d} anisotropic float32 unit rows ({g['data_mb']:.0f} MB), K = {k}.",
         "GEM: balance=5000, tol 1e-6, max_iter " + str(args.max_iter) + ", greedy k-means++ seeding + Lloyd included.",
         "",

@@ -21,17 +21,12 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")  # wha
 
 
 def cpu_flags() -> str:
-    """The instruction-set flags of ``ISA_FLAGS`` that /proc/cpuinfo lists (Linux), e.g. "avx2 avx512f";
-    "" where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return " ".join(f for f in ISA_FLAGS if f in have)
-    except OSError:
-        pass
-    return ""
+    """The flags of ``ISA_FLAGS`` this CPU has (``gem.embed.cpu_flags``, from /proc/cpuinfo), e.g.
+    "avx2 avx512f"; "" where they cannot be read."""
+    from gem.embed import cpu_flags as all_flags
+
+    have = all_flags()
+    return " ".join(f for f in ISA_FLAGS if f in have)
 
 
 def cpu_line() -> str:

@@ -198,7 +198,7 @@ class _Data:
     @functools.cached_property
     def xt(self):
         """X^T (d x N, contiguous) where the M-step's product runs on oneDNN (``gem.gemm``), which
-        computes G^T X as (X^T) G 1.8-3x faster than ``mm`` but gains nothing from a transposed
+        computes G^T X as (X^T) G 1.8-2.8x faster than ``mm`` but gains nothing from a transposed
         view; None elsewhere. Made at the first M-step: N d more floats during a fit."""
         if self.cuda or self.dtype != self.torch.float32 or gemm.cpu_backend() != "onednn":
             return None
@@ -236,14 +236,16 @@ def _log_terms(kappa, d, log_alpha):
     return log_alpha + sphere.log_vmf_normalizer(kappa, d)
 
 
-def _logits(data: _Data, mu: np.ndarray, kappa: np.ndarray, bias, out):
+def _logits(data: _Data, mu: np.ndarray, kappa: np.ndarray, bias, out=None):
     """X (kappa mu)^T + bias (bias None: the solver adds it in the softmax pass): one GEMM; returned
-    as a new N x K tensor when X is one row block, else written into ``out`` block by block
-    (oneDNN has no output argument, so a copy then beats a second N x K buffer)."""
+    as a new N x K tensor when X is one row block, else written block by block into ``out`` (a
+    reused N x K buffer; None: a new one), since oneDNN has no output argument and a second
+    N x K buffer for the whole product would cost more than the copies."""
     W = data.tensor(mu * kappa[:, None])
     if data.n <= data.chunk:
         out = gemm.linear(data.X, W)
     else:
+        out = data.empty() if out is None else out
         for c in data.chunks():
             gemm.linear(data.X[c], W, out=out[c])
     if bias is not None:
@@ -585,7 +587,7 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
     (see :func:`_e_step`); the last one is finished to round-off, so the result is an exact E-step
     either way.
     """
-    L = data.empty()
+    L = None  # theta's logits (an N x K buffer reused across evaluations when X has several row blocks)
     G = data.empty()
     d = data.d
     learned = prior == "learned"
@@ -1008,8 +1010,7 @@ class GEM(ClusterMixin, BaseEstimator):
         return out
 
     def _auto_lambda(self, data, mu, kappa, log_alpha, u):
-        L = data.empty()
-        L = _logits(data, mu, kappa, _log_terms(kappa, data.d, log_alpha), L)
+        L = _logits(data, mu, kappa, _log_terms(kappa, data.d, log_alpha))
         return auto_balance(L.cpu().numpy(), u)
 
     def _set_fitted(self, sol: GEMSolution, lam, u, d):
@@ -1046,9 +1047,8 @@ class GEM(ClusterMixin, BaseEstimator):
         Xu = _unit_rows(X, _pick_dtype(self.precision, X.shape[0] * X.shape[1] * k))
         device = resolve_device(getattr(self, "device", "cpu"), strict=False)
         data = _Data(Xu, _weights(sample_weight, Xu.shape[0]), k, kappa_prior, device)
-        L = data.empty()
         L = _logits(data, self.mean_directions_, self.concentrations_,
-                    _log_terms(self.concentrations_, data.d, self.log_prior_), L)
+                    _log_terms(self.concentrations_, data.d, self.log_prior_))
         return data, L
 
     def _work(self, X):
