@@ -63,7 +63,7 @@ def _ingest(path, name, dedup, **fields):
     import time
 
     bar = st.progress(0.0, text="Validating the corpus…")
-    shown = [0.0]
+    shown = [float("-inf")]  # monotonic time has no fixed origin: the first state always shows
 
     def _progress(records: int, done: int, total: int) -> None:
         now = time.monotonic()

@@ -242,3 +242,17 @@ def test_ingest_progress_is_throttled_and_redrawn_on_a_terminal():
     text = out.getvalue()
     assert text.count("\r") == 2 and text.endswith("\n")  # the first call and the final state only
     assert "ingest: 10,000 records, 0.1 of 0.1 MB (100%)" in text
+
+
+def test_ingest_progress_shows_the_first_state_whatever_the_clock_reads(monkeypatch):
+    # time.monotonic() has no fixed origin (on Linux: seconds since boot); a machine up for 5 s
+    # must still see the first line at once.
+    import io
+
+    import gem.cli.data as data
+
+    monkeypatch.setattr(data.time, "monotonic", lambda: 5.0)
+    out = io.StringIO()
+    progress = data.IngestProgress(out, redraw=False, interval=3600)
+    progress(1, 10, 100)
+    assert out.getvalue().startswith("ingest: 1 records")

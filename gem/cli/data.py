@@ -163,14 +163,14 @@ class IngestProgress:
     def __init__(self, stream, redraw: bool = False, interval: float = 1.0):
         self.stream, self.redraw, self.interval = stream, redraw, interval
         self.start = time.monotonic()
-        self.last_shown = 0.0
+        self.last_shown: float | None = None  # the first call always shows (monotonic time is not since boot)
         self.state = None
         self.shown = None
 
     def __call__(self, records: int, bytes_read: int, bytes_total: int) -> None:
         self.state = (records, bytes_read, bytes_total)
         now = time.monotonic()
-        if now - self.last_shown >= self.interval:
+        if self.last_shown is None or now - self.last_shown >= self.interval:
             self.last_shown = now
             self._show()
 
