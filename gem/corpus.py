@@ -246,7 +246,9 @@ def json_problem(exc: BaseException) -> tuple[str, str]:
     deeper than the reader's recursion allows (RecursionError), or an integer longer than Python's
     int max str digits (ValueError)."""
     if isinstance(exc, json.JSONDecodeError):
-        return "invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})"
+        # some of json's messages end in "at" ("Unterminated string starting at"): say it once
+        msg = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg
+        return "invalid JSON", f"invalid JSON ({msg} at column {exc.colno})"
     if isinstance(exc, RecursionError):
         return "nested too deep", NESTED_TOO_DEEP
     if "integer string conversion" in str(exc):
@@ -1000,9 +1002,11 @@ class _Tell:
 
 def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fields=None, tokens_field=None,
                    rejects_path=None, model_path=None, dedup=DEFAULT_DEDUP, near_threshold=NEAR_DUPLICATE_THRESHOLD,
-                   progress=None, batch_size=STREAM_BATCH_ROWS):
+                   progress=None, batch_size=STREAM_BATCH_ROWS, display_name=None):
     """Read, check and deduplicate ``inputs`` in batches, handing each batch of kept rows to
-    ``write`` (a pyarrow Table of the ``_corpus_schema`` of every label field asked for). Returns
+    ``write`` (a pyarrow Table of the ``_corpus_schema`` of every label field asked for).
+    ``display_name``: the name the report, the rejects and the messages give a single input file
+    (an upload's own name, not the temporary copy read); generated ids start with its stem. Returns
     (LoadReport, the corpus columns: label fields that occur in no record are left out unless
     asked for by name). Memory: one batch plus the per-row state of ``_KeyIndex`` / ``_Ids`` /
     ``_NearIndex`` (see the README's ingest section)."""
@@ -1016,6 +1020,10 @@ def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fie
     files = resolve_inputs(inputs)
     stems = _id_prefixes(files)
     fnames = [show_path(f) for f in files]
+    if display_name is not None:
+        if len(files) != 1:
+            raise ValueError(f"display_name names one input file, not {len(files)}")
+        stems, fnames = [show_path(_stem(Path(display_name)))], [show_path(display_name)]
     report = LoadReport(files=fnames, dedup=dedup, near_threshold=float(near_threshold) if dedup == "near" else None)
     labels_explicit = label_fields is not None
     label_fields = list(label_fields) if labels_explicit else list(DEFAULT_LABEL_FIELDS)
@@ -1184,6 +1192,10 @@ def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fie
                 raise CorpusError(
                     f"label field(s) {missing} occur in no record of {', '.join(report.files)}; check --label-field"
                 )
+    except CorpusError as exc:  # the readers name the file they opened: name it as the caller does
+        if display_name is None:
+            raise
+        raise CorpusError(str(exc).replace(show_path(files[0]), fnames[0])) from None
     finally:
         rejects.close()
     report.duplicate_groups = [groups[f] for f in sorted(groups)]
@@ -1238,6 +1250,7 @@ def load_corpus(
     near_threshold: float = NEAR_DUPLICATE_THRESHOLD,
     progress=None,
     batch_size: int = STREAM_BATCH_ROWS,
+    display_name: str | None = None,
 ):
     """Read, validate and combine corpus files. Returns (pandas.DataFrame, LoadReport).
 
@@ -1249,6 +1262,7 @@ def load_corpus(
     keeps them (exact copies are still reported). Dropped rows go to the rejects file with reason
     ``"duplicate of <id>"``. ``drop_duplicates`` is the old switch: True = "exact", False = "none".
     progress: called as ``progress(records_read, bytes_read, bytes_total)`` while reading.
+    display_name: what the report and rejects call a single input file (an upload's name).
     The input is read in batches of ``batch_size`` records, as ``ingest`` does, but the frame
     returned holds the whole corpus: use :func:`ingest` for corpora larger than memory.
     """
@@ -1260,7 +1274,7 @@ def load_corpus(
     report, columns = _stream_corpus(
         inputs, tables.append, text_field=text_field, id_field=id_field, label_fields=label_fields,
         tokens_field=tokens_field, rejects_path=rejects_path, model_path=model_path, dedup=dedup,
-        near_threshold=near_threshold, progress=progress, batch_size=batch_size,
+        near_threshold=near_threshold, progress=progress, batch_size=batch_size, display_name=display_name,
     )
     schema = _corpus_schema(columns[2:-1])
     table = pa.concat_tables(tables).select(columns).cast(schema) if tables else schema.empty_table()
@@ -1331,6 +1345,8 @@ def ingest(inputs, ws, progress=None, **opts) -> LoadReport:
     The corpus is streamed: read a batch at a time and written as Parquet row groups, so memory
     does not hold the texts (see the README for what grows with the input). ``progress``: called
     as ``progress(records_read, bytes_read, bytes_total)`` every few thousand records.
+    ``opts["display_name"]``: what the report, the rejects and the messages call a single input
+    file (an upload's own name instead of the temporary copy's path).
     All three files are written to temporary files first and moved into place (one rename each)
     only when the whole ingest succeeded, so a failed ingest leaves the workspace's corpus, rejects
     and report exactly as they were. The rejects of a failed attempt go to ``rejects.failed.jsonl``
@@ -1386,7 +1402,8 @@ def read_ingest_report(ws) -> LoadReport | None:
 def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFAULT_DEDUP, progress=None, **opts):
     """Ingest one corpus file into its own workspace under ``parent``, named after the file
     (``display_name`` for uploads), its content hash and the dedup mode, so each (file, mode) is
-    ingested once. ``progress``: as for :func:`ingest`. Returns (Workspace, LoadReport, or None
+    ingested once; the report and the rejects name the file ``display_name`` too (an upload's
+    name, not the temporary copy's path). ``progress``: as for :func:`ingest`. Returns (Workspace, LoadReport, or None
     when that workspace already existed)."""
     from .store import Workspace, file_sha256, validate_name
 
@@ -1405,7 +1422,7 @@ def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFA
     created = not ws.root.exists()
     ws.root.mkdir(parents=True, exist_ok=True)
     try:
-        return ws, ingest([str(path)], ws, dedup=dedup, progress=progress, **opts)
+        return ws, ingest([str(path)], ws, dedup=dedup, progress=progress, display_name=display_name, **opts)
     except BaseException:
         if created:  # a failed ingest leaves no half-made workspace behind
             shutil.rmtree(ws.root, ignore_errors=True)

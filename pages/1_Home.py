@@ -116,8 +116,9 @@ if source == "Upload a file":
             path = Path(tmp) / Path(upload.name).name
             path.write_bytes(upload.getvalue())
 
-            def _named(exc) -> str:  # the loader names the temporary copy: show the uploaded file's name
-                return common.plain(f"{upload.name}: {str(exc).replace(str(path), upload.name)}")
+            def _named(exc) -> str:  # the loader names the upload (peek_columns the copy): its name, once
+                text = str(exc).replace(str(path), upload.name)
+                return common.plain(text if text.startswith(f"{upload.name}: ") else f"{upload.name}: {text}")
 
             try:
                 fields = _choose_columns(peek_columns(path))

@@ -139,6 +139,21 @@ def test_upload_with_some_bad_rows_loads_the_rest_and_reports_them(app_test, syn
     assert len(at.warning) == 1 and "1 rejected" in at.warning[0].value
 
 
+def test_the_ingest_report_of_an_upload_names_the_uploaded_file(app_test, synthetic_workspace):
+    """The upload is read from a temporary copy: the report and the rejects table name the uploaded
+    file, never the copy's /tmp path, and say "at column" once."""
+    at = app_test(synthetic_workspace)
+    at.run()
+    at.radio(key="home_source").set_value("Upload a file").run()
+    at.file_uploader[0].upload("partly.jsonl", b'{"id": "a", "text": "fine"}\n{"id": "b", "text": "cut').run()
+    assert not at.exception and not at.error
+    (report,) = [t.value for t in at.text if t.value.startswith("read 2 records")]
+    assert "partly.jsonl: line 2: invalid JSON (Unterminated string starting at column" in report
+    assert "at at" not in report and "/tmp" not in report.split("rejects written to")[0]
+    table = _rejects_table(at)
+    assert table["file"].tolist() == ["partly.jsonl"] and table["line"].tolist() == [2]
+
+
 def _upload(app_test, ws, name: str, rows: list[dict], dedup: str | None = None):
     """The Home page after uploading ``rows`` as a JSONL file (with the duplicate setting ``dedup``)."""
     at = app_test(ws)

@@ -630,3 +630,33 @@ def test_progress_is_reported_monotonically_up_to_the_total(tmp_path):
     assert (np.diff(records) >= 0).all() and (np.diff(done) >= 0).all() and set(totals) == {total}
     assert records[-1] == 4 * n and done[-1] == total
     assert ((done > 0) & (done < total)).sum() >= 4  # progress inside the files, not only at their ends
+
+
+def test_an_upload_is_reported_under_its_own_name_and_says_at_column_once(tmp_path):
+    """The Home page ingests an upload from a temporary copy: the report, the rejects and the
+    messages name the uploaded file, never the copy's path; json's "... starting at" message
+    gives one "at column", not "at at column"."""
+    tmp = tmp_path / "tmpabc123"
+    tmp.mkdir()
+    path = tmp / "copy.jsonl"
+    path.write_bytes(json.dumps(GOOD[0]).encode() + b"\n" + json.dumps({"text": "no id here"}).encode()
+                     + b'\n{"id": "x", "text": "unterminated')  # the last line, with no line break
+    ws, report = ingest_file(path, tmp_path / "spaces", display_name="my upload.jsonl", tokens_field=None)
+    assert report.files == ["my upload.jsonl"]
+    assert report.examples == [report.examples[0]] and report.examples[0].startswith("my upload.jsonl: line 3: invalid JSON")
+    assert "at at" not in report.summary() and "starting at column" in report.summary()
+    assert str(tmp) not in json.dumps(read_ingest_report(ws).to_dict())
+    (rej,) = read_rejects(ws.rejects_path)
+    assert rej["file"] == "my upload.jsonl" and rej["line"] == 3
+    assert "at at" not in rej["reason"] and "at column" in rej["reason"]
+    assert pd.read_parquet(ws.corpus_path)["id"].tolist() == ["d1", "my upload:2"]  # generated from the upload's name
+    empty = tmp / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(CorpusError) as err:
+        ingest_file(empty, tmp_path / "spaces", display_name="mine.jsonl")
+    assert str(err.value) == "mine.jsonl: no records in the file"
+    bad = tmp / "bad.csv"
+    bad.write_text("body\nx\n")
+    with pytest.raises(CorpusError) as err:
+        ingest_file(bad, tmp_path / "spaces", display_name="theirs.csv")
+    assert str(tmp) not in str(err.value) and str(err.value).startswith("theirs.csv: no column 'text'")
