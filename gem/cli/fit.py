@@ -63,8 +63,12 @@ def register(subparsers) -> None:
                    "sees a GPU); results agree to float round-off, so it is not part of the run's settings")
     p.add_argument("--run", default=None, help="run name (default: <method>-k<K>)")
     p.add_argument("--warm-from", default=None, metavar="RUN",
-                   help="start GEM from a saved GEM run's parameters (same K and representation), as the app "
-                        "does when only the balance changes")
+                   help="start GEM from this saved GEM run's parameters (same K and representation). Without it "
+                        "GEM starts, as in the app, from the previous fit of the same settings when only the "
+                        "documents changed (exclusions, new documents), and a manual --balance from the 'auto' "
+                        "run of the same K and seed (fitted first when missing)")
+    p.add_argument("--cold", action="store_true",
+                   help="fit GEM from a fresh k-means++ seeding, not from the previous fit of these settings")
     p.add_argument("--no-sync", action="store_true",
                    help="do not match a GEM run to the workspace taxonomy (by default its clusters get the "
                         "taxonomy's stable topic ids at once, as in the app)")
@@ -93,10 +97,10 @@ def register(subparsers) -> None:
 
 def cmd_fit(args) -> int:
     from ..metrics import balance_report
-    from ..runs import FitSettings, fit_run, load_run
-    from ..store import open_workspace, validate_name
-
     from ..flags import DocFlags
+    from ..refit import fit_with_policy
+    from ..runs import FitSettings, load_run
+    from ..store import open_workspace, validate_name
 
     ws = open_workspace(args.workspace)
     n_excluded = DocFlags(ws).n_excluded()
@@ -106,13 +110,14 @@ def cmd_fit(args) -> int:
                            weight_by_tokens=bool(args.weight_by_tokens), exclude_flagged=exclude)
     name = validate_name(args.run or f"{args.method}-k{args.k}" + ("" if args.representation == "final" else f"-{args.representation}"),
                          "run name")
-    warm = load_run(ws, validate_name(args.warm_from, "run name")) if args.warm_from else None
-    est = fit_run(ws, name, settings, warm_from=warm, device=args.device)
-    report = None
-    if args.method == "gem" and not args.no_sync:
-        from ..taxonomy import sync_saved_run
-
-        _, report, _ = sync_saved_run(ws, name)
+    if args.warm_from and args.cold:
+        raise ValueError("--warm-from and --cold contradict each other: give one")
+    warm_from = validate_name(args.warm_from, "run name") if args.warm_from else None
+    if warm_from is not None:
+        load_run(ws, warm_from)  # a missing run is one clear error before anything is fitted
+    outcome = fit_with_policy(ws, settings, name, device=args.device, cold=args.cold, sync=not args.no_sync,
+                              warm_from=warm_from)
+    est, report = outcome.estimator, outcome.sync
     weights = None
     if args.weight_by_tokens:
         weights = load_run(ws, name).assignments[["id"]].merge(
@@ -124,8 +129,14 @@ def cmd_fit(args) -> int:
         summary["balance"] = est.balance_
         summary["n_iter"] = est.n_iter_
         summary["converged"] = bool(est.converged_)
+    if outcome.base is not None:
+        summary["fitted_first"] = outcome.base.name
+    if outcome.warm is not None:
+        summary["warm_start_from"] = outcome.warm.run
     if report is not None:
         summary["taxonomy"] = report.summary()
+    if outcome.moves is not None:
+        summary["what_moved"] = outcome.moves.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
