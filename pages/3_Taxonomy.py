@@ -326,7 +326,7 @@ if sugg and sugg[0] == chosen:
             st.session_state.pop("tx_suggestion", None)
             _reset_editor()
             st.rerun()
-        except StaleEditError as exc:
+        except ValueError as exc:  # stale, or another live topic has that name (the message suggests one)
             st.error(common.plain(exc))
 
 texts = frame["text"].to_numpy()

@@ -937,3 +937,47 @@ def test_schema_migration_of_a_version_2_database(tmp_path):
     assert tax.run_mapping("old") == {0: "T003", 1: "T002", 2: "T003"}
     rep = tax.sync_run("new", M, members=members)  # the merged topic's cluster maps to the survivor
     assert rep.mapping == {0: "T003", 1: "T002", 2: "T003"} and not rep.new and not rep.revived
+
+
+def test_provisional_names_never_coincide_on_sync(tmp_path):
+    """Clusters whose top keywords agree get distinct provisional names: the later topic adds its
+    first keyword not in the other's name; a re-sync keeps the names; a curator's name is never
+    shared silently either (a provisional topic steps aside)."""
+    M, members = _planted_topics()
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    kw = [["king", "son", "israel", "prophet"], ["king", "son", "israel", "judah"], ["bread", "flour"], []]
+    tax.sync_run("r1", M, keywords=kw, members=members)
+    names = dict(zip(tax.topics("r1")["id"], tax.topics("r1")["name"]))
+    assert names["T001"] == "king, son, israel" and names["T002"] == "king, son, israel, judah"
+    assert len(set(names.values())) == 4
+    tax.sync_run("r1", M, keywords=kw, members=members)  # idempotent
+    assert dict(zip(tax.topics("r1")["id"], tax.topics("r1")["name"])) == names
+    # a curator names T003 "Bread": a provisional topic whose keywords now read "bread" is told apart
+    # from it (no keyword left to add: a number)
+    v = tax.topic("T003")["version"]
+    tax.update_topic("T003", v, "alice", name="Bread")
+    kw2 = [["king", "son", "israel", "prophet"], ["bread", "rye"], ["bread", "flour"], ["bread"]]
+    tax.sync_run("r2", M, keywords=kw2, members=members)
+    names2 = dict(zip(tax.topics("r2")["id"], tax.topics("r2")["name"]))
+    assert names2 == {"T001": "king, son, israel", "T002": "bread, rye", "T003": "Bread", "T004": "bread (2)"}
+
+
+def test_rename_to_a_live_topics_name_is_refused_with_a_distinct_suggestion(tmp_path):
+    M, members = _planted_topics()
+    tax = Taxonomy(tmp_path / "t.sqlite")
+    tax.sync_run("r1", M, keywords=[["king", "son", "israel"], ["king", "son", "judah"], ["a"], ["b"]], members=members)
+    v = tax.topic("T002")["version"]
+    with pytest.raises(ValueError) as err:
+        tax.update_topic("T002", v, "alice", name="King, Son, Israel")  # case folded: the same name
+    assert "T001 is already named 'King, Son, Israel'" in str(err.value)
+    assert "try 'King, Son, Israel, judah'" in str(err.value)
+    assert tax.topic("T002")["name"] == "king, son, judah" and tax.topic("T002")["version"] == v  # nothing saved
+    assert tax.update_topic("T002", v, "alice", name="King, Son, Israel, judah") == v + 1  # the suggestion is free
+    # a retired topic's name is free again; saving a topic's own name (confirming) is no clash
+    tax.sync_run("r2", M[:3], keywords=[["king", "son", "israel"], ["x"], ["a"]], members=members[:3])
+    retired = tax.topic("T004")
+    assert retired["status"] == "retired"
+    v1 = tax.topic("T001")["version"]
+    tax.update_topic("T001", v1, "alice", name=retired["name"])
+    assert tax.topic("T001")["name"] == "b"
+    tax.update_topic("T001", v1 + 1, "alice", name="b", review="approved")

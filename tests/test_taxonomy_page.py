@@ -96,3 +96,18 @@ def test_stale_edit_is_refused_on_the_page(app_test, synthetic_workspace):
     row = refused[refused["field"] == "name"].iloc[0]
     assert row["topic"] == first and row["your value (not saved)"] == "Bob's name"
     assert row["stored value"] == "Carol's name" and row["stored by"] == "carol"
+
+
+@pytest.mark.slow
+def test_rename_to_another_topics_name_is_refused_on_the_page(app_test, synthetic_workspace):
+    ws = synthetic_workspace
+    at = _open(app_test, ws)
+    table = _editor(at)
+    first, second = table["id"].iloc[0], table["id"].iloc[1]
+    other_name = table["name"].iloc[1]
+    _edit(at, {0: {"name": other_name}})
+    at.run()
+    assert not at.exception, at.exception
+    (err,) = [e.value for e in at.error]
+    assert f"{second} is already named" in err and "try" in err
+    assert Taxonomy(ws.taxonomy_db).topic(first)["name"] != other_name

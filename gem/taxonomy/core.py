@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gem.taxonomy.db import EDITABLE_FIELDS, MAX_TEXT, REVIEW_STATES, StaleEditError, _from_blob, _now
+from gem.taxonomy.db import (EDITABLE_FIELDS, MAX_TEXT, REVIEW_STATES, StaleEditError, _from_blob, _now, distinct_name,
+                             name_key)
 from gem.taxonomy.io import JsonMixin
 from gem.taxonomy.matching import SyncMixin, _sketch_from_blob
 from gem.taxonomy.regroup import RegroupMixin
@@ -83,7 +84,8 @@ class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
         unknown topic and ``ValueError`` for invalid values. Unchanged fields are not audited; a save
         that changes nothing keeps the version. On a topic flagged ``name_unconfirmed`` (its name was
         kept on a changed match), saving ``name`` (even unchanged) or ``review="approved"`` confirms the
-        name and clears the flag.
+        name and clears the flag. Renaming a topic to the name of another live topic (compared case
+        folded) raises ``ValueError`` suggesting a distinct name.
         """
         author = self._check_author(author)
         unknown = set(fields) - set(EDITABLE_FIELDS)
@@ -118,6 +120,8 @@ class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
             if "parent" in clean and clean["parent"] is not None:
                 self._check_parent(con, topic_id, clean["parent"])
             changes = {k: v for k, v in clean.items() if row[k] != v}
+            if "name" in changes and row["kind"] == "topic" and name_key(changes["name"]):
+                self._check_name_free(con, topic_id, changes["name"], json.loads(row["keywords"] or "[]"))
             # saving a name (even the same one) or approving confirms a name kept on a changed match
             confirm = bool(row["name_unconfirmed"]) and ("name" in clean or clean.get("review") == "approved")
             if not changes and not confirm:
@@ -136,6 +140,18 @@ class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
             if confirm:
                 self._audit(con, author, topic_id, "name_unconfirmed", 1, 0, at)
             return int(row["version"]) + 1
+
+    @classmethod
+    def _check_name_free(cls, con, topic_id: str, name: str, keywords) -> None:
+        """Two live topics never share a name: a rename to another live topic's name is refused,
+        with a distinct name to use instead (the name plus the first of the topic's own keywords
+        not in it)."""
+        taken = cls._live_names(con, exclude=(topic_id,))
+        other = taken.get(name_key(name))
+        if other is not None:
+            suggestion = distinct_name(name, keywords, set(taken))
+            raise ValueError(f"topic {other} is already named {name!r}; two topics should not share one name: "
+                             f"try {suggestion!r}")
 
     @staticmethod
     def _check_parent(con, topic_id: str, parent: str) -> None:

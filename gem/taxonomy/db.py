@@ -25,7 +25,7 @@ import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -193,6 +193,34 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def name_key(name: str) -> str:
+    """What two topic names are compared by: case folded, runs of whitespace collapsed."""
+    return " ".join(str(name).casefold().split())
+
+
+def distinct_name(name: str, keywords: Sequence[str], taken) -> str:
+    """``name`` if no name in ``taken`` (a set of ``name_key`` values) equals it, else ``name`` with
+    a distinguishing word: the first of ``keywords`` not already in it ("king, son, israel" taken:
+    "king, son, israel, judah"), else a number ("unnamed topic (2)"). Never longer than the
+    name limit."""
+    limit = MAX_TEXT["name"]
+    if name_key(name) not in taken:
+        return name
+    words = {name_key(w) for w in str(name).split(",")}
+    for w in keywords:
+        if isinstance(w, str) and w.strip() and name_key(w) not in words:
+            candidate = f"{name}, {w.strip()}"
+            if len(candidate) <= limit and name_key(candidate) not in taken:
+                return candidate
+    n = 2
+    while True:
+        suffix = f" ({n})"
+        candidate = name[: limit - len(suffix)] + suffix
+        if name_key(candidate) not in taken:
+            return candidate
+        n += 1
+
+
 def _use_wal(con: sqlite3.Connection, timeout_s: float) -> None:
     """Put the database in WAL mode (persistent; a no-op once set). Switching a new file's mode needs
     a lock SQLite's busy handler does not wait for, so connections opening the same new database at
@@ -293,6 +321,12 @@ class TaxonomyDB:
         rows = con.execute("SELECT id FROM topics WHERE id LIKE ?", (prefix + "%",)).fetchall()
         nums = [int(r[0][1:]) for r in rows if r[0][1:].isdigit()]
         return f"{prefix}{(max(nums) + 1) if nums else 1:03d}"
+
+    @staticmethod
+    def _live_names(con: sqlite3.Connection, exclude: Sequence[str] = ()) -> dict[str, str]:
+        """``name_key`` -> id of the live (not retired) topics other than ``exclude``."""
+        rows = con.execute("SELECT id, name FROM topics WHERE kind = 'topic' AND status != 'retired'").fetchall()
+        return {name_key(r["name"]): r["id"] for r in rows if r["id"] not in exclude and r["name"]}
 
     @staticmethod
     def _audit(con, author: str, topic_id: str, field_name: str, old: Any, new: Any, at: str) -> None:

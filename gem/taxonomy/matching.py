@@ -53,7 +53,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gem.taxonomy.db import TaxonomyDB, _from_blob, _now, _to_blob, _unit_rows
+from gem.taxonomy.db import TaxonomyDB, _from_blob, _now, _to_blob, _unit_rows, distinct_name, name_key
 
 # matching thresholds (see the module docstring for the rule and the measurements behind them)
 MIN_COSINE = 0.6  # hard floor on the mean-direction cosine: below it a pair is refused
@@ -178,8 +178,6 @@ class SyncMixin(TaxonomyDB):
         """
         from scipy.optimize import linear_sum_assignment
 
-        from gem.gis import provisional_name
-
         if not isinstance(run_name, str) or not run_name:
             raise ValueError("run_name must be a non-empty string")
         for name, value in (("min_cosine", min_cosine), ("strict_cosine", strict_cosine)):
@@ -269,6 +267,8 @@ class SyncMixin(TaxonomyDB):
                 return None if sketches is None or not sketches[c][0].size else _sketch_to_blob(sketches[c][0])
 
             placed = {tid for c, tid in report.matched.items() if c not in via} | set(report.revived.values())
+            names_for = self._provisional_names(con, (report.matched, report.revived), via, unmatched, kw,
+                                                {r["id"] for r in live})
             for outcome, bucket in (("matched", report.matched), ("revived", report.revived)):
                 for c, tid in list(bucket.items()):
                     if c in via:
@@ -282,7 +282,7 @@ class SyncMixin(TaxonomyDB):
                         (tid,),
                     ).fetchone()
                     # a still-provisional name follows the keywords; a curator's name never changes here
-                    name = provisional_name(kw[c]) if old["name_provisional"] and kw[c] else old["name"]
+                    name = names_for.get(c, old["name"])  # names_for: the provisional ones with keywords
                     # re-syncing the run that created a topic keeps it flagged new (idempotent re-sync)
                     resync_new = old["status"] == "new" and old["run"] == run_name
                     status = "new" if resync_new else "active"
@@ -336,7 +336,7 @@ class SyncMixin(TaxonomyDB):
                     "INSERT INTO topics (id, kind, name, status, cluster, run, direction, keywords, n_docs,"
                     " members_sketch, created_at, updated_at, updated_by)"
                     " VALUES (?, 'topic', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (tid, provisional_name(kw[c]), status, c, run_name, _to_blob(M[c]), json.dumps(kw[c]),
+                    (tid, names_for[c], status, c, run_name, _to_blob(M[c]), json.dumps(kw[c]),
                      None if sizes is None else sizes[c], sketch_of(c), at, at, author),
                 )
                 self._audit(con, author, tid, "status", None, status, at)
@@ -373,6 +373,37 @@ class SyncMixin(TaxonomyDB):
             " VALUES (?, ?, ?, ?, 'matched', ?, 0, ?)",
             (run_name, c, tid, report.cosine[c], report.jaccard.get(c), via),
         )
+
+    @staticmethod
+    def _provisional_names(con, buckets, via: Mapping[int, str], unmatched: Sequence[int], kw,
+                           matchable: set[str]) -> dict[int, str]:
+        """The provisional name of every cluster whose topic takes one in this sync (a still
+        provisional topic matched directly, with keywords; a new topic), no two of them and no other
+        topic live after the sync sharing one: the keeping names (curator names, provisional topics
+        without keywords, live topics outside the matching such as split children: every live topic
+        but ``matchable`` ones, which this sync matches or retires) are taken first, then the provisional ones in id order (a new topic after
+        every older one), each made distinct with its first keyword not in the name
+        (``gem.taxonomy.db.distinct_name``). The same order on a re-sync gives the same names."""
+        from gem.gis import provisional_name
+
+        todo: dict[int, str] = {}  # cluster -> topic id
+        named: set[str] = set()
+        for bucket in buckets:
+            for c, tid in bucket.items():
+                row = con.execute("SELECT name, name_provisional FROM topics WHERE id = ?", (tid,)).fetchone()
+                if c not in via and row["name_provisional"] and kw[c]:
+                    todo[c] = tid
+                else:
+                    named.add(tid)
+        taken = set(TaxonomyDB._live_names(con, exclude=matchable | set(todo.values())))
+        for tid in named - set(todo.values()):
+            taken.add(name_key(con.execute("SELECT name FROM topics WHERE id = ?", (tid,)).fetchone()["name"]))
+        order = sorted(todo, key=lambda c: (len(todo[c]), todo[c])) + list(unmatched)
+        out: dict[int, str] = {}
+        for c in order:
+            out[c] = distinct_name(provisional_name(kw[c]), kw[c], taken)
+            taken.add(name_key(out[c]))
+        return out
 
     @staticmethod
     def _sketches(members, K: int) -> list[tuple[np.ndarray, int]] | None:

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from gem.taxonomy.db import TaxonomyDB, _from_blob, _now, _to_blob
+from gem.taxonomy.db import TaxonomyDB, _from_blob, _now, _to_blob, distinct_name, name_key
 from gem.taxonomy.matching import merged_survivors
 
 MIN_SPLIT_K, MAX_SPLIT_K = 2, 8
@@ -225,6 +225,7 @@ class RegroupMixin(TaxonomyDB):
 
     def accept_split(self, proposal: SplitProposal, author: str) -> list[str]:
         """Store a previewed split: one new topic per child (provisional name from its keywords,
+        made distinct from every live topic's name as a sync does,
         ``split_from`` and ``parent`` = the split topic, exclusion inherited, direction stored).
         Refused when the topic changed since the preview. Audited; returns the children's ids."""
         from gem.gis import provisional_name
@@ -241,13 +242,16 @@ class RegroupMixin(TaxonomyDB):
             if dim is not None and D.shape[1] != dim:
                 raise ValueError(f"the split's directions have {D.shape[1]} dimensions, {proposal.topic_id} has {dim}")
             children = []
+            taken = set(self._live_names(con))
             for j in range(proposal.k):
                 cid = self._next_id(con, "T")
+                name = distinct_name(provisional_name(proposal.keywords[j]), proposal.keywords[j], taken)
+                taken.add(name_key(name))
                 con.execute(
                     "INSERT INTO topics (id, kind, name, name_provisional, parent, excluded, status, run, keywords,"
                     " n_docs, split_from, split_direction, created_at, updated_at, updated_by)"
                     " VALUES (?, 'topic', ?, 1, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (cid, provisional_name(proposal.keywords[j]), proposal.topic_id, int(row["excluded"]),
+                    (cid, name, proposal.topic_id, int(row["excluded"]),
                      proposal.run, json.dumps(proposal.keywords[j]), int(proposal.sizes[j]), proposal.topic_id,
                      _to_blob(D[j]), at, at, author))
                 self._audit(con, author, cid, "split_from", None, proposal.topic_id, at)
