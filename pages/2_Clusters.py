@@ -89,7 +89,7 @@ marked = st.selectbox("Mark an existing column value as the injected set", [None
                       help="For synthetic data you brought (e.g. source = cosmopedia): its documents are ringed on "
                            "both maps, and each side says how much of them its two biggest holders absorb.")
 marked_all = injected_mask(frame, *marked) if marked else None
-highlight = st.session_state.get(common.KEY_SEARCH_HIGHLIGHT)
+highlight = common.kept_output(common.KEY_SEARCH_HIGHLIGHT, common.output_scope(ws))  # ids repeat across workspaces
 found_all = None
 if highlight and marked_all is None:
     found_all = frame["id"].astype(str).isin(highlight[1]).to_numpy()
@@ -97,7 +97,7 @@ if highlight and marked_all is None:
     h1.caption(common.plain(f"Ringed: the {int(found_all.sum())} results of the search \"{highlight[0]}\" "
                             "(Documents page) that are on these maps."))
     if h2.button("Clear the highlight", key="cl_clear_highlight"):
-        st.session_state.pop(common.KEY_SEARCH_HIGHLIGHT, None)
+        common.drop_output(common.KEY_SEARCH_HIGHLIGHT)
         st.rerun()
 match = st.toggle("Match the baseline's colours to GEM's", value=True, key="cl_match_colors",
                   help="Hungarian matching of clusters on the documents they share, so the same region has the same "
@@ -333,7 +333,8 @@ with st.expander("Trade-off: balance vs meaning vs stability across λ"):
                "column; stability: mean ARI between the seeds' fits (1 = every seed gives the same clusters). "
                "Dotted / dashed lines: k-means on raw / unit vectors.")
     n_seeds = st.number_input("Seeds", min_value=2, max_value=5, value=3, step=1, key="cl_sweep_seeds")
-    sweep_key = (str(ws.root), rep, k, int(n_seeds), emb_mtime)
+    # process-wide (every session's sweeps): the resolved workspace and its corpus, representation, K, embeddings
+    sweep_key = common.output_scope(ws) + (rep, k, int(n_seeds), emb_mtime)
     sweeps = _stress_store().setdefault("sweeps", {})
     result = sweeps.get(sweep_key)
     if st.button("Compute the sweep" if result is None else "Compute it again", key="cl_sweep_run"):

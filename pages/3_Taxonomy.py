@@ -23,6 +23,7 @@ MEMBER_ROWS = 500  # the members table of one topic: its lowest-GIS documents
 st.title("Taxonomy")
 ws, reps = common.embedded_workspace()
 frame = common.corpus(ws)
+ws_scope = common.output_scope(ws)  # topic ids (T001) repeat across workspaces: what this page keeps is scoped
 
 
 def _namer_settings():
@@ -71,7 +72,7 @@ def _reset_editor() -> None:
 author = common.author()
 pending = st.session_state.get(_editor_key()) or {}
 edited_rows = pending.get("edited_rows") or {}
-seen = st.session_state.get(ROWS) or []
+seen = common.kept_output(ROWS, ws_scope) or []
 if edited_rows and seen:
     if not author:
         st.warning("Enter your name in the sidebar to save edits: every change is recorded with its author.")
@@ -99,15 +100,16 @@ if edited_rows and seen:
             except (ValueError, KeyError) as exc:
                 errors.append(f"{tid}: {exc}")
         _reset_editor()  # the table below is rebuilt from the database
-        st.session_state[REFUSED] = refused
+        common.keep_output(REFUSED, ws_scope, refused)
         if saved:
             st.toast(common.plain(f"Saved {', '.join(saved)} as {author}"))
         for e in errors:
             st.error(common.plain(e))
-if st.session_state.get(REFUSED):
+refused_rows = common.kept_output(REFUSED, ws_scope)
+if refused_rows:
     st.caption("Not saved: another curator changed these topics first. The table shows the stored values; "
                "re-type yours to overwrite them.")
-    st.dataframe(pd.DataFrame(st.session_state[REFUSED]), hide_index=True, key="tx_refused_table")
+    st.dataframe(pd.DataFrame(refused_rows), hide_index=True, key="tx_refused_table")
 
 # ---------------------------------------------------------------------------- the table
 topics = tax.topics(run_key)
@@ -147,7 +149,7 @@ view = pd.DataFrame({
     "GIS": t["mean_gis"],
     "notes": t["notes"],
 })
-st.session_state[ROWS] = list(zip(t["id"], t["version"].astype(int)))
+common.keep_output(ROWS, ws_scope, list(zip(t["id"], t["version"].astype(int))))
 unconfirmed = t.loc[t["needs_confirmation"].fillna(False).astype(bool), "id"].tolist()
 if unconfirmed:
     st.warning(common.plain(f"The content of {', '.join(unconfirmed)} moved since they were named (the re-fit "
@@ -232,14 +234,15 @@ with st.expander("Merge or split topics"):
     split_id = c1.selectbox("Topic to split", splittable, key="tx_split_id", format_func=lambda i: label_of.get(i, i))
     split_k = int(c2.number_input("children (k)", min_value=MIN_SPLIT_K, max_value=MAX_SPLIT_K, value=2,
                                   key="tx_split_k"))
+    split_scope = common.output_scope(ws, run_key)  # a proposal is accepted only into the taxonomy it came from
     if st.button("Preview the split", key="tx_split_preview", disabled=split_id is None):
         try:
             with st.spinner("Fitting GEM inside the topic…"):
-                st.session_state[SPLIT] = tax.propose_split(ws, run_key, split_id, split_k)
+                common.keep_output(SPLIT, split_scope, tax.propose_split(ws, run_key, split_id, split_k))
         except (ValueError, KeyError, OSError) as exc:
-            st.session_state.pop(SPLIT, None)
+            common.drop_output(SPLIT)
             st.error(common.plain(f"Cannot split {split_id}: {exc}"))
-    proposal = st.session_state.get(SPLIT)
+    proposal = common.kept_output(SPLIT, split_scope)
     if proposal is not None and proposal.run == run_key:
         st.text(f"Preview: {proposal.topic_id} into {proposal.k} children (nothing is stored yet)")
         st.dataframe(proposal.table(), hide_index=True, width="stretch", key="tx_split_table")
@@ -250,11 +253,11 @@ with st.expander("Merge or split topics"):
                 st.session_state["tx_merge_done"] = f"Split {proposal.topic_id} into {', '.join(kids)}"
             except (ValueError, KeyError) as exc:
                 st.session_state["tx_merge_msg"] = str(exc)
-            st.session_state.pop(SPLIT, None)
+            common.drop_output(SPLIT)
             _reset_editor()
             st.rerun()
         if a2.button("Discard", key="tx_split_discard"):
-            st.session_state.pop(SPLIT, None)
+            common.drop_output(SPLIT)
             st.rerun()
 
 # ---------------------------------------------------------------------------- one topic
@@ -314,16 +317,16 @@ if namer_settings is not None and st.button("Suggest a name (LLM)", key="tx_llm"
     try:
         suggestion = LLMNamer(namer_settings).name(
             list(row["keywords"]), [str(x) for x in frame["text"].to_numpy()[rows_of_corpus[top_rows]]])
-        st.session_state["tx_suggestion"] = (chosen, suggestion)
+        common.keep_output("tx_suggestion", ws_scope, (chosen, suggestion))
     except NamingError as exc:
         st.error(common.plain(exc))
-sugg = st.session_state.get("tx_suggestion")
+sugg = common.kept_output("tx_suggestion", ws_scope)  # another workspace's T001 is another topic
 if sugg and sugg[0] == chosen:
     st.text(f"Suggested name: {sugg[1]}")
     if st.button("Use the suggested name", key="tx_use_suggestion") and author:
         try:
             tax.update_topic(chosen, int(row["version"]), author, name=sugg[1])
-            st.session_state.pop("tx_suggestion", None)
+            common.drop_output("tx_suggestion")
             _reset_editor()
             st.rerun()
         except ValueError as exc:  # stale, or another live topic has that name (the message suggests one)

@@ -197,6 +197,7 @@ name = e1.text_input("Bundle name", value=f"{run_name}-{strategy}" + ("-parent" 
 formats = e2.multiselect("Formats", list(mx.FORMATS), default=list(mx.FORMATS), key="mx_formats")
 st.caption("The same bundle from the command line:")
 st.code(mx.export_command(ws.root, run_name, name, formats, **build), language="bash")
+export_scope = common.output_scope(ws, run_name)  # the bundle below is this workspace's, of this fit of the run
 if st.button("Export bundle", type="primary", key="mx_export"):
     try:
         from gem.store import validate_name
@@ -207,8 +208,8 @@ if st.button("Export bundle", type="primary", key="mx_export"):
     except (ValueError, OSError) as exc:
         st.error(common.plain(f"Export failed, nothing written: {exc}"))
     else:
-        st.session_state["mx_last_export"] = (str(path), mx.bundle_zip_bytes(path), report["formats"])
-last = st.session_state.get("mx_last_export")
+        common.keep_output("mx_last_export", export_scope, (str(path), mx.bundle_zip_bytes(path), report["formats"]))
+last = common.kept_output("mx_last_export", export_scope)
 if last:
     path, data, fmts = last
     st.success(common.plain(f"Wrote and validated {path.rsplit('/', 1)[-1]} ({', '.join(fmts)})."))

@@ -60,9 +60,11 @@ if submitted:
             st.error(common.plain(f"The student could not be trained: {exc}"))
             st.stop()
     bar.empty()
-    st.session_state[KEY_STUDENT] = (run.name, str(model_path), report)
+    common.keep_output(KEY_STUDENT, common.output_scope(ws, run.name), (run.name, str(model_path), report))
 
-kept = st.session_state.get(KEY_STUDENT)
+# kept with the scope of the run it was trained on: shown only in that workspace, for that fit of the run
+stored = st.session_state.get(KEY_STUDENT)
+kept = common.kept_output(KEY_STUDENT, common.output_scope(ws, stored[0])) if stored else None
 if kept and kept[0] != run.name:
     st.info(common.plain(f"The student below was trained on run {kept[0]}, not on the current fit: train again "
                          "to follow the current fit."))

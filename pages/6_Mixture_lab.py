@@ -60,18 +60,21 @@ if designed:
         st.error(common.plain(f"The swarm could not be designed: {exc}"))
     else:
         bar.empty()
-        st.session_state[KEY_SWARM] = swarm.path.name
-        st.session_state.pop(KEY_UPLOAD, None)
+        common.keep_output(KEY_SWARM, common.output_scope(ws), swarm.path.name)
+        common.drop_output(KEY_UPLOAD)
 
 swarms = mixlab.list_swarms(ws)
 if not swarms:
     st.info("No swarm yet: design one above (or with `gem mixlab design`).")
     st.stop()
-chosen = st.session_state.get(KEY_SWARM)
+chosen = common.kept_output(KEY_SWARM, common.output_scope(ws))  # swarm names repeat across workspaces
 name = st.selectbox("Swarm", swarms, index=swarms.index(chosen) if chosen in swarms else len(swarms) - 1,
                     key=f"ml_swarm_pick_{chosen}")
-st.session_state[KEY_SWARM] = name
+common.keep_output(KEY_SWARM, common.output_scope(ws), name)
 swarm = mixlab.load_swarm(mixlab.resolve_swarm(ws, name))
+# what this page keeps about the swarm (uploaded results, a refused file, the export) is this workspace's,
+# of this design of the swarm (designing it again under the same name rewrites swarm.csv)
+swarm_scope = common.output_scope(ws) + (name, common.mtime(swarm.path / "swarm.csv"))
 labels = swarm.domains.set_index("id").loc[swarm.ids, "label"].astype(str).tolist()
 st.caption(common.plain(
     f"{len(swarm.weights)} mixtures over {len(swarm.ids)} domains of run {swarm.run}; budget "
@@ -124,28 +127,30 @@ if mode == "built-in proxy":
         except (ValueError, OSError) as exc:
             st.error(common.plain(f"The proxy could not run: {exc}"))
         else:
-            st.session_state.pop(KEY_UPLOAD, None)
+            common.drop_output(KEY_UPLOAD)
             st.success(common.plain(f"Scored {len(out.results)} mixtures on {out.info['eval_tokens']:,} held-out "
                                     f"tokens in {out.info['seconds']:.1f} s."))
         bar.empty()
 else:
+    # keyed by the swarm's scope: a file dropped here for one workspace's swarm is not read for another's
     up = st.file_uploader("Results CSV: a mixture_id column and one or more metric columns", type=["csv"],
-                          key="ml_upload_file")
-    held = st.session_state.get(KEY_UPLOAD)
-    refused = st.session_state.get(KEY_UPLOAD_REFUSED)
+                          key=f"ml_upload_file_{hashlib.sha256(repr(swarm_scope).encode()).hexdigest()[:12]}")
+    held = common.kept_output(KEY_UPLOAD, swarm_scope)
+    refused = common.kept_output(KEY_UPLOAD_REFUSED, swarm_scope)
     if up is not None and refused and refused[:2] == (name, up.file_id):
         st.error(common.plain(refused[2]))
     elif up is not None and not (held and held[0] == name and held[3] == up.file_id):  # read and hash once per upload
         data = up.getvalue()
         try:
-            st.session_state[KEY_UPLOAD] = (name, mixlab.read_results(data, list(swarm.weights.index), where=up.name),
-                                            hashlib.sha256(data).hexdigest(), up.file_id)
+            common.keep_output(KEY_UPLOAD, swarm_scope,
+                               (name, mixlab.read_results(data, list(swarm.weights.index), where=up.name),
+                                hashlib.sha256(data).hexdigest(), up.file_id))
         except ValueError as exc:
-            st.session_state.pop(KEY_UPLOAD, None)
-            st.session_state[KEY_UPLOAD_REFUSED] = (name, up.file_id, str(exc))
+            common.drop_output(KEY_UPLOAD)
+            common.keep_output(KEY_UPLOAD_REFUSED, swarm_scope, (name, up.file_id, str(exc)))
             st.error(common.plain(exc))
 
-uploaded = st.session_state.get(KEY_UPLOAD)
+uploaded = common.kept_output(KEY_UPLOAD, swarm_scope)
 results_path = swarm.path / "results.csv"
 if uploaded and uploaded[0] == name:
     results, results_key = uploaded[1], uploaded[2]
@@ -256,8 +261,8 @@ if e2.button("Export the best mixture", type="primary", key="ml_export_button"):
     except (ValueError, OSError) as exc:
         st.error(common.plain(f"Export failed, nothing written: {exc}"))
     else:
-        st.session_state[KEY_EXPORT] = (str(path), bundle_zip_bytes(path), report["formats"])
-last = st.session_state.get(KEY_EXPORT)
+        common.keep_output(KEY_EXPORT, swarm_scope, (str(path), bundle_zip_bytes(path), report["formats"]))
+last = common.kept_output(KEY_EXPORT, swarm_scope)
 if last:
     path, data, fmts = last
     st.success(common.plain(f"Wrote and validated {path.rsplit('/', 1)[-1]} ({', '.join(fmts)}); weight source mixlab."))

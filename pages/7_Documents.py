@@ -74,7 +74,8 @@ if result is not None:
                               help="Otherwise select rows in the table (click their left edge).")
         selected = table["id"].astype(str).tolist() if use_all else table["id"].astype(str).iloc[picked].tolist()
         if st.button("Ring these results on the Clusters maps", key="doc_show_map"):
-            st.session_state[common.KEY_SEARCH_HIGHLIGHT] = (result.query, table["id"].astype(str).tolist())
+            common.keep_output(common.KEY_SEARCH_HIGHLIGHT, common.output_scope(ws),  # drawn for this workspace only
+                               (result.query, table["id"].astype(str).tolist()))
             st.switch_page("pages/2_Clusters.py")
 
 

@@ -29,6 +29,10 @@ Import it in a page as ``from pages import common``. Everything a page needs fro
   for pages that record who did what (taxonomy edits, exports).
 - ``BALANCE_LEVELS`` / ``balance_label(v)``: the balance control's scale (named lambda stops).
 - ``plain(text)``: untrusted text escaped for st.error / st.warning / st.caption (no markdown).
+- Outputs a page keeps in session state (exports, a student, proposals, uploads, a highlight) are
+  scoped: ``keep_output(key, output_scope(ws, run), value)`` and ``kept_output(key, scope)`` (None,
+  and the entry dropped, unless kept under that scope: same resolved workspace root and corpus, same
+  run and params.json mtime), so no page shows or acts on another workspace's or fit's output.
 - ``embedded_workspace() -> (ws, representations)``: the workspace, or a pointer to the Home page
   and st.stop() when it has no embedded corpus (the preamble of every analysis page).
 - ``sidebar()``: workspace, curator name, a document search box (opens the Documents page) and the
@@ -636,3 +640,48 @@ def ingest(path: str | os.PathLike, display_name: str | None = None, dedup: str 
         return set_workspace(path), None
     ws, report = ingest_file(path, workspaces_root(), display_name=display_name, dedup=dedup, **fields)
     return set_workspace(ws.root), report
+
+
+# ---------------------------------------------------------------------------- scoped session outputs
+# What a page made and keeps in session state (an export, a student, a split proposal, uploaded
+# results, a search highlight) is stored with the scope it came from and shown, downloaded or acted
+# on only under that same scope: run names (gem-k24-auto-s0), swarm names and topic ids (T001) repeat
+# across workspaces, and a re-fit under the same run name is another fit. Checking the scope, not
+# popping keys when the workspace changes, is what keeps one workspace's output out of another.
+SCOPE_SUFFIX = "@scope"  # session key of an output's scope: the output's own key + this
+
+
+def output_scope(ws: Workspace | None = None, run_name: str | None = None) -> tuple:
+    """Where an output came from: the workspace (resolved root, corpus mtime: a re-ingest into the
+    same folder is another corpus) and, with ``run_name``, that run (its name and params.json mtime,
+    so a re-fit of the same name is a new scope). Extend it with more parts (``+ (swarm, ...)``)."""
+    ws = ws or workspace()
+    scope = (str(Path(ws.root).resolve()), mtime(ws.corpus_path))
+    if run_name is not None:
+        scope += (str(run_name), params_mtime(ws, str(run_name)))
+    return scope
+
+
+def keep_output(key: str, scope: tuple, value) -> None:
+    """Keep ``value`` in session state under ``key`` (as it is: pages and tests read it there) with
+    its ``scope`` (``output_scope``)."""
+    st.session_state[key] = value
+    st.session_state[key + SCOPE_SUFFIX] = scope
+
+
+def kept_output(key: str, scope: tuple):
+    """The value kept under ``key`` when it was kept with this ``scope``, else None; an entry of
+    another scope (or kept without one) is dropped."""
+    if key not in st.session_state:
+        st.session_state.pop(key + SCOPE_SUFFIX, None)
+        return None
+    if st.session_state.get(key + SCOPE_SUFFIX) != scope:
+        drop_output(key)
+        return None
+    return st.session_state[key]
+
+
+def drop_output(key: str) -> None:
+    """Forget the output kept under ``key`` (and its scope)."""
+    st.session_state.pop(key, None)
+    st.session_state.pop(key + SCOPE_SUFFIX, None)
