@@ -205,6 +205,7 @@ def test_app_bundle_equals_the_cli_bundle(app_test, synthetic_workspace, tmp_pat
 
     docs = pd.read_parquet(app_bundle / "assignments.parquet")
     assert docs["gis"].notna().all() and docs["probability"].between(0, 1).all()
+    assert docs["excluded"].tolist() == (docs["domain_id"] == tid).tolist() and docs["excluded"].any()
     mix = json.loads((app_bundle / "mixture.json").read_text())
     excluded = {d["id"]: d for d in mix["domains"]}[tid]
     assert excluded["excluded"] and excluded["weight"] == 0 and excluded["label"] == 'Space "quoted" <b>'

@@ -474,8 +474,9 @@ def test_export_without_gis_leaves_the_column_out(tmp_path, mix):
                           taxonomy={"topics": []})
     assert "assignments" in mx.validate_bundle(out)["formats"]
     assert "gis" not in pd.read_parquet(out / "assignments.parquet").columns
-    rec = mx.read_dolma_attributes((out / "dolma/attributes/gem/part-00000.jsonl.gz").read_bytes())[0]
-    assert list(rec["attributes"]) == [f"gem__domain__{_assignments()['domain_id'][0]}"]
+    k = int(np.flatnonzero(_assignments()["domain_id"] != "t03")[0])  # t03 is excluded: no domain attribute
+    rec = mx.read_dolma_attributes((out / "dolma/attributes/gem/part-00000.jsonl.gz").read_bytes())[k]
+    assert list(rec["attributes"]) == [f"gem__domain__{_assignments()['domain_id'][k]}"]
 
 
 def _tamper_assignments(out):
@@ -625,3 +626,40 @@ def test_blocklist_rules_when_writing_and_validating(tmp_path, mix):
     _resign(out, "excluded_documents.jsonl")
     with pytest.raises(mx.BundleError, match="reason 'because'"):
         mx.validate_bundle(out)
+
+
+def test_documents_of_an_excluded_topic_are_marked_in_assignments_and_have_no_dolma_domain(tmp_path, mix):
+    """t03 is excluded by a curator (weight 0): its documents stay in assignments.parquet with
+    excluded = true (false elsewhere), their Dolma attributes name no domain but
+    gem__excluded_topic, and MANIFEST.json says which topics and how many documents."""
+    a = _assignments()
+    out = mx.write_bundle(tmp_path / "b", mix, "all", assignments=a, taxonomy={"topics": []})
+    mx.validate_bundle(out)
+    written = pd.read_parquet(out / "assignments.parquet")
+    assert written["excluded"].dtype == bool
+    assert written["excluded"].tolist() == (a["domain_id"] == "t03").tolist() and written["excluded"].any()
+    recs = {r["id"]: r["attributes"] for r in mx.read_dolma_attributes(
+        (out / "dolma/attributes/gem/part-00000.jsonl.gz").read_bytes())}
+    for i, dom, n in zip(a["id"], a["domain_id"], a["n_chars"]):
+        domains = [k for k in recs[i] if k.startswith("gem__domain__") and k != "gem__domain__gis"]
+        if dom == "t03":
+            assert domains == [] and recs[i][mx.DOLMA_EXCLUDED_ATTRIBUTE] == [[0, int(n), 1.0]]
+        else:
+            assert domains == [f"gem__domain__{dom}"] and mx.DOLMA_EXCLUDED_ATTRIBUTE not in recs[i]
+    info = json.loads((out / "MANIFEST.json").read_text())["excluded_topics"]
+    assert info["domains"] == ["t03"] and info["documents"] == int((a["domain_id"] == "t03").sum())
+    assert "excluded = true" in info["note"] and "gem__excluded_topic" in info["note"]
+    # a bundle whose column disagrees with mixture.json, or whose Dolma names the excluded domain, is refused
+    written.loc[0, "excluded"] = not written.loc[0, "excluded"]
+    written.to_parquet(out / "assignments.parquet", index=False)
+    _resign(out, "assignments.parquet")
+    with pytest.raises(mx.BundleError, match="has excluded = "):
+        mx.validate_bundle(out)
+    name = "dolma/attributes/gem/part-00000.jsonl.gz"
+    old = mx.write_bundle(tmp_path / "old", mix, "dolma", assignments=a.assign(excluded=False), taxonomy={})
+    assert mx.read_dolma_attributes((old / name).read_bytes()) == mx.read_dolma_attributes(
+        (out / name).read_bytes())  # a caller's excluded column is overruled by mixture.json
+    (old / name).write_bytes(mx.render_dolma_attributes(a))  # no excluded column: as written before the fix
+    _resign(old, name)
+    with pytest.raises(mx.BundleError, match="domain attribute of excluded topic 't03'"):
+        mx.validate_bundle(old)

@@ -36,7 +36,7 @@ from gem.mixture.errors import BundleError, MixtureError
 from gem.mixture.export import export_command, export_run, write_run_bundle
 from gem.mixture.formats import (
     DEFAULT_OLMO_PATH_TEMPLATE, DEFAULT_PREFIX_TEMPLATE, DEFAULT_SPLIT_PREFIX_TEMPLATE, DOLMA_ATTRIBUTE_PREFIX,
-    SCHEMA_VERSION, dumps_json, embedding_model_info, loads_json, mixture_to_dict, parse_hf_interleave,
+    DOLMA_EXCLUDED_ATTRIBUTE, SCHEMA_VERSION, dumps_json, embedding_model_info, loads_json, mixture_to_dict, parse_hf_interleave,
     parse_megatron_blend, parse_olmo_core, parse_weborganizer, read_dolma_attributes, read_doremi_weights,
     read_mixture_json, read_regmix_weights, render_doremi, render_dolma_attributes, render_hf_interleave,
     render_megatron_blend, render_megatron_per_split, render_mixture_json, render_olmo_core, render_regmix,
@@ -53,7 +53,7 @@ from gem.mixture.weights import (
 
 __all__ = [
     "AGREE_TOL", "ASSIGNMENT_COLUMNS", "BundleError", "DEFAULT_OLMO_PATH_TEMPLATE", "DEFAULT_PREFIX_TEMPLATE",
-    "DEFAULT_SPLIT_PREFIX_TEMPLATE", "DOLMA_ATTRIBUTE_PREFIX", "DOMAIN_COLUMNS", "FORMATS", "Mixture",
+    "DEFAULT_SPLIT_PREFIX_TEMPLATE", "DOLMA_ATTRIBUTE_PREFIX", "DOLMA_EXCLUDED_ATTRIBUTE", "DOMAIN_COLUMNS", "FORMATS", "Mixture",
     "MixtureError", "PER_DOCUMENT_FORMATS", "RunMixtureInputs", "SCHEMA_VERSION", "STRATEGIES", "SUM_TOL",
     "aggregate_parents", "apply_overrides", "build_mixture", "bundle_zip_bytes", "corpus_fingerprint", "dumps_json",
     "embedding_model_from_meta", "embedding_model_info", "epoch_warnings", "export_command", "export_run", "loads_json", "make_domains",

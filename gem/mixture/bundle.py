@@ -18,6 +18,12 @@ anything else):
   one strict-JSON object per line (id, reason, note, author, at), ids unique, reasons from
   ``gem.flags.REASONS``; none of its ids appears in ``assignments.parquet`` or the Dolma attributes.
   Dolma attributes other than the domain and gis ones are curator tags (``gem__tag__<tag>``).
+- Documents of a curator-excluded topic (an excluded domain of ``mixture.json``, weight 0) stay in
+  the per-document files, marked: ``assignments.parquet`` column ``excluded`` is true for exactly
+  them (false for every other row), and their Dolma attributes carry no domain attribute (no
+  ``gem__domain__<id>`` selects them) but ``gem__excluded_topic``. ``MANIFEST.json`` says so under
+  ``excluded_topics`` (the domain ids, the number of such documents, and this rule in words).
+  Bundles written before the column existed have no ``excluded`` column; they still validate.
 - Per-document files (``assignments.parquet``, Dolma attributes) name domains by taxonomy id, so
   a bundle with either must hold ``taxonomy.json`` (a JSON object): ``write_bundle`` adds the
   taxonomy format to them, and refuses them without a taxonomy.
@@ -38,7 +44,7 @@ import pandas as pd
 from gem.mixture.errors import BundleError, MixtureError
 from gem.mixture.formats import (
     DEFAULT_OLMO_PATH_TEMPLATE, DEFAULT_PREFIX_TEMPLATE, DEFAULT_SPLIT_PREFIX_TEMPLATE, DOLMA_ATTRIBUTE_PREFIX,
-    DOLMA_TAG_PREFIX, SCHEMA_VERSION, domain_prefix, dumps_json, loads_json, parse_hf_interleave, parse_megatron_blend, parse_olmo_core,
+    DOLMA_EXCLUDED_ATTRIBUTE, DOLMA_TAG_PREFIX, SCHEMA_VERSION, domain_prefix, dumps_json, loads_json, parse_hf_interleave, parse_megatron_blend, parse_olmo_core,
     parse_weborganizer, read_dolma_attributes, read_doremi_weights, read_mixture_json, read_regmix_weights,
     render_doremi, render_dolma_attributes, render_hf_interleave, render_megatron_blend, render_megatron_per_split,
     render_mixture_json, render_olmo_core, render_regmix, render_regmix_token_prior, render_weborganizer,
@@ -52,6 +58,12 @@ AGREE_TOL = 1e-9         # a rendered weight must parse back within this
 BLOCKLIST_FILE = "excluded_documents.jsonl"
 BLOCKLIST_COLUMNS = ("id", "reason", "note", "author", "at")
 ASSIGNMENT_COLUMNS = ("id", "domain_id", "probability", "gis", "n_tokens")  # gis: absent when not computed
+EXCLUDED_TOPICS_NOTE = (
+    "documents of these curator-excluded topics (weight 0 in every trainer format) are in "
+    "assignments.parquet with excluded = true, and their Dolma attributes carry no gem__domain__<id> "
+    f"attribute but {DOLMA_EXCLUDED_ATTRIBUTE}; documents excluded one by one are left out entirely "
+    f"({BLOCKLIST_FILE})"
+)
 _FIX = {
     "probability": "pass each document's probability of its domain (the model's predict_proba of the assigned "
                    "cluster, 1.0 for a hard clustering; RunMixtureInputs.with_scores fills it)",
@@ -96,6 +108,8 @@ def write_bundle(
     refused. ``taxonomy``: a JSON-able object (or JSON text). ``blocklist``: the excluded documents
     (columns id, reason and optionally note, author, at; ``gem.flags.DocFlags.blocklist``), written
     as ``excluded_documents.jsonl`` when not empty; an excluded id among the assignments is refused.
+    Documents in an excluded domain of ``mixture`` are marked (column ``excluded``; no Dolma domain
+    attribute) and counted in the manifest's ``excluded_topics``.
     Every file is rendered (strict JSON)
     before anything touches the disk: on any error nothing is written. Returns the bundle path."""
     out_dir = Path(out_dir)
@@ -157,6 +171,7 @@ def write_bundle(
         "schema_version": SCHEMA_VERSION, "kind": "gem.export-bundle", "created_at": mixture.created_at or utc_now(),
         "formats": [f for f in chosen],
         "excluded_documents": int(len(blocklist)) if blocklist is not None else 0,
+        "excluded_topics": _excluded_topics(mixture, table),
         "options": {"data_root": data_root, "prefix_template": prefix_template,
                     "split_prefix_template": split_prefix_template, "olmo_path_template": olmo_path_template,
                     "seed": int(seed)},
@@ -169,7 +184,7 @@ def write_bundle(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         if "assignments" in chosen:
-            first = [c for c in ASSIGNMENT_COLUMNS if c in table.columns]
+            first = [c for c in (*ASSIGNMENT_COLUMNS, "excluded") if c in table.columns]
             table[first + [c for c in table.columns if c not in first]].to_parquet(
                 tmp / "assignments.parquet", index=False)
             manifest["files"]["assignments.parquet"] = {
@@ -177,6 +192,20 @@ def write_bundle(
             manifest["files"] = dict(sorted(manifest["files"].items()))
         (tmp / "MANIFEST.json").write_text(dumps_json(manifest, "MANIFEST.json", indent=2) + "\n", encoding="utf-8")
     return out_dir
+
+
+def _excluded_domains(mixture: Mixture) -> list[str]:
+    d = mixture.domains
+    return d.loc[d["excluded"].to_numpy(bool), "id"].astype(str).tolist()
+
+
+def _excluded_topics(mixture: Mixture, table: pd.DataFrame | None) -> dict:
+    """The manifest's account of the curator-excluded topics and their documents."""
+    out: dict[str, Any] = {"domains": _excluded_domains(mixture)}
+    if table is not None:
+        out["documents"] = int(table["excluded"].sum())
+        out["note"] = EXCLUDED_TOPICS_NOTE
+    return out
 
 
 def _render_blocklist(blocklist: pd.DataFrame, table: pd.DataFrame | None) -> bytes:
@@ -245,6 +274,7 @@ def _check_assignments(assignments: pd.DataFrame, mixture: Mixture, formats: lis
         raise MixtureError(f"assignments name domain(s) not in the mixture: {unknown[:5]}")
     if t["id"].duplicated().any():
         raise MixtureError(f"assignments: document id {t['id'][t['id'].duplicated()].iloc[0]!r} appears twice")
+    t["excluded"] = t["domain_id"].isin(_excluded_domains(mixture)).to_numpy(bool)  # the mixture decides
     return t
 
 
@@ -427,11 +457,22 @@ def _check_assignments_file(path: Path, mix: Mixture) -> set[str]:
     unknown = set(a["domain_id"].astype(str)) - set(mix.domains["id"])
     if unknown:
         raise BundleError(f"assignments.parquet: unknown domain ids {sorted(unknown)[:5]}")
+    if "excluded" in a.columns:  # absent in bundles written before it
+        if not pd.api.types.is_bool_dtype(a["excluded"]):
+            raise BundleError(f"assignments.parquet: column 'excluded' is not boolean ({a['excluded'].dtype})")
+        want = a["domain_id"].astype(str).isin(_excluded_domains(mix)).to_numpy(bool)
+        bad = np.flatnonzero(a["excluded"].to_numpy(bool) != want)
+        if bad.size:
+            k = int(bad[0])
+            raise BundleError(f"assignments.parquet: document {str(a['id'].iat[k])!r} in domain "
+                              f"{str(a['domain_id'].iat[k])!r} has excluded = {not want[k]}, but mixture.json says "
+                              f"the domain is {'' if want[k] else 'not '}excluded")
     return set(a["id"].astype(str))
 
 
 def _check_dolma_file(path: Path, name: str, mix: Mixture) -> set[str]:
-    known = set(mix.domains["id"])
+    excluded = set(_excluded_domains(mix))
+    known = set(mix.domains["id"]) - excluded
     ids: set[str] = set()
     for rec in read_dolma_attributes(path.read_bytes(), name):
         attrs = rec.get("attributes") if isinstance(rec, dict) else None
@@ -439,8 +480,16 @@ def _check_dolma_file(path: Path, name: str, mix: Mixture) -> set[str]:
             raise BundleError(f"{name}: a record has no 'attributes' object")
         ids.add(str(rec.get("id")))
         doms = [k[len(DOLMA_ATTRIBUTE_PREFIX):] for k in attrs
-                if k != f"{DOLMA_ATTRIBUTE_PREFIX}gis" and not k.startswith(DOLMA_TAG_PREFIX)]
-        if len(doms) != 1 or doms[0] not in known:
+                if k not in (f"{DOLMA_ATTRIBUTE_PREFIX}gis", DOLMA_EXCLUDED_ATTRIBUTE) and not k.startswith(DOLMA_TAG_PREFIX)]
+        if DOLMA_EXCLUDED_ATTRIBUTE in attrs:  # a document of an excluded topic: no domain attribute
+            if doms:
+                raise BundleError(f"{name}: document {rec.get('id')!r} is marked {DOLMA_EXCLUDED_ATTRIBUTE} but has "
+                                  f"domain attributes {doms}")
+        elif len(doms) == 1 and doms[0] in excluded:
+            raise BundleError(f"{name}: document {rec.get('id')!r} has the domain attribute of excluded topic "
+                              f"{doms[0]!r}: documents of excluded topics carry {DOLMA_EXCLUDED_ATTRIBUTE} instead; "
+                              "export again")
+        elif len(doms) != 1 or doms[0] not in known:
             raise BundleError(f"{name}: document {rec.get('id')!r} has domain attributes {doms}")
         for key, spans in attrs.items():
             try:

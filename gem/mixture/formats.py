@@ -25,6 +25,7 @@ DEFAULT_PREFIX_TEMPLATE = "{data_root}/{domain_id}_text_document"
 DEFAULT_SPLIT_PREFIX_TEMPLATE = "{data_root}/{split}/{domain_id}_text_document"
 DEFAULT_OLMO_PATH_TEMPLATE = "{data_root}/{domain_id}/*.npy"
 DOLMA_ATTRIBUTE_PREFIX = "gem__domain__"
+DOLMA_EXCLUDED_ATTRIBUTE = "gem__excluded_topic"  # a document of a curator-excluded topic: [[0, n_chars, 1.0]], no domain
 DOLMA_TAG_PREFIX = "gem__tag__"  # a curator's tag t of a document: attribute gem__tag__<t> = [[0, n_chars, 1.0]]
 
 
@@ -404,16 +405,25 @@ def render_dolma_attributes(assignments: pd.DataFrame) -> bytes:
     the gis attribute is written when there is a gis column (exported without GIS: none). Lines are
     strict JSON: a NaN probability or GIS raises MixtureError naming the document. With a ``tags``
     column (a list of a document's curator tags, ``gem.flags``), each tag t adds
-    ``"gem__tag__<t>": [[0, n_chars, 1.0]]`` (select with ``$.attributes[?(@.gem__tag__t)]``)."""
+    ``"gem__tag__<t>": [[0, n_chars, 1.0]]`` (select with ``$.attributes[?(@.gem__tag__t)]``).
+    With an ``excluded`` column (``write_bundle`` sets it: the document's topic is excluded by a
+    curator), an excluded document carries no domain attribute, so no domain filter selects it, but
+    ``"gem__excluded_topic": [[0, n_chars, 1.0]]`` (drop them with
+    ``$.attributes[?(@.gem__excluded_topic)]``)."""
     need = [c for c in ("id", "domain_id", "probability", "n_chars") if c not in assignments.columns]
     if need:
         raise MixtureError(f"Dolma attributes need assignment columns {need}")
     lines = []
     gis = assignments["gis"].to_numpy(np.float64) if "gis" in assignments.columns else None
     tags = assignments["tags"].tolist() if "tags" in assignments.columns else None
+    excluded = (assignments["excluded"].to_numpy(bool) if "excluded" in assignments.columns
+                else np.zeros(len(assignments), dtype=bool))
     for k, (i, dom, p, n) in enumerate(zip(assignments["id"], assignments["domain_id"],
                                            assignments["probability"], assignments["n_chars"])):
-        attrs = {f"{DOLMA_ATTRIBUTE_PREFIX}{dom}": [[0, int(n), float(p)]]}
+        if excluded[k]:
+            attrs = {DOLMA_EXCLUDED_ATTRIBUTE: [[0, int(n), 1.0]]}
+        else:
+            attrs = {f"{DOLMA_ATTRIBUTE_PREFIX}{dom}": [[0, int(n), float(p)]]}
         if gis is not None:
             attrs[f"{DOLMA_ATTRIBUTE_PREFIX}gis"] = [[0, int(n), float(gis[k])]]
         if tags is not None and isinstance(tags[k], (list, tuple, np.ndarray)):
