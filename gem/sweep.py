@@ -11,7 +11,8 @@ it reports, averaged over the seeds:
   1 = every seed gives the same partition),
 
 plus the same figures for k-means on raw and on unit vectors (``references``), the horizontal
-lines a curator compares against. The default lambdas are the app's named balance stops up to
+lines a curator compares against; their ``balance`` and ``lambda`` are None (k-means has no λ:
+an empty cell in a table, null in JSON, never a number). The default lambdas are the app's named balance stops up to
 "strong" (0 ... 20000), so a point of the curve is a setting the sidebar offers.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ ProgressFn = Callable[[int, int, str], None]
 @dataclass
 class SweepResult:
     rows: list[dict]  # one per lambda, "auto" first (balance "auto" or the lambda)
-    references: list[dict]  # k-means raw / unit
+    references: list[dict]  # k-means raw / unit (balance and lambda None)
     k: int
     seeds: list[int]
     seconds: float = 0.0
@@ -111,6 +112,6 @@ def lambda_sweep(X, labels_ref: dict | None = None, k: int = 24, lambdas=DEFAULT
             for seed in seeds:
                 labs.append(np.asarray(make_estimator(method, k, random_state=seed).fit(data).labels_))
                 tick(f"{name}, seed {seed}")
-            refs.append(summarise(name, labs, k, labels_ref, balance=None))
+            refs.append(summarise(name, labs, k, labels_ref, balance=None, **{"lambda": None}))  # no λ: not GEM
             labels[name] = labs
     return SweepResult(rows, refs, int(k), seeds, time.perf_counter() - t0, labels)

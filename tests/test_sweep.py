@@ -84,3 +84,30 @@ def test_cli_sweep_json(synthetic_workspace, capsys):
     assert "GEM (auto)" in text and "k-means (unit vectors)" in text
     with pytest.raises(SystemExit):
         main(["sweep", "-w", ws, "--lambdas", "-3"])
+
+
+def test_kmeans_reference_rows_have_no_lambda(synthetic_workspace, capsys):
+    """The k-means rows of the sweep table carry no λ: None in the rows (null in JSON, an empty
+    cell in the page's table and the CLI's), never a number."""
+    import pandas as pd
+
+    from gem.cli import main
+
+    X, y = _data(n=100)
+    res = lambda_sweep(X, {"topic": y}, k=3, lambdas=[0, 100], seeds=[0, 1])
+    assert [r["lambda"] for r in res.references] == [None, None]
+    assert [r["balance"] for r in res.references] == [None, None]
+    assert all(isinstance(r["lambda"], float) for r in res.rows)
+    table = pd.DataFrame(res.table())
+    assert table["lambda"].isna().tolist() == [False, False, False, True, True]
+    ws = str(synthetic_workspace.root)
+    assert main(["sweep", "-w", ws, "--k", "3", "--lambdas", "0", "--seeds", "0,1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["lambda"] for r in out["references"]] == [None, None]
+    assert main(["sweep", "-w", ws, "--k", "3", "--lambdas", "0", "--seeds", "0,1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    for line in lines[1:]:
+        if line.strip().startswith("k-means"):
+            cells = [line[i * 24:(i + 1) * 24].strip() for i in range(len(header))]
+            assert cells[1] == "", line  # the lambda column is empty

@@ -73,6 +73,6 @@ def cmd_sweep(args) -> int:
     cols += [c for c in result.rows[0] if c.startswith(("nmi_", "ari_"))]
     print("  ".join(f"{c:>22s}" for c in cols))
     for row in result.table():
-        print("  ".join(f"{row[c]:>22.4g}" if isinstance(row.get(c), float) else f"{str(row.get(c, '')):>22s}"
-                        for c in cols))
+        print("  ".join(f"{row[c]:>22.4g}" if isinstance(row.get(c), float)
+                        else f"{'' if row.get(c) is None else str(row[c]):>22s}" for c in cols))  # k-means: no λ
     return 0
