@@ -4,11 +4,16 @@ Pages are listed explicitly with st.navigation (the pages/ folder is not auto-di
 pages/common.py, the shared state helpers, is never shown as a page). To add a page: create
 pages/N_Name.py and add one st.Page line below.
 """
+from pathlib import Path
+
 import streamlit as st
 
 from pages import common
 
-st.set_page_config(page_title="GEM curation studio", page_icon=":material/public:", layout="wide")
+# a file shipped in the repo: Streamlit serves it itself (a ":material/..:" icon makes the browser
+# fetch the favicon from fonts.gstatic.com, outside this server)
+FAVICON = Path(__file__).resolve().parent / "gem" / "assets" / "favicon.png"
+st.set_page_config(page_title="GEM curation studio", page_icon=str(FAVICON), layout="wide")
 
 PAGES = [
     st.Page("pages/1_Home.py", title="Home", icon=":material/home:", default=True),

@@ -28,6 +28,35 @@ def _assert_clean(at, where: str):
     assert not at.error, f"{where}: {[e.value for e in at.error]}"
 
 
+def test_the_favicon_is_a_png_shipped_in_the_repo(app_test, synthetic_workspace, monkeypatch):
+    """page_icon is a local PNG (Streamlit serves it from /media): a ":material/..:" icon makes the
+    browser fetch the favicon from fonts.gstatic.com."""
+    import streamlit
+    from PIL import Image
+    from streamlit.commands.page_config import _get_favicon_string
+
+    seen, urls = [], []
+    real = streamlit.set_page_config
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("page_icon", args[1] if len(args) > 1 else None))
+        urls.append(_get_favicon_string(seen[-1]))  # what the browser is told to load, in the script run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "set_page_config", spy)
+    at = app_test(synthetic_workspace)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (icon,) = seen
+    path = Path(str(icon))
+    assert path.is_file() and path.resolve().is_relative_to(Path(__file__).resolve().parent.parent)
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size == (64, 64)
+    (url,) = urls
+    # served by this server's media endpoint ("/media/..."; AppTest's is "/mock/media/..."): no outside host
+    assert url.startswith("/") and not url.startswith("//") and "/media/" in url and "://" not in url
+
+
 @pytest.mark.slow  # first AppTest of a process: imports torch, sklearn, plotly (~10 s)
 def test_every_page_renders(app_test, synthetic_workspace):
     at = app_test(synthetic_workspace)
@@ -495,7 +524,7 @@ def test_documents_page_searches_once_until_something_it_shows_changes(app_test,
 def test_clusters_rings_the_documents_page_search_results(app_test, synthetic_workspace):
     """The Documents page's "Ring these results" hands the result ids to the Clusters maps, which
     draw them as one extra trace on both maps, until cleared."""
-    from pages.common import KEY_SEARCH_HIGHLIGHT
+    from pages.common import KEY_SEARCH_HIGHLIGHT, SCOPE_SUFFIX, output_scope
 
     ws = synthetic_workspace
     corpus = ws.load_corpus()
@@ -503,6 +532,7 @@ def test_clusters_rings_the_documents_page_search_results(app_test, synthetic_wo
     at = app_test(ws)
     at.session_state["fit_k"] = 4
     at.session_state[KEY_SEARCH_HIGHLIGHT] = ("about <b>law</b>", ids)
+    at.session_state[KEY_SEARCH_HIGHLIGHT + SCOPE_SUFFIX] = output_scope(ws)  # as the Documents page keeps it
     at.run()
     at.switch_page("pages/2_Clusters.py").run()
     _assert_clean(at, "clusters")
