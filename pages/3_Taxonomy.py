@@ -192,8 +192,15 @@ with st.expander("Parent groups"):
             if not author:
                 st.warning("Enter your name in the sidebar first.")
             else:
-                tax.add_group(new_group.strip(), author)
-                st.rerun()
+                try:
+                    gid = tax.add_group(new_group.strip(), author)
+                except ValueError as exc:  # a name over the length limit, a NUL character
+                    st.error(common.plain(exc))
+                else:
+                    st.session_state["tx_group_done"] = f"Added group {gid}: {new_group.strip()}"
+                    st.rerun()
+    if st.session_state.get("tx_group_done"):  # after the rerun that lists the new group
+        st.success(common.plain(st.session_state.pop("tx_group_done")))
     if len(groups):
         st.dataframe(groups[["id", "name", "description"]], hide_index=True)
 
@@ -289,6 +296,9 @@ def _approve(tid: str, version: int, who: str) -> None:
         return
     _reset_editor()
     _next_unreviewed()
+    nxt = st.session_state[TOPIC]
+    st.session_state["tx_done"] = f"Approved {tid} ({names.get(tid, '')}); " + (
+        f"next unreviewed: {nxt} ({names.get(nxt, '')})" if nxt != tid else "no unreviewed topic left")
 
 
 c1, c2, c3 = st.columns([3, 1, 1])
@@ -301,6 +311,8 @@ c3.button("Approve and next", key="tx_approve", disabled=row["review"] == "appro
           args=(chosen, int(row["version"]), author))
 if st.session_state.get("tx_msg"):
     st.error(common.plain(st.session_state.pop("tx_msg")))
+if st.session_state.get("tx_done"):  # what "Approve and next" did
+    st.success(common.plain(st.session_state.pop("tx_done")))
 
 st.text(f"{chosen}: {row['name']}")  # curator text: plain
 st.caption(f"{int(row['n_docs'])} documents · {int(row['n_tokens'])} tokens · share {row['share']:.1%} · "

@@ -111,3 +111,27 @@ def test_rename_to_another_topics_name_is_refused_on_the_page(app_test, syntheti
     (err,) = [e.value for e in at.error]
     assert f"{second} is already named" in err and "try" in err
     assert Taxonomy(ws.taxonomy_db).topic(first)["name"] != other_name
+
+
+@pytest.mark.slow
+def test_add_group_and_approve_and_next_say_what_they_did(app_test, synthetic_workspace):
+    ws = synthetic_workspace
+    at = _open(app_test, ws)
+    at.text_input(key="tx_group_name").set_value("Science & <b>x</b>").run()
+    at.button(key="tx_add_group").click().run()
+    assert not at.exception, at.exception
+    shown = [s.value.replace("\\", "") for s in at.success]  # markdown-escaped plain text
+    assert shown == ["Added group G001: Science & <b>x</b>"]
+    assert Taxonomy(ws.taxonomy_db).groups()["name"].tolist() == ["Science & <b>x</b>"]
+    assert not any("<b>" in m.value for m in at.markdown)
+
+    order = list(_editor(at)["id"])
+    names = dict(zip(_editor(at)["id"], _editor(at)["name"]))
+    at.selectbox(key="tx_topic").set_value(order[0]).run()
+    at.button(key="tx_approve").click().run()
+    assert not at.exception, at.exception
+    shown = [s.value.replace("\\", "") for s in at.success]
+    assert shown == [f"Approved {order[0]} ({names[order[0]]}); next unreviewed: {order[1]} ({names[order[1]]})"]
+    assert at.selectbox(key="tx_topic").value == order[1]
+    at.run()  # shown once
+    assert not at.success
