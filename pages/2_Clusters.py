@@ -127,7 +127,12 @@ def _panel(col, title: str, run, key: str, colors=None):
             fig = cluster_map(layout_coords, run.labels[rows], layout_ids, texts=texts, extra=extra)
             if colors:
                 recolor(fig, colors)
-        event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("box", "lasso"))
+        # the chart's key changes with the workspace and the run (a new fit, another workspace): a new
+        # map starts with nothing selected. The container keeps the stable key (CSS class st-key-<key>)
+        with st.container(key=key):
+            event = st.plotly_chart(fig, key=common.selection_key(key, str(ws.root), run.name,
+                                                                  common.params_mtime(ws, run.name)),
+                                    on_select="rerun", selection_mode=("box", "lasso"))
         sizes = cluster_sizes(run.labels, run.n_clusters, title="cluster sizes (sorted)")
         if colors:
             sizes.update_traces(marker_color=[colors.get(int(x), "#888") for x in sizes.data[0].x])
@@ -153,14 +158,22 @@ ev_base = _panel(right, f"Baseline: {baseline_name}", base_run, "map_base", base
 
 # ---------------------------------------------------------------------------- selection
 def _selected_ids(event) -> list[str]:
+    """The document ids of the selected points: each point's customdata[0] (gem.plots), never its
+    index (traces are per cluster, so point indices are not rows of anything)."""
     try:
-        points = event.selection.points
-    except AttributeError:
+        points = event["selection"]["points"]  # bracket access: a selection set as session state is a plain dict
+    except (KeyError, TypeError):
         return []
-    return [str(p["customdata"][0]) for p in points if p.get("customdata")]
+    out = []
+    for p in points:
+        custom = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(custom, (list, tuple)) and custom:
+            out.append(str(custom[0]))
+    return out
 
 
-selected = list(dict.fromkeys(_selected_ids(ev_gem) + _selected_ids(ev_base)))
+on_page = set(frame["id"].astype(str))  # a selection names documents of these fits, nothing else
+selected = [i for i in dict.fromkeys(_selected_ids(ev_gem) + _selected_ids(ev_base)) if i in on_page]
 st.subheader("Selected documents")
 if not selected:
     st.caption("Box- or lasso-select points on either map to read the documents behind them.")
@@ -178,7 +191,7 @@ else:
                  column_config={"text": st.column_config.TextColumn("text", width="large")})
     with st.expander("Selected ids (to copy)"):
         st.code("\n".join(table["id"]), language=None)
-    common.flag_form(ws, table["id"].tolist(), key="cl_flag")
+    common.flag_form(ws, selected, key="cl_flag")  # exactly the selected ids (the table lists the same)
 
 # ---------------------------------------------------------------------------- sphere view
 with st.expander("Sphere view: the same clusters on S² (UMAP, haversine output metric)"):

@@ -374,11 +374,17 @@ with st.expander(common.plain(f"Curate the members of {chosen} (lowest GIS first
                                  "text": [str(x)[:500] for x in texts[rows_of_corpus[order_rows]]]})
     st.caption(f"{len(order_rows):,} of {members.size:,} documents; select rows (their left edge), then exclude "
                "or tag them.")
-    event = st.dataframe(member_table, hide_index=True, width="stretch", key=f"tx_members_{chosen}",
+    # keyed by workspace, run, topic and the rows shown: another topic, a re-fit or a rescoring (new
+    # members, another order) is a new table that starts with nothing selected (Streamlit would keep
+    # the selected row positions, i.e. select other documents)
+    members_key = common.selection_key("tx_members", str(ws.root), run_key, common.params_mtime(ws, run_key),
+                                       chosen, member_table["id"])
+    event = st.dataframe(member_table, hide_index=True, width="stretch", key=members_key,
                          on_select="rerun", selection_mode="multi-row",
                          column_config={"text": st.column_config.TextColumn("text", width="large")})
-    picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
-    common.flag_form(ws, member_table["id"].iloc[picked].tolist(), key="tx_flag")
+    picked = [int(r) for r in (getattr(getattr(event, "selection", None), "rows", []) or [])
+              if 0 <= int(r) < len(member_table)]
+    common.flag_form(ws, member_table["id"].iloc[picked].tolist(), key="tx_flag")  # the selected rows' ids
 
 by_cluster = dict(zip(topics["cluster"].astype(int), topics["id"]))
 near = nearest_topics(analysis.mean_directions, k, n=5)

@@ -26,7 +26,8 @@ if not ws.has_corpus():
     st.stop()
 reps = ws.representations()
 flags = DocFlags(ws)
-for kind, message in st.session_state.pop("doc_messages", []):
+MESSAGES = "doc_messages"  # [(kind, message)] of the last action, kept for this workspace until the next action
+for kind, message in common.kept_output(MESSAGES, common.output_scope(ws)) or []:
     (st.success if kind == "ok" else st.error)(common.plain(message))
 
 # ---------------------------------------------------------------------------- search
@@ -54,7 +55,7 @@ if query.strip():
     except (ValueError, OSError) as exc:
         st.error(common.plain(exc))
 
-selected: list[str] = []
+selected: list[str] = []  # document ids, never row positions
 if result is not None:
     table = result.table
     what = "match" if result.kind == "full-text" else "searched"
@@ -63,16 +64,21 @@ if result is not None:
                             + (f"; topics of the current fit {run_name}"
                                                                    if run_name else "")))
     if len(table):
-        event = st.dataframe(table, hide_index=True, width="stretch", key="doc_results", on_select="rerun",
+        result_ids = table["id"].astype(str)
+        # a new table is a new widget: Streamlit keeps a keyed table's selected row positions when its
+        # data changes, which would select documents nobody picked. Keyed by what produced the table
+        # (the stamp: corpus, embeddings, flags, run), so it starts with nothing selected
+        digest = common.selection_key("", str(ws.root), query, kind, int(k), stamp, result_ids)
+        event = st.dataframe(table, hide_index=True, width="stretch", key=f"doc_results{digest}", on_select="rerun",
                              selection_mode="multi-row",
                              column_config={"snippet": st.column_config.TextColumn("snippet", width="large")})
         try:
-            picked = list(event.selection.rows)
-        except AttributeError:
+            picked = [int(r) for r in event.selection.rows if 0 <= int(r) < len(table)]
+        except (AttributeError, TypeError, ValueError):
             picked = []
-        use_all = st.checkbox("Apply to every result shown", key="doc_all",
+        use_all = st.checkbox("Apply to every result shown", key=f"doc_all{digest}",
                               help="Otherwise select rows in the table (click their left edge).")
-        selected = table["id"].astype(str).tolist() if use_all else table["id"].astype(str).iloc[picked].tolist()
+        selected = result_ids.tolist() if use_all else list(dict.fromkeys(result_ids.iloc[picked]))
         if st.button("Ring these results on the Clusters maps", key="doc_show_map"):
             common.keep_output(common.KEY_SEARCH_HIGHLIGHT, common.output_scope(ws),  # drawn for this workspace only
                                (result.query, table["id"].astype(str).tolist()))
@@ -80,31 +86,45 @@ if result is not None:
 
 
 # ---------------------------------------------------------------------------- bulk actions
+def _say(kind: str, message: str) -> None:
+    common.keep_output(MESSAGES, common.output_scope(ws), [(kind, message)])
+
+
 def _apply(action: str, ids: list[str], **kw) -> None:
+    """Run a flag action on exactly ``ids``: refused (nothing written) unless they are the ids the
+    Curate panel showed as selected before the click (the table may have changed in between)."""
+    if action != "undo" and not as_shown:
+        _say("error", common.SELECTION_CHANGED)
+        return
     who = common.author()
     if not who:
-        st.session_state["doc_messages"] = [("error", "Enter your name in the sidebar first: every flag is saved "
-                                                      "with its author.")]
+        _say("error", "Enter your name in the sidebar first: every flag is saved with its author.")
         return
     try:
         fn = getattr(flags, action)
         res = fn(who, **kw) if action == "undo" else fn(ids, author=who, **kw)
     except ValueError as exc:
-        st.session_state["doc_messages"] = [("error", str(exc))]
+        _say("error", str(exc))
     else:
-        st.session_state["doc_messages"] = [("ok", res.summary())]
+        _say("ok", res.summary())
 
 
+ACTIONS = ("doc_exclude", "doc_include", "doc_add_tag", "doc_remove_tag", "doc_save_note")  # act on the selection
 with st.container(border=True):
     st.subheader("Curate")
-    st.caption(f"{len(selected):,} documents selected. Excluded documents leave the next fit (sidebar: Fit without "
-               "excluded documents), GIS, keywords, the student and every export. Saved with your name.")
+    # what the actions below act on, as plain text (ids are untrusted): the ids themselves
+    as_shown, shown_before = common.selection_guard("doc_shown", ws, selected)
+    st.caption(common.plain(common.selection_text(selected) + "."))
+    st.caption("Excluded documents leave the next fit (sidebar: Fit without excluded documents), GIS, keywords, "
+               "the student and every export. Saved with your name.")
     a1, a2, a3 = st.columns([1, 2, 2])
     reason = a1.selectbox("Reason", REASONS, key="doc_reason")
     note = a2.text_input("Note", key="doc_note", help="Stored with an exclusion, or set alone with Save note.")
     tag = a3.text_input("Tag", key="doc_tag", placeholder="a short label")
     b = st.columns(6)
-    none = not selected
+    # disabled with nothing selected, except for a click on a selection shown before that vanished
+    # since (the table changed): Streamlit would drop it silently; _apply refuses it and says so
+    none = not selected and not (shown_before and common.clicked(*ACTIONS))
     if b[0].button("Exclude", key="doc_exclude", type="primary", disabled=none):
         _apply("exclude", selected, reason=reason, note=note or None)
         st.rerun()

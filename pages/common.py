@@ -29,6 +29,11 @@ Import it in a page as ``from pages import common``. Everything a page needs fro
   for pages that record who did what (taxonomy edits, exports).
 - ``BALANCE_LEVELS`` / ``balance_label(v)``: the balance control's scale (named lambda stops).
 - ``plain(text)``: untrusted text escaped for st.error / st.warning / st.caption (no markdown).
+- Selections are sets of document ids, never row positions: ``selection_key(prefix, *parts)``
+  keys a selectable table or map by a digest of what produced it (a new table is a new widget,
+  starting with nothing selected); ``selection_text(ids)`` says what a selection holds;
+  ``flag_form(ws, ids, key)`` acts on exactly those ids (refused when they are not the ones it
+  showed).
 - Outputs a page keeps in session state (exports, a student, proposals, uploads, a highlight) are
   scoped: ``keep_output(key, output_scope(ws, run), value)`` and ``kept_output(key, scope)`` (None,
   and the entry dropped, unless kept under that scope: same resolved workspace root and corpus, same
@@ -545,22 +550,86 @@ def current_run_name(ws: Workspace, source: str, is_current: bool) -> str:
     return run.name
 
 
+def selection_key(prefix: str, *parts) -> str:
+    """The key of a selectable widget (st.dataframe / st.plotly_chart with on_select): ``prefix``
+    and a short digest of what produced its content (workspace root, run, query, the ids shown, ...),
+    so new content is a new widget that starts with nothing selected (Streamlit keeps a keyed
+    widget's selected row positions when its data changes, which would select other documents)."""
+    import hashlib
+    import json
+
+    h = hashlib.blake2b(digest_size=6)
+    for part in parts:
+        if not isinstance(part, (str, bytes, int, float, type(None))) and hasattr(part, "__iter__"):
+            part = [str(x) for x in part]  # ids: a list, an array, a Series
+        h.update(json.dumps(part, default=str).encode("utf-8", "surrogatepass") + b"\x00")
+    return f"{prefix}_{h.hexdigest()}"
+
+
+def id_preview(ids, shown: int = 3, width: int = 40) -> str:
+    """The first ``shown`` ids (each cut to ``width`` characters), then how many more: "a, b, c, …
+    (and 3 more)". Untrusted text: show it with plain() or st.text."""
+    ids = [str(i) for i in ids]
+    cut = [i if len(i) <= width else i[:width - 1] + "…" for i in ids[:shown]]
+    rest = len(ids) - len(cut)
+    return ", ".join(cut) + (f", … (and {rest:,} more)" if rest else "")
+
+
+def selection_text(ids, shown: int = 3, width: int = 40) -> str:
+    """What a selection holds, for the curator to check before acting: "6 selected: a, b, c, …
+    (and 3 more)", or "0 selected". Untrusted text: show it with plain() or st.text."""
+    ids = list(ids)
+    return f"{len(ids):,} selected" + (": " + id_preview(ids, shown, width) if ids else "")
+
+
+def selection_guard(key: str, ws: Workspace, ids: list[str]) -> tuple[bool, list[str]]:
+    """Remember the ids a selection panel shows now (session key ``key``); return whether they are
+    the ids it showed on the previous run, and those (of this workspace): an action clicked there
+    must act on what the curator saw, not on a table that changed between the draw and the click.
+    Streamlit drops a click on a button that is disabled in the click's run, so a panel keeps its
+    buttons enabled when nothing is selected now but a selection was shown and one of them was
+    clicked (``clicked``), for the refusal to say so. Call it once per run, where the selection is
+    shown, before acting."""
+    now = (str(ws.root), [str(i) for i in ids])
+    before = st.session_state.get(key)
+    st.session_state[key] = now
+    shown = list(before[1]) if before and before[0] == now[0] else []
+    return before == now, shown
+
+
+def clicked(*keys: str) -> bool:
+    """Whether one of these buttons (their keys) was clicked for this run, read before they are drawn."""
+    return any(bool(st.session_state.get(k)) for k in keys)
+
+
+SELECTION_CHANGED = ("The selection changed since it was shown (the table or map was redrawn); nothing was "
+                     "written. Check the selection and try again.")
+
+
 def flag_form(ws: Workspace, ids: list[str], key: str) -> None:
-    """Exclude or tag the documents ``ids`` (a map selection, a topic's members) in one form, saved
-    with the curator's name (gem.flags); the Documents page has the full set of actions and undo."""
+    """Exclude or tag exactly the documents ``ids`` (a map selection, a topic's members) in one form,
+    saved with the curator's name (gem.flags); the Documents page has the full set of actions and
+    undo. Nothing is written when ``ids`` are not the ids the form showed on the previous run."""
     from gem.flags import REASONS, DocFlags
 
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    as_shown, shown = selection_guard(f"{key}_shown", ws, ids)
     with st.form(f"{key}_form", border=True):
-        st.caption(f"Curate the {len(ids):,} selected documents (saved in the taxonomy database with your name; "
-                   "Undo on the Documents page)")
+        st.caption(plain(f"Curate the {len(ids):,} selected documents" + (f": {id_preview(ids)}" if ids else "")
+                         + " (saved in the taxonomy database with your name; Undo on the Documents page)"))
         f1, f2, f3 = st.columns([1, 2, 2])
         reason = f1.selectbox("Reason", REASONS, key=f"{key}_reason")
         note = f2.text_input("Note (optional)", key=f"{key}_note")
         tag = f3.text_input("Tag", key=f"{key}_tag", placeholder="e.g. needs-review")
         b1, b2 = st.columns(2)
-        do_exclude = b1.form_submit_button("Exclude the selected documents", disabled=not ids)
-        do_tag = b2.form_submit_button("Tag the selected documents", disabled=not ids)
+        # enabled with nothing selected only for a click on a selection shown before (refused below)
+        off = not ids and not (shown and clicked(f"{key}_exclude", f"{key}_tag_submit"))
+        do_exclude = b1.form_submit_button("Exclude the selected documents", key=f"{key}_exclude", disabled=off)
+        do_tag = b2.form_submit_button("Tag the selected documents", key=f"{key}_tag_submit", disabled=off)
     if not (do_exclude or do_tag):
+        return
+    if not as_shown:
+        st.error(SELECTION_CHANGED)
         return
     who = author()
     if not who:
