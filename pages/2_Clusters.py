@@ -50,7 +50,7 @@ except ValueError as exc:
     st.error(common.plain(f"The fit could not be made: {exc}"))
     st.stop()
 k = gem_run.n_clusters
-st.caption(common.fit_caption(gem_run))
+common.show_fit(gem_run)
 # a fit without excluded documents labels them -1: this page shows the documents both fits hold
 present = (gem_run.labels >= 0) & (base_run.labels >= 0)
 if not present.all():
@@ -350,7 +350,7 @@ with st.expander("Trade-off: balance vs meaning vs stability across λ"):
     sweep_key = common.output_scope(ws) + (rep, k, int(n_seeds), emb_mtime)
     sweeps = _stress_store().setdefault("sweeps", {})
     result = sweeps.get(sweep_key)
-    if st.button("Compute the sweep" if result is None else "Compute it again", key="cl_sweep_run"):
+    if st.button("Compute the sweep" if result is None else "Recompute", key="cl_sweep_run"):
         from gem.sweep import lambda_sweep
 
         bar = st.progress(0.0, text="Sweeping λ…")
@@ -361,6 +361,7 @@ with st.expander("Trade-off: balance vs meaning vs stability across λ"):
                               progress=lambda d, t, w: bar.progress(d / t, text=f"Sweeping λ: {w} ({d}/{t})"))
         bar.empty()
         sweeps[sweep_key] = result
+        st.rerun()  # redraw the button as "Recompute"
     if result is not None:
         st.plotly_chart(sweep_chart(result.rows, result.references), key="cl_sweep_chart")
         table = pd.DataFrame(result.table()).drop(columns=["balance"], errors="ignore")
@@ -369,17 +370,8 @@ with st.expander("Trade-off: balance vs meaning vs stability across λ"):
                    "Use a point as the current fit:")
         names = dict((lam, name) for name, lam in common.BALANCE_LEVELS)
         buttons = st.columns(len(DEFAULT_LAMBDAS) + 1)
-
-        def _use(auto: bool, lam: float | None = None) -> None:
-            st.session_state[common.KEY_FIT_AUTO] = auto
-            if lam is not None:
-                st.session_state[common.KEY_FIT_LAMBDA] = float(lam)
-            for key in (common.KEY_FIT_AUTO, common.KEY_FIT_LAMBDA):  # the sidebar widgets redraw from these
-                st.session_state.pop(f"w_{key}", None)
-            st.rerun()
-
-        if buttons[0].button("auto", key="cl_sweep_use_auto", help="GEM chooses λ (the sidebar's automatic balance)"):
-            _use(True)
+        buttons[0].button("auto", key="cl_sweep_use_auto", help="GEM chooses λ (the sidebar's automatic balance)",
+                          on_click=common.set_fit, kwargs={"auto": True})
         for i, lam in enumerate(DEFAULT_LAMBDAS):
-            if buttons[i + 1].button(f"{names.get(lam, '')} λ = {lam:g}", key=f"cl_sweep_use_{i}"):
-                _use(False, lam)
+            buttons[i + 1].button(f"{names.get(lam, '')} λ = {lam:g}", key=f"cl_sweep_use_{i}",
+                                  on_click=common.set_fit, kwargs={"auto": False, "lam": float(lam)})

@@ -33,12 +33,12 @@ try:
     if is_current:
         settings = common.fit_settings(ws)
         modes = ["uniform", "natural", "edited per topic"]
-        stored_mode = st.session_state.get(common.KEY_FIT_TARGET_MODE, "uniform")
+        stored_mode = common.kept_output(common.KEY_FIT_TARGET_MODE, common.output_scope(ws)) or "uniform"
         target_mode = st.radio(
             "Target composition", modes, index=modes.index(stored_mode), key="mx_target", horizontal=True,
             help="What the balance pulls the topic masses towards: equal shares, the token shares of the "
                  "uniform-target fit's topics, or shares you type per topic. Part of the current fit.")
-        stored_target = st.session_state.get(common.KEY_FIT_TARGET)
+        stored_target = common.kept_output(common.KEY_FIT_TARGET, common.output_scope(ws))
         target = None
         if target_mode != "uniform":
             with st.spinner("Fitting GEM with a uniform target…"):
@@ -60,11 +60,11 @@ try:
                     column_config={"target %": st.column_config.NumberColumn(min_value=0.01, format="%.2f")})
                 share = np.maximum(edited_target["target %"].to_numpy(np.float64), 1e-6)
             target = tuple(round(float(x), 8) for x in share / share.sum())
-        st.session_state[common.KEY_FIT_TARGET_MODE] = target_mode
-        st.session_state[common.KEY_FIT_TARGET] = target
+        common.keep_output(common.KEY_FIT_TARGET_MODE, common.output_scope(ws), target_mode)
+        common.keep_output(common.KEY_FIT_TARGET, common.output_scope(ws), target)
         with st.spinner("Fitting GEM…"):
             run = common.current_fit(ws)
-        st.caption(common.fit_caption(run) + " Change K, balance or seed in the sidebar: every page shows this fit.")
+        common.show_fit(run, "Change K, balance or seed in the sidebar: every page shows this fit.")
         run_name = run.name
     else:
         run_name = source

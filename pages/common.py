@@ -50,7 +50,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,7 @@ WORKSPACE_ENV = "GEM_WORKSPACE"
 KEY_WORKSPACE = "gem_workspace"
 KEY_AUTHOR = "gem_author"
 KEY_ANALYSIS = "gem_analysis"  # (run key, RunAnalysis) of the last analysed run
-KEY_SYNCED = "tx_synced"  # run name -> taxonomy SyncReport of this session's syncs
+KEY_SYNCED = "tx_synced"  # output_scope of a run -> taxonomy SyncReport of this session's syncs
 
 # Baseline choices shown in the UI -> gem.baselines.make_estimator method names.
 BASELINES = {
@@ -287,7 +286,7 @@ def fit_settings(ws: Workspace | None = None, method: str = "gem"):
     if rep not in reps:
         rep = "final" if "final" in reps or not reps else reps[0]
     balance = "auto" if st.session_state.get(KEY_FIT_AUTO, True) else float(st.session_state.get(KEY_FIT_LAMBDA, DEFAULT_LAMBDA))
-    target = st.session_state.get(KEY_FIT_TARGET)
+    target = kept_output(KEY_FIT_TARGET, output_scope(ws))  # a target is K shares of this workspace's topics
     k = int(st.session_state.get(KEY_FIT_K, DEFAULT_K))
     if target is not None and len(target) != k:
         target = None
@@ -299,8 +298,11 @@ def fit_settings(ws: Workspace | None = None, method: str = "gem"):
                        target=target if method == "gem" else None, exclude_flagged=bool(exclude))
 
 
-def _bound(state_key: str) -> dict:
-    """Widget arguments that copy the widget's value into the plain session key ``state_key``."""
+def _bound(state_key: str, value) -> dict:
+    """Widget arguments for a control of the current fit: the widget (key ``w_<state_key>``) is set
+    from the plain session key before it is drawn (no ``value=``: a keyed widget's value would
+    otherwise be the browser's, whatever another control wrote), and copies a change back."""
+    st.session_state[f"w_{state_key}"] = value
     return {"key": f"w_{state_key}", "on_change": _keep, "args": (f"w_{state_key}", state_key)}
 
 
@@ -308,28 +310,70 @@ def _keep(widget_key: str, state_key: str) -> None:
     st.session_state[state_key] = st.session_state[widget_key]
 
 
+_FIT_KEYS = {"representation": KEY_FIT_REP, "k": KEY_FIT_K, "seed": KEY_FIT_SEED, "auto": KEY_FIT_AUTO,
+             "lam": KEY_FIT_LAMBDA, "exclude": KEY_FIT_EXCLUDE}
+
+
+def set_fit(**changes) -> None:
+    """Make ``changes`` (representation, k, seed, auto, lam, exclude) part of the one current fit.
+    Every control outside the sidebar that changes the fit (the sweep's "use this λ") calls it, so
+    the sidebar shows it and the next rerun keeps it. Usable as an ``on_click`` callback."""
+    for name, value in changes.items():
+        st.session_state[_FIT_KEYS[name]] = value  # the sidebar's widgets are drawn from these keys
+
+
+def _current(ws: Workspace, settings) -> bool:
+    """Run ``settings.slug()`` is on disk and current (cached on the files it depends on)."""
+    name = settings.slug()
+    return _run_is_current(str(ws.root), name, settings, params_mtime(ws, name), mtime(ws.corpus_path),
+                           mtime(ws.embeddings_path(settings.representation)),
+                           flags_mtime(ws) if settings.exclude_flagged else ())
+
+
+KEY_LAMBDA_SLOT = "_fit_lambda_slot"  # this run's sidebar line with the lambda in use (filled after a fit)
+
+
+def lambda_in_use(ws: Workspace, settings) -> str:
+    """The sidebar's line on the lambda in use: the current run's, or that it is set at the next fit."""
+    if settings.balance != "auto":
+        return f"λ in use: {settings.balance:g}"
+    if not _current(ws, settings):
+        return "λ in use: chosen by GEM at the next fit"
+    lam = _load_run(str(ws.root), settings.slug(), params_mtime(ws, settings.slug())).model.balance_
+    return f"λ in use: {lam:.4g} (chosen by GEM)"
+
+
 def fit_controls(ws: Workspace) -> None:
-    """The current fit's settings (sidebar): representation, K, balance, seed."""
+    """The current fit's settings (sidebar): representation, K, balance, seed. Each widget is drawn
+    from the session's one current fit (``fit_settings``), whichever control last changed it."""
+    st.session_state.pop(KEY_LAMBDA_SLOT, None)  # a slot of an earlier run is gone
     reps = ws.representations() if ws.has_corpus() else []
     if not reps:
         return
     settings = fit_settings(ws)
     with st.expander("Current fit", expanded=True):
-        st.selectbox("Representation", reps, index=reps.index(settings.representation), **_bound(KEY_FIT_REP),
+        st.selectbox("Representation", reps, **_bound(KEY_FIT_REP, settings.representation),
                      help="Embed more layers on the Home page.")
-        st.number_input("K (topics)", min_value=2, max_value=256, step=1, value=settings.k, **_bound(KEY_FIT_K))
-        auto = st.toggle("Automatic balance", value=settings.balance == "auto", **_bound(KEY_FIT_AUTO),
+        st.number_input("K (topics)", min_value=2, max_value=256, step=1, **_bound(KEY_FIT_K, settings.k))
+        auto = st.toggle("Automatic balance", **_bound(KEY_FIT_AUTO, settings.balance == "auto"),
                          help="GEM picks lambda from the fitted concentrations and cosine margins.")
-        levels = [lam for _, lam in BALANCE_LEVELS]
-        lam = st.session_state.get(KEY_FIT_LAMBDA, DEFAULT_LAMBDA)
-        st.select_slider("Balance strength", options=levels, value=lam if lam in levels else DEFAULT_LAMBDA,
-                         format_func=balance_label, disabled=auto, **_bound(KEY_FIT_LAMBDA),
-                         help="How hard GEM pulls topic masses toward the target composition (the regulariser "
-                              "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
-        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=settings.seed, **_bound(KEY_FIT_SEED))
+        if not auto:
+            levels = [lam for _, lam in BALANCE_LEVELS]
+            lam = float(st.session_state.get(KEY_FIT_LAMBDA, DEFAULT_LAMBDA))
+            if lam not in levels:
+                lam = DEFAULT_LAMBDA
+                st.session_state[KEY_FIT_LAMBDA] = lam
+            st.select_slider("Balance strength", options=levels, format_func=balance_label, **_bound(KEY_FIT_LAMBDA, lam),
+                             help="How hard GEM pulls topic masses toward the target composition (the regulariser "
+                                  "(λ/2)‖π − u‖²). 0: plain vMF assignments with a uniform prior.")
+        else:
+            slot = st.empty()
+            slot.text(lambda_in_use(ws, settings))
+            st.session_state[KEY_LAMBDA_SLOT] = (settings, slot)
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, **_bound(KEY_FIT_SEED, settings.seed))
         excluded = n_excluded(ws)
         if excluded or settings.exclude_flagged:
-            st.toggle("Fit without excluded documents", value=settings.exclude_flagged, **_bound(KEY_FIT_EXCLUDE),
+            st.toggle("Fit without excluded documents", **_bound(KEY_FIT_EXCLUDE, settings.exclude_flagged),
                       help=f"{excluded:,} documents are excluded (Documents page, `gem flag`). On: the fit, GIS and "
                            "keywords leave them out. Exports always leave them out.")
         if settings.target is not None:
@@ -388,39 +432,61 @@ def params_mtime(ws: Workspace, name: str) -> float:
 
 
 def ensure_run(settings, ws: Workspace | None = None, sync: bool = True) -> FitResult:
-    """The saved run of ``settings``: loaded when it is on disk and current, else fitted (a manual
-    GEM balance warm-starts from the "auto" run of the same K, seed and representation) and, for
-    GEM with ``sync``, matched to the workspace taxonomy so names, parents and exclusions follow it
-    (pages that show no topic names pass ``sync=False``: the match costs a GIS and keyword pass)."""
-    from gem.runs import fit_run
+    """The saved run of ``settings``: loaded when it is on disk and current, else fitted by
+    gem.refit.fit_with_policy, exactly as `gem fit` fits it (a re-fit after the documents changed
+    starts from the previous fit of these settings; a manual balance from the "auto" run of the same
+    K, seed and representation) and, for GEM, matched to the workspace taxonomy so names, parents and
+    exclusions follow it. What moved against the run it started from is kept for ``show_fit``.
+    ``sync=False``: pages that show no topic names skip the match of a run loaded from disk."""
+    from gem.refit import fit_with_policy
 
     ws = ws or workspace()
     name = settings.slug()
-    key = f"{ws.root}|{name}"
-
-    def current() -> bool:
-        return _run_is_current(str(ws.root), name, settings, params_mtime(ws, name), mtime(ws.corpus_path),
-                               mtime(ws.embeddings_path(settings.representation)),
-                               flags_mtime(ws) if settings.exclude_flagged else ())
-
-    seconds, warm = None, None
-    if not current():
-        base = None
-        if settings.method == "gem" and settings.balance != "auto":
-            base = ensure_run(settings.replace(balance="auto"), ws, sync=False)
-        with _fit_lock(key):
-            if not current():  # another session may have fitted it while this one waited
-                start = time.perf_counter()
-                fit_run(ws, name, settings, warm_from=None if base is None else _load_run(
-                    str(ws.root), base.name, params_mtime(ws, base.name)),
-                        device=configured_device() if settings.method in GPU_METHODS else "cpu")
-                seconds = time.perf_counter() - start
-                warm = None if base is None else base.name
+    outcome = None
+    if not _current(ws, settings):
+        with _fit_lock(f"{ws.root}|{name}"):
+            if not _current(ws, settings):  # another session may have fitted it while this one waited
+                outcome = fit_with_policy(ws, settings, name, sync=sync and settings.method == "gem",
+                                          device=configured_device() if settings.method in GPU_METHODS else "cpu")
     run = _load_run(str(ws.root), name, params_mtime(ws, name))
-    if settings.method == "gem" and sync:
+    if outcome is not None and outcome.sync is not None:
+        st.session_state[KEY_ANALYSIS] = (_analysis_key(ws, name), outcome.analysis)
+        st.session_state.setdefault(KEY_SYNCED, {})[output_scope(ws, name)] = outcome.sync
+        keep_output(KEY_MOVES, output_scope(ws, name), (outcome.moves, outcome.sync))
+    elif settings.method == "gem" and sync:
         synced_taxonomy(name, ws)
-    return FitResult(name, settings, run.model, corpus_labels(run, ws), seconds,
-                     warm or run.params.get("warm_start_from"))
+    slot = st.session_state.get(KEY_LAMBDA_SLOT)
+    if outcome is not None and slot is not None and slot[0] == settings:
+        slot[1].text(lambda_in_use(ws, settings))  # the sidebar was drawn before this fit
+    warm = outcome.warm.run if outcome is not None and outcome.warm is not None else run.params.get("warm_start_from")
+    return FitResult(name, settings, run.model, corpus_labels(run, ws), None if outcome is None else outcome.seconds,
+                     warm)
+
+
+KEY_MOVES = "fit_moves"  # (gem.refit.TopicMoves or None, SyncReport) of this session's last GEM fit, scoped to it
+
+
+def show_fit(run: FitResult, extra: str = "") -> None:
+    """The caption of ``fit_caption`` and, when this session's fit of ``run`` retired, created or
+    moved topics, a "what moved" report: every page that can trigger a re-fit calls it."""
+    st.caption(fit_caption(run) + (" " + extra if extra else ""))
+    kept = kept_output(KEY_MOVES, output_scope(workspace(), run.name))
+    if not kept:
+        return
+    moves, report = kept
+    sync_moved = report is not None and (report.new or report.retired or report.changed) and report.matched
+    if moves is None and not sync_moved:
+        return
+    if moves is not None and not moves.anything_moved:
+        st.caption(plain(f"What moved: nothing. {moves.summary()}."))
+        return
+    with st.expander("What moved in this re-fit", expanded=True):
+        if moves is not None:
+            st.text(moves.summary())
+            st.dataframe(moves.table(), hide_index=True, key=f"fit_moves_{run.name}",
+                         column_config={"jaccard": st.column_config.NumberColumn("members' Jaccard", format="%.2f")})
+        if report is not None:
+            st.text(f"Taxonomy: {report.summary()}")
 
 
 def corpus_labels(run, ws: Workspace | None = None) -> np.ndarray:
@@ -464,8 +530,8 @@ def synced_taxonomy(name: str, ws: Workspace | None = None, analysis=None):
                 with st.spinner("Matching the topics to the taxonomy (GIS, keywords)…"):
                     _, report, analysis = sync_saved_run(ws, name, analysis=analysis)
                 st.session_state[KEY_ANALYSIS] = (_analysis_key(ws, name), analysis)
-                st.session_state.setdefault(KEY_SYNCED, {})[name] = report
-    return tax, st.session_state.get(KEY_SYNCED, {}).get(name)
+                st.session_state.setdefault(KEY_SYNCED, {})[output_scope(ws, name)] = report
+    return tax, st.session_state.get(KEY_SYNCED, {}).get(output_scope(ws, name))
 
 
 def _analysis_key(ws: Workspace, name: str) -> str:
@@ -546,7 +612,7 @@ def current_run_name(ws: Workspace, source: str, is_current: bool) -> str:
         return source
     with st.spinner("Fitting GEM…"):
         run = current_fit(ws)
-    st.caption(fit_caption(run))
+    show_fit(run)
     return run.name
 
 

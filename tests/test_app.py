@@ -23,6 +23,15 @@ def _num(s: str) -> float:
     return float(s[:-1]) / 100 if s.endswith("%") else float(s.replace(",", ""))
 
 
+def _doc_results(at):
+    """The Documents page's results table: its key carries a digest of what produced it."""
+    return next(d for d in at.dataframe if (d.key or "").startswith("doc_results_"))
+
+
+def _doc_all(at):
+    return next(c for c in at.checkbox if (c.key or "").startswith("doc_all_"))
+
+
 def _assert_clean(at, where: str):
     assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
     assert not at.error, f"{where}: {[e.value for e in at.error]}"
@@ -461,18 +470,18 @@ def test_documents_page_search_bulk_exclude_refit_and_undo(app_test, synthetic_w
     _assert_clean(at, "documents")
     at.text_input(key="doc_query").set_value("about law").run()
     _assert_clean(at, "search")
-    results = at.dataframe(key="doc_results").value
+    results = _doc_results(at).value
     corpus = ws.load_corpus()
     hits = corpus.loc[corpus["text"].str.lower().str.contains("about law"), "id"]
     assert 0 < len(results) and set(results["id"]) == set(hits)
-    at.checkbox(key="doc_all").check().run()
+    _doc_all(at).check().run()
     at.selectbox(key="doc_reason").set_value("off-topic").run()
     at.button(key="doc_exclude").click().run()
     _assert_clean(at, "exclude")
     assert DocFlags(ws).excluded_ids() == sorted(hits)
     flags = next(d.value for d in at.dataframe if "updated_by" in d.value.columns)
     assert set(flags["updated_by"]) == {"alice"} and set(flags["reason"]) == {"off-topic"}
-    assert at.dataframe(key="doc_results").value["excluded"].all()
+    assert _doc_results(at).value["excluded"].all()
 
     at.switch_page("pages/2_Clusters.py").run()  # the current fit leaves them out by default now
     _assert_clean(at, "clusters")
@@ -511,13 +520,13 @@ def test_documents_page_searches_once_until_something_it_shows_changes(app_test,
     at.text_input(key="doc_query").set_value("about law").run()
     _assert_clean(at, "search")
     assert calls == ["about law"] and "reused" not in caption()
-    at.checkbox(key="doc_all").check().run()
+    _doc_all(at).check().run()
     assert calls == ["about law"] and "reused" in caption()
-    first = str(at.dataframe(key="doc_results").value["id"].iloc[0])
+    first = str(_doc_results(at).value["id"].iloc[0])
     DocFlags(ws).tag([first], "checked", "bob")
     at.run()
     assert calls == ["about law", "about law"] and "reused" not in caption()
-    assert "checked" in str(at.dataframe(key="doc_results").value.set_index("id").loc[first].to_dict())
+    assert "checked" in str(_doc_results(at).value.set_index("id").loc[first].to_dict())
 
 
 @pytest.mark.slow

@@ -167,7 +167,7 @@ def test_baseline_colours_match_gem(streamlit_app, synthetic_workspace, browser_
     assert base_colors[str(i)] == gem_colors[str(j)]
 
 
-def test_sweep_point_becomes_the_current_fit(streamlit_app, synthetic_workspace, browser_page, artifacts_dir):
+def test_sweep_point_becomes_the_current_fit(streamlit_app, synthetic_workspace, browser_page, artifacts_dir, idle):
     page = browser_page
     _open_clusters(page, streamlit_app(synthetic_workspace))
     page.get_by_text("Trade-off: balance vs meaning vs stability across λ").click()
@@ -177,5 +177,24 @@ def test_sweep_point_becomes_the_current_fit(streamlit_app, synthetic_workspace,
     names = {t["name"] for t in chart.evaluate(TRACES_JS)}
     assert "normalised entropy" in names and "stability (ARI between seeds)" in names
     page.screenshot(path=str(artifacts_dir / "clusters_sweep.png"))
-    page.get_by_role("button", name=re.compile(r"paper λ = 5000")).click()
-    page.get_by_text(re.compile(r"^Run gem-k24-l5000-s0")).wait_for(timeout=120_000)
+    page.get_by_role("button", name=re.compile(r"moderate λ = 1000")).click()
+    page.get_by_text(re.compile(r"^Run gem-k24-l1000-s0")).wait_for(timeout=120_000)
+    idle(page)
+    # the sidebar shows the fit the page shows, and keeps it: an unrelated control (the colour
+    # match) once silently switched the fit back to the sidebar's stale stop
+    toggle = page.locator(".st-key-w_fit_auto input")
+    assert not toggle.is_checked()
+    thumb = page.locator(".st-key-w_fit_lambda").get_by_role("slider")
+    assert thumb.get_attribute("aria-valuetext") == "moderate (λ = 1000)"
+    page.locator(".st-key-cl_match_colors").get_by_text("Match").click()
+    idle(page)
+    assert page.get_by_text(re.compile(r"^Run gem-k24-l1000-s0")).count() == 1
+    assert thumb.get_attribute("aria-valuetext") == "moderate (λ = 1000)"
+    # "auto" turns automatic balance on, and the sidebar names the lambda in use (no stale stop)
+    page.get_by_role("button", name="auto", exact=True).click()
+    page.get_by_text(re.compile(r"^Run gem-k24-auto-s0")).wait_for(timeout=120_000)
+    idle(page)
+    assert toggle.is_checked() and page.locator(".st-key-w_fit_lambda").count() == 0
+    used = re.search(r"λ used = ([0-9.e+]+)", page.get_by_text(re.compile(r"^Run gem-k24-auto-s0")).inner_text())
+    sidebar = page.locator("[data-testid='stSidebar']").get_by_text(re.compile(r"^λ in use: "))
+    assert sidebar.inner_text() == f"λ in use: {used.group(1)} (chosen by GEM)"
