@@ -40,6 +40,16 @@ from gem.store import atomic_path, file_sha256, read_json, write_json_atomic
 
 LABEL_PREFIX = "__label__"
 DROP_LABEL = "drop"  # topic id given to excluded topics with excluded_mode="label"
+# the stages of distill_run, in order, as its ``stage(name, done, total)`` callback names them
+# (word vectors only with a teacher encoder, the k-means comparison and quantizing only when asked)
+STAGE_SCORING = "scoring GIS"
+STAGE_PICKING = "picking the training set"
+STAGE_WORD_VECTORS = "word vectors"
+STAGE_TRAINING = "training"
+STAGE_EVALUATING = "evaluating"
+STAGE_KMEANS = "k-means comparison"
+STAGE_QUANTIZING = "quantizing"
+STAGE_DONE = "done"  # the last call: done == total
 NORMALIZATION_VERSION = 1
 
 # Anything that is not a word character or whitespace is split off as its own token: fastText
@@ -627,29 +637,37 @@ def distill_labels(
     excluded_mode: str = "drop",
     random_state: int = 0,
     geometry: TeacherGeometry | None = None,
+    on_stage: Callable[[str], None] | None = None,
     **train_kw,
 ) -> tuple[Student, dict]:
     """Hold out documents, pick the training set among the rest, train, evaluate on the held-out
     rows (all of them, not only confident ones: the honest number). Returns (student, report).
+    ``on_stage(name)`` is called as each step starts (``STAGE_PICKING``, ``STAGE_WORD_VECTORS``
+    with ``geometry``, ``STAGE_TRAINING``, ``STAGE_EVALUATING``).
 
     With ``geometry`` the student starts from :func:`teacher_word_vectors` fitted on the
     non-held-out rows and trains with ``TEACHER_VECTOR_PARAMS`` (``train_kw`` may override all but
     ``dim``, which the vectors fix)."""
     labels = np.asarray([label_name(t) for t in labels], dtype=object)
     train_kw = {k: v for k, v in train_kw.items() if v is not None}  # None: the recipe's default
+    on_stage = on_stage or (lambda name: None)
+    on_stage(STAGE_PICKING)
     pool, held = holdout_split(len(labels), holdout, random_state)
     chosen = select_training_set(labels, scores, top_fraction, per_topic, excluded, excluded_mode, candidates=pool)
     train_texts = [texts[i] for i in chosen.indices]
     vectors_info = None
     if geometry is None:
+        on_stage(STAGE_TRAINING)
         student = train_student(train_texts, chosen.labels, seed=random_state, **train_kw)
     else:
+        on_stage(STAGE_WORD_VECTORS)
         words, vectors, vectors_info = teacher_word_vectors(texts, geometry, rows=pool)
         dim = int(vectors.shape[1])
         if train_kw.get("dim") not in (None, dim):
             raise ValueError(f"dim={train_kw['dim']}: the teacher word vectors fix the student's dimension to {dim} "
                              "(the rank of the topic directions); train without them to choose it")
         params = {**TEACHER_VECTOR_PARAMS, **train_kw, "dim": dim}
+        on_stage(STAGE_TRAINING)
         with tempfile.TemporaryDirectory(prefix="gem-vectors-") as tmp:
             vec = Path(tmp) / "teacher.vec"
             write_vec(vec, words, vectors)
@@ -657,6 +675,7 @@ def distill_labels(
                                     **params)
         student.meta["train_params"].pop("pretrainedVectors", None)  # a deleted temp file
         student.meta["word_vectors"] = vectors_info
+    on_stage(STAGE_EVALUATING)
     report = distill_eval_holdout(student, texts, labels, holdout, excluded, excluded_mode, random_state)
     report["training"] = {"n": int(len(chosen.indices)), "per_topic": {str(k): v for k, v in chosen.per_topic.items()},
                           "top_fraction": top_fraction, "holdout": holdout}
@@ -727,6 +746,7 @@ def distill_run(
     quantize_cutoff: int = 20_000,
     word_vectors: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str, int, int], None] | None = None,
     **train_kw,
 ) -> dict:
     """Train the student from a workspace run, save it at ``out_path`` (.bin; with ``quantize``
@@ -737,6 +757,13 @@ def distill_run(
     embeds the training vocabulary once, ~20 s for 44k words on 2 cores, cached in the
     workspace; ``progress(done, total)`` follows that encoding); else, or with ``False``, the plain
     recipe (character n-grams, dim 64).
+
+    ``stage(name, done, total)``: called as each stage starts, ``done`` of ``total`` stages
+    finished: ``STAGE_SCORING``, ``STAGE_PICKING``, ``STAGE_WORD_VECTORS`` (when the teacher's
+    encoder is there), ``STAGE_TRAINING``, ``STAGE_EVALUATING``, ``STAGE_KMEANS`` (with
+    ``compare_kmeans``), ``STAGE_QUANTIZING`` (with ``quantize``); then once ``STAGE_DONE`` with
+    ``done == total`` (:func:`distill_stages` lists them). ``progress`` still follows the words
+    encoded within the word-vector stage.
 
     Quantisation is opt-in: it costs ~0.3 ms per kept row on one core (``quantize_cutoff`` rows)
     and the .bin is what labelling needs; ask for the small ``.ftz`` when shipping the model
@@ -757,23 +784,32 @@ def distill_run(
     n_clusters = int(directions.shape[0])
     tid, tax_excluded, id_source = run_topic_ids(ws, run_name, n_clusters)
     excluded = tax_excluded if excluded is None else [label_name(t) for t in excluded]
+    # before the first stage: whether there is a word-vector stage (the encoder embeds words later)
+    geometry, vectors_note = teacher_geometry(ws, rep, X, directions, progress) if word_vectors else (None, "off")
+    stages = distill_stages(geometry is not None, compare_kmeans, quantize)
+
+    def on_stage(name: str) -> None:
+        if stage is not None:
+            stage(name, stages.index(name), len(stages))
+
+    on_stage(STAGE_SCORING)
     scores = teacher_scores(run.model, X, cluster, confidence)
     teacher_ids = np.asarray(tid, dtype=object)[cluster]
     if id_source == "taxonomy":  # one label per stable id: merged clusters share it, split topics go to children
         from gem.taxonomy import Taxonomy
 
         teacher_ids = Taxonomy(ws.taxonomy_db).route_documents(teacher_ids, X)
-    geometry, vectors_note = teacher_geometry(ws, rep, X, directions, progress) if word_vectors else (None, "off")
 
     t0 = time.perf_counter()
     student, report = distill_labels(texts, teacher_ids, scores, holdout, top_fraction, per_topic, excluded,
-                                     excluded_mode, random_state, geometry=geometry, **train_kw)
+                                     excluded_mode, random_state, geometry=geometry, on_stage=on_stage, **train_kw)
     report["train_seconds"] = round(time.perf_counter() - t0, 2)
     report["teacher"] = {"run": run_name, "method": getattr(run, "method", "gem"), "n_clusters": n_clusters,
                          "representation": rep, "confidence": confidence, "topic_ids": id_source,
                          "excluded": list(excluded), "excluded_mode": excluded_mode, "word_vectors": vectors_note,
                          "excluded_documents": run.n_excluded}
     if compare_kmeans:
+        on_stage(STAGE_KMEANS)
         report["kmeans"] = _kmeans_comparison(ws, rep, rows, texts, X, n_clusters, holdout, top_fraction, per_topic,
                                               random_state, geometry, **train_kw)
     out_path = Path(out_path)
@@ -781,11 +817,21 @@ def distill_run(
     student.meta["report"] = {k: v for k, v in report.items() if k != "confusion"}
     report["model"] = student.save(out_path)
     if quantize:
+        on_stage(STAGE_QUANTIZING)
         q = student.quantize(out_path.with_suffix(".ftz"), cutoff=quantize_cutoff)
         # the same held-out rows as the report (same split seed and exclusions)
         q_report = distill_eval_holdout(q, texts, teacher_ids, holdout, excluded, excluded_mode, random_state)
         report["quantized"] = {"path": str(q.path), "bytes": q.path.stat().st_size, "agreement": q_report["agreement"]}
+    if stage is not None:
+        stage(STAGE_DONE, len(stages), len(stages))
     return report
+
+
+def distill_stages(word_vectors: bool = True, compare_kmeans: bool = True, quantize: bool = False) -> list[str]:
+    """The stages ``distill_run`` reports, in order (``STAGE_DONE`` not included)."""
+    return ([STAGE_SCORING, STAGE_PICKING] + ([STAGE_WORD_VECTORS] if word_vectors else [])
+            + [STAGE_TRAINING, STAGE_EVALUATING] + ([STAGE_KMEANS] if compare_kmeans else [])
+            + ([STAGE_QUANTIZING] if quantize else []))
 
 
 def _kmeans_comparison(ws, rep, rows, texts, X, n_clusters, holdout, top_fraction, per_topic, random_state,

@@ -46,19 +46,28 @@ if submitted:
     from gem.distill import distill_run
 
     bar = st.empty()
+    bar.progress(0.0, text="Training the student: loading the run…")
+    at_stage = {"name": "", "done": 0, "total": 1}
+
+    def _stage(name: str, done: int, total: int) -> None:  # distill_run's stages, in order
+        at_stage.update(name=name, done=done, total=total)
+        bar.progress(min(done / total, 1.0), text=f"Training the student: {name} ({min(done + 1, total)} of {total})")
 
     def _progress(done: int, total: int) -> None:  # the encoder embedding the vocabulary (then cached)
         if total:
-            bar.progress(min(done / total, 1.0), text=f"Teacher word vectors: {done:,} / {total:,} words embedded")
+            s = at_stage
+            bar.progress(min((s["done"] + min(done / total, 1.0)) / s["total"], 1.0),
+                         text=f"Training the student: {s['name']}, {done:,} / {total:,} words embedded "
+                              f"({s['done'] + 1} of {s['total']})")
 
-    with st.spinner("Scoring documents (GIS), fitting word vectors and training the student..."):
-        try:
-            report = distill_run(ws, run.name, model_path, top_fraction=top_fraction, holdout=holdout,
-                                 compare_kmeans=compare_kmeans, word_vectors=word_vectors, progress=_progress,
-                                 epoch=int(epoch) or None)
-        except ValueError as exc:
-            st.error(common.plain(f"The student could not be trained: {exc}"))
-            st.stop()
+    try:
+        report = distill_run(ws, run.name, model_path, top_fraction=top_fraction, holdout=holdout,
+                             compare_kmeans=compare_kmeans, word_vectors=word_vectors, progress=_progress,
+                             stage=_stage, epoch=int(epoch) or None)
+    except ValueError as exc:
+        bar.empty()
+        st.error(common.plain(f"The student could not be trained: {exc}"))
+        st.stop()
     bar.empty()
     common.keep_output(KEY_STUDENT, common.output_scope(ws, run.name), (run.name, str(model_path), report))
 

@@ -412,3 +412,39 @@ def test_excluded_documents_never_train_or_score_the_student(teacher_ws, tmp_pat
     assert report["teacher"]["excluded_documents"] == 300
     assert report["n"] == 540  # 20% of the 2,700 kept documents
     assert report["training"]["n"] <= 2700 - 540
+
+
+@pytest.mark.slow
+def test_distill_run_reports_every_stage_in_order(teacher_ws, tmp_path, monkeypatch):
+    """``stage(name, done, total)`` sees scoring GIS, picking the training set, word vectors,
+    training, evaluating, the k-means comparison and quantizing, in that order, done counting up
+    to total, then "done"; stages not asked for are not announced. ``progress`` still follows
+    the word encoding."""
+    import zlib
+
+    import gem.distill as distill
+
+    def fake_geometry(ws, rep, X, directions, progress=None):  # an encoder for words: seeded vectors
+        def encode(words):
+            if progress is not None:
+                progress(len(words), len(words))
+            return np.stack([np.random.default_rng(zlib.crc32(w.encode())).standard_normal(X.shape[1])
+                             for w in words]).astype(np.float32)
+        return TeacherGeometry(X, directions, encode), "teacher encoder"
+
+    monkeypatch.setattr(distill, "teacher_geometry", fake_geometry)
+    seen, encoded = [], []
+    report = distill_run(teacher_ws, "gem8", tmp_path / "s.bin", quantize=True, quantize_cutoff=500, epoch=1,
+                         stage=lambda *a: seen.append(a), progress=lambda d, t: encoded.append((d, t)))
+    names = [s[0] for s in seen]
+    assert names == ["scoring GIS", "picking the training set", "word vectors", "training", "evaluating",
+                     "k-means comparison", "quantizing", "done"]
+    assert [s[1:] for s in seen] == [(i, 7) for i in range(8)]
+    assert names[:-1] == distill.distill_stages(True, True, True)
+    assert report["teacher"]["word_vectors"] == "teacher encoder" and encoded and "quantized" in report
+    # without word vectors, k-means or quantizing: those stages are not announced
+    seen.clear()
+    distill_run(teacher_ws, "gem8", tmp_path / "t.bin", compare_kmeans=False, word_vectors=False, epoch=1,
+                stage=lambda *a: seen.append(a))
+    assert seen == [("scoring GIS", 0, 4), ("picking the training set", 1, 4), ("training", 2, 4),
+                    ("evaluating", 3, 4), ("done", 4, 4)]

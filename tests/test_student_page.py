@@ -116,3 +116,30 @@ def test_student_page_uses_the_fits_own_representation(synthetic_workspace, monk
     assert not at.exception, at.exception
     assert "Top-1 agreement (held out)" in [m.label for m in at.metric]
     assert at.session_state["gem_student"][2]["teacher"]["representation"] == "layer2"
+
+
+@pytest.mark.slow
+def test_student_training_draws_its_stages_in_the_progress_bar(synthetic_workspace, monkeypatch):
+    """While the student trains, the page's bar names each of distill_run's stages in order (the
+    synthetic workspace has no encoder for word vectors, and the k-means comparison is off)."""
+    from streamlit.elements.progress import ProgressMixin
+
+    texts = []
+    real = ProgressMixin.progress
+
+    def spy(self, value, text=None, *args, **kwargs):
+        texts.append(text)
+        return real(self, value, text, *args, **kwargs)
+
+    monkeypatch.setattr(ProgressMixin, "progress", spy)
+    at = _page(synthetic_workspace, monkeypatch)
+    texts.clear()
+    at.button[0].click().run()  # "Train student"
+    assert not at.exception, at.exception
+    assert texts == ["Training the student: loading the run…",
+                     "Training the student: scoring GIS (1 of 4)",
+                     "Training the student: picking the training set (2 of 4)",
+                     "Training the student: training (3 of 4)",
+                     "Training the student: evaluating (4 of 4)",
+                     "Training the student: done (4 of 4)"]
+    assert "Top-1 agreement (held out)" in [m.label for m in at.metric]
