@@ -1,6 +1,6 @@
 """Distil a fitted teacher (GEM) into a fastText student that labels web-scale corpora.
 
-The paper's route (SEED.md): the teacher clusters an embedded seed sample; per topic the documents
+The paper's route: the teacher clusters an embedded seed sample; per topic the documents
 with the highest Geometric Influence Score (GIS) become training examples, the same count per topic
 so the student inherits the teacher's balance, not the corpus skew; a supervised fastText model
 trained on ``__label__<stable topic id>`` lines then labels everything else in linear time.
@@ -375,7 +375,7 @@ def train_student(
 ) -> Student:
     """Train a supervised fastText student on (text, topic id) pairs.
 
-    ``bucket`` bounds the hashed n-gram table (DESIGN.md 7: 200k buckets give the accuracy of the
+    ``bucket`` bounds the hashed n-gram table (200k buckets give the accuracy of the
     2M default at an eighth of the size).
 
     Defaults were chosen on the 11.5k-document sample (GEM K=24 teacher, all training rows, scored

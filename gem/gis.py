@@ -1,6 +1,6 @@
 """Geometric Influence Score (GIS), topic figures, representatives, keywords and hierarchy.
 
-For document i hard-assigned to cluster k (DESIGN.md section 4):
+For document i hard-assigned to cluster k:
 
     GIS_k(x_i) = log gamma_ik + kappa_k mu_k^T x_i + beta * log rho_k(x_i)
 

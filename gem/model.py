@@ -1,6 +1,6 @@
 """GEM: a balanced mixture of von Mises-Fisher distributions on the unit hypersphere.
 
-Objective (DESIGN.md section 3), maximised; intensive (sample weights normalised to sum 1)::
+Objective, maximised; intensive (sample weights normalised to sum 1)::
 
     F(Theta, Gamma) = sum_i w_i sum_k gamma_ik l_ik + sum_i w_i H(gamma_i) - R(pi)
     l_ik = log alpha_k + log C_d(kappa_k) + kappa_k mu_k . x_i,     pi_k = sum_i w_i gamma_ik
@@ -834,7 +834,7 @@ def auto_balance(L: np.ndarray, u: np.ndarray, quantile: float = AUTO_QUANTILE,
 # --------------------------------------------------------------------------- the estimator
 class GEM(ClusterMixin, BaseEstimator):
     """Geometric Entropy Mixing: a vMF mixture on the unit sphere with a frozen uniform prior and a
-    mixing-balance regulariser on the empirical cluster mass (DESIGN.md section 3).
+    mixing-balance regulariser on the empirical cluster mass (the objective in the module docstring).
 
     Parameters
     ----------
