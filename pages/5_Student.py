@@ -23,7 +23,7 @@ try:
 except ValueError as exc:
     st.error(common.plain(f"The fit could not be made: {exc}"))
     st.stop()
-st.caption(common.fit_caption(run) + " The student learns this fit's topics (settings in the sidebar).")
+common.show_fit(run, "The student learns this fit's topics (settings in the sidebar).")
 model_path = ws.root / "students" / f"{run.name}.bin"
 
 with st.form("train"):
