@@ -57,6 +57,7 @@ def test_app_fits_baselines_on_the_cpu_when_the_server_has_a_gpu(synthetic_works
     # $GEM_DEVICE moves GEM fits to the GPU; the k-means baselines have no GPU path and stay on the CPU
     import torch
 
+    import gem.refit
     import gem.runs
     from gem.runs import FitSettings
     from pages import common
@@ -70,7 +71,7 @@ def test_app_fits_baselines_on_the_cpu_when_the_server_has_a_gpu(synthetic_works
         devices.append((settings.method, device))
         return real_fit_run(ws, name, settings, warm_from, device="cpu")  # no GPU here to run on
 
-    monkeypatch.setattr(gem.runs, "fit_run", fit_on)
+    monkeypatch.setattr(gem.refit, "fit_run", fit_on)  # the fit policy (app and CLI) calls gem.runs.fit_run
     for method in ("kmeans", "spherical-kmeans", "gem"):
         common.ensure_run(FitSettings(method=method, k=4), synthetic_workspace, sync=False)
     assert devices == [("kmeans", "cpu"), ("spherical-kmeans", "cpu"), ("gem", "cuda")]
