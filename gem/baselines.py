@@ -13,7 +13,8 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .model import GEM, _pick_dtype, _unit_rows, _weights, spherical_kmeans_init, torch_threads, validate_X
+from .model import (GEM, _not_fitted, _pick_dtype, _unit_rows, _weights, spherical_kmeans_init, torch_threads,
+                    validate_X)
 
 __all__ = ["EuclideanKMeans", "SphericalKMeans", "make_estimator", "METHODS", "uses_raw_vectors"]
 
@@ -50,7 +51,46 @@ def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
 
 class EuclideanKMeans(ClusterMixin, BaseEstimator):
     """scikit-learn KMeans (Lloyd, greedy k-means++) on raw vectors, or on unit rows with
-    ``normalize=True``. ``mean_directions_`` are the normalised centroids."""
+    ``normalize=True``. ``mean_directions_`` are the normalised centroids.
+
+    Parameters
+    ----------
+    n_clusters : int
+    normalize : bool, default False
+        run on L2-normalised rows (all-zero rows refused) instead of the vectors as given.
+    n_init, max_iter, tol, random_state : passed to ``sklearn.cluster.KMeans``
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray (K, d), float64
+        centroids, in the space k-means ran in (unit rows with ``normalize=True``).
+    mean_directions_ : ndarray (K, d), float64
+        centroids scaled to unit length (a zero centroid stays zero).
+    labels_ : ndarray (N,), int64
+        cluster of each training row.
+    weights_ : ndarray (K,), float64
+        (sample-weighted) share of the training rows in each cluster; sums to 1.
+    inertia_ : float
+        (weighted) sum of squared distances of the rows to their centroid.
+    n_iter_ : int
+        Lloyd iterations of the kept run.
+    n_features_in_ : int
+        d, the number of features seen in ``fit``.
+    fit_time_ : float
+        seconds the fit took (not kept by :meth:`from_state`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.metrics import adjusted_rand_score
+    >>> from gem.baselines import EuclideanKMeans
+    >>> rng = np.random.default_rng(0)
+    >>> truth = np.repeat([0, 1, 2], 20)
+    >>> X = np.eye(3, 5)[truth] + 0.2 * rng.normal(size=(60, 5))  # three planted directions
+    >>> model = EuclideanKMeans(n_clusters=3).fit(X)
+    >>> adjusted_rand_score(truth, model.labels_), model.weights_.round(2)
+    (1.0, array([0.33, 0.33, 0.33]))
+    """
 
     def __init__(self, n_clusters=24, normalize=False, n_init=1, max_iter=300, tol=1e-4, random_state=0):
         self.n_clusters = n_clusters
@@ -60,8 +100,8 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
         self.tol = tol
         self.random_state = random_state
 
-    def _prep(self, X):
-        X = validate_X(X)
+    def _prep(self, X, n_features=None):
+        X = validate_X(X, n_features=n_features, estimator=self)
         if self.normalize:
             return _unit_rows(X, np.float32 if X.dtype == np.float32 else np.float64)
         return X
@@ -88,9 +128,9 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
 
     def predict(self, X):
         if not hasattr(self, "cluster_centers_"):
-            raise ValueError("this estimator is not fitted yet: call fit(X) first")
-        X = self._prep(X)
+            raise _not_fitted(self)
         C = self.cluster_centers_
+        X = self._prep(X, C.shape[1])
         # argmin ||x - c||^2 = argmax (x.c - ||c||^2 / 2)
         return np.argmax(X @ C.T - 0.5 * np.sum(C * C, axis=1), axis=1).astype(np.int64)
 
@@ -99,6 +139,8 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
         return _one_hot(self.predict(X), self.cluster_centers_.shape[0])
 
     def to_state(self):
+        if not hasattr(self, "cluster_centers_"):
+            raise _not_fitted(self)
         meta = {"class": "EuclideanKMeans", "params": _json_params(self), "inertia_": self.inertia_,
                 "n_iter_": self.n_iter_, "n_features_in_": self.n_features_in_}
         arrays = {"cluster_centers": self.cluster_centers_, "weights": self.weights_, "labels": self.labels_}
@@ -118,7 +160,45 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
 class SphericalKMeans(ClusterMixin, BaseEstimator):
     """k-means with cosine similarity on unit rows: greedy k-means++ seeding, then Lloyd steps
     (assign to the most similar mean direction, mean direction = normalised resultant) until the
-    labels stop changing or ``max_iter``."""
+    labels stop changing or ``max_iter``. Rows are L2-normalised (all-zero rows refused).
+
+    Parameters
+    ----------
+    n_clusters : int
+    init : "k-means++", "random" or an array (K, d) of mean directions (an array is used as
+        given: no Lloyd steps)
+    max_iter : int, the most Lloyd steps
+    random_state : int, Generator or None
+
+    Attributes
+    ----------
+    mean_directions_ : ndarray (K, d), float64
+        unit mean direction of each cluster.
+    concentrations_ : ndarray (K,), float64
+        vMF concentration of each cluster, from the mean cosine of its rows to its direction.
+    labels_ : ndarray (N,), int64
+        cluster of each training row (the most similar mean direction).
+    weights_ : ndarray (K,), float64
+        (sample-weighted) share of the training rows in each cluster; sums to 1.
+    n_iter_ : int
+        Lloyd steps taken.
+    n_features_in_ : int
+        d, the number of features seen in ``fit``.
+    fit_time_ : float
+        seconds the fit took (not kept by :meth:`from_state`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.metrics import adjusted_rand_score
+    >>> from gem.baselines import SphericalKMeans
+    >>> rng = np.random.default_rng(0)
+    >>> truth = np.repeat([0, 1, 2], 20)
+    >>> X = np.eye(3, 5)[truth] + 0.2 * rng.normal(size=(60, 5))  # three planted directions
+    >>> model = SphericalKMeans(n_clusters=3).fit(X)
+    >>> adjusted_rand_score(truth, model.labels_), model.weights_.round(2)
+    (1.0, array([0.33, 0.33, 0.33]))
+    """
 
     def __init__(self, n_clusters=24, init="k-means++", max_iter=100, random_state=0):
         self.n_clusters = n_clusters
@@ -136,26 +216,32 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         w = _weights(sample_weight, Xu.shape[0])
         rng = np.random.default_rng(self.random_state)
         with torch_threads(X.shape[0] * X.shape[1] * k):
-            mu, kappa, labels = spherical_kmeans_init(Xu, k, w, rng, self.init, n_lloyd=int(self.max_iter))
+            mu, kappa, labels, n_iter = spherical_kmeans_init(Xu, k, w, rng, self.init, n_lloyd=int(self.max_iter),
+                                                              return_n_iter=True)
         self.mean_directions_ = mu
         self.concentrations_ = kappa
         self.labels_ = labels.astype(np.int64)
         self.weights_ = _shares(self.labels_, k, sample_weight)
+        self.n_iter_ = int(n_iter)
         self.n_features_in_ = X.shape[1]
         self.fit_time_ = time.perf_counter() - t0
         return self
 
     def predict(self, X):
         if not hasattr(self, "mean_directions_"):
-            raise ValueError("this estimator is not fitted yet: call fit(X) first")
-        X = validate_X(X)
+            raise _not_fitted(self)
+        X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
         return np.argmax(_unit_rows(X, np.float64) @ self.mean_directions_.T, axis=1).astype(np.int64)
 
     def predict_proba(self, X):
         return _one_hot(self.predict(X), self.mean_directions_.shape[0])
 
     def to_state(self):
+        if not hasattr(self, "mean_directions_"):
+            raise _not_fitted(self)
         meta = {"class": "SphericalKMeans", "params": _json_params(self), "n_features_in_": self.n_features_in_}
+        if hasattr(self, "n_iter_"):
+            meta["n_iter_"] = self.n_iter_
         arrays = {"mean_directions": self.mean_directions_, "concentrations": self.concentrations_,
                   "weights": self.weights_, "labels": self.labels_}
         return meta, arrays
@@ -168,6 +254,8 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         m.weights_ = np.asarray(arrays["weights"], dtype=np.float64)
         m.labels_ = np.asarray(arrays["labels"], dtype=np.int64)
         m.n_features_in_ = meta["n_features_in_"]
+        if "n_iter_" in meta:  # states saved before n_iter_ was recorded lack it
+            m.n_iter_ = int(meta["n_iter_"])
         return m
 
 

@@ -73,25 +73,65 @@ _STEP_GROWTH = 4.0  # SQUAREM: the step cap grows by this factor when reached, s
 
 
 # --------------------------------------------------------------------------- data helpers
-def validate_X(X, name: str = "X", min_rows: int = 1) -> np.ndarray:
-    """Check an embedding matrix: 2-D, finite, no all-zero row. Returns a float array view."""
+class InputTypeError(TypeError, ValueError):
+    """X holds entries that are not numbers (a dict in an object array, ...). A TypeError, as numpy
+    and scikit-learn raise for these, that ``except ValueError`` also catches, like every other
+    bad-input error of :func:`validate_X`."""
+
+
+def validate_X(X, name: str = "X", min_rows: int = 1, n_features: int | None = None, estimator=None) -> np.ndarray:
+    """Check an embedding matrix: dense, 2-D, real numbers, at least ``min_rows`` rows and 2 columns
+    (exactly ``n_features`` when given: the fitted ``estimator``'s, for predict), finite. Returns a
+    numeric array (a view of float and integer input; an object array of numbers is converted to
+    float64). All-zero rows are refused where rows are normalised."""
+    if _is_sparse(X):
+        raise ValueError(f"{name}: sparse input is not supported; pass a dense array (X.toarray())")
     try:
         X = np.asarray(X)
     except Exception as exc:  # ragged lists etc.
         raise ValueError(f"{name}: could not read as a 2-D numeric array ({exc})") from exc
-    if X.dtype == object or not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name}: Complex data not supported (dtype {X.dtype}); pass real vectors")
+    if X.dtype == object:  # e.g. a pandas object column of numbers
+        try:
+            X = X.astype(np.float64)
+        except TypeError as exc:
+            raise InputTypeError(f"{name}: could not read as numbers ({exc})") from exc
+        except ValueError as exc:
+            raise ValueError(f"{name}: could not read as numbers ({exc})") from exc
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
         raise ValueError(f"{name}: expected a numeric array, got dtype {X.dtype}")
     if X.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}")
+        hint = (" Reshape your data: X.reshape(1, -1) for a single sample" if X.ndim == 1 else "")
+        raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}.{hint}")
+    if n_features is not None and X.shape[1] != n_features:  # scikit-learn's wording
+        raise ValueError(f"{name} has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+                         f"{n_features} features as input (the number it was fitted on)")
     if X.shape[0] < min_rows:
-        raise ValueError(f"{name}: needs at least {min_rows} rows, got {X.shape[0]}")
+        raise ValueError(f"{name}: {X.shape[0]} sample(s) (shape={X.shape}) while a minimum of {min_rows} is required")
     if X.shape[1] < 2:
-        raise ValueError(f"{name}: needs at least 2 features (a sphere S^(d-1) with d >= 2), got {X.shape[1]}")
+        raise ValueError(f"{name}: {X.shape[1]} feature(s) (shape={X.shape}) while a minimum of 2 is required "
+                         "(a direction on the sphere S^(d-1) needs d >= 2)")
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(f"{name}: {bad.size} rows contain NaN or inf (first: row {bad[0]}); drop or re-embed them")
     return X
+
+
+def _is_sparse(X) -> bool:
+    try:
+        from scipy import sparse
+    except ImportError:  # scipy missing: nothing can be a scipy sparse matrix
+        return False
+    return sparse.issparse(X)
+
+
+def _not_fitted(est):
+    """The error for predict/score/to_state before fit (a ValueError and an AttributeError)."""
+    from sklearn.exceptions import NotFittedError
+
+    return NotFittedError(f"this {type(est).__name__} is not fitted yet: call fit(X) first")
 
 
 def _unit_rows(X: np.ndarray, dtype) -> np.ndarray:
@@ -740,12 +780,13 @@ def greedy_kmeanspp(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Genera
 
 def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.Generator,
                           init="k-means++", n_lloyd: int = 10, max_seed_rows: int = 100_000, device: str = "cpu",
-                          Xt=None):
+                          Xt=None, return_n_iter: bool = False):
     """Seeding: greedy spherical k-means++ (scikit-learn's ``kmeans_plusplus``, which tries
     2 + log K candidates per step; on unit rows squared Euclidean distance = 2 - 2 cos), then up
     to ``n_lloyd`` spherical Lloyd steps, then kappa per cluster from its mean resultant length.
     Runs on ``device`` (a torch device name; ``Xt``: Xu already there, else it is copied).
-    Returns (mu (K, d) float64, kappa (K,), labels)."""
+    Returns (mu (K, d) float64, kappa (K,), labels), and with ``return_n_iter`` the number of Lloyd
+    steps taken as a fourth item (0 for an ``init`` array: no Lloyd steps from given directions)."""
     import torch
 
     n, d = Xu.shape
@@ -769,13 +810,13 @@ def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.
     uniform = bool(np.all(w == w[0]))
     wt = None if uniform else torch.from_numpy(w.astype(Xu.dtype)).to(device)
     labels = None
-    for _ in range(n_lloyd + 1):
+    for step in range(n_lloyd + 1):
         S = gemm.linear(Xt, torch.from_numpy(mu.astype(Xu.dtype)).to(device))
         best, new_labels = S.max(dim=1)
         if labels is not None and torch.equal(new_labels, labels):
             break
         labels = new_labels
-        if _ == n_lloyd:
+        if step == n_lloyd:
             break
         # resultants: an index_add of the rows (uniform weights: scaled afterwards), or with
         # weights a (weighted one-hot)^T X product; neither builds an N x d temporary
@@ -802,6 +843,8 @@ def spherical_kmeans_init(Xu: np.ndarray, k: int, w: np.ndarray, rng: np.random.
     kappa = sphere.solve_kappa(np.clip(rbar, 0.0, 1.0), d)
     if (mass == 0).any():
         kappa[mass == 0] = np.median(kappa[mass > 0]) if (mass > 0).any() else 1.0
+    if return_n_iter:  # the loop leaves at the step that found no change, or at n_lloyd
+        return mu, kappa, labels, step
     return mu, kappa, labels
 
 # --------------------------------------------------------------------------- lambda "auto"
@@ -813,7 +856,7 @@ _AUTO_TOL = 1e-5  # ... and at least this tolerance
 
 def auto_balance(L: np.ndarray, u: np.ndarray, quantile: float = AUTO_QUANTILE,
                  deviation: float = AUTO_DEVIATION) -> float:
-    """lambda from fitted logits (DESIGN 3, "Choosing lambda"): lambda ~ kappa x margin / deviation.
+    """lambda from fitted logits: lambda ~ kappa x margin / deviation.
 
     The balance shift of cluster k is -v_k = -lambda (pi_k - u_k); it moves a document once it
     exceeds the document's logit margin between its best and second-best cluster,
@@ -825,6 +868,8 @@ def auto_balance(L: np.ndarray, u: np.ndarray, quantile: float = AUTO_QUANTILE,
     ambiguous regions without forcing the exact equal sizes that split genuinely big topics
     (lambda = 5000, K = 24, the paper's setting, moves documents with margins up to ~100).
     """
+    if L.shape[1] < 2:  # one cluster holds all the mass whatever lambda is: nothing to balance
+        return 0.0
     top2 = np.partition(L, -2, axis=1)[:, -2:]
     margins = np.abs(top2[:, 1] - top2[:, 0])
     m = float(np.quantile(margins, quantile))
@@ -865,8 +910,8 @@ class GEM(ClusterMixin, BaseEstimator):
     accelerate : bool, default True
         SQUAREM extrapolation of the MM iterates with a monotone safeguard (an extrapolated step is
         taken only when F does not drop), and E-steps that may stop at a duality gap of 0.1 tol |F|
-        mid-run (the last one is exact). False: the plain MM with exact E-steps (the solver before
-        issue 13; same stopping rule), kept for comparison.
+        mid-run (the last one is exact). False: the plain MM with exact E-steps and the same
+        stopping rule: slower, a reference for the accelerated solver.
     device : "cpu" (default), "cuda" / "cuda:N", or "auto" (CUDA when ``torch.cuda.is_available()``)
         where the N x d and N x K work runs; K-sized quantities stay float64 on the host. Results
         agree with the CPU's to float round-off. Inference (predict, score) uses CUDA only when it
@@ -876,6 +921,75 @@ class GEM(ClusterMixin, BaseEstimator):
     average per document of log-density-scale terms (|F| ~ 100-1000 for 384-d embeddings), so the
     default 1e-6 means a gain below ~1e-3 nats per document; ``labels_changed_`` reports how many
     documents changed cluster in the last iteration (10-20 per 10,000 on real embeddings at the default).
+
+    ``fit`` L2-normalises the rows of X (N, d) (d >= 2; all-zero rows have no direction and are
+    refused); ``sample_weight`` (N,) makes each row's share of the mass proportional to its weight.
+
+    Attributes
+    ----------
+    mean_directions_ : ndarray (K, d), float64
+        unit mean direction mu_k of each cluster.
+    concentrations_ : ndarray (K,), float64
+        vMF concentration kappa_k, in (0, kappa_max]; equal for ``concentration="tied"``.
+    log_prior_ : ndarray (K,), float64
+        log alpha_k: -log K for ``prior="uniform"``, the learned log mixing weights for "learned".
+    potentials_ : ndarray (K,), float64
+        the balance potentials v_k (dual variables of the regulariser): responsibilities are
+        softmax(l - v) and ``predict`` takes argmax(l - v). Zeros when lambda = 0.
+    weights_ : ndarray (K,), float64
+        pi_k, the (sample-weighted) soft share of the training mass in each cluster; sums to 1.
+    labels_ : ndarray (N,), int64
+        cluster of each training row (argmax of its responsibilities).
+    objective_ : float
+        F at the returned parameters (exact E-step), kappa prior included; higher is better.
+    objective_history_ : list of float
+        F after the first E-step and after each iteration's E-step (plain or extrapolated); never
+        decreases.
+    objective_trace_ : list of (str, float)
+        ("E" | "M" | "X", F) after every half-step: E-step, M-step, accepted extrapolation.
+    n_iter_ : int
+        M-steps of the final fit (for ``balance="auto"``, the fit at the chosen lambda).
+    n_iter_auto_ : int
+        M-steps of the lambda = 0 fits that ``balance="auto"`` reads lambda from, summed over the
+        restarts; 0 when lambda is given, for ``prior="learned"`` and for a warm start.
+    converged_ : bool
+        True when the fit stopped on ``tol``, False when it ran ``max_iter`` M-steps.
+    labels_changed_ : int
+        training rows whose cluster changed in the last MM iteration.
+    solver_stats_ : dict
+        solver work: ``newton_steps`` (E-step Newton steps), ``softmax_passes`` (passes over the
+        N x K responsibilities), ``extrapolated`` / ``rejected`` (SQUAREM steps taken / refused
+        because F would have dropped).
+    balance_ : float
+        the lambda used (the chosen one for ``balance="auto"``; 0 for ``prior="learned"`` and K = 1).
+    target_ : ndarray (K,), float64
+        the target shares u balanced towards (``target`` normalised to sum 1; uniform by default).
+    n_features_in_ : int
+        d, the number of features seen in ``fit``.
+    fit_time_ : float
+        seconds the fit took.
+
+    A model rebuilt by :meth:`from_state` has all of these except ``fit_time_``, ``n_iter_auto_``,
+    ``labels_changed_`` and ``solver_stats_`` (and an empty ``objective_trace_``).
+
+    Examples
+    --------
+    Three planted directions in R^5, 20 points around each, on the unit sphere:
+
+    >>> import numpy as np
+    >>> from sklearn.metrics import adjusted_rand_score
+    >>> from gem.model import GEM
+    >>> rng = np.random.default_rng(0)
+    >>> truth = np.repeat([0, 1, 2], 20)
+    >>> X = np.eye(3, 5)[truth] + 0.2 * rng.normal(size=(60, 5))
+    >>> X /= np.linalg.norm(X, axis=1, keepdims=True)
+    >>> model = GEM(n_clusters=3, random_state=0).fit(X)
+    >>> adjusted_rand_score(truth, model.labels_)
+    1.0
+    >>> model.mean_directions_.shape, model.weights_.round(2)
+    ((3, 5), array([0.33, 0.33, 0.33]))
+    >>> bool((model.predict(X) == model.labels_).all())
+    True
     """
 
     def __init__(self, n_clusters=24, balance="auto", regularizer="quadratic", prior="uniform",
@@ -1036,13 +1150,11 @@ class GEM(ClusterMixin, BaseEstimator):
     # ---------------------------------------------------------------- inference
     def _check_fitted(self):
         if not hasattr(self, "mean_directions_"):
-            raise ValueError("this GEM is not fitted yet: call fit(X) first")
+            raise _not_fitted(self)
 
     def _logits_np(self, X, sample_weight=None, kappa_prior: float = 0.0):
         self._check_fitted()
-        X = validate_X(X)
-        if X.shape[1] != self.mean_directions_.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.mean_directions_.shape[1]}")
+        X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
         k = self.mean_directions_.shape[0]
         Xu = _unit_rows(X, _pick_dtype(self.precision, X.shape[0] * X.shape[1] * k))
         device = resolve_device(getattr(self, "device", "cpu"), strict=False)
