@@ -111,14 +111,14 @@ def cosine_histogram(cosines: np.ndarray, dim: int, bins: int = 80, title: str |
 
 
 # ---------------------------------------------------------------------------- cluster maps
-def _hover(ids, texts, labels, extra) -> tuple[np.ndarray, str]:
+def _hover(ids, texts, labels, extra, what: str = "cluster") -> tuple[np.ndarray, str]:
     """customdata columns and the hover template that shows them.
 
     Column 0 is the raw id (what selections report; never displayed), column 1 the escaped id,
-    2 the cluster, 3 an escaped text snippet, then escaped ``extra`` columns."""
+    2 the cluster (or topic: ``what``), 3 an escaped text snippet, then escaped ``extra`` columns."""
     ids = np.asarray(ids).astype(str)
     cols = [ids, np.array([safe_text(i, 80) for i in ids], dtype=object), np.asarray(labels).astype(str)]
-    template = "<b>%{customdata[1]}</b> · cluster %{customdata[2]}"
+    template = f"<b>%{{customdata[1]}}</b> · {what} %{{customdata[2]}}"
     if texts is not None:
         cols.append(np.array([safe_text(t) for t in texts], dtype=object))
         template += f"<br>%{{customdata[{len(cols) - 1}]}}"
@@ -129,28 +129,35 @@ def _hover(ids, texts, labels, extra) -> tuple[np.ndarray, str]:
 
 
 def cluster_map(coords: np.ndarray, labels: np.ndarray, ids, texts=None, extra: dict | None = None,
-                title: str = "", webgl: bool | None = None, marker_size: float | None = None) -> go.Figure:
+                title: str = "", webgl: bool | None = None, marker_size: float | None = None,
+                names: dict | None = None) -> go.Figure:
     """2-D scatter of documents coloured by cluster, one trace per cluster (sorted by id).
 
     ``customdata[:, 0]`` is the raw document id (what selections report; never displayed);
     hover shows the escaped id, the cluster, an escaped text snippet and escaped ``extra`` columns
-    (e.g. source, category).
+    (e.g. source, category). ``names``: cluster -> the label shown in the legend and hover (the
+    taxonomy's topic ids, "T004"); each trace's ``meta`` is its cluster index either way.
     """
     coords, labels = _points(coords, labels, ids, 2, "coords")
-    custom, template = _hover(ids, texts, labels, extra)
+    shown = labels if not names else np.array([safe_text(names.get(int(k), k), 40) for k in labels], dtype=object)
+    custom, template = _hover(ids, texts, shown, extra, "topic" if names else "cluster")
     use_gl = len(coords) > SVG_MAX_POINTS if webgl is None else webgl
     Trace = go.Scattergl if use_gl else go.Scatter
     size = marker_size or (4 if len(coords) > 5000 else 6)
     fig = go.Figure()
     for k in np.unique(labels):
         m = labels == k
-        fig.add_trace(Trace(x=coords[m, 0], y=coords[m, 1], mode="markers", name=str(k),
+        fig.add_trace(Trace(x=coords[m, 0], y=coords[m, 1], mode="markers", meta=int(k),
+                            name=safe_text(names.get(int(k), k), 40) if names else str(k),
                             marker=dict(size=size, color=cluster_color(k), opacity=0.8),
                             customdata=custom[m], hovertemplate=template))
     # the view frames the bulk of the points, so a few far outliers do not squeeze the map into its
     # middle; they stay in the figure (autoscale / a second double-click shows them). No locked aspect
     # ratio: UMAP's axes carry no units, and a locked one would widen the range back to the outliers
-    fig.update_layout(title=title, legend_title_text="cluster", dragmode="select",
+    # one legend row per cluster in a small font, so K = 24-36 entries fit beside the map (plotly
+    # scrolls a longer legend)
+    fig.update_layout(title=title, legend=dict(title_text="topic" if names else "cluster", font=dict(size=10),
+                                               tracegroupgap=0, itemsizing="constant"), dragmode="select",
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       xaxis=dict(showticklabels=False, title=None, zeroline=False, range=robust_range(coords[:, 0])),
                       yaxis=dict(showticklabels=False, title=None, zeroline=False, range=robust_range(coords[:, 1])))
@@ -373,7 +380,8 @@ def agreement_by_confidence_chart(bins, overall: float | None = None, title: str
 
 # ---------------------------------------------------------------------------- collapse views (issue 14)
 def highlight_map(coords: np.ndarray, labels: np.ndarray, ids, highlight, texts=None, extra: dict | None = None,
-                  title: str = "", highlight_name: str = "injected", colors: dict | None = None) -> go.Figure:
+                  title: str = "", highlight_name: str = "injected", colors: dict | None = None,
+                  names: dict | None = None) -> go.Figure:
     """``cluster_map`` with a set of documents (``highlight``: a boolean mask) drawn on top as
     black open rings (one extra trace named ``highlight_name``, its customdata the same columns), so
     where an injected set went is visible on any cluster colouring. ``colors``: cluster -> colour
@@ -382,11 +390,12 @@ def highlight_map(coords: np.ndarray, labels: np.ndarray, ids, highlight, texts=
     coords, labels = _points(coords, labels, ids, 2, "coords")
     if highlight.shape != labels.shape:
         raise ValueError(f"highlight mask ({highlight.shape}) and labels ({labels.shape}) differ in length")
-    fig = cluster_map(coords, labels, ids, texts=texts, extra=extra, title=title)
+    fig = cluster_map(coords, labels, ids, texts=texts, extra=extra, title=title, names=names)
     if colors:
         recolor(fig, colors)
     if highlight.any():
-        custom, template = _hover(ids, texts, labels, extra)
+        shown = labels if not names else np.array([safe_text(names.get(int(k), k), 40) for k in labels], dtype=object)
+        custom, template = _hover(ids, texts, shown, extra, "topic" if names else "cluster")
         Trace = go.Scattergl if len(coords) > SVG_MAX_POINTS else go.Scatter
         fig.add_trace(Trace(x=coords[highlight, 0], y=coords[highlight, 1], mode="markers",
                             name=safe_text(highlight_name, 40),
@@ -396,13 +405,15 @@ def highlight_map(coords: np.ndarray, labels: np.ndarray, ids, highlight, texts=
 
 
 def recolor(fig: go.Figure, colors: dict) -> go.Figure:
-    """Recolour a cluster map's per-cluster traces (named by cluster id) with ``colors``
-    ({cluster: colour}); other traces are left alone. Returns the figure."""
+    """Recolour a cluster map's per-cluster traces (``meta`` = cluster index, or named by it) with
+    ``colors`` ({cluster: colour}); other traces are left alone. Returns the figure."""
     for trace in fig.data:
-        try:
-            k = int(trace.name)
-        except (TypeError, ValueError):
-            continue
+        k = trace.meta if isinstance(trace.meta, int) else None
+        if k is None:
+            try:
+                k = int(trace.name)
+            except (TypeError, ValueError):
+                continue
         if k in colors:
             trace.marker.color = colors[k]
     return fig

@@ -43,7 +43,7 @@ with st.spinner("Computing the 2-D UMAP layout (once per corpus and representati
     layout = _layout(str(ws.root), rep, "2d", emb_mtime)
 try:
     with st.spinner("Fitting GEM…"):
-        gem_run = common.current_fit(ws, sync=False)  # no topic names here: the match waits for a page that shows them
+        gem_run = common.current_fit(ws)  # matched to the taxonomy: the map names clusters by topic id
     with st.spinner(f"Fitting the baseline ({baseline_name})…"):
         base_run = common.baseline_fit(method, ws)
 except ValueError as exc:
@@ -51,6 +51,8 @@ except ValueError as exc:
     st.stop()
 k = gem_run.n_clusters
 common.show_fit(gem_run)
+gem_topics = common.run_topics(gem_run.name, ws)
+gem_names = None if gem_topics is None else {int(c): str(t) for c, t in zip(gem_topics["cluster"], gem_topics["id"])}
 # a fit without excluded documents labels them -1: this page shows the documents both fits hold
 present = (gem_run.labels >= 0) & (base_run.labels >= 0)
 if not present.all():
@@ -116,15 +118,15 @@ def _injection_metrics(labels, mask, n_clusters, prefix: str):
     return rep_
 
 
-def _panel(col, title: str, run, key: str, colors=None):
+def _panel(col, title: str, run, key: str, colors=None, names=None):
     with col:
         st.subheader(title)
         if marked_all is not None or found_all is not None:
             mask, what = (marked_all, "marked set") if marked_all is not None else (found_all, "search results")
             fig = highlight_map(layout_coords, run.labels[rows], layout_ids, mask[rows], texts=texts, extra=extra,
-                                highlight_name=what, colors=colors)
+                                highlight_name=what, colors=colors, names=names)
         else:
-            fig = cluster_map(layout_coords, run.labels[rows], layout_ids, texts=texts, extra=extra)
+            fig = cluster_map(layout_coords, run.labels[rows], layout_ids, texts=texts, extra=extra, names=names)
             if colors:
                 recolor(fig, colors)
         # the chart's key changes with the workspace and the run (a new fit, another workspace): a new
@@ -153,7 +155,7 @@ def _panel(col, title: str, run, key: str, colors=None):
 
 size_ymax = 1.1 * max(np.bincount(r.labels, minlength=r.n_clusters).max() / len(r.labels) for r in (gem_run, base_run))
 left, right = st.columns(2)
-ev_gem = _panel(left, "GEM", gem_run, "map_gem")
+ev_gem = _panel(left, "GEM", gem_run, "map_gem", names=gem_names)
 ev_base = _panel(right, f"Baseline: {baseline_name}", base_run, "map_base", base_colors)
 
 # ---------------------------------------------------------------------------- selection

@@ -400,7 +400,7 @@ def test_clusters_baseline_colours_follow_gem(app_test, synthetic_workspace):
     runs = {n: pd.read_parquet(synthetic_workspace.run_dir(n) / "assignments.parquet")["cluster"].to_numpy()
             for n in ("gem-k6-auto-s0", "kmeans-k6-s0")}
     colours = {t["name"]: t["marker"]["color"] for t in _chart(at, "map_base")["data"]}
-    gem_colours = {t["name"]: t["marker"]["color"] for t in _chart(at, "map_gem")["data"]}
+    gem_colours = {str(t["meta"]): t["marker"]["color"] for t in _chart(at, "map_gem")["data"]}  # meta: cluster
     # the baseline cluster sharing most documents with a GEM cluster wears that GEM cluster's colour
     g, b = runs["gem-k6-auto-s0"], runs["kmeans-k6-s0"]
     C = np.bincount(b * 6 + g, minlength=36).reshape(6, 6)
@@ -410,6 +410,7 @@ def test_clusters_baseline_colours_follow_gem(app_test, synthetic_workspace):
     from gem.plots import cluster_color
 
     assert all(t["marker"]["color"] == cluster_color(int(t["name"])) for t in _chart(at, "map_base")["data"])
+
     # crosstab heatmap: GEM rows x baseline columns, counts sum to the corpus
     heat = _chart(at, "cl_crosstab")["data"][0]
     cd = heat["customdata"]
@@ -418,6 +419,19 @@ def test_clusters_baseline_colours_follow_gem(app_test, synthetic_workspace):
 
         cd = np.frombuffer(base64.b64decode(cd["bdata"]), dtype=cd["dtype"])
     assert np.sum(np.asarray(cd, dtype=float)) == 240
+
+
+def test_clusters_gem_map_names_clusters_by_topic_id(app_test, synthetic_workspace):
+    """The GEM map's legend and hover speak the taxonomy's topic ids (T001...), as every other page;
+    the baseline's clusters are not topics and keep their numbers."""
+    from gem.taxonomy import Taxonomy
+
+    at = _clusters(app_test, synthetic_workspace)
+    mapping = Taxonomy(synthetic_workspace.taxonomy_db).run_mapping("gem-k6-auto-s0")
+    traces = _chart(at, "map_gem")["data"]
+    assert len(mapping) == 6 and {t["meta"]: t["name"] for t in traces} == mapping
+    assert all(t["hovertemplate"].startswith("<b>%{customdata[1]}</b> · topic ") for t in traces)
+    assert all(t["name"] == str(t["meta"]) for t in _chart(at, "map_base")["data"])
 
 
 def test_clusters_lambda_sweep_and_use_a_point(app_test, synthetic_workspace):

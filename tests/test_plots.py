@@ -70,6 +70,22 @@ def test_cluster_map_one_trace_per_cluster_with_ids_in_customdata():
     assert fig.layout.dragmode == "select"
 
 
+def test_cluster_map_names_clusters_by_topic_id_and_recolours_by_cluster():
+    coords, labels, ids = _blobs()
+    ks = [int(k) for k in np.unique(labels)]
+    names = {k: f"T{k + 1:03d}" for k in ks}
+    names[ks[0]] = "<b>T1</b>"  # a label is untrusted text: escaped in the legend and hover
+    fig = plots.cluster_map(coords, labels, ids, names=names)
+    assert [t.meta for t in fig.data] == ks
+    assert fig.data[0].name == "&lt;b&gt;T1&lt;/b&gt;" and fig.data[1].name == names[ks[1]]
+    assert set(np.asarray(fig.data[1].customdata)[:, 2]) == {names[ks[1]]}
+    assert "· topic %{customdata[2]}" in fig.data[0].hovertemplate and fig.layout.legend.title.text == "topic"
+    plots.recolor(fig, {ks[1]: "#123456"})  # by the trace's cluster (meta), not its shown name
+    assert fig.data[1].marker.color == "#123456"
+    ringed = plots.highlight_map(coords, labels, ids, labels == ks[0], names=names)
+    assert ringed.data[-1].meta is None and ringed.data[1].name == names[ks[1]]
+
+
 def test_cluster_map_switches_to_webgl_for_large_maps():
     coords, labels, ids = _blobs(n=plots.SVG_MAX_POINTS + 1)
     assert all(isinstance(t, go.Scattergl) for t in plots.cluster_map(coords, labels, ids).data)

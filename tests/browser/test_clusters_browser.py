@@ -101,7 +101,7 @@ def test_hostile_text_is_shown_as_text_and_executes_nothing(streamlit_app, synth
 
 
 # ---------------------------------------------------------------------------- collapse views (issue 14)
-TRACES_JS = """(gd) => gd._fullData.map(t => ({name: t.name, n: t.customdata ? t.customdata.length : 0,
+TRACES_JS = """(gd) => gd._fullData.map(t => ({name: t.name, meta: t.meta, n: t.customdata ? t.customdata.length : 0,
                                            color: t.marker ? t.marker.color : null}))"""
 
 
@@ -157,7 +157,7 @@ def test_baseline_colours_match_gem(streamlit_app, synthetic_workspace, browser_
     page = browser_page
     gem_map = _open_clusters(page, streamlit_app(synthetic_workspace))
     base_map = page.locator(".st-key-map_base .js-plotly-plot")
-    gem_colors = {t["name"]: t["color"] for t in gem_map.evaluate(TRACES_JS)}
+    gem_colors = {str(t["meta"]): t["color"] for t in gem_map.evaluate(TRACES_JS)}  # named by topic id
     base_colors = {t["name"]: t["color"] for t in base_map.evaluate(TRACES_JS)}
     runs = {n: pd.read_parquet(synthetic_workspace.run_dir(n) / "assignments.parquet")["cluster"].to_numpy()
             for n in ("gem-k24-auto-s0", "kmeans-k24-s0")}
