@@ -13,7 +13,8 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .model import (GEM, _not_fitted, _pick_dtype, _unit_rows, _weights, spherical_kmeans_init, torch_threads,
+from .arrays import unit_rows
+from .model import (GEM, _not_fitted, pick_dtype, sample_weights, spherical_kmeans_init, torch_threads,
                     validate_X)
 
 __all__ = ["EuclideanKMeans", "SphericalKMeans", "make_estimator", "METHODS", "uses_raw_vectors"]
@@ -27,7 +28,7 @@ def uses_raw_vectors(method: str) -> bool:
 
 
 def _shares(labels, k, sample_weight):
-    w = _weights(sample_weight, labels.shape[0])
+    w = sample_weights(sample_weight, labels.shape[0])
     return np.bincount(labels, weights=w, minlength=k)
 
 
@@ -103,7 +104,7 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
     def _prep(self, X, n_features=None):
         X = validate_X(X, n_features=n_features, estimator=self)
         if self.normalize:
-            return _unit_rows(X, np.float32 if X.dtype == np.float32 else np.float64)
+            return unit_rows(X, np.float32 if X.dtype == np.float32 else np.float64, copy=False)
         return X
 
     def fit(self, X, y=None, sample_weight=None):
@@ -211,9 +212,9 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         X = validate_X(X)
         k = self.n_clusters
         _check_k(k, X.shape[0])
-        dtype = _pick_dtype("auto", X.shape[0] * X.shape[1] * k)
-        Xu = _unit_rows(X, dtype)
-        w = _weights(sample_weight, Xu.shape[0])
+        dtype = pick_dtype("auto", X.shape[0] * X.shape[1] * k)
+        Xu = unit_rows(X, dtype, copy=False)
+        w = sample_weights(sample_weight, Xu.shape[0])
         rng = np.random.default_rng(self.random_state)
         with torch_threads(X.shape[0] * X.shape[1] * k):
             mu, kappa, labels, n_iter = spherical_kmeans_init(Xu, k, w, rng, self.init, n_lloyd=int(self.max_iter),
@@ -231,7 +232,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         if not hasattr(self, "mean_directions_"):
             raise _not_fitted(self)
         X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
-        return np.argmax(_unit_rows(X, np.float64) @ self.mean_directions_.T, axis=1).astype(np.int64)
+        return np.argmax(unit_rows(X, np.float64, copy=False) @ self.mean_directions_.T, axis=1).astype(np.int64)
 
     def predict_proba(self, X):
         return _one_hot(self.predict(X), self.mean_directions_.shape[0])

@@ -972,9 +972,9 @@ class _RejectsFile:
 
 
 def _umask() -> int:
-    from .store import _UMASK
+    from .store import UMASK
 
-    return _UMASK
+    return UMASK
 
 
 def _reject_line(r: _Reject) -> str:

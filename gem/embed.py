@@ -32,6 +32,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .arrays import unit_rows_and_norms
 from .devices import gpu_errors, is_cuda, resolve_device
 from .store import Workspace, ids_digest, load_npy, read_json, save_npy_atomic, write_json_atomic
 
@@ -71,15 +72,6 @@ def parse_representation(name: str) -> int | None:
     if not m:
         raise ValueError(f"unknown representation {name!r}: use 'final' or 'layer<N>' (e.g. 'layer{DEMO_LAYER}')")
     return None if m.group(2) is None else int(m.group(2))
-
-
-def normalize_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split rows into (unit float32, norms float32); norms computed in float64 for accuracy."""
-    X = np.asarray(X)
-    norms = np.sqrt(np.einsum("ij,ij->i", X.astype(np.float64, copy=False), X.astype(np.float64, copy=False)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        unit = (X / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
-    return unit, norms.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- fingerprints
@@ -439,8 +431,9 @@ class SentenceTransformerEmbedder:
                 self.n_encoded += len(idx)
                 if progress:
                     progress(done, n)
-        unit, norms = normalize_rows(out)
-        return unit, norms
+        # strict=False: a vector the model made zero or NaN is kept as it is (norm 0 or NaN), the
+        # fit refuses it later, naming the row
+        return unit_rows_and_norms(out, strict=False)
 
 
 # ---------------------------------------------------------------------------- cache
@@ -687,14 +680,7 @@ def load_precomputed(
         raise ValueError(f"{path}: vectors have dimension 0")
     if expected_rows is not None and X.shape[0] != expected_rows:
         raise ValueError(f"{path}: {X.shape[0]} rows but the corpus has {expected_rows}; rows must align with the corpus")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{path}: row {int(np.flatnonzero(bad)[0])} has NaN or inf ({int(bad.sum())} rows in all)")
-    unit, norms = normalize_rows(X)
-    zero = norms == 0
-    if zero.any():
-        raise ValueError(f"{path}: row {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} rows in all); cannot normalise")
-    return unit, norms
+    return unit_rows_and_norms(X, name=str(path))  # NaN, inf or all-zero rows: a ValueError naming the first
 
 
 def _read_parquet_vectors(path: Path, column: str | None, ids, id_column: str) -> np.ndarray:

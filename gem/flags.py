@@ -22,7 +22,7 @@ given, else the latest overall, and records the revert as a batch of its own (ac
 It refuses (ValueError, nothing changed) when a later batch changed the same field of one of its
 documents: undo that one first.
 
-Authors follow the taxonomy's rule (``Taxonomy._check_author``: required, stripped, at most 200
+Authors follow the taxonomy's rule (``gem.taxonomy.db.check_author``: required, stripped, at most 200
 characters). Reasons: ``REASONS``. Tags: 1-64 characters, no control characters, stored as typed
 (stripped); a document's tags are a set. Notes: at most 2,000 characters, no control characters but line breaks and tabs. Corpus text, ids,
 tags and notes are stored verbatim and never interpreted.
@@ -34,10 +34,11 @@ import json
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from gem.store import utc_now_ms
 
 REASONS = ("junk", "boilerplate", "duplicate", "off-topic", "unsafe", "other")
 MAX_TAG = 64
@@ -61,10 +62,6 @@ class FlagResult:
         if self.batch is None:
             return f"{self.action}: nothing to change ({self.requested} document(s) already so)"
         return f"{self.action}: {len(self.changed)} of {self.requested} document(s) changed (batch {self.batch})"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------------------- validation
@@ -100,9 +97,9 @@ def check_note(note) -> str:
 
 
 def check_author(author) -> str:
-    from gem.taxonomy import Taxonomy
+    from gem.taxonomy.db import check_author as taxonomy_rule
 
-    return Taxonomy._check_author(author)
+    return taxonomy_rule(author)
 
 
 def corpus_ids(ws) -> np.ndarray:
@@ -187,7 +184,7 @@ class DocFlags:
     def _edit(self, ids: Iterable, author: str, action: str, change) -> FlagResult:
         author = check_author(author)
         ids = check_ids(ids, corpus_ids(self.ws) if self._known is None else self._known)
-        at = _now()
+        at = utc_now_ms()
         batch = f"{at}-{uuid.uuid4().hex[:8]}"
         with self._taxonomy()._connect(write=True) as con:
             current = _rows(con, ids)
@@ -206,7 +203,7 @@ class DocFlags:
         anyone), recorded as an "undo" batch by ``author``. ValueError when there is nothing to
         undo, or a later batch changed the same document field (nothing is changed then)."""
         author = check_author(author)
-        at = _now()
+        at = utc_now_ms()
         batch = f"{at}-{uuid.uuid4().hex[:8]}"
         with self._taxonomy()._connect(write=True) as con:
             sql = "SELECT batch, action, author FROM doc_flag_batches WHERE undone_by IS NULL AND action != 'undo'"

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .arrays import as_matrix, unit_rows
+
 # Cosines to neighbours can be <= 0 in high dimension (a lone member of a sprawling cluster), where
 # log is undefined. Clipping to a small positive floor keeps GIS finite and caps the density penalty
 # at beta * log(1e-3) ~ -3.5 (beta = 0.5), so one degenerate neighbourhood cannot dominate the score.
@@ -29,26 +31,6 @@ GAMMA_FLOOR = 1e-300
 
 
 # ---------------------------------------------------------------------------- validation
-def _as_unit_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (documents x dimensions), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.floating):
-        X = X.astype(np.float32)
-    if not np.all(np.isfinite(X)):
-        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-        raise ValueError(f"{name} row {bad} has NaN or infinite values; re-embed or drop that document")
-    return X
-
-
-def _normalize(M: np.ndarray) -> np.ndarray:
-    M = np.asarray(M, dtype=np.float64)
-    norms = np.linalg.norm(M, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError(f"mean direction {int(np.flatnonzero(norms.ravel() == 0)[0])} is the zero vector")
-    return M / norms
-
-
 def _check_labels(labels, n: int, n_clusters: int | None = None) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n,):
@@ -81,7 +63,7 @@ def local_density(
     blocks of ``block_size`` query rows, so memory stays O(block_size x max_reference).
     A cluster with a single member has no neighbours: its rho is the floor (no evidence of density).
     """
-    X = _as_unit_rows(X)
+    X = as_matrix(X)
     n = X.shape[0]
     labels = _check_labels(labels, n)
     if n_neighbors < 1:
@@ -136,9 +118,9 @@ def document_gis(
     ``proba`` is the (n, K) soft assignment gamma; ``None`` means hard assignments (log gamma = 0).
     ``X`` rows are expected on the unit sphere (the embeddings the model was fitted on).
     """
-    X = _as_unit_rows(X)
+    X = as_matrix(X)
     n = X.shape[0]
-    M = _normalize(mean_directions)
+    M = unit_rows(mean_directions, name="mean_directions")
     K = M.shape[0]
     if M.shape[1] != X.shape[1]:
         raise ValueError(f"mean_directions have dimension {M.shape[1]} but X has {X.shape[1]}")
@@ -179,7 +161,7 @@ def banerjee_kappa(X: np.ndarray, labels: np.ndarray, n_clusters: int, kappa_max
     As in GEM's M-step (``GEM(kappa_prior=10)``), Rbar is shrunk towards the corpus mean resultant
     length R0 by ``prior_docs`` pseudo-documents, (||sum x|| + n0 R0) / (n_k + n0): a one-document
     cluster has Rbar = 1 (kappa_max) otherwise and would top every GIS ranking."""
-    X = _as_unit_rows(X)
+    X = as_matrix(X)
     labels = _check_labels(labels, X.shape[0], n_clusters)
     d = X.shape[1]
     sums = np.zeros((n_clusters, d))
@@ -196,7 +178,7 @@ def banerjee_kappa(X: np.ndarray, labels: np.ndarray, n_clusters: int, kappa_max
 def _model_directions(model) -> np.ndarray:
     for attr in ("mean_directions_", "cluster_centers_"):
         if hasattr(model, attr):
-            return _normalize(getattr(model, attr))
+            return unit_rows(getattr(model, attr), name=attr)
     raise ValueError(f"{type(model).__name__} has neither mean_directions_ nor cluster_centers_; is it fitted?")
 
 
@@ -215,11 +197,7 @@ def gis_for_model(X: np.ndarray, model, labels: np.ndarray | None = None, **kw) 
 def _gis_inputs(X: np.ndarray, model, labels: np.ndarray | None):
     """What document_gis needs from a fitted model: (unit rows float32, labels, posterior or
     None, mean directions, concentrations); see gis_for_model."""
-    X = _as_unit_rows(X)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError(f"X row {int(np.flatnonzero(norms.ravel() == 0)[0])} is the zero vector")
-    X = (X / norms).astype(np.float32)
+    X = unit_rows(as_matrix(X), np.float32)
     M = _model_directions(model)
     K = M.shape[0]
     # Only vMF models (GEM, plain vMF mixture) have a soft posterior; k-means' predict_proba is one-hot
@@ -257,7 +235,7 @@ def topic_table(
     (1 - Rbar_all): 0 = as spread as the corpus, 1 = a single point."""
     import pandas as pd
 
-    X = _as_unit_rows(X)
+    X = as_matrix(X)
     n = X.shape[0]
     K = np.asarray(mean_directions).shape[0]
     labels = _check_labels(labels, n, K)
@@ -442,7 +420,7 @@ def topic_linkage(mean_directions: np.ndarray) -> np.ndarray:
     from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import pdist
 
-    M = _normalize(mean_directions)
+    M = unit_rows(mean_directions, name="mean_directions")
     if M.shape[0] < 2:
         raise ValueError("a hierarchy needs at least 2 topics")
     D = np.clip(pdist(M, metric="cosine"), 0.0, 2.0)  # round-off can give tiny negatives
@@ -484,7 +462,7 @@ def topic_hierarchy(
 
 def nearest_topics(mean_directions: np.ndarray, k: int, n: int = 5) -> list[tuple[int, float]]:
     """The ``n`` topics whose mean directions are closest (cosine) to topic ``k``: [(index, cosine)]."""
-    M = _normalize(mean_directions)
+    M = unit_rows(mean_directions, name="mean_directions")
     if not 0 <= k < M.shape[0]:
         raise ValueError(f"topic index {k} out of range for {M.shape[0]} topics")
     cos = M @ M[k]
@@ -525,7 +503,7 @@ def analyze(
 ) -> RunAnalysis:
     """GIS, topic table (with keywords and provisional names), keywords and representatives of a
     fitted model on unit rows ``X`` (rows aligned with ``texts``, ``ids`` and ``n_tokens``)."""
-    X = _as_unit_rows(X)
+    X = as_matrix(X)
     n = X.shape[0]
     if len(texts) != n:
         raise ValueError(f"{len(texts)} texts for {n} embedding rows")

@@ -9,20 +9,10 @@ import math
 
 import numpy as np
 
+from .arrays import as_matrix, unit_rows
+
 __all__ = ["anisotropy", "sample_pairwise_cosines", "balance_report", "agreement", "cluster_shares",
            "injection_report", "mean_pairwise_ari", "contingency"]
-
-
-def _unit_rows(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise ValueError(f"expected a non-empty 2-D array of embeddings, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("embeddings contain NaN or infinite values")
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError(f"embeddings contain {int(np.sum(norms == 0))} all-zero rows; drop them first")
-    return X / norms
 
 
 def anisotropy(X) -> dict:
@@ -36,7 +26,7 @@ def anisotropy(X) -> dict:
     - ``effective_rank``: exp(entropy of the normalised singular values) of the unit matrix
       (Roy & Vetterli 2007); d when isotropic, 1 when all rows are equal.
     """
-    U = _unit_rows(X)
+    U = unit_rows(as_matrix(X, "embeddings", dtype=np.float64), name="embeddings")
     n, d = U.shape
     s = U.sum(axis=0)
     mean_cos = float((s @ s - n) / (n * (n - 1))) if n > 1 else 1.0
@@ -56,7 +46,7 @@ def anisotropy(X) -> dict:
 
 def sample_pairwise_cosines(X, n_pairs: int = 10000, random_state=0) -> np.ndarray:
     """Cosines of ``n_pairs`` random pairs of distinct rows (for the cone histogram)."""
-    U = _unit_rows(X)
+    U = unit_rows(as_matrix(X, "embeddings", dtype=np.float64), name="embeddings")
     n = U.shape[0]
     if n < 2:
         raise ValueError("need at least 2 rows to sample pairs")

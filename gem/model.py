@@ -55,6 +55,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from . import gemm, sphere
+from .arrays import unit_rows
 from .devices import DEVICES, gpu_errors, resolve_device  # noqa: F401  (DEVICES: part of this module's API)
 
 __all__ = ["GEM", "gem_solve", "GEMSolution", "spherical_kmeans_init", "auto_balance", "validate_X"]
@@ -134,19 +135,9 @@ def _not_fitted(est):
     return NotFittedError(f"this {type(est).__name__} is not fitted yet: call fit(X) first")
 
 
-def _unit_rows(X: np.ndarray, dtype) -> np.ndarray:
-    Xf = np.asarray(X, dtype=dtype)
-    norms = np.sqrt(np.einsum("ij,ij->i", Xf, Xf))  # no N x d temporary (np.linalg.norm makes one)
-    zero = norms == 0
-    if zero.any():
-        bad = np.flatnonzero(zero)
-        raise ValueError(f"X: {bad.size} all-zero rows (first: row {bad[0]}) have no direction; drop them")
-    if np.allclose(norms, 1.0, atol=1e-6) and Xf.flags.c_contiguous:
-        return Xf
-    return np.ascontiguousarray(Xf / norms[:, None])
-
-
-def _weights(sample_weight, n: int) -> np.ndarray:
+def sample_weights(sample_weight, n: int) -> np.ndarray:
+    """``sample_weight`` for ``n`` rows as float64 weights summing to 1 (None: uniform); negative,
+    non-finite, all-zero or wrongly shaped weights are a ValueError."""
     if sample_weight is None:
         return np.full(n, 1.0 / n)
     w = np.asarray(sample_weight, dtype=np.float64)
@@ -534,8 +525,8 @@ def gem_solve(X, mean_directions, concentrations, *, balance: float = 0.0, regul
     X = validate_X(X)
     mu = np.asarray(mean_directions, dtype=np.float64)
     k = mu.shape[0]
-    Xu = _unit_rows(X, _pick_dtype(precision, X.shape[0] * X.shape[1] * k))
-    w = _weights(sample_weight, Xu.shape[0])
+    Xu = unit_rows(X, pick_dtype(precision, X.shape[0] * X.shape[1] * k), copy=False)
+    w = sample_weights(sample_weight, Xu.shape[0])
     data = _Data(Xu, w, k, kappa_prior, resolve_device(device))
     mu = mu / np.linalg.norm(mu, axis=1, keepdims=True)
     kappa = np.asarray(concentrations, dtype=np.float64).copy()
@@ -547,7 +538,9 @@ def gem_solve(X, mean_directions, concentrations, *, balance: float = 0.0, regul
                       max_iter, tol, potentials, accelerate)
 
 
-def _pick_dtype(precision, size):
+def pick_dtype(precision, size):
+    """The dtype of a fit's N x d matrices for ``precision`` ("auto", "float32" or "float64") and
+    problem size ``size`` = N d K: "auto" is float64 up to N d K = 1e7, float32 above."""
     if precision == "float64" or (precision == "auto" and size <= _SMALL_PROBLEM):
         return np.float64
     if precision in ("float32", "auto"):
@@ -1060,9 +1053,9 @@ class GEM(ClusterMixin, BaseEstimator):
         t0 = time.perf_counter()
         n, d = X.shape
         k = int(self.n_clusters)
-        dtype = _pick_dtype(self.precision, n * d * k)
-        Xu = _unit_rows(X, dtype)
-        w = _weights(sample_weight, n)
+        dtype = pick_dtype(self.precision, n * d * k)
+        Xu = unit_rows(X, dtype, copy=False)
+        w = sample_weights(sample_weight, n)
         u = _target(self.target, k)
         data = _Data(Xu, w, k, float(self.kappa_prior), device)
         rng = np.random.default_rng(self.random_state)
@@ -1156,9 +1149,9 @@ class GEM(ClusterMixin, BaseEstimator):
         self._check_fitted()
         X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
         k = self.mean_directions_.shape[0]
-        Xu = _unit_rows(X, _pick_dtype(self.precision, X.shape[0] * X.shape[1] * k))
+        Xu = unit_rows(X, pick_dtype(self.precision, X.shape[0] * X.shape[1] * k), copy=False)
         device = resolve_device(getattr(self, "device", "cpu"), strict=False)
-        data = _Data(Xu, _weights(sample_weight, Xu.shape[0]), k, kappa_prior, device)
+        data = _Data(Xu, sample_weights(sample_weight, Xu.shape[0]), k, kappa_prior, device)
         L = _logits(data, self.mean_directions_, self.concentrations_,
                     _log_terms(self.concentrations_, data.d, self.log_prior_))
         return data, L

@@ -19,7 +19,6 @@ it refuses embeddings made for another corpus (row count, or the ids digest stor
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .devices import resolve_device
-from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, recover_dir, read_json, save_npy_atomic, write_json_atomic, write_parquet_atomic
+from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, recover_dir, read_json, save_npy_atomic, utc_now, write_json_atomic, write_parquet_atomic
 
 __all__ = ["Run", "FitSettings", "fit_run", "load_fit_data", "run_is_current", "save_run", "load_run",
            "load_run_documents", "flag_exclusions", "assignment_probabilities"]
@@ -89,7 +88,7 @@ def save_run(ws: Workspace, name: str, estimator, method: str, params: dict, ids
         "n_docs": len(ids),
         "n_clusters": int(np.asarray(estimator.weights_).shape[0]),
         "ids_digest": ids_digest(ids),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "arrays": sorted(arrays),
     }
     if fitted_on is not None:

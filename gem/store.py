@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,8 +34,28 @@ import numpy as np
 
 SAMPLE_DATA_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 DEFAULT_WORKSPACE = Path("workspace")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)  # the process's umask, read once: new files get mode 0o666 & ~UMASK
+os.umask(UMASK)
+
+
+# ---------------------------------------------------------------------------- time stamps
+# Three formats are on disk, each kept for what already reads it (all parse with
+# datetime.fromisoformat).
+def utc_now() -> str:
+    """Now in UTC, ISO 8601 to the second: ``2025-01-31T12:00:00+00:00`` (a run's ``created``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def utc_now_ms() -> str:
+    """Now in UTC, ISO 8601 to the millisecond: ``2025-01-31T12:00:00.123+00:00`` (the taxonomy's and
+    the document flags' edit times and audit trail, which order edits made within one second)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def utc_now_z() -> str:
+    """Now in UTC, ISO 8601 to the second with ``Z`` for UTC: ``2025-01-31T12:00:00Z`` (the
+    ``created_at`` of mixtures and export bundles)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------- atomic writes
@@ -49,7 +70,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
+    os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -321,10 +321,10 @@ def test_float32_objective_monotone_up_to_float32_roundoff():
 
 
 def test_precision_auto_threshold():
-    from gem.model import _SMALL_PROBLEM, _pick_dtype
+    from gem.model import _SMALL_PROBLEM, pick_dtype
 
-    assert _pick_dtype("auto", _SMALL_PROBLEM) == np.float64
-    assert _pick_dtype("auto", 11_500 * 384 * 24) == np.float32  # the sample corpus at K = 24
+    assert pick_dtype("auto", _SMALL_PROBLEM) == np.float64
+    assert pick_dtype("auto", 11_500 * 384 * 24) == np.float32  # the sample corpus at K = 24
 
 
 def test_device_parameter_cpu_auto_and_errors(monkeypatch):

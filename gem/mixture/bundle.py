@@ -49,8 +49,8 @@ from gem.mixture.formats import (
     render_doremi, render_dolma_attributes, render_hf_interleave, render_megatron_blend, render_megatron_per_split,
     render_mixture_json, render_olmo_core, render_regmix, render_regmix_token_prior, render_weborganizer,
 )
-from gem.mixture.weights import Mixture, utc_now
-from gem.store import atomic_dir, file_sha256, validate_name
+from gem.mixture.weights import Mixture
+from gem.store import atomic_dir, file_sha256, utc_now_z, validate_name
 
 FORMATS = ("megatron", "olmo", "hf", "doremi", "regmix", "weborganizer", "dolma", "assignments", "taxonomy")
 PER_DOCUMENT_FORMATS = ("assignments", "dolma")
@@ -168,7 +168,7 @@ def write_bundle(
         for name, g in groups:
             files[f"dolma/attributes/gem/{name}.jsonl.gz"] = render_dolma_attributes(g)
     manifest = {
-        "schema_version": SCHEMA_VERSION, "kind": "gem.export-bundle", "created_at": mixture.created_at or utc_now(),
+        "schema_version": SCHEMA_VERSION, "kind": "gem.export-bundle", "created_at": mixture.created_at or utc_now_z(),
         "formats": [f for f in chosen],
         "excluded_documents": int(len(blocklist)) if blocklist is not None else 0,
         "excluded_topics": _excluded_topics(mixture, table),

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from gem.mixture.errors import BundleError, MixtureError
-from gem.mixture.weights import Mixture, make_domains, utc_now
+from gem.mixture.weights import Mixture, make_domains
+from gem.store import utc_now_z
 
 SCHEMA_VERSION = 1
 DEFAULT_PREFIX_TEMPLATE = "{data_root}/{domain_id}_text_document"
@@ -200,7 +201,7 @@ def mixture_to_dict(mixture: Mixture) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "gem.mixture",
-        "created_at": mixture.created_at or utc_now(),
+        "created_at": mixture.created_at or utc_now_z(),
         "corpus_fingerprint": meta.pop("corpus_fingerprint", None),
         "embedding_model": embedding_model_info(meta.pop("embedding_model", None)),
         "clustering": meta.pop("clustering", None),

@@ -7,7 +7,6 @@ budget, ``implied_epochs``. The strategies are described in ``gem.mixture``'s do
 """
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gem.mixture.errors import MixtureError
+from gem.store import utc_now_z
 
 DOMAIN_COLUMNS = [
     "id", "label", "parent", "n_docs", "n_tokens", "mass", "excluded",
@@ -350,7 +350,7 @@ def build_mixture(
         max_epochs=None if max_epochs is None else float(max_epochs),
         temperature=float(temperature) if base_name == "temperature" else None,
         overrides=overrides, level=level, warnings=warnings, metadata=dict(metadata or {}),
-        created_at=utc_now(),
+        created_at=utc_now_z(),
     )
 
 
@@ -386,9 +386,3 @@ def epoch_warnings(domains: pd.DataFrame, epochs: np.ndarray, token_budget: int,
 
 def _count(n: int, one: str = "has", many: str = "have") -> str:
     return f"1 domain {one}" if n == 1 else f"{n} domains {many}"
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gem.taxonomy.db import (EDITABLE_FIELDS, MAX_TEXT, REVIEW_STATES, StaleEditError, _from_blob, _now, distinct_name,
-                             name_key)
+from gem.store import utc_now_ms
+from gem.taxonomy.db import EDITABLE_FIELDS, MAX_TEXT, REVIEW_STATES, StaleEditError, distinct_name, from_blob, name_key
 from gem.taxonomy.io import JsonMixin
-from gem.taxonomy.matching import SyncMixin, _sketch_from_blob
+from gem.taxonomy.matching import SyncMixin, sketch_from_blob
 from gem.taxonomy.regroup import RegroupMixin
 
 
@@ -33,7 +33,7 @@ class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
         """Create a parent group (kind 'group') and return its id ("G001", ...)."""
         author = self._check_author(author)
         name = self._check_text("name", name)
-        at = _now()
+        at = utc_now_ms()
         with self._connect(write=True) as con:
             gid = self._next_id(con, "G")
             con.execute(
@@ -61,7 +61,7 @@ class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
                 continue  # a singleton group adds nothing
             label = " | ".join(names[t].split(",")[0] for t in members[:3]) + (" ..." if len(members) > 3 else "")
             group_ids[g] = self.add_group(label[: MAX_TEXT["name"]], author)
-        at = _now()
+        at = utc_now_ms()
         with self._connect(write=True) as con:
             for c, g in enumerate(parents):
                 if g in group_ids:
@@ -106,7 +106,7 @@ class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
                 clean[k] = v
             elif k == "parent":
                 clean[k] = None if v in (None, "") else str(v)
-        at = _now()
+        at = utc_now_ms()
         with self._connect(write=True) as con:
             row = con.execute("SELECT * FROM topics WHERE id = ?", (topic_id,)).fetchone()
             if row is None:
@@ -221,9 +221,9 @@ class Taxonomy(RegroupMixin, JsonMixin, SyncMixin):
         if row is None:
             raise KeyError(f"no topic {topic_id!r} in {self.db_path}")
         out = dict(row)
-        out["direction"] = _from_blob(out["direction"])
-        out["members_sketch"] = _sketch_from_blob(out["members_sketch"])
-        out["split_direction"] = _from_blob(out["split_direction"])
+        out["direction"] = from_blob(out["direction"])
+        out["members_sketch"] = sketch_from_blob(out["members_sketch"])
+        out["split_direction"] = from_blob(out["split_direction"])
         out["keywords"] = json.loads(out["keywords"])
         out["excluded"] = bool(out["excluded"])
         out["name_unconfirmed"] = bool(out["name_unconfirmed"])

@@ -23,7 +23,6 @@ import os
 import re
 import sqlite3
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -35,7 +34,7 @@ REVIEW_STATES = ("unreviewed", "approved", "needs_work")
 STATUSES = ("active", "new", "retired")
 EDITABLE_FIELDS = ("name", "description", "parent", "excluded", "notes", "review")
 MAX_TEXT = {"name": 200, "description": 5000, "notes": 20000}
-_ID_RE = re.compile(r"^[TG][0-9]{3,}$")
+ID_RE = re.compile(r"^[TG][0-9]{3,}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -167,29 +166,26 @@ def _database_error(db_path: Path, exc: sqlite3.Error) -> TaxonomyError:
     return TaxonomyError(what)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+def check_author(author) -> str:
+    """The author of an edit: required (not blank), stripped, at most 200 characters; else a ValueError.
+    The taxonomy's rule, which the document flags follow too."""
+    if not isinstance(author, str) or not author.strip():
+        raise ValueError("an author name is required for every edit (who made this change?)")
+    return author.strip()[:200]
 
 
-def _unit_rows(M, what: str = "mean_directions") -> np.ndarray:
-    M = np.asarray(M, dtype=np.float64)
-    if M.ndim != 2 or M.shape[0] == 0:
-        raise ValueError(f"{what} must be a non-empty (K, d) array, got shape {M.shape}")
-    norms = np.linalg.norm(M, axis=1, keepdims=True)
-    if not np.all(np.isfinite(M)) or np.any(norms == 0):
-        raise ValueError(f"{what} rows must be finite and non-zero")
-    return M / norms
-
-
-def _to_blob(v: np.ndarray) -> bytes:
+def to_blob(v: np.ndarray) -> bytes:
+    """A vector as the database stores it: little-endian float32 bytes."""
     return np.ascontiguousarray(v, dtype="<f4").tobytes()
 
 
-def _from_blob(b: bytes | None) -> np.ndarray | None:
+def from_blob(b: bytes | None) -> np.ndarray | None:
+    """A vector stored by :func:`to_blob` back as float64 (None stays None)."""
     return None if b is None else np.frombuffer(b, dtype="<f4").astype(np.float64)
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """``value`` as text for a TEXT column: None becomes ""."""
     return "" if value is None else str(value)
 
 
@@ -350,11 +346,7 @@ class TaxonomyDB:
         return self.get_setting("current_run")
 
     # ------------------------------------------------------------------ edits
-    @staticmethod
-    def _check_author(author: str) -> str:
-        if not isinstance(author, str) or not author.strip():
-            raise ValueError("an author name is required for every edit (who made this change?)")
-        return author.strip()[:200]
+    _check_author = staticmethod(check_author)
 
     @staticmethod
     def _check_text(name: str, value: Any) -> str:

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from gem.taxonomy.db import (EDITABLE_FIELDS, REVIEW_STATES, STATUSES, TaxonomyDB, _as_text, _from_blob, _ID_RE, _now,
-                             _to_blob)
+from gem.store import utc_now_ms
+from gem.taxonomy.db import EDITABLE_FIELDS, ID_RE, REVIEW_STATES, STATUSES, TaxonomyDB, as_text, from_blob, to_blob
 
 EXPORT_FORMAT = "gem-taxonomy"
 EXPORT_VERSION = 1
@@ -31,7 +31,7 @@ class JsonMixin(TaxonomyDB):
         for r in rows:
             d = dict(r)
             for key in ("direction", "split_direction"):
-                vec = _from_blob(d.pop(key))
+                vec = from_blob(d.pop(key))
                 d[key] = None if vec is None else [float(x) for x in vec.astype(np.float32)]
             d["keywords"] = json.loads(d["keywords"])
             d["excluded"] = bool(d["excluded"])
@@ -52,7 +52,7 @@ class JsonMixin(TaxonomyDB):
         return {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_VERSION,
-            "exported_at": _now(),
+            "exported_at": utc_now_ms(),
             "current_run": None if cur is None else cur[0],
             "topics": topics,
             "runs": run_list,
@@ -89,7 +89,7 @@ class JsonMixin(TaxonomyDB):
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise ValueError(f"taxonomy export lists topic {dup} twice")
-        at = _now()
+        at = utc_now_ms()
         counts = {"inserted": 0, "updated": 0, "unchanged": 0}
         system = ("kind", "name_provisional", "status", "cluster", "run", "direction", "keywords", "n_docs",
                   "name_unconfirmed", "members_sketch", "merged_into", "split_from", "split_direction")
@@ -155,7 +155,7 @@ class JsonMixin(TaxonomyDB):
         if not isinstance(t, Mapping):
             raise ValueError(f"{where}: expected an object")
         tid = t.get("id")
-        if not isinstance(tid, str) or not _ID_RE.match(tid):
+        if not isinstance(tid, str) or not ID_RE.match(tid):
             raise ValueError(f"{where}: id {tid!r} is not a topic id like 'T001' or a group id like 'G001'")
         kind = t.get("kind", "topic")
         if kind not in ("topic", "group") or (kind == "group") != tid.startswith("G"):
@@ -179,14 +179,14 @@ class JsonMixin(TaxonomyDB):
                 "version": int(t.get("version", 1)),
                 "created_at": t.get("created_at"),
                 "updated_at": t.get("updated_at"),
-                "updated_by": _as_text(t.get("updated_by")),
+                "updated_by": as_text(t.get("updated_by")),
             }
             for key in ("direction", "split_direction"):
                 vec = t.get(key)
-                out[key] = None if vec is None else _to_blob(np.asarray(vec, dtype=np.float64))
+                out[key] = None if vec is None else to_blob(np.asarray(vec, dtype=np.float64))
             for key in ("merged_into", "split_from"):
                 ref = t.get(key) or None
-                if ref is not None and (not isinstance(ref, str) or not _ID_RE.match(ref) or not ref.startswith("T")):
+                if ref is not None and (not isinstance(ref, str) or not ID_RE.match(ref) or not ref.startswith("T")):
                     raise ValueError(f"{key} {ref!r} is not a topic id like 'T001'")
                 out[key] = ref
             out["name_unconfirmed"] = int(bool(t.get("name_unconfirmed", False)))

@@ -53,7 +53,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gem.taxonomy.db import TaxonomyDB, _from_blob, _now, _to_blob, _unit_rows, distinct_name, name_key
+from gem.arrays import as_matrix, unit_rows
+from gem.store import utc_now_ms
+from gem.taxonomy.db import TaxonomyDB, distinct_name, from_blob, name_key, to_blob
 
 # matching thresholds (see the module docstring for the rule and the measurements behind them)
 MIN_COSINE = 0.6  # hard floor on the mean-direction cosine: below it a pair is refused
@@ -114,7 +116,9 @@ def _sketch_to_blob(sketch: np.ndarray) -> bytes:
     return np.ascontiguousarray(sketch, dtype="<u8").tobytes()
 
 
-def _sketch_from_blob(b: bytes | None) -> np.ndarray | None:
+def sketch_from_blob(b: bytes | None) -> np.ndarray | None:
+    """A member sketch as ``topics.members_sketch`` stores it (little-endian uint64 bytes) back as a
+    uint64 array (None stays None)."""
     return None if b is None else np.frombuffer(b, dtype="<u8").astype(np.uint64)
 
 
@@ -186,7 +190,7 @@ class SyncMixin(TaxonomyDB):
         for name, value in (("min_jaccard", min_jaccard), ("strict_jaccard", strict_jaccard)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        M = _unit_rows(mean_directions)
+        M = unit_rows(as_matrix(mean_directions, "mean_directions"), name="mean_directions")
         K, d = M.shape
         kw = self._keywords_list(keywords, K)
         sketches = self._sketches(members, K)
@@ -197,7 +201,7 @@ class SyncMixin(TaxonomyDB):
             if len(sizes) != K:
                 raise ValueError(f"sizes has {len(sizes)} entries for {K} clusters")
         report = SyncReport(run=run_name)
-        at = _now()
+        at = utc_now_ms()
         with self._connect(write=True) as con:
             # topics this run flagged when it was last synced: a re-sync reports them again
             prev_changed = {
@@ -229,7 +233,7 @@ class SyncMixin(TaxonomyDB):
             for pool, bucket in ((live + merged, report.matched), (retired, report.revived)):
                 if not pool or not unmatched:
                     continue
-                D = np.stack([_from_blob(r["direction"]) for r in pool])
+                D = np.stack([from_blob(r["direction"]) for r in pool])
                 D /= np.linalg.norm(D, axis=1, keepdims=True)
                 S = M[unmatched] @ D.T
                 J = np.full(S.shape, np.nan)  # members' Jaccard, NaN where a side has no sketch
@@ -237,7 +241,7 @@ class SyncMixin(TaxonomyDB):
                     for b, r in enumerate(pool):
                         if not r["members_sketch"]:
                             continue
-                        sk = _sketch_from_blob(r["members_sketch"])
+                        sk = sketch_from_blob(r["members_sketch"])
                         for a, c in enumerate(unmatched):
                             if sketches[c][0].size and S[a, b] >= min_cosine:  # pairs refused by cosine: moot
                                 J[a, b] = sketch_jaccard(sketches[c][0], sk)
@@ -289,7 +293,7 @@ class SyncMixin(TaxonomyDB):
                     con.execute(
                         "UPDATE topics SET status = ?, cluster = ?, run = ?, direction = ?, keywords = ?,"
                         " n_docs = ?, name = ?, members_sketch = ? WHERE id = ?",
-                        (status, c, run_name, _to_blob(M[c]), json.dumps(kw[c]), None if sizes is None else sizes[c],
+                        (status, c, run_name, to_blob(M[c]), json.dumps(kw[c]), None if sizes is None else sizes[c],
                          name, sketch_of(c), tid),
                     )
                     if old["status"] != status:
@@ -336,7 +340,7 @@ class SyncMixin(TaxonomyDB):
                     "INSERT INTO topics (id, kind, name, status, cluster, run, direction, keywords, n_docs,"
                     " members_sketch, created_at, updated_at, updated_by)"
                     " VALUES (?, 'topic', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (tid, names_for[c], status, c, run_name, _to_blob(M[c]), json.dumps(kw[c]),
+                    (tid, names_for[c], status, c, run_name, to_blob(M[c]), json.dumps(kw[c]),
                      None if sizes is None else sizes[c], sketch_of(c), at, at, author),
                 )
                 self._audit(con, author, tid, "status", None, status, at)
@@ -361,7 +365,7 @@ class SyncMixin(TaxonomyDB):
         ``tid``; ``place``: ``tid`` took no cluster of this run directly, so it takes this one."""
         con.execute(
             "UPDATE topics SET run = ?, direction = ?, keywords = ?, n_docs = ?, members_sketch = ? WHERE id = ?",
-            (run_name, _to_blob(direction), json.dumps(keywords), None if sizes is None else sizes[c], sketch, via),
+            (run_name, to_blob(direction), json.dumps(keywords), None if sizes is None else sizes[c], sketch, via),
         )
         if place:
             old = con.execute("SELECT status FROM topics WHERE id = ?", (tid,)).fetchone()["status"]

@@ -30,7 +30,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from gem.taxonomy.db import TaxonomyDB, _from_blob, _now, _to_blob, distinct_name, name_key
+from gem.store import utc_now_ms
+from gem.taxonomy.db import TaxonomyDB, distinct_name, from_blob, name_key, to_blob
 from gem.taxonomy.matching import merged_survivors
 
 MIN_SPLIT_K, MAX_SPLIT_K = 2, 8
@@ -123,7 +124,7 @@ class RegroupMixin(TaxonomyDB):
         survivor = ids[0] if into is None else into
         if survivor not in ids:
             raise ValueError(f"--into {survivor} must be one of the merged topics ({', '.join(map(str, ids))})")
-        at = _now()
+        at = utc_now_ms()
         with self._connect(write=True) as con:
             rows = {tid: self._live_topic(con, tid) for tid in ids}  # checked and written in one transaction
             for tid in ids:
@@ -153,7 +154,7 @@ class RegroupMixin(TaxonomyDB):
         in the synced runs map back to it, and it is active again when the current run has one (else
         it stays retired until a sync brings its content back). Returns the topic it was merged into."""
         author = self._check_author(author)
-        at = _now()
+        at = utc_now_ms()
         with self._connect(write=True) as con:
             row = con.execute("SELECT * FROM topics WHERE id = ?", (topic_id,)).fetchone()
             if row is None:
@@ -231,7 +232,7 @@ class RegroupMixin(TaxonomyDB):
         from gem.gis import provisional_name
 
         author = self._check_author(author)
-        at = _now()
+        at = utc_now_ms()
         D = np.asarray(proposal.directions, dtype=np.float64)
         with self._connect(write=True) as con:
             row = self._live_topic(con, proposal.topic_id)
@@ -253,7 +254,7 @@ class RegroupMixin(TaxonomyDB):
                     " VALUES (?, 'topic', ?, 1, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
                     (cid, name, proposal.topic_id, int(row["excluded"]),
                      proposal.run, json.dumps(proposal.keywords[j]), int(proposal.sizes[j]), proposal.topic_id,
-                     _to_blob(D[j]), at, at, author))
+                     to_blob(D[j]), at, at, author))
                 self._audit(con, author, cid, "split_from", None, proposal.topic_id, at)
                 children.append(cid)
             con.execute("UPDATE topics SET version = version + 1, updated_at = ?, updated_by = ? WHERE id = ?",
@@ -265,7 +266,7 @@ class RegroupMixin(TaxonomyDB):
     def unsplit_topic(self, topic_id: str, author: str) -> list[str]:
         """Undo a split: the children retire (labels kept) and the documents return to ``topic_id``."""
         author = self._check_author(author)
-        at = _now()
+        at = utc_now_ms()
         with self._connect(write=True) as con:
             children = self._children(con, topic_id)
             if not children:
@@ -310,7 +311,7 @@ def _split_children(con) -> dict[str, tuple[list[str], np.ndarray]]:
     for r in rows:
         ids, dirs = out.setdefault(r["split_from"], ([], []))
         ids.append(r["id"])
-        dirs.append(_from_blob(r["split_direction"]))
+        dirs.append(from_blob(r["split_direction"]))
     return {p: (ids, np.stack(dirs)) for p, (ids, dirs) in out.items()}
 
 
