@@ -26,7 +26,7 @@ def main() -> None:
 
     from gem.runs import FitSettings, fit_run
     from gem.store import seed_sample_workspace
-    from gem.taxonomy import document_topic_ids, sync_saved_run
+    from gem.workspace_ops import document_topic_ids, propose_topic_split, sync_saved_run
 
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -45,14 +45,14 @@ def main() -> None:
         big, size = str(order[0]), int(counts.max())
         for k in (2, 4, 8):
             t = time.perf_counter()
-            prop = tax.propose_split(ws, "s0", big, k)
+            prop = propose_topic_split(ws, tax, "s0", big, k)
             rows.append(f"| split preview of {big} ({size:,} docs), k = {k} | {time.perf_counter() - t:.2f} s | "
                         f"children {', '.join(str(s) for s in prop.sizes)} |")
         fit_run(ws, "s1", FitSettings(k=24, seed=1))
         # baseline: the same re-fit synced into a copy of the taxonomy without the merge and the split
         _backup(ws.taxonomy_db, tmp / "before.sqlite")
         a, b = str(order[1]), str(order[2])
-        prop = tax.propose_split(ws, "s0", big, 2)
+        prop = propose_topic_split(ws, tax, "s0", big, 2)
         children = tax.accept_split(prop, "bench")
         tax.merge_topics([a, b], "bench")
         after = document_topic_ids(ws, "s0")  # the seed-0 run with the merge and the split applied

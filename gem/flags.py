@@ -12,7 +12,7 @@ when an older database is opened):
 - ``doc_flag_audit``: one row per changed field of one document: seq, batch, at, author, doc_id,
   field (excluded / reason / note / tags), old and new value (text; tags as JSON).
 
-Every edit is one transaction on the taxonomy's connection (``Taxonomy._connect(write=True)``:
+Every edit is one transaction on the taxonomy's connection (``TaxonomyDB._connect(write=True)``:
 the same WAL mode, busy timeout and one-line error naming the file as the taxonomy's edits):
 unknown document ids, a bad reason, tag or note, or a missing author raise ValueError before
 anything is written (all-or-nothing). A call that changes nothing writes no batch.
@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from gem.store import utc_now_ms
+from gem.taxonomy.db import TaxonomyDB, check_author
 
 REASONS = ("junk", "boilerplate", "duplicate", "off-topic", "unsafe", "other")
 MAX_TAG = 64
@@ -96,12 +97,6 @@ def check_note(note) -> str:
     return note
 
 
-def check_author(author) -> str:
-    from gem.taxonomy.db import check_author as taxonomy_rule
-
-    return taxonomy_rule(author)
-
-
 def corpus_ids(ws) -> np.ndarray:
     """The workspace corpus's document ids as strings."""
     return ws.load_corpus(columns=["id"])["id"].astype(str).to_numpy()
@@ -141,9 +136,7 @@ class DocFlags:
 
     def _taxonomy(self):
         if self._tax is None:  # the flag tables are part of the taxonomy database's schema
-            from gem.taxonomy import Taxonomy
-
-            self._tax = Taxonomy(self.ws.taxonomy_db)
+            self._tax = TaxonomyDB(self.ws.taxonomy_db)
         return self._tax
 
     def _read(self, sql: str, params: tuple = ()) -> list:

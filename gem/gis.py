@@ -8,8 +8,8 @@ confidence (posterior), centrality (vMF log-density up to a per-cluster constant
 density rho_k(x_i) = mean cosine to the M nearest *other* members of cluster k. Boundary documents
 lose on confidence, isolated outliers on centrality and density, so both rank low.
 
-Everything here is a pure function of arrays; nothing reads or writes the workspace except
-``analyze_run``, which glues a saved run to these functions.
+Everything here is a pure function of arrays; nothing reads or writes the workspace
+(``gem.workspace_ops.analyze_run`` glues a saved run to these functions).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .arrays import as_matrix, unit_rows
+from .corpus import text_fingerprints
 
 # Cosines to neighbours can be <= 0 in high dimension (a lone member of a sprawling cluster), where
 # log is undefined. Clipping to a small positive floor keeps GIS finite and caps the density penalty
@@ -516,8 +517,6 @@ def analyze(
     gis = document_gis(Xn, labels, proba, M, kappa, beta=beta, n_neighbors=n_neighbors, max_reference=max_reference)
     table = topic_table(X, labels, gis, M, kappa, getattr(model, "weights_", None), n_tokens)
     keywords = topic_keywords(list(texts), labels, gis, n_keywords=n_keywords)
-    from .corpus import text_fingerprints
-
     # copies of one text (after normalisation) count once among a topic's representatives
     reps = representatives(labels, gis, top=top, keys=text_fingerprints(texts))
     table["keywords"] = [keywords.get(int(k), []) for k in table["cluster"]]
@@ -525,30 +524,3 @@ def analyze(
     ids_arr = np.asarray([str(i) for i in ids], dtype=object) if ids is not None else np.arange(n).astype(str)
     return RunAnalysis(run, ids_arr, labels, gis, table, keywords, reps, M)
 
-
-def analyze_run(
-    ws,
-    run_name: str,
-    top: int = 10,
-    n_keywords: int = 10,
-    beta: float = 0.5,
-    n_neighbors: int = 10,
-    max_reference: int = 2000,
-) -> RunAnalysis:
-    """``analyze`` for a run saved with gem.runs.save_run: loads the run, its embeddings and the
-    corpus. Rows follow the run's assignments order; ``extra['rows']`` are the corpus rows.
-    Documents excluded by curators (``gem.flags``) are left out, also from a run fitted with them:
-    they get no GIS, and neither the topic table nor the keywords count them
-    (``extra['n_excluded']``: how many of the run's documents were left out)."""
-    from gem.runs import load_run_documents
-
-    run, docs, rows, X = load_run_documents(ws, run_name, exclude_flagged=True)
-    labels = run.assignments["cluster"].to_numpy()
-    n_tokens = docs["n_tokens"].to_numpy() if "n_tokens" in docs.columns else None
-    out = analyze(
-        X, run.model, docs["text"].tolist(), labels=labels,
-        ids=docs["id"].astype(str).to_numpy(), n_tokens=n_tokens, run=run_name, top=top, n_keywords=n_keywords,
-        beta=beta, n_neighbors=n_neighbors, max_reference=max_reference,
-    )
-    out.extra.update({"representation": run.representation, "rows": rows, "n_excluded": run.n_excluded})
-    return out

@@ -41,7 +41,11 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from gem.corpus import MAX_TOKENS, json_problem, show_path
-from gem.store import write_json_atomic, write_parquet_atomic, write_text_atomic
+from gem.distill import Student, run_topic_ids, verify_student_file
+from gem.embed import SentenceTransformerEmbedder, parse_representation
+from gem.runs import load_run
+from gem.store import Workspace, write_json_atomic, write_parquet_atomic, write_text_atomic
+from gem.taxonomy import Taxonomy
 
 META_KEY = b"gem.label"
 REJECTS_DIR = "rejects"
@@ -63,8 +67,6 @@ class Labeller:
 
 class StudentLabeller(Labeller):
     def __init__(self, path: str | os.PathLike, verify: bool = True):
-        from gem.distill import Student
-
         self.student = Student.load(path, verify=verify)
         self.name = f"student:{Path(path).name}"
 
@@ -77,11 +79,6 @@ class TeacherLabeller(Labeller):
     (GEM: softmax(l - v) with the fitted potentials, so new documents get the fit's balance)."""
 
     def __init__(self, run_dir: str | os.PathLike, batch_size: int = 64):
-        from gem.distill import run_topic_ids
-        from gem.embed import SentenceTransformerEmbedder, parse_representation
-        from gem.runs import load_run
-        from gem.store import Workspace
-
         run_dir = Path(run_dir)
         ws = Workspace(run_dir.parent.parent)  # <workspace>/runs/<name>
         run = load_run(ws, run_dir.name)
@@ -91,8 +88,6 @@ class TeacherLabeller(Labeller):
         self.topic_ids = np.asarray(tid, dtype=object)
         self.router = None
         if source == "taxonomy":  # merged and split topics decide each document's stable id
-            from gem.taxonomy import Taxonomy
-
             self.router = Taxonomy(ws.taxonomy_db).router()
         self.name = f"teacher:{run_dir.name}"
 
@@ -131,8 +126,6 @@ def check_model(model_path: str | os.PathLike) -> None:
     """Refuse an unusable model before any worker starts: a student file must match the size and
     sha256 of its sidecar (one without a recorded sha256 is loaded once here, so fastText must read
     it, with a warning); a directory must be a run."""
-    from gem.distill import Student, verify_student_file
-
     path = Path(model_path)
     if _model_kind(path) == "student":
         _, verified = verify_student_file(path)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from .runs import FitSettings, Run, fit_run, load_run, run_is_current
 from .store import Workspace, read_json
+from .taxonomy import Taxonomy
+from .workspace_ops import sync_saved_run
 
 __all__ = ["WarmStart", "TopicMoves", "FitOutcome", "warm_start_for", "fit_with_policy", "topic_members",
            "topic_moves", "KEPT_JACCARD", "MIN_SHARED"]
@@ -139,8 +141,6 @@ def warm_start_for(ws: Workspace, settings: FitSettings, name: str | None = None
 def topic_members(ws: Workspace, name: str) -> dict[str, set[str]]:
     """Topic id -> member ids of a saved run synced to the taxonomy (cluster indices where it is
     not), read into memory so a re-fit of the same name can be compared with it afterwards."""
-    from .taxonomy import Taxonomy
-
     assignments = load_run(ws, name).assignments
     mapping = Taxonomy(ws.taxonomy_db).run_mapping(name) if ws.taxonomy_db.exists() else {}
     out: dict[str, set[str]] = {}
@@ -169,8 +169,6 @@ def fit_with_policy(ws: Workspace, settings: FitSettings, name: str | None = Non
     """Fit ``settings`` as run ``name`` (default ``settings.slug()``), starting where the policy
     says (module docstring; ``warm_from`` names the start explicitly), match a GEM run to the
     taxonomy (``sync``) and report what moved against the run it started from."""
-    from .taxonomy import sync_saved_run
-
     name = name or settings.slug()
     if warm_from is not None:
         warm = WarmStart(warm_from, "given")

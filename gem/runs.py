@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .devices import resolve_device
+from .flags import excluded_ids, exclusions_digest, keep_mask
 from .store import Workspace, atomic_dir, embeddings_digest, ids_digest, load_npy, recover_dir, read_json, save_npy_atomic, utc_now, write_json_atomic, write_parquet_atomic
 
 __all__ = ["Run", "FitSettings", "fit_run", "load_fit_data", "run_is_current", "save_run", "load_run",
@@ -108,7 +109,7 @@ def load_run(ws: Workspace, name: str) -> Run:
     """Load run ``name``: parameters, the fitted estimator (rebuilt without unpickling) and assignments."""
     import pandas as pd
 
-    from .baselines import estimator_from_state
+    from .baselines import estimator_from_state  # lazy: gem.baselines imports scikit-learn (~0.8 s)
 
     folder = ws.run_dir(name)
     if not (folder / "params.json").exists() and not recover_dir(folder):  # a replace killed midway
@@ -155,8 +156,6 @@ def load_run_documents(ws: Workspace, name: str, columns: list[str] | None = Non
 def flag_exclusions(ws: Workspace, ids) -> tuple[np.ndarray, str]:
     """(mask over ``ids``: True where the document is not excluded in ``gem.flags``, the digest of
     the workspace's exclusions that a run fitted without them records)."""
-    from .flags import excluded_ids, exclusions_digest, keep_mask
-
     excluded = excluded_ids(ws)
     return keep_mask(ids, excluded), exclusions_digest(excluded)
 
@@ -295,7 +294,7 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
     parameters (directions, concentrations, potentials) start the fit (recorded in params.json).
     ``device``: where a GEM / vMF fit runs ("cpu", "cuda[:N]", "auto"; ``gem.devices.resolve_device``);
     not one of the settings (the results agree to float round-off), recorded in params.json."""
-    from .baselines import make_estimator, uses_raw_vectors
+    from .baselines import make_estimator, uses_raw_vectors  # lazy: gem.baselines imports scikit-learn (~0.8 s)
 
     X, corpus = load_fit_data(ws, settings.representation, uses_raw_vectors(settings.method))
     ids = corpus["id"].astype(str).to_numpy()
@@ -329,7 +328,7 @@ def fit_run(ws: Workspace, name: str, settings: FitSettings, warm_from: Run | No
     if warm_from is not None:
         if settings.method != "gem" or warm_from.method != "gem":
             raise ValueError("only a GEM fit can be warm-started from a GEM run")
-        from .baselines import estimator_from_state
+        from .baselines import estimator_from_state  # lazy: gem.baselines imports scikit-learn (~0.8 s)
 
         est = estimator_from_state(*warm_from.model.to_state())  # a copy: the source run stays as saved
         if est.mean_directions_.shape != (settings.k, X.shape[1]):

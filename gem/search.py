@@ -29,6 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from gem import stress  # stress.workspace_embedder looked up at each call: tests replace it
+from gem.flags import DocFlags
+from gem.runs import check_embeddings_match, load_run
+from gem.workspace_ops import document_topic_ids
+
 MODES = ("auto", "phrase", "all")
 SNIPPET_CHARS = 160
 MAX_QUERY = 500
@@ -172,8 +177,6 @@ def embeddings_matrix(ws, representation: str = "final") -> np.ndarray:
     """The workspace's unit embeddings of ``representation``, memory-mapped, kept per file; refused
     (ValueError) when they were made for another corpus (``gem.runs.check_embeddings_match``: row
     count and ids digest, checked once per embeddings and corpus file)."""
-    from gem.runs import check_embeddings_match
-
     path = ws.embeddings_path(representation)
     key = (str(path.resolve()), path.stat().st_mtime_ns if path.exists() else -1, ws.corpus_path.stat().st_mtime_ns)
     with _LOCK:
@@ -194,10 +197,8 @@ def query_embedder(ws, representation: str = "final"):
     """The embedder that made the workspace's ``representation`` embeddings
     (``gem.stress.workspace_embedder``), its model loaded once per process (ValueError when the
     embeddings were precomputed: there is no model to embed a query with)."""
-    from gem.stress import workspace_embedder
-
     try:
-        fresh = workspace_embedder(ws, representation)  # cheap: the model loads on first encode
+        fresh = stress.workspace_embedder(ws, representation)  # cheap: the model loads on first encode
     except ValueError as exc:
         why = str(exc).split(", so ")[0]
         raise ValueError(f"{why}: semantic search needs that model to embed the query; use full-text search") from None
@@ -272,8 +273,6 @@ def annotate(ws, result: SearchResult, run: str | None = None, analysis=None) ->
     gem.gis.RunAnalysis of that run, when given) and the flags (excluded, reason, tags) by id."""
     import pandas as pd
 
-    from gem.flags import DocFlags
-
     t = result.table.copy()
     ids = t["id"].astype(str)
     if run is not None:
@@ -297,12 +296,9 @@ def annotate(ws, result: SearchResult, run: str | None = None, analysis=None) ->
 
 
 def _topics_by_id(ws, run: str, ids: list[str]) -> list[str]:
-    """Each document's stable topic id in ``run`` (``gem.taxonomy.document_topic_ids``: merges and
+    """Each document's stable topic id in ``run`` (``gem.workspace_ops.document_topic_ids``: merges and
     splits followed), "c<k>" for a run the taxonomy has not matched, "" for one it did not fit."""
     import pandas as pd
-
-    from gem.runs import load_run
-    from gem.taxonomy import document_topic_ids
 
     r = load_run(ws, run)
     cluster = r.assignments["cluster"].to_numpy(np.int64)

@@ -36,6 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .embed import EmbeddingCache, SentenceTransformerEmbedder, encode_cached, parse_representation
+from .metrics import agreement, balance_report, injection_report
+from .store import read_json
+
 __all__ = ["PROVENANCE_CORPUS", "PROVENANCE_SYNTHETIC", "topic_words", "synthetic_passages", "inject_synthetic",
            "injected_count", "topic_groups", "stress_embeddings", "workspace_embedder", "injected_mask",
            "place_by_neighbours", "stress_compare", "StressData", "stress_data", "STRESS_METHODS"]
@@ -201,9 +205,6 @@ def injected_mask(frame, column: str, value) -> np.ndarray:
 def workspace_embedder(ws, representation: str = "final"):
     """The model that made the workspace's ``representation`` embeddings (to embed new passages
     the same way). Raises ValueError when they were not made by the app's model (precomputed)."""
-    from .embed import SentenceTransformerEmbedder, parse_representation
-    from .store import read_json
-
     path = ws.embeddings_meta_path(representation)
     meta = read_json(path) if path.exists() else {}
     if meta.get("source") != "model":
@@ -218,8 +219,6 @@ def stress_embeddings(ws, stressed, representation: str = "final", embedder=None
     in corpus order): the workspace's stored embeddings for the corpus rows, the injected passages
     encoded with ``embedder`` (default ``workspace_embedder``) through the workspace's embedding
     cache. Writes nothing but cache shards."""
-    from .embed import EmbeddingCache, encode_cached
-
     is_syn = (stressed["provenance"] == PROVENANCE_SYNTHETIC).to_numpy()
     n_corpus = int((~is_syn).sum())
     if is_syn[:n_corpus].any():
@@ -300,7 +299,7 @@ STRESS_METHODS = {
 
 def fit_labels(method: str, X_unit, X_raw, k: int, seed: int = 0, **kw) -> tuple[np.ndarray, object]:
     """(labels, fitted estimator) of ``method`` (k-means on ``X_raw``, the rest on ``X_unit``)."""
-    from .baselines import make_estimator, uses_raw_vectors
+    from .baselines import make_estimator, uses_raw_vectors  # lazy: gem.baselines imports scikit-learn (~0.8 s)
 
     est = make_estimator(method, k, random_state=seed, **kw)
     est.fit(X_raw if uses_raw_vectors(method) and X_raw is not None else X_unit)
@@ -312,8 +311,6 @@ def stress_compare(X_unit, X_raw, injected, k: int = 24, methods: dict | None = 
     """Fit each method (``{row label: (method, estimator kwargs)}``, default ``STRESS_METHODS``) on
     the stressed embeddings; per method: ``injection_report`` figures, the balance report and NMI /
     ARI to ``references`` ({name: labels}), the lambda GEM used and the fit time."""
-    from .metrics import agreement, balance_report, injection_report
-
     injected = np.asarray(injected, dtype=bool)
     rows = []
     for label, (method, kw) in (methods or STRESS_METHODS).items():

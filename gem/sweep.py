@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from .metrics import agreement, balance_report, mean_pairwise_ari
+
 __all__ = ["DEFAULT_LAMBDAS", "SweepResult", "lambda_sweep", "summarise"]
 
 DEFAULT_LAMBDAS = (0.0, 10.0, 100.0, 1000.0, 5000.0, 20000.0)
@@ -45,8 +47,6 @@ class SweepResult:
 
 def summarise(name: str, labelings: list[np.ndarray], k: int, references: dict | None = None, **extra) -> dict:
     """Mean balance and agreement over the seeds' labelings, and their stability."""
-    from .metrics import agreement, balance_report, mean_pairwise_ari
-
     reps = [balance_report(lab, k) for lab in labelings]
     row = {"method": name, **extra,
            "normalized_entropy": float(np.mean([r["normalized_entropy"] for r in reps])),
@@ -65,6 +65,7 @@ def lambda_sweep(X, labels_ref: dict | None = None, k: int = 24, lambdas=DEFAULT
     """Sweep GEM's lambda on unit rows ``X`` (see the module docstring). ``labels_ref``: {column:
     labels} for NMI / ARI (missing values skipped); ``X_raw``: the raw vectors for k-means's raw
     reference row (default: X). ``progress(done, total, what)`` after every fit."""
+    # lazy: gem.baselines and gem.model import scikit-learn (~0.8 s)
     from .baselines import make_estimator
     from .model import GEM
 

@@ -10,6 +10,7 @@ import streamlit as st
 from gem.gis import nearest_topics, topic_hierarchy
 from gem.plots import gis_by_topic_chart, taxonomy_tree
 from gem.taxonomy import MAX_SPLIT_K, MIN_SPLIT_K, REVIEW_STATES, StaleEditError, topic_rows
+from gem.workspace_ops import propose_topic_split
 from pages import common
 
 EDITOR_GEN = "tx_editor_gen"  # the editor's key carries a generation: a new key drops the browser's edits
@@ -245,7 +246,7 @@ with st.expander("Merge or split topics"):
     if st.button("Preview the split", key="tx_split_preview", disabled=split_id is None):
         try:
             with st.spinner("Fitting GEM inside the topic…"):
-                common.keep_output(SPLIT, split_scope, tax.propose_split(ws, run_key, split_id, split_k))
+                common.keep_output(SPLIT, split_scope, propose_topic_split(ws, tax, run_key, split_id, split_k))
         except (ValueError, KeyError, OSError) as exc:
             common.drop_output(SPLIT)
             st.error(common.plain(f"Cannot split {split_id}: {exc}"))

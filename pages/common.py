@@ -520,7 +520,8 @@ def synced_taxonomy(name: str, ws: Workspace | None = None, analysis=None):
     """(gem.taxonomy.Taxonomy, SyncReport or None) with run ``name`` matched to the workspace
     taxonomy (stable ids), once per run; the report when this session made the match. The first
     time, the run's GIS analysis (keywords for provisional names) is computed and kept."""
-    from gem.taxonomy import Taxonomy, sync_saved_run
+    from gem.taxonomy import Taxonomy
+    from gem.workspace_ops import sync_saved_run
 
     ws = ws or workspace()
     tax = Taxonomy(ws.taxonomy_db)
@@ -557,7 +558,7 @@ def run_topics(run_name: str, ws: Workspace | None = None):
 def run_analysis(run_name: str, ws: Workspace | None = None):  # noqa: D401
     """The gem.gis.RunAnalysis (GIS, topic table, keywords) of a saved run: the kept one, or
     computed now (one is kept at a time: its GIS is N floats)."""
-    from gem.gis import analyze_run
+    from gem.workspace_ops import analyze_run
 
     ws = ws or workspace()
     key = _analysis_key(ws, run_name)

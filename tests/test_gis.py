@@ -321,7 +321,7 @@ def test_analyze_run_leaves_excluded_documents_out(synthetic_workspace):
     later leave those documents out (gem.flags)."""
     from gem.cli import main
     from gem.flags import DocFlags
-    from gem.gis import analyze_run
+    from gem.workspace_ops import analyze_run
 
     ws = synthetic_workspace
     assert main(["fit", "-w", str(ws.root), "--k", "4", "--run", "r", "--no-sync"]) == 0

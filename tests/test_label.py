@@ -386,14 +386,15 @@ def test_teacher_routes_split_topics_to_their_children(sample_workspace, tmp_pat
     topic's documents get its children's ids, never the split topic's."""
     from gem.label import load_labeller
     from gem.runs import FitSettings, fit_run
-    from gem.taxonomy import Taxonomy, document_topic_ids, sync_saved_run
+    from gem.taxonomy import Taxonomy
+    from gem.workspace_ops import document_topic_ids, propose_topic_split, sync_saved_run
 
     ws = sample_workspace
     fit_run(ws, "t", FitSettings(k=6, balance=0.0, seed=0))
     sync_saved_run(ws, "t")
     tax = Taxonomy(ws.taxonomy_db)
     parent = tax.topics(run="t").sort_values("n_docs").iloc[-1]["id"]
-    children = tax.accept_split(tax.propose_split(ws, "t", parent, 2), "alice")
+    children = tax.accept_split(propose_topic_split(ws, tax, "t", parent, 2), "alice")
 
     corpus = ws.load_corpus().set_index("id")
     run_ids = pd.read_parquet(ws.run_dir("t") / "assignments.parquet", columns=["id"])["id"].astype(str)

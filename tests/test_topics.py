@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from gem.taxonomy import Taxonomy, document_topic_ids, sync_saved_run
+from gem.taxonomy import Taxonomy
+from gem.workspace_ops import document_topic_ids, propose_topic_split, sync_saved_run
 
 GROUPS = ("astronomy", "cooking", "law", "violin", "piano")  # violin and piano: two halves of one topic
 
@@ -148,8 +149,8 @@ def test_split_recovers_planted_halves_and_survives_a_refit(planted_ws):
     parent = _topic_of_group(ws, "a", truth, 3)
     before = tax.export_json()["topics"]
     with pytest.raises(ValueError, match="from 2 to 8"):
-        tax.propose_split(ws, "a", parent, 9)
-    prop = tax.propose_split(ws, "a", parent, 2)
+        propose_topic_split(ws, tax, "a", parent, 9)
+    prop = propose_topic_split(ws, tax, "a", parent, 2)
     assert tax.export_json()["topics"] == before  # a preview changes nothing
     inside = np.isin(ws.load_corpus()["id"].to_numpy(), prop.doc_ids)
     assert set(np.unique(truth[inside])) == {3, 4}
@@ -165,7 +166,7 @@ def test_split_recovers_planted_halves_and_survives_a_refit(planted_ws):
     assert all(tax.topic(c)["parent"] == parent for c in children)
     assert "split" in set(tax.audit(parent)["field"]) and "split_from" in set(tax.audit(children[0])["field"])
     with pytest.raises(ValueError, match="was split into"):
-        tax.propose_split(ws, "a", parent, 2)
+        propose_topic_split(ws, tax, "a", parent, 2)
     with pytest.raises(ValueError, match="changed .* since the split was previewed|was split into"):
         tax.accept_split(prop, "alice")  # the same preview twice
     ids_a = document_topic_ids(ws, "a")
@@ -277,7 +278,7 @@ def test_exclusions_count_against_the_stable_ids_of_merged_and_split_topics(plan
     ws, truth, tax = planted_ws
     t_astro, t_cook = _topic_of_group(ws, "a", truth, 0), _topic_of_group(ws, "a", truth, 1)
     tax.merge_topics([t_astro, t_cook], "alice")
-    children = tax.accept_split(tax.propose_split(ws, "a", _topic_of_group(ws, "a", truth, 3), 2), "alice")
+    children = tax.accept_split(propose_topic_split(ws, tax, "a", _topic_of_group(ws, "a", truth, 3), 2), "alice")
     ids = ws.load_corpus()["id"].to_numpy()
     picked = {0: 3, 1: 2, 2: 1, 3: 4}  # planted group -> documents excluded
     excluded = np.concatenate([ids[truth == g][:n] for g, n in picked.items()])

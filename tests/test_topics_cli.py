@@ -9,7 +9,8 @@ import pytest
 from test_topics import build_planted_workspace, save_fit
 
 from gem.cli import main
-from gem.taxonomy import Taxonomy, document_topic_ids
+from gem.taxonomy import Taxonomy
+from gem.workspace_ops import document_topic_ids
 
 
 @pytest.fixture

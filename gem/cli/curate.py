@@ -102,7 +102,7 @@ def cmd_search(args) -> int:
     if args.gis:
         if run is None:
             raise ValueError("--gis needs a run: pass --run NAME")
-        from gem.gis import analyze_run
+        from gem.workspace_ops import analyze_run
 
         analysis = analyze_run(ws, run)
     result = search(ws, args.query, k=args.k, semantic_search=args.semantic, mode=args.mode,

@@ -45,8 +45,8 @@ def _snippet(text: str, n: int = 100) -> str:
 
 
 def run_taxonomy(args: argparse.Namespace) -> int:
-    from gem.gis import analyze_run
-    from gem.taxonomy import Taxonomy, sync_saved_run
+    from gem.taxonomy import Taxonomy
+    from gem.workspace_ops import analyze_run, sync_saved_run
 
     if args.top < 0 or args.keywords < 1:
         raise ValueError("--top must be >= 0 and --keywords >= 1")

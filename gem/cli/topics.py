@@ -83,7 +83,9 @@ def run_topics(args: argparse.Namespace) -> int:
     run = args.run or tax.current_run
     if not run:
         raise ValueError("no run synced into the taxonomy yet: give --run NAME")
-    proposal = tax.propose_split(ws, run, args.id, args.k, random_state=args.seed)
+    from gem.workspace_ops import propose_topic_split
+
+    proposal = propose_topic_split(ws, tax, run, args.id, args.k, random_state=args.seed)
     children = None if args.preview else tax.accept_split(proposal, args.author)
     if args.json:
         out = proposal.to_json()

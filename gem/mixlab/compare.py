@@ -15,16 +15,16 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
+from gem import mixture  # mixture.mixture_inputs_from_run looked up at each call: tests count its reads
 from gem.mixlab.design import design_swarm
 from gem.mixlab.proxy import DEFAULT_EVAL_TOKENS, DEFAULT_TOKENS, RESULT_COLUMN, Target, run_proxy
 from gem.mixlab.regression import fit_metric
+from gem.runs import FitSettings, fit_run, load_run
 
 
 def kmeans_twin(ws, gem_run: str) -> str:
     """A Euclidean k-means run with the GEM run's K, seed and representation (fitted when missing);
     returns its name."""
-    from gem.runs import FitSettings, fit_run, load_run
-
     run = load_run(ws, gem_run)
     k = int(run.info.get("n_clusters") or len(run.model.weights_))
     settings = FitSettings(method="kmeans", k=k, seed=int(run.params.get("seed", 0) or 0),
@@ -42,14 +42,12 @@ def compare_bucketings(ws, runs: Mapping[str, str], target: Target, *, n: int = 
     """One row per bucketing (``runs``: {label: run name}): K, the chosen model, held-out Spearman
     rho and its 90 % interval, the spread of the proxy metric, seconds. The token budget of each
     swarm is its included tokens (the same corpus minus the same exclusions)."""
-    from gem.mixture import mixture_inputs_from_run
-
     if target.kind == "topic":
         raise ValueError("compare bucketings on a label or file target: topic ids differ between bucketings")
     rows = []
     for label, run in runs.items():
         t0 = time.perf_counter()
-        inputs = mixture_inputs_from_run(ws, run, with_gis=False)
+        inputs = mixture.mixture_inputs_from_run(ws, run, with_gis=False)
         swarm = design_swarm(inputs.domains, n, alpha, max_epochs=max_epochs, seed=seed, run=run)
         cb = (lambda d, t, lab=label: progress(lab, d, t)) if progress else None
         res = run_proxy(ws, swarm, target, tokens_per_mixture=tokens_per_mixture, eval_tokens=eval_tokens,

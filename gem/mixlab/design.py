@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from gem.mixlab.constraints import Bounds, bounds, project
+from gem.mixture import mixture_inputs_from_run, unimax_weights, write_bundle, write_run_bundle
 from gem.store import atomic_dir, read_json, validate_name, write_json_atomic
 
 WEIGHT_SOURCE = "mixlab"
@@ -84,8 +85,6 @@ def design_swarm(domains: pd.DataFrame, n: int = 64, alpha: float = 1.0, *, toke
     """``n`` Dirichlet mixtures plus natural, balanced and UniMax over the included domains of
     ``domains`` (a ``gem.mixture`` domain table), each within ``max_epochs`` under ``token_budget``
     (default: the included tokens, one epoch of the natural mix). Same inputs and seed, same swarm."""
-    from gem.mixture import unimax_weights
-
     n = int(n)
     if not 1 <= n <= 10_000:
         raise ValueError(f"swarm size must be between 1 and 10000, got {n}")
@@ -162,8 +161,6 @@ def write_swarm(out_dir: str | os.PathLike, swarm: Swarm, inputs, formats: Itera
                 progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the swarm folder atomically (see the module docstring); ``inputs``: the run's
     ``gem.mixture.RunMixtureInputs`` (provenance for each mixture.json). Returns the folder."""
-    from gem.mixture import write_bundle
-
     out_dir = Path(out_dir)
     validate_name(out_dir.name, "swarm name")
     formats = list(formats)
@@ -209,8 +206,6 @@ def design_run(ws, run: str, n: int = 64, alpha: float = 1.0, *, token_budget: f
                max_epochs: float = 4.0, seed: int = 0, out_dir: str | os.PathLike | None = None,
                progress: Callable[[int, int], None] | None = None) -> Swarm:
     """Design a swarm over run ``run``'s topics and write it (default ``WS/mixlab/<run>-n<N>-a<alpha>-s<seed>``)."""
-    from gem.mixture import mixture_inputs_from_run
-
     inputs = mixture_inputs_from_run(ws, run, with_gis=False)
     swarm = design_swarm(inputs.domains, n, alpha, token_budget=token_budget, max_epochs=max_epochs, seed=seed, run=run)
     out = Path(out_dir) if out_dir else swarm_root(ws) / swarm_name(run, n, alpha, seed)
@@ -225,8 +220,6 @@ def export_mixture(ws, swarm: Swarm, weights: dict[str, float], out_dir: str | o
     ``gem export`` bundle: strategy "imported", each weighted domain's weight_source "mixlab",
     the swarm's budget and max epochs unless given, ``extra`` (metric, fit, prediction) in mixture.json.
     Returns (bundle path, ``validate_bundle`` report)."""
-    from gem.mixture import mixture_inputs_from_run, write_run_bundle
-
     inputs = mixture_inputs_from_run(ws, swarm.run, with_gis=with_gis)
     mixture, assignments = mixture_of(inputs, weights, token_budget=token_budget or swarm.params.get("token_budget"),
                                       max_epochs=max_epochs or swarm.params.get("max_epochs"),

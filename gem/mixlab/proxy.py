@@ -42,6 +42,9 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from gem.mixture import mixture_inputs_from_run
+from gem.store import write_json_atomic, write_text_atomic
+
 UNK, BOS, EOS = 0, 1, 2
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_", re.UNICODE)
 DEFAULT_TOKENS = 100_000
@@ -308,8 +311,6 @@ def run_proxy(ws, swarm, target: Target, *, tokens_per_mixture: int = DEFAULT_TO
     over a run of ``ws``); with ``write``, save ``results.csv`` and ``proxy.json`` in the swarm
     folder (atomically). ``progress(done, total)`` after each mixture. ``documents``: as in
     ``prepare_proxy``."""
-    from gem.store import write_json_atomic, write_text_atomic
-
     t0 = time.perf_counter()
     setup = prepare_proxy(ws, swarm, target, eval_tokens=eval_tokens, seed=seed, file_texts=file_texts,
                           documents=documents)
@@ -335,6 +336,4 @@ def run_proxy(ws, swarm, target: Target, *, tokens_per_mixture: int = DEFAULT_TO
 
 def _run_documents(ws, run: str) -> pd.DataFrame:
     """The run's documents with their domain (taxonomy id) as the swarm names them."""
-    from gem.mixture import mixture_inputs_from_run
-
     return mixture_inputs_from_run(ws, run, with_gis=False).documents[["id", "topic_id"]]

@@ -41,6 +41,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from gem.flags import REASONS
 from gem.mixture.errors import BundleError, MixtureError
 from gem.mixture.formats import (
     DEFAULT_OLMO_PATH_TEMPLATE, DEFAULT_PREFIX_TEMPLATE, DEFAULT_SPLIT_PREFIX_TEMPLATE, DOLMA_ATTRIBUTE_PREFIX,
@@ -209,8 +210,6 @@ def _excluded_topics(mixture: Mixture, table: pd.DataFrame | None) -> dict:
 
 
 def _render_blocklist(blocklist: pd.DataFrame, table: pd.DataFrame | None) -> bytes:
-    from gem.flags import REASONS
-
     if "id" not in blocklist.columns or "reason" not in blocklist.columns:
         raise MixtureError("the blocklist needs columns id and reason")
     ids = blocklist["id"].astype(str)
@@ -394,8 +393,6 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
 def _check_blocklist(text: str, per_doc_ids: set[str]) -> int:
     """excluded_documents.jsonl: strict JSON lines with a unique id and a known reason, none of them
     among the per-document files' ids. Returns the number of entries."""
-    from gem.flags import REASONS
-
     seen: set[str] = set()
     for k, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from gem.mixture.bundle import FORMATS, parse_formats, validate_bundle, write_bundle
 from gem.mixture.run_inputs import mixture_inputs_from_run
+from gem.store import Workspace
 
 CLI_MAX_EPOCHS = 4.0     # `gem export --max-epochs` default
 CLI_TEMPERATURE = 1.0    # `gem export --temperature` default
@@ -47,8 +48,6 @@ def export_command(ws_root: str | os.PathLike, run_name: str, name: str, formats
                    overrides: Mapping[str, float] | None = None) -> str:
     """The `gem export` command line that writes bundle ``name`` (into the workspace's exports
     folder) with these settings; options at the CLI's defaults are left out."""
-    from gem.store import Workspace
-
     out = Workspace(ws_root).exports_dir / name
     args = ["gem", "export", "-w", str(ws_root), "--run", run_name, "--out", str(out), "--strategy", strategy]
     if level != "topic":

@@ -21,9 +21,14 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from gem.flags import DocFlags, keep_mask
+from gem.gis import gis_for_model
 from gem.mixture.errors import MixtureError
 from gem.mixture.weights import Mixture, build_mixture, make_domains, topic_domain_id
+from gem.runs import check_embeddings_match, load_run
 from gem.store import file_sha256, read_json
+from gem.taxonomy import Taxonomy
+from gem.workspace_ops import run_document_topics
 
 
 def run_domains(
@@ -42,7 +47,7 @@ def run_domains(
     ``topics``: the taxonomy's topics of this run (``Taxonomy.topics(run=...)``: cluster, id,
     name, parent, parent_name, excluded) — the stable ids; without it a cluster's id is "t<k>".
     ``document_topics``: each document's stable id, a Series indexed by document id
-    (``gem.taxonomy.run_document_topics``, which also adds the rows of split children to ``topics``)
+    (``gem.workspace_ops.run_document_topics``, which also adds the rows of split children to ``topics``)
     or a sequence in ``assignments`` order; without it a document takes its cluster's.
     One domain per stable id: clusters merged into one topic sum their documents, tokens and mass; a
     split topic gives way to its children (the cluster's mass shared by their document counts).
@@ -221,8 +226,6 @@ class RunMixtureInputs:
             else:
                 docs["probability"] = 1.0
         if gis:
-            from gem.gis import gis_for_model
-
             docs["gis"] = gis_for_model(X, model, labels=labels)
         return dataclasses.replace(self, documents=docs)
 
@@ -230,8 +233,6 @@ class RunMixtureInputs:
 def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixtureInputs:
     """Gather a saved run's domains (stable taxonomy ids when the run is synced into the
     workspace taxonomy, else "t<k>"), documents, GIS, and provenance for mixture.json."""
-    from gem.runs import load_run
-
     run = load_run(ws, run_name)
     model = run.model
     corpus = ws.load_corpus()
@@ -240,16 +241,12 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
     K = int(len(mass) if mass is not None else np.asarray(model.mean_directions_).shape[0])
     topics, taxonomy, doc_topics = None, None, None
     if Path(ws.taxonomy_db).exists():
-        from gem.taxonomy import Taxonomy, run_document_topics
-
         tax = Taxonomy(ws.taxonomy_db)
         try:
             topics, doc_topics = run_document_topics(ws, tax, run_name, run=run)
         except KeyError:
             notes.append(f"run {run_name!r} is not synced into the taxonomy: domains use cluster ids t<k>")
         taxonomy = tax.export_json()
-    from gem.flags import DocFlags, keep_mask
-
     flags = DocFlags(ws)
     blocklist = flags.blocklist()
     assignments = run.assignments
@@ -285,8 +282,6 @@ def mixture_inputs_from_run(ws, run_name: str, with_gis: bool = True) -> RunMixt
         except FileNotFoundError as exc:
             notes.append(f"no GIS in assignments ({exc})")
         else:
-            from gem.runs import check_embeddings_match
-
             check_embeddings_match(ws, rep, corpus["id"].astype(str), X_all.shape[0], len(corpus))
             pos = pd.Index(corpus["id"].astype(str)).get_indexer(docs["id"])
             inputs = inputs.with_scores(np.asarray(X_all[pos], dtype=np.float32), model)
@@ -316,7 +311,7 @@ def exclusion_summary(ws, run, corpus: pd.DataFrame, domains: pd.DataFrame, assi
     missing = np.flatnonzero(~in_run)
     if missing.size:  # fitted without them: where would the model put them?
         try:
-            from gem.baselines import uses_raw_vectors
+            from gem.baselines import uses_raw_vectors  # lazy: gem.baselines imports scikit-learn (~0.8 s)
 
             rep = run.representation
             rows = ids.get_indexer(excluded[missing])

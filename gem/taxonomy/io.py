@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from gem.store import utc_now_ms
+from gem.store import read_json, utc_now_ms, write_json_atomic
 from gem.taxonomy.db import EDITABLE_FIELDS, ID_RE, REVIEW_STATES, STATUSES, TaxonomyDB, as_text, from_blob, to_blob
 
 EXPORT_FORMAT = "gem-taxonomy"
@@ -59,13 +59,9 @@ class JsonMixin(TaxonomyDB):
         }
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        from gem.store import write_json_atomic
-
         return write_json_atomic(path, self.export_json())
 
     def load_json(self, path: str | os.PathLike, author: str) -> dict:
-        from gem.store import read_json
-
         try:
             data = read_json(path)
         except json.JSONDecodeError as exc:

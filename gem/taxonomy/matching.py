@@ -1,11 +1,13 @@
 """Syncing fitted runs into the taxonomy: member sketches (bottom-k MinHash), their Jaccard
-estimate, and the two-tier matching of a run's clusters to the topics.
+estimate, and the two-tier matching of a run's clusters to the topics. ``match_clusters`` decides
+(pure: directions and sketches in, ``Matching`` out, no database); ``SyncMixin.sync_run`` reads the
+topics, calls it and writes its decisions in one transaction (``_record_sync``).
 
 Matching: two tiers. Each pair (cluster of the new run, topic) is judged on the cosine of the mean
 directions and, when the sync is given each cluster's member document ids (``members``;
-``sync_saved_run`` passes them from the run's assignments, curator-excluded documents left out)
-and the topic has a member sketch from its last sync, on the members' Jaccard |A & B| / |A | B|,
-estimated from bottom-k MinHash sketches
+``gem.workspace_ops.sync_saved_run`` passes them from the run's assignments, curator-excluded
+documents left out) and the topic has a member sketch from its last sync, on the members' Jaccard
+|A & B| / |A | B|, estimated from bottom-k MinHash sketches
 (the 256 smallest blake2b-64 hashes of the ids, 2 KiB per topic, ``members_sketch``; exact for
 topics of <= 256 documents, else standard error <= 0.031):
 
@@ -54,6 +56,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from gem.arrays import as_matrix, unit_rows
+from gem.gis import provisional_name
 from gem.store import utc_now_ms
 from gem.taxonomy.db import TaxonomyDB, distinct_name, from_blob, name_key, to_blob
 
@@ -147,8 +150,122 @@ def merged_survivors(con) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class KnownTopic:
+    """A topic of the taxonomy as the matching sees it: its id, status ("active", "new" or
+    "retired"), mean direction (any norm), member sketch from its last sync (None: none), and
+    ``merged_into``: the topic it maps to when merged (the end of the merge chain), else None."""
+
+    id: str
+    status: str
+    direction: np.ndarray
+    sketch: np.ndarray | None = None
+    merged_into: str | None = None
+
+
+@dataclass
+class Matching:
+    """The decisions of one matching (``match_clusters``), cluster indices as keys.
+
+    ``matched``: cluster -> stable id, pass 1 (a live topic, or the survivor of the merged topic it
+    matched, that one in ``via``); ``revived``: cluster -> retired topic, pass 2; ``new``: clusters
+    no topic takes; ``retired``: live topics no cluster takes (in the order given). ``changed``: the
+    kept clusters (matched or revived) whose pair lies between the floors and the strict thresholds
+    (the sync flags the curator-named ones among them); ``cosine`` / ``jaccard``: the kept pairs'
+    figures (``jaccard`` only where both sides have member sketches)."""
+
+    matched: dict[int, str] = field(default_factory=dict)
+    revived: dict[int, str] = field(default_factory=dict)
+    new: list[int] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    via: dict[int, str] = field(default_factory=dict)
+    changed: list[int] = field(default_factory=list)
+    cosine: dict[int, float] = field(default_factory=dict)
+    jaccard: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def mapping(self) -> dict[int, str]:
+        """cluster -> stable id of every kept cluster (matched and revived)."""
+        return dict(sorted({**self.matched, **self.revived}.items()))
+
+
+def match_clusters(
+    mean_directions: np.ndarray,
+    sketches: Sequence[np.ndarray | None] | None,
+    topics: Sequence[KnownTopic],
+    min_cosine: float = MIN_COSINE,
+    strict_cosine: float = STRICT_COSINE,
+    min_jaccard: float = MIN_JACCARD,
+    strict_jaccard: float = STRICT_JACCARD,
+) -> Matching:
+    """Match a run's clusters (``mean_directions``: K rows, any norm; ``sketches``: per cluster the
+    bottom-k sketch of its member ids, None or empty for none, or None for no members at all) to the
+    taxonomy's ``topics`` by the two-tier rule of the module docstring. Pure: no database.
+
+    Pass 1: Hungarian over the admissible pairs of clusters and live topics (plus the merged ones,
+    which map to their survivor): plain pairs preferred, then cosine; refused pairs (cosine below
+    ``min_cosine``, or members' Jaccard below ``min_jaccard`` where both sides have sketches) are
+    never chosen. Pass 2: the clusters left over against the retired (not merged) topics. The rest
+    are new; live topics left unmatched retire."""
+    from scipy.optimize import linear_sum_assignment  # ~0.3 s to import: only when a run is matched
+
+    M = unit_rows(as_matrix(mean_directions, "mean_directions"), name="mean_directions")
+    K = M.shape[0]
+    if sketches is not None and len(sketches) != K:
+        raise ValueError(f"sketches has {len(sketches)} entries for {K} clusters")
+    for t in topics:
+        if np.shape(t.direction) != (M.shape[1],):
+            raise ValueError(f"topic {t.id} has a direction of shape {np.shape(t.direction)}, the clusters "
+                             f"have {M.shape[1]} dimensions")
+    live = [t for t in topics if t.status != "retired"]
+    # a topic merged into another keeps its direction and sketch: it matches with the live ones,
+    # and the cluster it takes maps to the topic it was merged into (see gem.taxonomy.regroup)
+    merged = [t for t in topics if t.status == "retired" and t.merged_into]
+    retired = [t for t in topics if t.status == "retired" and not t.merged_into]
+    out = Matching()
+    unmatched = list(range(K))
+    for pool, bucket in ((live + merged, out.matched), (retired, out.revived)):
+        if not pool or not unmatched:
+            continue
+        D = np.stack([np.asarray(t.direction, dtype=np.float64) for t in pool])
+        D /= np.linalg.norm(D, axis=1, keepdims=True)
+        S = M[unmatched] @ D.T
+        J = np.full(S.shape, np.nan)  # members' Jaccard, NaN where a side has no sketch
+        if sketches is not None:
+            for b, t in enumerate(pool):
+                if t.sketch is None or not np.size(t.sketch):
+                    continue
+                for a, c in enumerate(unmatched):
+                    mine = sketches[c]
+                    if mine is not None and mine.size and S[a, b] >= min_cosine:  # pairs refused by cosine: moot
+                        J[a, b] = sketch_jaccard(mine, t.sketch)
+        known = ~np.isnan(J)
+        admissible = (S >= min_cosine) & ~(known & (np.nan_to_num(J) < min_jaccard))
+        plain = admissible & (S >= strict_cosine) & ~(known & (np.nan_to_num(J) < strict_jaccard))
+        # every admissible pair scores in [1, 4] (plain ones 1 higher), refused ones 0
+        score = np.where(admissible, 2.0 + S + plain, 0.0)
+        ri, ci = linear_sum_assignment(score, maximize=True)
+        for a, b in zip(ri, ci):
+            if admissible[a, b]:
+                c, t = unmatched[a], pool[b]
+                bucket[c] = t.merged_into or t.id
+                if t.merged_into:
+                    out.via[c] = t.id
+                if not plain[a, b]:
+                    out.changed.append(c)
+                out.cosine[c] = float(S[a, b])
+                if known[a, b]:
+                    out.jaccard[c] = float(J[a, b])
+        unmatched = [c for c in unmatched if c not in bucket]
+    out.new = unmatched
+    out.changed.sort()
+    kept = set(out.matched.values())
+    out.retired = [t.id for t in live if t.id not in kept]
+    return out
+
+
 class SyncMixin(TaxonomyDB):
-    """Syncing a fitted run into the taxonomy: the two-tier matching (see the module docstring)."""
+    """Syncing a fitted run into the taxonomy: ``match_clusters`` decides, ``_record_sync`` writes."""
 
     # ------------------------------------------------------------------ sync
     def sync_run(
@@ -178,10 +295,9 @@ class SyncMixin(TaxonomyDB):
         still match another).
         Pass 2: the clusters left over against retired topics (revival, so curator work comes back
         when a cluster returns). The rest become new topics. Active topics left unmatched are
-        retired. Syncing the same run again is idempotent.
+        retired. Syncing the same run again is idempotent. The matching is ``match_clusters``
+        (pure); this reads the topics and writes its decisions in one transaction.
         """
-        from scipy.optimize import linear_sum_assignment
-
         if not isinstance(run_name, str) or not run_name:
             raise ValueError("run_name must be a non-empty string")
         for name, value in (("min_cosine", min_cosine), ("strict_cosine", strict_cosine)):
@@ -200,7 +316,6 @@ class SyncMixin(TaxonomyDB):
             sizes = [int(s) for s in sizes]
             if len(sizes) != K:
                 raise ValueError(f"sizes has {len(sizes)} entries for {K} clusters")
-        report = SyncReport(run=run_name)
         at = utc_now_ms()
         with self._connect(write=True) as con:
             # topics this run flagged when it was last synced: a re-sync reports them again
@@ -220,142 +335,121 @@ class SyncMixin(TaxonomyDB):
                         f"{len(r['direction']) // 4} dimensions (another embedding); use a new workspace "
                         "or the same representation"
                     )
-            live = [r for r in rows if r["status"] != "retired"]
-            # a topic merged into another keeps its direction and sketch: it matches with the live ones,
-            # and the cluster it takes maps to the topic it was merged into (see gem.taxonomy.regroup)
-            merged = [r for r in rows if r["status"] == "retired" and r["merged_into"]]
-            retired = [r for r in rows if r["status"] == "retired" and not r["merged_into"]]
             survivor = merged_survivors(con)
-            via: dict[int, str] = {}  # cluster -> the merged topic it matched (mapped to its survivor)
-            first_sync = not rows
-            unmatched = list(range(K))
-            tiers: dict[int, str] = {}
-            for pool, bucket in ((live + merged, report.matched), (retired, report.revived)):
-                if not pool or not unmatched:
+            topics = [KnownTopic(r["id"], r["status"], from_blob(r["direction"]),
+                                 sketch_from_blob(r["members_sketch"]) if r["members_sketch"] else None,
+                                 survivor.get(r["id"]))
+                      for r in rows]
+            decision = match_clusters(mean_directions, None if sketches is None else [s for s, _ in sketches], topics,
+                                      min_cosine=min_cosine, strict_cosine=strict_cosine, min_jaccard=min_jaccard,
+                                      strict_jaccard=strict_jaccard)
+            live = {t.id: t.status for t in topics if t.status != "retired"}
+            report = self._record_sync(con, run_name, decision, M, kw, sizes, sketches, min_cosine,
+                                       first_sync=not rows, live=live, prev_changed=prev_changed, author=author, at=at)
+        return report
+
+    def _record_sync(self, con, run_name: str, decision: Matching, M: np.ndarray, kw: list[list[str]],
+                     sizes: list[int] | None, sketches, min_cosine: float, first_sync: bool, live: Mapping[str, str],
+                     prev_changed: set[str], author: str, at: str) -> SyncReport:
+        """Write a matching's decisions for run ``run_name`` (inside ``sync_run``'s transaction): the
+        run and its cluster -> topic rows, the matched and revived topics' new content (a provisional
+        name following the keywords, a curator-named one flagged on a changed pair), the new topics,
+        the retired ones, the current run. ``live``: id -> status of the live topics the matching saw."""
+        report = SyncReport(run=run_name, matched=dict(decision.matched), revived=dict(decision.revived),
+                            cosine=dict(decision.cosine), jaccard=dict(decision.jaccard))
+        via, unmatched = decision.via, list(decision.new)
+        tiers = {c: "changed" if c in decision.changed else "plain" for c in decision.mapping}
+        con.execute(
+            "INSERT INTO runs (name, synced_at, n_clusters, min_cosine) VALUES (?, ?, ?, ?)",
+            (run_name, at, M.shape[0], float(min_cosine)),
+        )
+
+        def sketch_of(c):  # a sync without members leaves no sketch (it would describe older content)
+            return None if sketches is None or not sketches[c][0].size else _sketch_to_blob(sketches[c][0])
+
+        placed = {tid for c, tid in report.matched.items() if c not in via} | set(report.revived.values())
+        names_for = self._provisional_names(con, (report.matched, report.revived), via, unmatched, kw, set(live))
+        for outcome, bucket in (("matched", report.matched), ("revived", report.revived)):
+            for c, tid in list(bucket.items()):
+                if c in via:
+                    self._sync_via(con, run_name, c, tid, via[c], M[c], kw[c], sizes, sketch_of(c), report,
+                                   tid not in placed, author, at)
+                    placed.add(tid)
                     continue
-                D = np.stack([from_blob(r["direction"]) for r in pool])
-                D /= np.linalg.norm(D, axis=1, keepdims=True)
-                S = M[unmatched] @ D.T
-                J = np.full(S.shape, np.nan)  # members' Jaccard, NaN where a side has no sketch
-                if sketches is not None:
-                    for b, r in enumerate(pool):
-                        if not r["members_sketch"]:
-                            continue
-                        sk = sketch_from_blob(r["members_sketch"])
-                        for a, c in enumerate(unmatched):
-                            if sketches[c][0].size and S[a, b] >= min_cosine:  # pairs refused by cosine: moot
-                                J[a, b] = sketch_jaccard(sketches[c][0], sk)
-                known = ~np.isnan(J)
-                admissible = (S >= min_cosine) & ~(known & (np.nan_to_num(J) < min_jaccard))
-                plain = admissible & (S >= strict_cosine) & ~(known & (np.nan_to_num(J) < strict_jaccard))
-                # every admissible pair scores in [1, 4] (plain ones 1 higher), refused ones 0
-                score = np.where(admissible, 2.0 + S + plain, 0.0)
-                ri, ci = linear_sum_assignment(score, maximize=True)
-                for a, b in zip(ri, ci):
-                    if admissible[a, b]:
-                        c = unmatched[a]
-                        bucket[c] = survivor.get(pool[b]["id"], pool[b]["id"])
-                        if pool[b]["merged_into"]:
-                            via[c] = pool[b]["id"]
-                        tiers[c] = "plain" if plain[a, b] else "changed"
-                        report.cosine[c] = float(S[a, b])
-                        if known[a, b]:
-                            report.jaccard[c] = float(J[a, b])
-                unmatched = [c for c in unmatched if c not in bucket]
+                old = con.execute(
+                    "SELECT status, name, name_provisional, run, review, keywords, name_unconfirmed"
+                    " FROM topics WHERE id = ?",
+                    (tid,),
+                ).fetchone()
+                # a still-provisional name follows the keywords; a curator's name never changes here
+                name = names_for.get(c, old["name"])  # names_for: the provisional ones with keywords
+                # re-syncing the run that created a topic keeps it flagged new (idempotent re-sync)
+                resync_new = old["status"] == "new" and old["run"] == run_name
+                status = "new" if resync_new else "active"
+                con.execute(
+                    "UPDATE topics SET status = ?, cluster = ?, run = ?, direction = ?, keywords = ?,"
+                    " n_docs = ?, name = ?, members_sketch = ? WHERE id = ?",
+                    (status, c, run_name, to_blob(M[c]), json.dumps(kw[c]), None if sizes is None else sizes[c],
+                     name, sketch_of(c), tid),
+                )
+                if old["status"] != status:
+                    self._audit(con, author, tid, "status", old["status"], status, at)
+                if name != old["name"]:  # a provisional name followed the keywords: audited, editors reload
+                    con.execute("UPDATE topics SET version = version + 1, updated_at = ?, updated_by = ? WHERE id = ?",
+                                (at, "system", tid))
+                    self._audit(con, "system", tid, "name", old["name"], name, at)
+                changed = False
+                if tiers[c] == "changed" and not old["name_provisional"]:
+                    # the content moved: keep the id, but the curator must confirm the name
+                    changed = True
+                    shared = f", members' Jaccard {report.jaccard[c]:.2f}" if c in report.jaccard else ""
+                    old_kw = ", ".join(json.loads(old["keywords"])[:5])
+                    con.execute(
+                        "UPDATE topics SET name_unconfirmed = 1, review = 'unreviewed', version = version + 1,"
+                        " updated_at = ?, updated_by = ? WHERE id = ?",
+                        (at, author, tid),
+                    )
+                    self._audit(
+                        con, author, tid, "name_unconfirmed", old["name_unconfirmed"],
+                        f"1 (run {run_name}: cosine {report.cosine[c]:.2f}{shared}; keywords were "
+                        f"[{old_kw}], now [{', '.join(kw[c][:5])}])", at,
+                    )
+                    if old["review"] != "unreviewed":
+                        self._audit(con, author, tid, "review", old["review"], "unreviewed", at)
+                elif tid in prev_changed and old["name_unconfirmed"]:
+                    changed = True  # re-sync of the run that flagged it, not confirmed since
+                if changed:
+                    report.changed[c] = tid
+                if resync_new:
+                    del report.matched[c]
+                    report.new[c] = tid
+                con.execute(
+                    "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome, jaccard, changed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_name, c, tid, report.cosine[c], "new" if resync_new else outcome, report.jaccard.get(c),
+                     int(changed)),
+                )
+        for c in unmatched:
+            tid = self._next_id(con, "T")
+            status = "active" if first_sync else "new"
             con.execute(
-                "INSERT INTO runs (name, synced_at, n_clusters, min_cosine) VALUES (?, ?, ?, ?)",
-                (run_name, at, K, float(min_cosine)),
+                "INSERT INTO topics (id, kind, name, status, cluster, run, direction, keywords, n_docs,"
+                " members_sketch, created_at, updated_at, updated_by)"
+                " VALUES (?, 'topic', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (tid, names_for[c], status, c, run_name, to_blob(M[c]), json.dumps(kw[c]),
+                 None if sizes is None else sizes[c], sketch_of(c), at, at, author),
             )
-
-            def sketch_of(c):  # a sync without members leaves no sketch (it would describe older content)
-                return None if sketches is None or not sketches[c][0].size else _sketch_to_blob(sketches[c][0])
-
-            placed = {tid for c, tid in report.matched.items() if c not in via} | set(report.revived.values())
-            names_for = self._provisional_names(con, (report.matched, report.revived), via, unmatched, kw,
-                                                {r["id"] for r in live})
-            for outcome, bucket in (("matched", report.matched), ("revived", report.revived)):
-                for c, tid in list(bucket.items()):
-                    if c in via:
-                        self._sync_via(con, run_name, c, tid, via[c], M[c], kw[c], sizes, sketch_of(c), report,
-                                       tid not in placed, author, at)
-                        placed.add(tid)
-                        continue
-                    old = con.execute(
-                        "SELECT status, name, name_provisional, run, review, keywords, name_unconfirmed"
-                        " FROM topics WHERE id = ?",
-                        (tid,),
-                    ).fetchone()
-                    # a still-provisional name follows the keywords; a curator's name never changes here
-                    name = names_for.get(c, old["name"])  # names_for: the provisional ones with keywords
-                    # re-syncing the run that created a topic keeps it flagged new (idempotent re-sync)
-                    resync_new = old["status"] == "new" and old["run"] == run_name
-                    status = "new" if resync_new else "active"
-                    con.execute(
-                        "UPDATE topics SET status = ?, cluster = ?, run = ?, direction = ?, keywords = ?,"
-                        " n_docs = ?, name = ?, members_sketch = ? WHERE id = ?",
-                        (status, c, run_name, to_blob(M[c]), json.dumps(kw[c]), None if sizes is None else sizes[c],
-                         name, sketch_of(c), tid),
-                    )
-                    if old["status"] != status:
-                        self._audit(con, author, tid, "status", old["status"], status, at)
-                    if name != old["name"]:  # a provisional name followed the keywords: audited, editors reload
-                        con.execute("UPDATE topics SET version = version + 1, updated_at = ?, updated_by = ? WHERE id = ?",
-                                    (at, "system", tid))
-                        self._audit(con, "system", tid, "name", old["name"], name, at)
-                    changed = False
-                    if tiers[c] == "changed" and not old["name_provisional"]:
-                        # the content moved: keep the id, but the curator must confirm the name
-                        changed = True
-                        shared = f", members' Jaccard {report.jaccard[c]:.2f}" if c in report.jaccard else ""
-                        old_kw = ", ".join(json.loads(old["keywords"])[:5])
-                        con.execute(
-                            "UPDATE topics SET name_unconfirmed = 1, review = 'unreviewed', version = version + 1,"
-                            " updated_at = ?, updated_by = ? WHERE id = ?",
-                            (at, author, tid),
-                        )
-                        self._audit(
-                            con, author, tid, "name_unconfirmed", old["name_unconfirmed"],
-                            f"1 (run {run_name}: cosine {report.cosine[c]:.2f}{shared}; keywords were "
-                            f"[{old_kw}], now [{', '.join(kw[c][:5])}])", at,
-                        )
-                        if old["review"] != "unreviewed":
-                            self._audit(con, author, tid, "review", old["review"], "unreviewed", at)
-                    elif tid in prev_changed and old["name_unconfirmed"]:
-                        changed = True  # re-sync of the run that flagged it, not confirmed since
-                    if changed:
-                        report.changed[c] = tid
-                    if resync_new:
-                        del report.matched[c]
-                        report.new[c] = tid
-                    con.execute(
-                        "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome, jaccard, changed)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (run_name, c, tid, report.cosine[c], "new" if resync_new else outcome, report.jaccard.get(c),
-                         int(changed)),
-                    )
-            for c in unmatched:
-                tid = self._next_id(con, "T")
-                status = "active" if first_sync else "new"
-                con.execute(
-                    "INSERT INTO topics (id, kind, name, status, cluster, run, direction, keywords, n_docs,"
-                    " members_sketch, created_at, updated_at, updated_by)"
-                    " VALUES (?, 'topic', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (tid, names_for[c], status, c, run_name, to_blob(M[c]), json.dumps(kw[c]),
-                     None if sizes is None else sizes[c], sketch_of(c), at, at, author),
-                )
-                self._audit(con, author, tid, "status", None, status, at)
-                con.execute(
-                    "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome) VALUES (?, ?, ?, NULL, 'new')",
-                    (run_name, c, tid),
-                )
-                report.new[c] = tid
-            kept = set(report.matched.values()) | set(report.new.values())  # new: re-synced ones too
-            for r in live:
-                if r["id"] not in kept:
-                    con.execute("UPDATE topics SET status = 'retired', cluster = NULL WHERE id = ?", (r["id"],))
-                    self._audit(con, author, r["id"], "status", r["status"], "retired", at)
-                    report.retired.append(r["id"])
-            con.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_run', ?)", (run_name,))
+            self._audit(con, author, tid, "status", None, status, at)
+            con.execute(
+                "INSERT INTO run_topics (run, cluster, topic_id, cosine, outcome) VALUES (?, ?, ?, NULL, 'new')",
+                (run_name, c, tid),
+            )
+            report.new[c] = tid
+        for tid in decision.retired:
+            con.execute("UPDATE topics SET status = 'retired', cluster = NULL WHERE id = ?", (tid,))
+            self._audit(con, author, tid, "status", live[tid], "retired", at)
+            report.retired.append(tid)
+        con.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_run', ?)", (run_name,))
         return report
 
     def _sync_via(self, con, run_name: str, c: int, tid: str, via: str, direction, keywords, sizes, sketch,
@@ -388,8 +482,6 @@ class SyncMixin(TaxonomyDB):
         but ``matchable`` ones, which this sync matches or retires) are taken first, then the provisional ones in id order (a new topic after
         every older one), each made distinct with its first keyword not in the name
         (``gem.taxonomy.db.distinct_name``). The same order on a re-sync gives the same names."""
-        from gem.gis import provisional_name
-
         todo: dict[int, str] = {}  # cluster -> topic id
         named: set[str] = set()
         for bucket in buckets:
@@ -445,39 +537,3 @@ class SyncMixin(TaxonomyDB):
             rows = con.execute("SELECT cluster, topic_id FROM run_topics WHERE run = ? ORDER BY cluster", (run_name,))
             return {int(r[0]): r[1] for r in rows}
 
-
-def sync_saved_run(ws, run_name: str, analysis=None, min_cosine: float = MIN_COSINE, author: str = "system"):
-    """Sync a saved run into the workspace taxonomy (``ws.taxonomy_db``), with keywords and sizes
-    from ``gem.gis.analyze_run`` (computed when not given) and each cluster's member ids from the
-    run's assignments (so matching checks shared members). Documents curators excluded
-    (``gem.flags``) are left out of the members, also of a run fitted with them, as they are of the
-    GIS, keywords and sizes. Returns (Taxonomy, SyncReport, analysis)."""
-    from gem.gis import analyze_run
-    from gem.runs import flag_exclusions, load_run
-
-    if analysis is None:
-        analysis = analyze_run(ws, run_name)
-    assignments = load_run(ws, run_name).assignments
-    K = int(np.asarray(analysis.mean_directions).shape[0])
-    ids = assignments["id"].astype(str).to_numpy()
-    clusters = assignments["cluster"].to_numpy().astype(np.int64)
-    if clusters.size and (clusters.min() < 0 or clusters.max() >= K):
-        raise ValueError(f"run {run_name!r}: assignments name clusters outside 0..{K - 1}")
-    keep, _ = flag_exclusions(ws, ids)
-    ids, clusters = ids[keep], clusters[keep]
-    order = np.argsort(clusters, kind="stable")
-    members = np.split(ids[order], np.searchsorted(clusters[order], np.arange(1, K)))
-    from gem.taxonomy.core import Taxonomy
-
-    tax = Taxonomy(ws.taxonomy_db)
-    table = analysis.table
-    report = tax.sync_run(
-        run_name,
-        analysis.mean_directions,
-        keywords={int(k): list(v) for k, v in analysis.keywords.items()},
-        sizes=table["n_docs"].tolist(),
-        min_cosine=min_cosine,
-        author=author,
-        members=members,
-    )
-    return tax, report, analysis

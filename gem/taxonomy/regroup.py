@@ -9,18 +9,21 @@ the live topics: a cluster of a later run that matches a merged topic maps to it
 The mappings of already-synced runs are re-pointed at once. ``unmerge_topic`` undoes it: the
 topic's clusters go back to it.
 
-Split (``Taxonomy.propose_split`` then ``accept_split``): GEM is fitted on the embeddings of the
+Split (``propose_split`` then ``Taxonomy.accept_split``): GEM is fitted on the embeddings of the
 topic's documents (K = 2..8); the preview has each child's size, keywords (GIS-weighted c-TF-IDF,
-``gem.gis.topic_keywords``), top-GIS example texts and mean direction, and changes nothing.
+``gem.gis.topic_keywords``), top-GIS example texts and mean direction, and changes nothing
+(``propose_split`` is pure, on arrays; ``gem.workspace_ops.propose_topic_split`` reads a saved
+run's documents of the topic and the topic's version for it).
 Accepting creates one topic per child with a new stable id, ``split_from`` and ``parent`` naming
 the split topic (which becomes their parent node) and the child's direction stored
 (``split_direction``). The split topic keeps its cluster matching as before; its documents go to
 the child whose direction is nearest (largest cosine), in every run. ``unsplit_topic`` retires the
 children (their documents return to the parent).
 
-A document's stable id (``Taxonomy.route_documents``, ``document_topic_ids``): its cluster's topic
-in the run's mapping; while that topic was split, the nearest child; a merged topic, its survivor.
-The mixture domains, the exports and the student's training labels all use it.
+A document's stable id (``Taxonomy.route_documents``; of a saved run's documents,
+``gem.workspace_ops.document_topic_ids``): its cluster's topic in the run's mapping; while that
+topic was split, the nearest child; a merged topic, its survivor. The mixture domains, the exports
+and the student's training labels all use it.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from gem.gis import gis_for_model, provisional_name, representatives, topic_keywords
 from gem.store import utc_now_ms
 from gem.taxonomy.db import TaxonomyDB, distinct_name, from_blob, name_key, to_blob
 from gem.taxonomy.matching import merged_survivors
@@ -77,8 +81,59 @@ class SplitProposal:
                 "examples": [[{"id": i, "text": t} for i, t in ex] for ex in self.examples]}
 
 
+def check_split_k(k) -> int:
+    """``k`` as a whole number of children from MIN_SPLIT_K to MAX_SPLIT_K, else a ValueError."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not MIN_SPLIT_K <= k <= MAX_SPLIT_K:
+        raise ValueError(f"k must be a whole number from {MIN_SPLIT_K} to {MAX_SPLIT_K}, got {k!r}")
+    return int(k)
+
+
+def propose_split(X: np.ndarray, texts: Sequence[str], ids: Sequence[str], k: int, topic_id: str = "",
+                  run: str = "", version: int = 0, random_state: int = 0, n_examples: int = 3) -> SplitProposal:
+    """Fit GEM with ``k`` clusters (2..8) on ``X`` (the unit embeddings of one topic's documents,
+    rows aligned with ``texts`` and ``ids``) and return the preview of splitting it: per child (largest
+    first) its size, keywords, top-GIS examples and unit direction; each document goes to the
+    child with the nearest direction (the rule documents are routed by in every later run). Pure:
+    no database; ``topic_id``, ``run`` and ``version`` are carried into the proposal
+    (``gem.workspace_ops.propose_topic_split`` reads them for a saved run)."""
+    # gem.baselines imports scikit-learn (~0.8 s): only when a split is fitted
+    from gem.baselines import make_estimator
+
+    k = check_split_k(k)
+    Xm = np.asarray(X)
+    texts = np.asarray([str(t) for t in texts], dtype=object)
+    ids = np.asarray([str(i) for i in ids], dtype=object)
+    if not Xm.shape[0] == texts.size == ids.size:
+        raise ValueError(f"{Xm.shape[0]} embeddings, {texts.size} texts and {ids.size} ids: they must be rows of "
+                         "the same documents")
+    if Xm.shape[0] < k * MIN_DOCS_PER_CHILD:
+        where = f" in run {run}" if run else ""
+        raise ValueError(f"{topic_id or 'the topic'} has {Xm.shape[0]} documents{where}; a split into {k} needs at "
+                         f"least {k * MIN_DOCS_PER_CHILD}")
+    est = make_estimator("gem", k, random_state=random_state).fit(Xm)
+    D = np.asarray(est.mean_directions_, dtype=np.float64)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    labels = np.argmax(Xm @ D.T, axis=1)  # the rule documents are routed by, in every later run
+    sizes = np.bincount(labels, minlength=k)
+    keep = np.flatnonzero(sizes > 0)[np.argsort(-sizes[sizes > 0], kind="stable")]  # largest first
+    if keep.size < 2:
+        raise ValueError(f"GEM found a single group in {topic_id or 'the topic'} at k = {k}: nothing to split")
+    D = D[keep]
+    labels = np.argmax(Xm @ D.T, axis=1)
+    gis = gis_for_model(Xm, est, labels=keep[labels])
+    kw = topic_keywords(list(texts), labels, gis, n_keywords=8)
+    top = representatives(labels, gis, top=n_examples)
+    return SplitProposal(
+        topic_id=topic_id, run=run, version=int(version),
+        sizes=[int(s) for s in np.bincount(labels, minlength=keep.size)],
+        keywords=[list(kw.get(j, [])) for j in range(keep.size)],
+        examples=[[(str(ids[i]), str(texts[i])) for i in top.get(j, [])] for j in range(keep.size)],
+        directions=D, doc_ids=ids, labels=labels)
+
+
 class RegroupMixin(TaxonomyDB):
-    """Merge, unmerge, split (propose / accept), unsplit, and routing documents to stable ids."""
+    """Merge, unmerge, split (the topic's version for a proposal, accepting one), unsplit, and
+    routing documents to stable ids."""
 
     # ------------------------------------------------------------------ merge
     def _live_topic(self, con, tid, what: str = "topic"):
@@ -179,58 +234,17 @@ class RegroupMixin(TaxonomyDB):
         return into
 
     # ------------------------------------------------------------------ split
-    def propose_split(self, ws, run_name: str, topic_id: str, k: int, random_state: int = 0,
-                      n_examples: int = 3) -> SplitProposal:
-        """Fit GEM with ``k`` clusters (2..8) on the embeddings of the documents of ``topic_id`` in
-        run ``run_name`` and return the preview; nothing is stored."""
-        from gem.baselines import make_estimator
-        from gem.gis import gis_for_model, representatives, topic_keywords
-        from gem.runs import load_run_documents
-
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not MIN_SPLIT_K <= k <= MAX_SPLIT_K:
-            raise ValueError(f"k must be a whole number from {MIN_SPLIT_K} to {MAX_SPLIT_K}, got {k!r}")
-        k = int(k)
+    def split_version(self, topic_id: str) -> int:
+        """The version of ``topic_id`` when it can be split (a live topic, not a group, not split
+        already; ValueError saying why not): a proposal records it, ``accept_split`` checks it."""
         with self._connect() as con:
-            version = int(self._live_topic(con, topic_id)["version"])
-        run, docs, _, X = load_run_documents(ws, run_name, columns=["id", "text"])
-        tids = document_topic_ids(ws, run_name, run=run, X=X, tax=self)
-        if tids is None:
-            raise ValueError(f"run {run_name!r} is not synced into the taxonomy: open it on the Taxonomy page or "
-                             f"run `gem taxonomy -w {ws.root} --run {run_name}` first")
-        rows = np.flatnonzero(tids == topic_id)
-        if rows.size < k * MIN_DOCS_PER_CHILD:
-            raise ValueError(f"{topic_id} has {rows.size} documents in run {run_name}; a split into {k} needs at least "
-                             f"{k * MIN_DOCS_PER_CHILD}")
-        Xm = X[rows]
-        est = make_estimator("gem", k, random_state=random_state).fit(Xm)
-        D = np.asarray(est.mean_directions_, dtype=np.float64)
-        D /= np.linalg.norm(D, axis=1, keepdims=True)
-        labels = np.argmax(Xm @ D.T, axis=1)  # the rule documents are routed by, in every later run
-        sizes = np.bincount(labels, minlength=k)
-        keep = np.flatnonzero(sizes > 0)[np.argsort(-sizes[sizes > 0], kind="stable")]  # largest first
-        if keep.size < 2:
-            raise ValueError(f"GEM found a single group in {topic_id} at k = {k}: nothing to split")
-        D = D[keep]
-        labels = np.argmax(Xm @ D.T, axis=1)
-        gis = gis_for_model(Xm, est, labels=keep[labels])
-        texts = docs["text"].astype(str).to_numpy()[rows]
-        kw = topic_keywords(list(texts), labels, gis, n_keywords=8)
-        top = representatives(labels, gis, top=n_examples)
-        ids = docs["id"].astype(str).to_numpy()[rows]
-        return SplitProposal(
-            topic_id=topic_id, run=run_name, version=version,
-            sizes=[int(s) for s in np.bincount(labels, minlength=keep.size)],
-            keywords=[list(kw.get(j, [])) for j in range(keep.size)],
-            examples=[[(str(ids[i]), str(texts[i])) for i in top.get(j, [])] for j in range(keep.size)],
-            directions=D, doc_ids=ids, labels=labels)
+            return int(self._live_topic(con, topic_id)["version"])
 
     def accept_split(self, proposal: SplitProposal, author: str) -> list[str]:
         """Store a previewed split: one new topic per child (provisional name from its keywords,
         made distinct from every live topic's name as a sync does,
         ``split_from`` and ``parent`` = the split topic, exclusion inherited, direction stored).
         Refused when the topic changed since the preview. Audited; returns the children's ids."""
-        from gem.gis import provisional_name
-
         author = self._check_author(author)
         at = utc_now_ms()
         D = np.asarray(proposal.directions, dtype=np.float64)
@@ -347,53 +361,6 @@ class TopicRouter:
                 child_ids, D = children[t]
                 ids[rows] = np.asarray(child_ids, dtype=object)[np.argmax(X[rows] @ D.T, axis=1)]
         return ids
-
-
-def document_topic_ids(ws, run_name: str, run=None, X: np.ndarray | None = None, tax=None) -> np.ndarray | None:
-    """The stable id of every document of a saved run (rows of its assignments), or None when the
-    run is not synced into the taxonomy (``tax``, default the workspace's). Embeddings are read
-    only when a topic is split."""
-    from gem.runs import load_run, load_run_documents
-    from gem.taxonomy.core import Taxonomy
-
-    if tax is None:
-        if not ws.taxonomy_db.exists():
-            return None
-        tax = Taxonomy(ws.taxonomy_db)
-    mapping = tax.run_mapping(run_name)
-    if not mapping:
-        return None
-    run = run if run is not None else load_run(ws, run_name)
-    cluster = run.assignments["cluster"].to_numpy().astype(np.int64)
-    missing = sorted(set(np.unique(cluster).tolist()) - set(mapping))
-    if missing:
-        raise ValueError(f"the taxonomy maps no topic to cluster(s) {missing[:5]} of run {run_name!r}: re-sync it")
-    return tax.route_documents(np.asarray([mapping[c] for c in cluster], dtype=object),
-                               X if X is not None else (lambda: load_run_documents(ws, run_name, columns=["id"])[3]))
-
-
-def run_document_topics(ws, tax, run_name: str, run=None, X: np.ndarray | None = None):
-    """(topics, document ids) of a synced run for the mixture: ``tax.topics(run=...)`` (one row per
-    cluster) plus a row (cluster NA) for each split child that receives documents, and every
-    document's stable id (``document_topic_ids``) as a Series indexed by document id (None when the
-    run has no mapping). Raises KeyError when the run is not synced."""
-    import pandas as pd
-
-    from gem.runs import load_run
-
-    topics = tax.topics(run=run_name)
-    run = run if run is not None else load_run(ws, run_name)
-    run_ids = run.assignments["id"].astype(str).to_numpy()
-    doc_ids = document_topic_ids(ws, run_name, run=run, X=X, tax=tax)
-    if doc_ids is None:
-        return topics, None
-    extra = sorted(set(doc_ids.tolist()) - set(topics["id"]))
-    if extra:
-        everyone = tax.topics()
-        rows = everyone[everyone["id"].isin(extra)].assign(cluster=pd.NA)
-        topics = pd.concat([topics, rows[[c for c in topics.columns if c in rows.columns]]], ignore_index=True)
-        topics["cluster"] = topics["cluster"].astype("Int64")
-    return topics, pd.Series(doc_ids, index=run_ids, name="topic_id")
 
 
 def topic_rows(table):

@@ -102,7 +102,7 @@ def _pick(page, key: str, tid: str) -> None:
 
 def test_merge_and_split_in_the_page_survive_a_refit(streamlit_app, synthetic_workspace, browser_page,
                                                       artifacts_dir, idle, full_screenshot):
-    from gem.taxonomy import document_topic_ids
+    from gem.workspace_ops import document_topic_ids
 
     page, ws = browser_page, synthetic_workspace
     _open_as_playwright(page, streamlit_app(ws))
