@@ -79,7 +79,7 @@ def teacher_and_student(sample_docs: int, workdir: Path, log):
     import pandas as pd
     from sklearn.cluster import KMeans
 
-    from gem.distill import (TeacherGeometry, distill_labels, evaluate, holdout_split, normalize_text,
+    from gem.distill import (TeacherGeometry, distill_labels, evaluate, fasttext_line, holdout_split,
                              teacher_scores)
     from gem.embed import EmbeddingCache, SentenceTransformerEmbedder, encode_cached, vocabulary_words
     from gem.gis import gis_for_model
@@ -141,7 +141,7 @@ def teacher_and_student(sample_docs: int, workdir: Path, log):
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import LinearSVC
 
-    norm = [normalize_text(x) for x in texts]
+    norm = [fasttext_line(x) for x in texts]
     pool, held = holdout_split(len(texts), 0.2, 0)
     vecs = [TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)).fit([norm[i] for i in pool]),
             TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(3, 5), min_df=2).fit([norm[i] for i in pool])]

@@ -24,7 +24,7 @@ inputs share a stem (``data.jsonl`` and ``data.csv``, ``a/part.jsonl`` and ``b/p
 generated id starts with the file's path relative to the inputs' common folder, suffix included
 (``data.csv:2``), so generated ids never collide.
 
-Duplicates (``dedup``): texts are compared after ``normalize_text`` (Unicode NFKC, case folded,
+Duplicates (``dedup``): texts are compared after ``dedup_form`` (Unicode NFKC, case folded,
 runs of whitespace collapsed to one space). ``"exact"`` (the default) drops every later copy of a
 normalised text; ``"near"`` also drops texts whose word-3-gram shingle sets have a MinHash-estimated
 Jaccard similarity >= ``NEAR_DUPLICATE_THRESHOLD`` (0.8) with an earlier kept text; ``"none"`` keeps
@@ -624,20 +624,20 @@ def _parse_tokens(v, name: str) -> tuple[int | None, tuple[str, str] | None]:
 
 
 # ---------------------------------------------------------------------------- duplicates
-def normalize_text(text: str) -> str:
+def dedup_form(text: str) -> str:
     """The form duplicates are compared in: Unicode NFKC, case folded, whitespace runs collapsed
     to one space, no leading / trailing space."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def text_fingerprints(texts: Sequence[str]):
-    """A 16-byte blake2b digest of each ``normalize_text(text)`` (numpy ``S16`` array): equal
+    """A 16-byte blake2b digest of each ``dedup_form(text)`` (numpy ``S16`` array): equal
     exactly when the normalised texts are equal (up to a 2^-128 collision). Use it as the per-row
     key that keeps copies of one text apart (``gem.gis.representatives(..., keys=)``)."""
     import numpy as np
 
     return np.array(
-        [hashlib.blake2b(normalize_text(t).encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts],
+        [hashlib.blake2b(dedup_form(t).encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts],
         dtype="S16",
     )
 
@@ -663,7 +663,7 @@ def minhash_signatures(
 
     hv = HashingVectorizer(
         analyzer="word", ngram_range=(shingle_words, shingle_words), token_pattern=r"(?u)\b\w+\b",
-        preprocessor=normalize_text, n_features=1 << 30, alternate_sign=False, norm=None, binary=True,
+        preprocessor=dedup_form, n_features=1 << 30, alternate_sign=False, norm=None, binary=True,
         dtype=np.float32,
     )
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ Model files are plain fastText files, so the student drops into datatrove unchan
 (datatrove reads ``__label__T012`` as label ``"T012"``; excluded topics trained with
 ``excluded_mode="label"`` appear as ``__label__drop``.) Topic ids are the taxonomy's stable ids
 ("T012") when the run is synced into the workspace taxonomy, else the cluster index ("12"). datatrove does not lowercase or strip
-control characters; apply :func:`normalize_text` upstream for the best agreement.
+control characters; apply :func:`fasttext_line` upstream for the best agreement.
 A JSON sidecar (``<model>.json``) records the training parameters and topic ids, and the model
 file's size and sha256: :meth:`Student.load` refuses a file that does not match them (truncated by
 a full disk or an interrupted copy, or replaced), naming the file and the fix (re-run ``gem
@@ -62,12 +62,12 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060
                       "\ud800-\udfff\ue000-\uf8ff]")
 
 
-def normalize_text(text: str) -> str:
+def fasttext_line(text: str) -> str:
     """Lowercase, control characters and newlines to spaces, punctuation split off, whitespace
     collapsed. The result is one fastText-safe line; the same function runs at train and predict
     time. ``__label__`` inside a document is defused so text can never inject a label."""
     if not isinstance(text, str):
-        raise TypeError(f"normalize_text expects str, got {type(text).__name__}")
+        raise TypeError(f"fasttext_line expects str, got {type(text).__name__}")
     text = _CONTROL.sub(" ", text).lower()
     text = text.replace(LABEL_PREFIX, " label ")
     text = _PUNCT.sub(r" \1 ", text)
@@ -244,7 +244,7 @@ class Student:
         """Top-``k`` topic ids (str, object array) and probabilities (float32): shape (n,) for
         k=1, else (n, k).
 
-        Texts are normalised with :func:`normalize_text` unless ``normalized=True``."""
+        Texts are normalised with :func:`fasttext_line` unless ``normalized=True``."""
         n = len(texts)
         k = int(k)
         if k < 1:
@@ -255,7 +255,7 @@ class Student:
         for start in range(0, n, batch_size):
             chunk = list(texts[start:start + batch_size])
             if not normalized:
-                chunk = [normalize_text(t) for t in chunk]
+                chunk = [fasttext_line(t) for t in chunk]
             labs, prs = self.model.predict(chunk, k=k)
             for j, (lab, pr) in enumerate(zip(labs, prs)):
                 row = start + j
@@ -416,7 +416,7 @@ def train_student(
         train_file = Path(tmp) / "train.txt"
         with open(train_file, "w", encoding="utf-8") as fh:
             for i in order:
-                fh.write(f"{LABEL_PREFIX}{label_name(topic_ids[i])} {normalize_text(texts[i])}\n")
+                fh.write(f"{LABEL_PREFIX}{label_name(topic_ids[i])} {fasttext_line(texts[i])}\n")
         model = fasttext.train_supervised(input=str(train_file), verbose=0, **params)
     seconds = time.perf_counter() - start
     info = dict(meta or {})
@@ -497,7 +497,7 @@ def teacher_word_vectors(
     X = np.asarray(geometry.X)
     if X.ndim != 2 or X.shape[0] != len(texts):
         raise ValueError(f"teacher embeddings have shape {X.shape}, expected one row per text ({len(texts)})")
-    normalized = [normalize_text(texts[i]) for i in rows]
+    normalized = [fasttext_line(texts[i]) for i in rows]
     counts = Counter(w for doc in normalized for w in doc.split())
     words = [w for w, _ in counts.most_common(int(max_words))]
     known = set(words)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gem.corpus import (
-    CorpusError, ingest, ingest_file, load_corpus, near_duplicates, normalize_text, read_ingest_report,
+    CorpusError, dedup_form, ingest, ingest_file, load_corpus, near_duplicates, read_ingest_report,
 )
 from gem.store import Workspace
 
@@ -221,7 +221,7 @@ def test_exact_duplicates_compare_normalised_text(tmp_path):
     assert [(r["file"], r["line"], r["reason"]) for r in rejects] == [
         (str(path), 2, "duplicate of t0"), (str(path), 3, "duplicate of t0"),
     ]
-    assert normalize_text(texts[2]) == normalize_text(texts[0]) == "terms of service: by using this site you agree."
+    assert dedup_form(texts[2]) == dedup_form(texts[0]) == "terms of service: by using this site you agree."
 
 
 def _words(rng, n):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from gem.distill import (DROP_LABEL, LABEL_PREFIX, Student, TeacherGeometry, distill_labels, distill_run, evaluate,
-                         holdout_split, normalize_text, select_training_set, teacher_word_vectors, train_student,
+                         fasttext_line, holdout_split, select_training_set, teacher_word_vectors, train_student,
                          write_vec)
 from gem.store import SAMPLE_DATA_DIR, Workspace, write_parquet_atomic
 
@@ -27,17 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
     "   ",
 ])
 def test_normalize_text_is_one_safe_line_and_idempotent(text):
-    out = normalize_text(text)
+    out = fasttext_line(text)
     assert out == out.lower() and out == out.strip()
     assert not any(c in out for c in "\n\r\t\x00\u200b\u2028\ufeff")
     assert "  " not in out and LABEL_PREFIX not in out
-    assert normalize_text(out) == out
+    assert fasttext_line(out) == out
 
 
 def test_normalize_text_splits_punctuation_and_rejects_non_strings():
-    assert normalize_text("Python, fast!") == "python , fast !"
+    assert fasttext_line("Python, fast!") == "python , fast !"
     with pytest.raises(TypeError):
-        normalize_text(None)
+        fasttext_line(None)
 
 
 # ---------------------------------------------------------------------------- training set
@@ -206,8 +206,8 @@ def test_teacher_word_vectors_fit_document_means_and_keep_held_out_words_out(lsa
     # ridge can only lower the objective below the static start (D = 0): here by far
     assert info["residual_fitted"] < 0.5 * info["residual_static"]
     # the vocabulary is the training pool's words plus the extra words, never held-out-only words
-    pool_words = {w for i in pool for w in normalize_text(texts[i]).split()}
-    held_only = {w for i in held for w in normalize_text(texts[i]).split()} - pool_words
+    pool_words = {w for i in pool for w in fasttext_line(texts[i]).split()}
+    held_only = {w for i in held for w in fasttext_line(texts[i]).split()} - pool_words
     assert set(words) == pool_words | {"zyzzyva", "aardvark"} and held_only and not held_only & set(words)
     # a word absent from the training text keeps the encoder's vector, projected on the topic span
     U, _, _ = np.linalg.svd(np.asarray(gem.mean_directions_, dtype=np.float64).T, full_matrices=False)

@@ -293,7 +293,7 @@ def test_representatives_skip_copies_of_one_text():
 
 def test_analyze_representatives_are_distinct_texts():
     """46 copies of one boilerplate text used to be a topic's every representative."""
-    from gem.corpus import normalize_text
+    from gem.corpus import dedup_form
     from gem.gis import analyze
     from gem.model import GEM
     from gem.sphere import sample_vmf
@@ -311,7 +311,7 @@ def test_analyze_representatives_are_distinct_texts():
     k = int(model.labels_[-1])
     rows = result.representatives[k]
     assert len(rows) == 10
-    normalised = [normalize_text(texts[i]) for i in rows]
+    normalised = [dedup_form(texts[i]) for i in rows]
     assert len(set(normalised)) == 10  # distinct by (normalised) text
     assert sum(i >= 200 for i in rows) == 1  # one copy of the boilerplate, the best-ranked
 
