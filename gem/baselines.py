@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from .arrays import unit_rows
-from .model import (GEM, _not_fitted, pick_dtype, sample_weights, spherical_kmeans_init, torch_threads,
+from .model import (GEM, not_fitted_error, pick_dtype, sample_weights, spherical_kmeans_init, torch_threads,
                     validate_X)
 
 __all__ = ["EuclideanKMeans", "SphericalKMeans", "make_estimator", "METHODS", "uses_raw_vectors"]
@@ -129,7 +129,7 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
 
     def predict(self, X):
         if not hasattr(self, "cluster_centers_"):
-            raise _not_fitted(self)
+            raise not_fitted_error(self)
         C = self.cluster_centers_
         X = self._prep(X, C.shape[1])
         # argmin ||x - c||^2 = argmax (x.c - ||c||^2 / 2)
@@ -141,7 +141,7 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
 
     def to_state(self):
         if not hasattr(self, "cluster_centers_"):
-            raise _not_fitted(self)
+            raise not_fitted_error(self)
         meta = {"class": "EuclideanKMeans", "params": _json_params(self), "inertia_": self.inertia_,
                 "n_iter_": self.n_iter_, "n_features_in_": self.n_features_in_}
         arrays = {"cluster_centers": self.cluster_centers_, "weights": self.weights_, "labels": self.labels_}
@@ -230,7 +230,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
 
     def predict(self, X):
         if not hasattr(self, "mean_directions_"):
-            raise _not_fitted(self)
+            raise not_fitted_error(self)
         X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
         return np.argmax(unit_rows(X, np.float64, copy=False) @ self.mean_directions_.T, axis=1).astype(np.int64)
 
@@ -239,7 +239,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
 
     def to_state(self):
         if not hasattr(self, "mean_directions_"):
-            raise _not_fitted(self)
+            raise not_fitted_error(self)
         meta = {"class": "SphericalKMeans", "params": _json_params(self), "n_features_in_": self.n_features_in_}
         if hasattr(self, "n_iter_"):
             meta["n_iter_"] = self.n_iter_

@@ -134,7 +134,7 @@ def _is_sparse(X) -> bool:
     return sparse.issparse(X)
 
 
-def _not_fitted(est):
+def not_fitted_error(est):
     """The error for predict/score/to_state before fit (a ValueError and an AttributeError)."""
     from sklearn.exceptions import NotFittedError
 
@@ -1149,7 +1149,7 @@ class GEM(ClusterMixin, BaseEstimator):
     # ---------------------------------------------------------------- inference
     def _check_fitted(self):
         if not hasattr(self, "mean_directions_"):
-            raise _not_fitted(self)
+            raise not_fitted_error(self)
 
     def _logits_np(self, X, sample_weight=None, kappa_prior: float = 0.0):
         self._check_fitted()

@@ -229,7 +229,7 @@ def cluster_sizes(labels_or_masses: np.ndarray, n_clusters: int | None = None, t
 
 
 # ---------------------------------------------------------------------------- mixture (mixture engineer)
-def _domain_axis(ids: list[str], labels) -> dict:
+def domain_axis(ids: list[str], labels) -> dict:
     """A category axis keyed by domain id (unique) that shows the domain labels (curator text: escaped)."""
     return dict(title="domain", type="category", tickmode="array", tickvals=list(ids),
                 ticktext=[safe_text(lb, 24) for lb in labels])
@@ -249,7 +249,7 @@ def mixture_weights_chart(ids, labels, natural, chosen, title: str = "") -> go.F
                          customdata=names, hovertemplate="%{x} %{customdata}<br>natural %{y:.2%}<extra></extra>"))
     fig.add_trace(go.Bar(x=ids, y=chosen, name="chosen weight", marker_color="#1f77b4",
                          customdata=names, hovertemplate="%{x} %{customdata}<br>weight %{y:.2%}<extra></extra>"))
-    fig.update_layout(title=title, barmode="group", xaxis=_domain_axis(ids, labels),
+    fig.update_layout(title=title, barmode="group", xaxis=domain_axis(ids, labels),
                       yaxis=dict(title="share of training tokens", tickformat=".0%"),
                       legend=dict(orientation="h", y=1.08), margin=dict(l=10, r=10, t=40 if title else 30, b=10))
     return fig
@@ -270,7 +270,7 @@ def implied_epochs_chart(ids, labels, epochs, max_epochs: float | None = None, t
     if max_epochs is not None:
         fig.add_hline(y=float(max_epochs), line_dash="dash", line_color="#d62728",
                       annotation_text=f"max {max_epochs:g} epochs", annotation_position="top right")
-    fig.update_layout(title=title, xaxis=_domain_axis(ids, labels),
+    fig.update_layout(title=title, xaxis=domain_axis(ids, labels),
                       yaxis=dict(title="epochs of the domain's tokens"), showlegend=False,
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     return fig

@@ -29,6 +29,17 @@ def add_workspace_arg(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--workspace", "-w", required=required, metavar="WS", help="workspace folder")
 
 
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts (``--k``, ``--n-init``): an integer >= 1, else the option's error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def existing_workspace(args):
     """The ``--workspace`` of a command that reads one: a gem.store.Workspace of an existing folder,
     else FileNotFoundError (exit 2)."""

@@ -8,8 +8,7 @@ import json
 import os
 import sys
 
-from . import add_workspace_arg
-from .fit import _positive_int
+from . import add_workspace_arg, positive_int
 from ..search import plain_line
 
 
@@ -35,7 +34,7 @@ def register(subparsers) -> None:
     add_workspace_arg(s)
     s.add_argument("query", help="words or a phrase")
     s.add_argument("--semantic", action="store_true", help="rank by cosine to the embedded query")
-    s.add_argument("--k", type=_positive_int, default=20, help="number of results (default 20)")
+    s.add_argument("--k", type=positive_int, default=20, help="number of results (default 20)")
     s.add_argument("--mode", choices=MODES, default="auto",
                    help="full-text: auto (phrase hits, then documents with all the words; default), phrase, all")
     s.add_argument("--representation", default="final", help="embeddings for --semantic (default final)")

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..runs import METHODS
-from . import add_workspace_arg
+from . import add_workspace_arg, positive_int
 
 
 def _balance(text: str):
@@ -30,16 +30,6 @@ def _share(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("fit", help="cluster the workspace embeddings and store a run",
                               description="Fit GEM or a baseline on a workspace's embeddings and store the run "
@@ -48,12 +38,12 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=METHODS, default="gem",
                    help="gem | kmeans (scikit-learn on the RAW vectors) | kmeans-unit | spherical-kmeans | "
                         "vmf (plain vMF mixture, learned prior)")
-    p.add_argument("--k", type=_positive_int, default=24, help="number of clusters (default 24)")
+    p.add_argument("--k", type=positive_int, default=24, help="number of clusters (default 24)")
     p.add_argument("--balance", type=_balance, default="auto", help="GEM lambda: 'auto' (default) or a number")
     p.add_argument("--regularizer", choices=("quadratic", "kl"), default="quadratic")
     p.add_argument("--representation", default="final", help="embeddings to use: final or layer<N>")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-init", type=_positive_int, default=1)
+    p.add_argument("--n-init", type=positive_int, default=1)
     p.add_argument("--weight-by-tokens", action="store_true", help="weight documents by n_tokens (mass in tokens)")
     p.add_argument("--exclude-flagged", action=argparse.BooleanOptionalAction, default=None,
                    help="fit without the documents excluded with `gem flag --exclude` (default: on when any are "
@@ -80,7 +70,7 @@ def register(subparsers) -> None:
                                           "print normalised entropy, largest share, effective clusters and NMI/ARI "
                                           "against the corpus's `source` and `category` labels when present.")
     add_workspace_arg(c)
-    c.add_argument("--k", type=_positive_int, default=24)
+    c.add_argument("--k", type=positive_int, default=24)
     c.add_argument("--representation", default="final")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--inject-synthetic", type=_share, default=None, metavar="SHARE",

@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-from gem.plots import _domain_axis, cluster_color, safe_text
+from gem.plots import cluster_color, domain_axis, safe_text
 
 
 def fit_scatter(fit) -> go.Figure:
@@ -39,7 +39,7 @@ def mixtures_chart(ids, labels, mixtures: Mapping[str, np.ndarray], title: str =
                              marker_color="#d62728" if name == "predicted best" else cluster_color(k + 10),
                              customdata=names,
                              hovertemplate="%{x} %{customdata}<br>%{y:.2%}<extra>" + safe_text(name, 40) + "</extra>"))
-    fig.update_layout(title=title, barmode="group", xaxis=_domain_axis(ids, labels),
+    fig.update_layout(title=title, barmode="group", xaxis=domain_axis(ids, labels),
                       yaxis=dict(title="share of training tokens", tickformat=".0%"),
                       legend=dict(orientation="h", y=1.08), margin=dict(l=10, r=10, t=40 if title else 30, b=10))
     return fig
