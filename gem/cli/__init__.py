@@ -7,22 +7,9 @@ traceback).
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sqlite3
 import sys
-
-COMMAND_MODULES = [
-    "gem.cli.data",      # ingest, embed, info
-    "gem.cli.fit",       # fit, compare
-    "gem.cli.sweep",     # sweep
-    "gem.cli.taxonomy",  # taxonomy
-    "gem.cli.topics",    # topics list|merge|split|unmerge|unsplit
-    "gem.cli.export",    # export
-    "gem.cli.scale",     # distill, label
-    "gem.cli.mixlab",    # mixlab design|proxy|fit|best
-    "gem.cli.curate",    # search, flag
-]
 
 
 def add_workspace_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -57,15 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="GEM curation studio: embed a corpus, cluster it on the hypersphere, curate, export mixtures.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # command group not built yet
-                continue
-            raise
+    for module in command_modules():
         module.register(sub)
     return parser
+
+
+def command_modules() -> list:
+    """The command groups' modules, in ``gem --help`` order. Plain imports: a missing or renamed
+    module is an ImportError here, never a command silently left out."""
+    from . import curate, data, export, fit, mixlab, scale, sweep, taxonomy, topics
+
+    return [
+        data,      # ingest, embed, info, layout
+        fit,       # fit, compare
+        sweep,     # sweep
+        taxonomy,  # taxonomy
+        topics,    # topics list|merge|split|unmerge|unsplit
+        export,    # export
+        scale,     # distill, label
+        mixlab,    # mixlab design|proxy|fit|best
+        curate,    # search, flag
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
