@@ -232,12 +232,12 @@ def test_ingest_progress_lines_on_request_only(tmp_path, corpus_file, capsys):
 def test_ingest_progress_is_throttled_and_redrawn_on_a_terminal():
     import io
 
-    from gem.cli.data import IngestProgress
+    from gem.cli.data import Progress
 
     out = io.StringIO()
-    progress = IngestProgress(out, redraw=True, interval=3600)
+    progress = Progress(out, "ingest", redraw=True, interval=3600)
     for i in range(1, 1001):
-        progress(i * 10, i * 100, 100_000)
+        progress(i * 10, bytes_read=i * 100, bytes_total=100_000)
     progress.close()
     text = out.getvalue()
     assert text.count("\r") == 2 and text.endswith("\n")  # the first call and the final state only
@@ -253,6 +253,116 @@ def test_ingest_progress_shows_the_first_state_whatever_the_clock_reads(monkeypa
 
     monkeypatch.setattr(data.time, "monotonic", lambda: 5.0)
     out = io.StringIO()
-    progress = data.IngestProgress(out, redraw=False, interval=3600)
-    progress(1, 10, 100)
+    progress = data.Progress(out, "ingest", redraw=False, interval=3600)
+    progress(1, bytes_read=10, bytes_total=100)
     assert out.getvalue().startswith("ingest: 1 records")
+
+
+def test_embed_progress_is_throttled_and_redrawn_on_a_terminal():
+    import io
+
+    from gem.cli.data import Progress
+
+    out = io.StringIO()
+    progress = Progress(out, "embed final", "docs", redraw=True, interval=3600)
+    for i in range(0, 1001):
+        progress(i, 1000)
+    progress.close()
+    text = out.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n")  # the first call and the final state only
+    assert "embed final: 0/1,000 docs (0%), 0 docs/s" in text
+    assert "\rembed final: 1,000/1,000 docs (100%), " in text and " docs/s, " in text
+
+
+def test_embed_progress_in_a_log_one_line_per_interval_rate_from_the_first_batch(monkeypatch):
+    """In a log: whole lines, at most one per interval; the clock (re)starts at the call with nothing
+    done, so a model load before it counts in neither the rate nor the seconds shown."""
+    import io
+
+    import gem.cli.data as data
+
+    clock = [100.0]
+    monkeypatch.setattr(data.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = data.Progress(out, "embed final", "docs", redraw=False, interval=10)
+    for t, done in [(105.0, 0), (107.0, 50), (114.0, 100), (116.0, 120), (125.0, 200)]:  # model load: 100 -> 105
+        clock[0] = t
+        progress(done, 200)
+    progress.close()
+    assert out.getvalue().splitlines() == [
+        "embed final: 0/200 docs (0%), 0 docs/s, 0 s",
+        "embed final: 120/200 docs (60%), 11 docs/s, 11 s",  # 107 and 114: within 10 s of the last line
+        "embed final: 200/200 docs (100%), 10 docs/s, 20 s",  # 125: 9 s later, written by close()
+    ]
+
+
+class _FakeEmbedder:
+    """What cmd_embed needs of SentenceTransformerEmbedder, without a model: 6-d vectors, progress
+    per batch of 2 as the real one reports it (0 first)."""
+
+    fingerprint, layer, precision, device, model_path, dim = "f" * 64, None, "float32", "cpu", None, 6
+
+    def __init__(self, **kw):
+        self.n_encoded = 0
+
+    def encode(self, texts, progress=None):
+        from gem.arrays import unit_rows_and_norms
+
+        n = len(texts)
+        X = np.random.default_rng(0).standard_normal((n, self.dim)).astype(np.float32)
+        for done in range(0, n + 1, 2) if progress else ():
+            progress(done, n)
+        if progress and n % 2:
+            progress(n, n)
+        self.n_encoded += n
+        return unit_rows_and_norms(X)
+
+
+class _Terminal:
+    """A stderr that says it is a terminal."""
+
+    def __init__(self):
+        import io
+
+        self.buffer = io.StringIO()
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("flag, tty, expect", [
+    (None, True, "redrawn"), (None, False, "lines"), ("--progress", False, "lines"),
+    ("--no-progress", True, None), ("--no-progress", False, None),
+])
+def test_embed_progress_on_a_terminal_or_a_log(tmp_path, corpus_file, capsys, monkeypatch, flag, tty, expect):
+    """gem embed reports docs done / total, docs/s and seconds on stderr: on a terminal one line
+    redrawn in place, in a log (file or pipe) whole lines; --no-progress never."""
+    import gem.embed
+
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(corpus_file), "-w", str(ws)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(gem.embed, "SentenceTransformerEmbedder", _FakeEmbedder)
+    terminal = _Terminal()
+    if tty:
+        monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["embed", "-w", str(ws), "--no-cache"] + ([flag] if flag else [])) == 0
+    captured = capsys.readouterr()
+    err = terminal.buffer.getvalue() if tty else captured.err
+    assert "embedded 5 documents as 'final' (6-d; 5 encoded" in captured.out
+    if expect is None:
+        assert "embed final" not in err
+        return
+    assert "embed final: 5/5 docs (100%), " in err and " docs/s, " in err
+    if expect == "redrawn":
+        assert err.startswith("\rembed final: 0/5 docs (0%)") and err.endswith("\x1b[K\n") and "\n" not in err[:-1]
+    else:
+        lines = err.splitlines()
+        assert "\r" not in err and lines[0].startswith("embed final: 0/5 docs (0%)")
+        assert lines[-1].startswith("embed final: 5/5 docs (100%), ")  # the final state, written by close

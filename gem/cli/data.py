@@ -9,6 +9,8 @@ import time
 
 from . import add_workspace_arg
 
+EMBED_LOG_INTERVAL = 10.0  # seconds between two progress lines of `gem embed` in a log (a file or pipe)
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -73,6 +75,12 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", metavar="DEVICE",
                    help="cpu (default), cuda, cuda:N, or auto (CUDA when this torch sees a GPU)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True,
+        help=f"report documents encoded of those to encode, docs/s and the seconds elapsed on stderr (default: "
+        f"on; on a terminal as one line redrawn in place at most once a second, in a file or pipe one line every "
+        f"{EMBED_LOG_INTERVAL:.0f} s; --no-progress never)",
+    )
     p.set_defaults(handler=cmd_embed)
 
     p = sub.add_parser(
@@ -123,11 +131,11 @@ def cmd_ingest(args) -> int:
         raise ValueError(f"--near-threshold must be in (0, 1], not {threshold}")
     ws = _workspace(args)
     ws.root.mkdir(parents=True, exist_ok=True)
-    tty = sys.stderr.isatty()
-    progress = IngestProgress(sys.stderr, redraw=tty) if (args.progress if args.progress is not None else tty) else None
+    progress = _progress(sys.stderr, args.progress, "ingest", "records")
     try:
         report = ingest(
-            args.inputs, ws, progress=progress,
+            args.inputs, ws,
+            progress=None if progress is None else lambda n, read, size: progress(n, bytes_read=read, bytes_total=size),
             text_field=args.text_field,
             id_field=args.id_field or None,
             label_fields=args.label_fields,
@@ -155,21 +163,30 @@ def cmd_ingest(args) -> int:
     return 0
 
 
-class IngestProgress:
-    """The ``progress`` callback of ``gem.corpus.ingest`` for a terminal or a log: at most one line
-    every ``interval`` seconds (the last state is written by ``close``), ``redraw`` = one line
-    rewritten in place (a terminal)."""
+class Progress:
+    """Progress lines on ``stream`` (stderr) for a long command, a terminal or a log: at most one line
+    every ``interval`` seconds (the last state is written by ``close``); ``redraw``: one line
+    rewritten in place (a terminal), else one line each (a log).
 
-    def __init__(self, stream, redraw: bool = False, interval: float = 1.0):
-        self.stream, self.redraw, self.interval = stream, redraw, interval
+    ``progress(done, total=None, bytes_read=None, bytes_total=None)``: ``done`` ``unit`` so far, of
+    ``total`` when known ("5/12 docs (42%)"), and where the input is measured in bytes, how much of it
+    was read ("0.3 of 1.2 MB (25%)"); then ``unit``/s and the seconds elapsed. The clock starts at
+    construction and again at a call with nothing done (``done == 0``: the work itself starts now,
+    after a model load say), so the rate is the work's."""
+
+    def __init__(self, stream, label: str, unit: str = "records", redraw: bool = False, interval: float = 1.0):
+        self.stream, self.label, self.unit, self.redraw, self.interval = stream, label, unit, redraw, interval
         self.start = time.monotonic()
         self.last_shown: float | None = None  # the first call always shows (monotonic time is not since boot)
         self.state = None
         self.shown = None
 
-    def __call__(self, records: int, bytes_read: int, bytes_total: int) -> None:
-        self.state = (records, bytes_read, bytes_total)
+    def __call__(self, done: int, total: int | None = None, bytes_read: int | None = None,
+                 bytes_total: int | None = None) -> None:
         now = time.monotonic()
+        if done == 0 and (self.state is None or self.state[0] != 0):
+            self.start = now
+        self.state = (done, total, bytes_read, bytes_total)
         if self.last_shown is None or now - self.last_shown >= self.interval:
             self.last_shown = now
             self._show()
@@ -178,11 +195,14 @@ class IngestProgress:
         if self.state is None or self.state == self.shown:
             return
         self.shown = self.state
-        records, done, total = self.state
+        done, total, bytes_read, bytes_total = self.state
         seconds = max(time.monotonic() - self.start, 1e-9)
-        share = f" ({100 * done / total:.0f}%)" if total else ""
-        line = (f"ingest: {records:,} records, {done / 1e6:,.1f} of {total / 1e6:,.1f} MB{share}, "
-                f"{records / seconds:,.0f} records/s, {seconds:.0f} s")
+        line = f"{self.label}: {done:,}" + (f"/{total:,}" if total is not None else "") + f" {self.unit}"
+        line += _share(done, total)
+        if bytes_total is not None:
+            read = bytes_read or 0
+            line += f", {read / 1e6:,.1f} of {bytes_total / 1e6:,.1f} MB{_share(read, bytes_total)}"
+        line += f", {done / seconds:,.0f} {self.unit}/s, {seconds:.0f} s"
         self.stream.write(f"\r{line}\x1b[K" if self.redraw else line + "\n")
         self.stream.flush()
 
@@ -191,6 +211,20 @@ class IngestProgress:
         if self.redraw and self.shown is not None:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _share(done: int, total: int | None) -> str:
+    return f" ({100 * done / total:.0f}%)" if total else ""
+
+
+def _progress(stream, wanted: bool | None, label: str, unit: str, log_interval: float = 1.0) -> Progress | None:
+    """The Progress of a command's ``--progress`` / ``--no-progress`` (None: on a terminal only):
+    redrawn in place at most once a second on a terminal, else one line every ``log_interval``
+    seconds; None when off."""
+    tty = stream.isatty()
+    if not (wanted if wanted is not None else tty):
+        return None
+    return Progress(stream, label, unit, redraw=tty, interval=1.0 if tty else log_interval)
 
 
 def cmd_embed(args) -> int:
@@ -218,19 +252,15 @@ def cmd_embed(args) -> int:
         print(f"imported {unit.shape[0]} x {unit.shape[1]} vectors from {args.precomputed} as '{rep}'")
         return 0
 
-    from tqdm import tqdm
-
     embedder = SentenceTransformerEmbedder(
         model_path=args.model, layer=args.layer,
         batch_size=args.batch_size or DEFAULT_BATCH_SIZE, precision=args.precision, device=args.device,
     )
-    bar = None
+    bar = _progress(sys.stderr, args.progress, f"embed {rep}", "docs", log_interval=EMBED_LOG_INTERVAL)
 
     def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="doc", desc=f"embed {rep}", file=sys.stderr, disable=total == 0)
-        bar.update(done - bar.n)
+        if bar is not None and total:  # total 0: nothing to encode (all cached), nothing to show
+            bar(done, total)
 
     try:
         unit, norms = embed_workspace(ws, embedder, representation=rep, progress=progress, use_cache=not args.no_cache)
