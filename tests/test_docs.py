@@ -102,3 +102,12 @@ def test_docs_say_what_and_why_not_history():
         for pattern in (r"\b(DESIGN|SEED)\.md\b", r"\b[Ii]ssue \d+", r"\bDESIGN \d"):
             hit = re.search(pattern, text)
             assert hit is None, f"{path.relative_to(ROOT)} cites {hit.group(0)!r} (not in the repository, or history)"
+
+
+def test_code_map_lists_every_module():
+    """docs/code-map.md has a line for every module of gem/ and pages/ (a new module needs one)."""
+    text = (DOCS / "code-map.md").read_text(encoding="utf-8")
+    modules = sorted(p.relative_to(ROOT).as_posix() for folder in ("gem", "pages")
+                     for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
+    missing = [m for m in modules if f"`{m}`" not in text]
+    assert not missing, f"add these modules to docs/code-map.md: {', '.join(missing)}"
