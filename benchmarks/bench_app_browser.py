@@ -4,7 +4,7 @@
 Steps: the first Clusters load (fits GEM auto + the k-means baseline, matches the taxonomy), the
 same page in a new session (runs on disk), a lambda change that needs a fit (warm-started from the
 auto run), a lambda change back to a run already on disk (the page's own cost), and a box selection
-until its table shows. Targets (issue 11): warm lambda change < 2 s, selection < 2 s, first
+until its table shows. Targets: warm lambda change < 2 s, selection < 2 s, first
 Clusters load < 4 s.
 
 Run: .venv/bin/python benchmarks/bench_app_browser.py   (writes benchmarks/results/app_browser.md)

@@ -13,7 +13,7 @@ Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage r
 case. Timings on a shared machine are noisy: ratios count.
 
 ``--real`` fits real sentence embeddings in one process, alternating KMeans(n_init=1),
-GEM(balance="auto") and GEM(balance="auto", accelerate=False) (the solver before issue 13) in a
+GEM(balance="auto") and GEM(balance="auto", accelerate=False) (the plain MM solver, for comparison) in a
 rotating order over ``--reps`` rounds:
 - the sample corpus's final vectors (sample_data/embeddings/final.npy, 11,500 x 384; NMI against
   its ``category`` column);
@@ -359,7 +359,7 @@ def seed_sweep(name, X, y, k, seeds):
 
 
 REAL_HEADING = "## Real embeddings: GEM(balance=\"auto\") vs KMeans(n_init=1)"
-NOTES_HEADING = "## Issue 13"  # hand-written notes (before / after, profile, reading): kept as they are
+NOTES_HEADING = "## Notes"  # hand-written notes (before / after, profile, reading): kept as they are
 
 
 def write_fit_md(part: str, text: str) -> None:
@@ -410,7 +410,7 @@ def main_real(args):
         f"{torch.__version__}, {torch.get_num_threads()} torch threads, products on {gemm.cpu_backend()} "
         f"(`gem.gemm`); {datetime.date.today().isoformat()}.",
         f"Each round fits KMeans(n_init=1), GEM (default: accelerated) and GEM(accelerate=False) (the "
-        f"plain MM, the solver before issue 13) in one process, rotating the order; {args.reps} rounds; "
+        f"the plain MM solver) in one process, rotating the order; {args.reps} rounds; "
         "times are medians, ratio = GEM / KMeans of the same round (median) and of the fastest runs (min). "
         "M-steps = phase A (the lambda = 0 fit auto reads lambda from) + phase B; ms per M-step = fit "
         "time / M-steps (seeding included); marginal: an M-step's own cost (continued fits, 6 minus 1 M-step, "

@@ -1,5 +1,5 @@
 """The GPU path, measured against the CPU in one process: GEM fits and (when the model is there)
-embeddings. One short prepared script for a session that is lent a GPU machine (issue 13.2).
+embeddings. One short prepared script for a session that is lent a GPU machine.
 
     python3 benchmarks/bench_gpu.py                 # writes benchmarks/results/gpu.md (or $OUT/gpu.md)
     python3 benchmarks/bench_gpu.py --model DIR     # also embed, with this sentence-transformers folder

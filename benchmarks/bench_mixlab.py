@@ -4,7 +4,7 @@ mixture -> proxy-loss regression). Writes benchmarks/results/mixlab.md.
 
     .venv/bin/python benchmarks/bench_mixlab.py [--extra WS] [--extra-targets SPEC ...]
 
-``--extra WS``: a second, already embedded workspace (the README's bench section says how the
+``--extra WS``: a second, already embedded workspace (docs/benchmarks.md says how the
 PyPI-summaries one was built); its label targets come from ``--extra-targets``.
 """
 from __future__ import annotations

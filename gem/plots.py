@@ -228,7 +228,7 @@ def cluster_sizes(labels_or_masses: np.ndarray, n_clusters: int | None = None, t
     return fig
 
 
-# ---------------------------------------------------------------------------- mixture (mixture engineer)
+# ---------------------------------------------------------------------------- mixture
 def domain_axis(ids: list[str], labels) -> dict:
     """A category axis keyed by domain id (unique) that shows the domain labels (curator text: escaped)."""
     return dict(title="domain", type="category", tickmode="array", tickvals=list(ids),
@@ -276,7 +276,7 @@ def implied_epochs_chart(ids, labels, epochs, max_epochs: float | None = None, t
     return fig
 
 
-# ---------------------------------------------------------------------------- taxonomy (taxonomy engineer)
+# ---------------------------------------------------------------------------- taxonomy
 def taxonomy_tree(ids, names, parents, values, group_names: dict | None = None, kind: str = "sunburst",
                   highlight: str | None = None, title: str = "") -> go.Figure:
     """Sunburst or treemap of topics under their parent groups, sized by ``values`` (documents or
@@ -329,7 +329,7 @@ def gis_by_topic_chart(ids, names, mean_gis, n_docs, title: str = "") -> go.Figu
     return fig
 
 
-# ---------------------------------------------------------------------------- student (scale engineer)
+# ---------------------------------------------------------------------------- student
 def confusion_heatmap(confusion, labels, names: dict | None = None, normalize: bool = True, title: str = "") -> go.Figure:
     """Teacher (rows) x student (columns) confusion; ``normalize`` shows each row as shares of the
     teacher topic, so small topics are as visible as big ones. Topic names are untrusted text."""
@@ -378,7 +378,7 @@ def agreement_by_confidence_chart(bins, overall: float | None = None, title: str
     return fig
 
 
-# ---------------------------------------------------------------------------- collapse views (issue 14)
+# ---------------------------------------------------------------------------- collapse views
 def highlight_map(coords: np.ndarray, labels: np.ndarray, ids, highlight, texts=None, extra: dict | None = None,
                   title: str = "", highlight_name: str = "injected", colors: dict | None = None,
                   names: dict | None = None) -> go.Figure:

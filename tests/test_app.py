@@ -294,7 +294,7 @@ def test_upload_without_a_text_column_asks_for_the_columns(app_test, synthetic_w
     assert Path(at.session_state["gem_workspace"]).name.startswith("other-")
 
 
-# ---------------------------------------------------------------------------- Clusters: collapse views (issue 14)
+# ---------------------------------------------------------------------------- Clusters: collapse views
 class _HashEmbedder:
     """Stand-in for the model in AppTests (same process): hashed bag of words + a shared style axis."""
 

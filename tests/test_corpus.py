@@ -338,7 +338,7 @@ def test_ingest_writes_workspace_files(tmp_path):
     assert not [p for p in ws.root.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
 
-# ---------------------------------------------------------------------------- audit (issue 12): items 3, 11, 13
+# ---------------------------------------------------------------------------- hostile and broken input found by an audit
 def _counts_add_up(report):
     assert report.n_accepted + report.n_rejected == report.n_records
 

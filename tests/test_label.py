@@ -189,7 +189,7 @@ def test_clear_errors(student_path, shards, tmp_path):
     assert not (tmp_path / "o2" / "w.parquet").exists()
 
 
-# ---------------------------------------------------------------------------- audit fixes (issue 12)
+# ---------------------------------------------------------------------------- hostile and broken input
 def test_invalid_utf8_is_rejected_with_line_and_reason(student_path, corpus, tmp_path):
     """Undecodable bytes reject their record (file, line, reason), counted in the summary: never
     silently replaced by U+FFFD and labelled."""

@@ -76,7 +76,7 @@ def test_unimax_budget_beyond_caps_is_reported_not_hidden():
 
 
 def test_over_budget_domains_get_one_summary_warning():
-    # issue 11: a 2e9-token budget over 24 small domains gave 24 warnings, one per domain
+    # a 2e9-token budget over 24 small domains gave 24 warnings, one per domain
     n = np.arange(1, 25) * 1_000_000
     mix = build_mixture(_domains(n), "natural", token_budget=2e9, max_epochs=4)
     assert len(mix.warnings) == 1

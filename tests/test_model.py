@@ -269,7 +269,7 @@ def test_kappa_prior_keeps_a_one_document_cluster_sane_and_fit_monotone():
     assert np.allclose(np.delete(one.concentrations, lone_k), np.delete(mle.concentrations_, lone_k), rtol=0.05)
 
 
-# ---------------------------------------------------------------- issue 13: solver speed
+# ---------------------------------------------------------------- solver speed
 SLOW = planted(8, 16, 300, 10.0, seed=7)  # heavily overlapping: the plain MM needs ~50 M-steps
 
 

@@ -265,7 +265,7 @@ def test_agreement_by_confidence_chart_skips_empty_bins_and_marks_overall():
     assert any("89.5%" in a.text for a in fig.layout.annotations)
 
 
-# ---------------------------------------------------------------------------- collapse views (issue 14)
+# ---------------------------------------------------------------------------- collapse views
 def test_highlight_map_rings_the_marked_points_and_escapes_text():
     import numpy as np
 

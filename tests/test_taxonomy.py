@@ -289,7 +289,7 @@ def test_database_settings(tmp_path):
     assert len(Taxonomy(tmp_path / "t.sqlite").topics()) == 2
 
 
-# ---------------------------------------------------------------------------- re-pointed topics (issue 11.5)
+# ---------------------------------------------------------------------------- re-pointed topics
 def _planted_topics(k=4, d=16, n=60, seed=0):
     """k random unit directions in d dimensions and k disjoint sets of n document ids."""
     rng = np.random.default_rng(seed)

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "topics", help="list, merge and split the taxonomy's topics (stable ids that survive re-fits)",
         description="Merge topics under one stable id, or split a topic by fitting GEM inside it. Both are "
-                    "audited and survive re-fits of the whole corpus (see the README, Taxonomy).")
+                    "audited and survive re-fits of the whole corpus (see docs/taxonomy.md).")
     add_workspace_arg(p)
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 

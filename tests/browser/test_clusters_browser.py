@@ -100,7 +100,7 @@ def test_hostile_text_is_shown_as_text_and_executes_nothing(streamlit_app, synth
     assert page.locator("img[src='x']").count() == 0
 
 
-# ---------------------------------------------------------------------------- collapse views (issue 14)
+# ---------------------------------------------------------------------------- collapse views
 TRACES_JS = """(gd) => gd._fullData.map(t => ({name: t.name, meta: t.meta, n: t.customdata ? t.customdata.length : 0,
                                            color: t.marker ? t.marker.color : null}))"""
 

@@ -1,4 +1,4 @@
-"""Untrusted strings never become markup in another curator's browser (issue 12, item 4): an
+"""Untrusted strings never become markup in another curator's browser: an
 upload's file name, ids quoted by the ingest report, a co-curator's name in the stale-save error,
 topic names imported from a taxonomy.json, and server paths / label globs typed into the pages.
 Each carries bold text and an external image; the test checks that no such element appears and
