@@ -3,10 +3,11 @@
 ``load_corpus`` returns a frame with columns ``id`` (str, unique), ``text`` (str), the label
 columns, and ``n_tokens`` (int), plus a ``LoadReport``; ``ingest`` writes the same columns to a
 workspace's corpus.parquet. Both stream: the input is read, checked, deduplicated and token-counted
-a batch at a time (``STREAM_BATCH_ROWS``), and ``ingest`` appends each batch to the Parquet file,
-so only fixed-size state per record stays in memory (digests of ids and texts, positions, the ids;
-MinHash signatures and LSH band keys with ``dedup="near"``). The result does not depend on the
-batch size.
+a batch at a time (``STREAM_BATCH_ROWS``), each batch piped through small steps (``CheckRecords``,
+``DuplicateIds``, ``DuplicateTexts``, ``NearDuplicateTexts``, ``CountTokens``, ``WriteRows``: see
+"ingest steps" below), and ``ingest`` appends each batch to the Parquet file, so only fixed-size
+state per record stays in memory (digests of ids and texts, positions, the ids; MinHash signatures
+and LSH band keys with ``dedup="near"``). The result does not depend on the batch size.
 
 Problems in one record never abort a load: the record goes to the rejects file (JSONL, one object
 per reject: ``file``, ``line`` (JSONL/CSV, 1-based, as an editor shows it) or ``row`` (Parquet,
@@ -47,10 +48,19 @@ import sys
 import tempfile
 import unicodedata
 import zlib
+from array import array
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
+
+import numpy as np  # gem.store imports it anyway
+
+# gem.embed imports transformers only inside count_tokens, so importing it here stays light.
+# pyarrow, pandas and scikit-learn are imported where they are used, so that importing this module
+# (the pages and the CLI do, for its constants) loads none of them.
+from .embed import count_tokens
+from .store import UMASK, Workspace, atomic_path, file_sha256, read_json, validate_name, write_json_atomic
 
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".csv", ".parquet")
 DEFAULT_LABEL_FIELDS = ("source", "category")  # used when label_fields is None and present
@@ -143,6 +153,7 @@ class _Reject:
     reason: str
     record: object = None
     extra: dict | None = None  # more fields for the JSON line (duplicate_of, similarity)
+    seq: int = 0  # the record's number over the whole load: orders the rejects of a batch
 
     def message(self) -> str:
         return f"{self.file}: {self.where} {self.pos}: {self.reason}"
@@ -634,8 +645,6 @@ def text_fingerprints(texts: Sequence[str]):
     """A 16-byte blake2b digest of each ``dedup_form(text)`` (numpy ``S16`` array): equal
     exactly when the normalised texts are equal (up to a 2^-128 collision). Use it as the per-row
     key that keeps copies of one text apart (``gem.gis.representatives(..., keys=)``)."""
-    import numpy as np
-
     return np.array(
         [hashlib.blake2b(dedup_form(t).encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts],
         dtype="S16",
@@ -658,7 +667,6 @@ def minhash_signatures(
     all-ones signature; only exact matching applies to them. Memory is the signatures
     (4 * num_perm bytes per text) plus one chunk.
     """
-    import numpy as np
     from sklearn.feature_extraction.text import HashingVectorizer
 
     hv = HashingVectorizer(
@@ -723,8 +731,6 @@ PROGRESS_EVERY = 8192  # records read between two calls of the progress callback
 
 def _digest16(values: Sequence[str]):
     """16-byte blake2b digests (numpy ``S16``) of strings, as UTF-8."""
-    import numpy as np
-
     return np.array([hashlib.blake2b(v.encode("utf-8", "surrogatepass"), digest_size=16).digest() for v in values],
                     dtype="S16")
 
@@ -739,8 +745,6 @@ class _Rows:
         self.n = 0
 
     def extend(self, values) -> None:
-        import numpy as np
-
         values = np.asarray(values, dtype=self.dtype)
         done = 0
         while done < len(values):
@@ -760,8 +764,6 @@ class _Rows:
 
     def take(self, rows):
         """The values of ``rows`` (an int array), as one array."""
-        import numpy as np
-
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *self.shape), dtype=self.dtype)
         which, at = np.divmod(rows, self.chunk)
@@ -781,8 +783,6 @@ class _KeyIndex:
 
     def lookup(self, keys):
         """The row stored for each key, -1 where the key is absent."""
-        import numpy as np
-
         out = np.full(len(keys), -1, dtype=np.int64)
         for k, v in self._runs:
             pos = np.searchsorted(k, keys)
@@ -793,8 +793,6 @@ class _KeyIndex:
 
     def add(self, keys, rows) -> None:
         """Store keys that are not in the index yet (and unique among themselves)."""
-        import numpy as np
-
         if len(keys) == 0:
             return
         order = np.argsort(keys, kind="stable")
@@ -807,8 +805,6 @@ class _KeyIndex:
 
     def first_in_batch(self, keys):
         """(row already stored or -1, index of the first equal key within ``keys``) per key."""
-        import numpy as np
-
         found = self.lookup(keys)
         if len(keys) == 0:
             return found, found
@@ -820,8 +816,6 @@ class _Ids:
     """The ids of the rows kept so far, as UTF-8 bytes plus an 8-byte end offset each."""
 
     def __init__(self):
-        from array import array
-
         self._buf = bytearray()
         self._ends = array("q")
 
@@ -843,8 +837,6 @@ class _NearIndex:
 
     def __init__(self, threshold: float, num_perm: int = MINHASH_PERMUTATIONS, bands: int = MINHASH_BANDS,
                  shingle_words: int = SHINGLE_WORDS, seed: int = 0):
-        import numpy as np
-
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], not {threshold}")
         self.threshold, self.num_perm, self.shingle_words, self.seed = threshold, num_perm, shingle_words, seed
@@ -858,8 +850,6 @@ class _NearIndex:
     def add(self, texts: Sequence[str], candidates=None):
         """Add the next ``len(texts)`` rows; returns (dup_of: earlier kept row or -1, similarity or
         NaN) for them. Rows outside ``candidates`` (bool mask) are kept and never compared."""
-        import numpy as np
-
         m, r0 = len(texts), self.sig.n
         dup_of = np.full(m, -1, dtype=np.int64)
         similarity = np.full(m, np.nan)
@@ -962,19 +952,13 @@ class _RejectsFile:
             main.flush()
             os.fsync(main.fileno())
             main.close()
-            os.chmod(self.tmp[0], 0o666 & ~_umask())
+            os.chmod(self.tmp[0], 0o666 & ~UMASK)
             os.replace(self.tmp[0], self.path)
             self.report.rejects_path = str(self.path)
         finally:
             main.close()
             for t in self.tmp:
                 t.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    from .store import UMASK
-
-    return UMASK
 
 
 def _reject_line(r: _Reject) -> str:
@@ -1000,208 +984,109 @@ class _Tell:
             return 0
 
 
-def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fields=None, tokens_field=None,
-                   rejects_path=None, model_path=None, dedup=DEFAULT_DEDUP, near_threshold=NEAR_DUPLICATE_THRESHOLD,
-                   progress=None, batch_size=STREAM_BATCH_ROWS, display_name=None):
-    """Read, check and deduplicate ``inputs`` in batches, handing each batch of kept rows to
-    ``write`` (a pyarrow Table of the ``_corpus_schema`` of every label field asked for).
-    ``display_name``: the name the report, the rejects and the messages give a single input file
-    (an upload's own name, not the temporary copy read); generated ids start with its stem. Returns
-    (LoadReport, the corpus columns: label fields that occur in no record are left out unless
-    asked for by name). Memory: one batch plus the per-row state of ``_KeyIndex`` / ``_Ids`` /
-    ``_NearIndex`` (see the README's ingest section)."""
-    import numpy as np
-    import pyarrow as pa
+class _Progress:
+    """Calls ``progress(records_read, bytes_read, bytes_total)``: the bytes of the files done plus
+    what the current file's reader has read (``tell``, which the reader sets)."""
 
-    if dedup not in DEDUP_MODES:
-        raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    files = resolve_inputs(inputs)
-    stems = _id_prefixes(files)
-    fnames = [show_path(f) for f in files]
-    if display_name is not None:
-        if len(files) != 1:
-            raise ValueError(f"display_name names one input file, not {len(files)}")
-        stems, fnames = [show_path(_stem(Path(display_name)))], [show_path(display_name)]
-    report = LoadReport(files=fnames, dedup=dedup, near_threshold=float(near_threshold) if dedup == "near" else None)
-    labels_explicit = label_fields is not None
-    label_fields = list(label_fields) if labels_explicit else list(DEFAULT_LABEL_FIELDS)
-    bad_labels = [k for k in label_fields if k in ("id", "text", "n_tokens")]
-    if bad_labels:
-        raise ValueError(f"label field(s) {bad_labels} clash with the corpus columns id/text/n_tokens")
-    near = _NearIndex(near_threshold) if dedup == "near" else None
-    schema = _corpus_schema(label_fields)
-    label_seen: set[str] = set()
-    id_index, text_index, kept_ids = _KeyIndex(), _KeyIndex(), _Ids()
-    where_of = _Rows(np.int64)  # per row: its position in its file (line or row) ...
-    file_of = _Rows(np.int32)  # ... and which file
-    groups: dict[int, list[str]] = {}  # first row -> ids sharing its normalised text (only texts with copies)
-    total_bytes = sum(os.stat(f).st_size for f in files)
-    state = {"bytes_done": 0, "first_problem": None, "file_accepted": 0, "rows": 0}
-    tell = _Tell()
-    rejects = _RejectsFile(report, rejects_path)
+    def __init__(self, progress, report: LoadReport, total: int):
+        self.progress, self.report, self.total = progress, report, total
+        self.done = 0
+        self.tell = _Tell()
 
-    def report_progress():
-        if progress is not None:
-            progress(report.n_records, min(state["bytes_done"] + tell(), total_bytes), total_bytes)
+    def __call__(self) -> None:
+        if self.progress is not None:
+            self.progress(self.report.n_records, min(self.done + self.tell(), self.total), self.total)
 
-    def location(row: int) -> str:
-        f = int(file_of[row])
-        return f"{fnames[f]}: {'row' if _suffix(files[f]) == '.parquet' else 'line'} {int(where_of[row])}"
+    def file_done(self, path: Path) -> None:
+        self.done += os.stat(path).st_size
+        self.tell.fn = None
+        self()
 
-    def flush(fi: int, batch: dict) -> None:
-        """Check ids, deduplicate, count tokens and write one batch of records; write its rejects."""
-        fname, n = fnames[fi], len(batch["ids"])
-        ids = batch["ids"]
-        id_keys = _digest16(ids)
-        found, first = id_index.first_in_batch(id_keys)
-        ok = (found < 0) & (first == np.arange(n))
-        problems = batch["rejects"]
-        for k in np.flatnonzero(~ok).tolist():
-            seen = location(int(found[k])) if found[k] >= 0 else f"{fname}: {batch['where']} {batch['pos'][first[k]]}"
-            problems.append((batch["seq"][k], _Reject(fname, batch["where"], batch["pos"][k], "duplicate id",
-                                                      f"duplicate id {ids[k]!r} (first seen at {seen})", batch["recs"][k])))
-        problems.sort(key=lambda t: t[0])
-        rejects.add([r for _, r in problems])
-        if problems and state["first_problem"] is None:
-            state["first_problem"] = problems[0][1].message()
-        keep = np.flatnonzero(ok)
-        m = keep.size
-        if m == 0:
-            return
-        r0 = state["rows"]
-        rows = r0 + np.arange(m)
-        ids = [ids[k] for k in keep.tolist()]
-        texts = [batch["texts"][k] for k in keep.tolist()]
-        pos = [batch["pos"][k] for k in keep.tolist()]
-        id_index.add(id_keys[keep], rows)
-        kept_ids.extend(ids)
-        where_of.extend(pos)
-        file_of.extend(np.full(m, fi))
-        state["rows"] += m
-        state["file_accepted"] += m
-        report.n_generated_ids += int(np.asarray(batch["generated"])[keep].sum())
-        # exact copies of a normalised text: the first row is kept
-        tkeys = text_fingerprints(texts)
-        found, first = text_index.first_in_batch(tkeys)
-        first_of = np.where(found >= 0, found, r0 + first)
-        text_index.add(tkeys[(found < 0) & (first == np.arange(m))], rows[(found < 0) & (first == np.arange(m))])
-        copies = np.flatnonzero(first_of != rows)
-        for k in copies.tolist():
-            f = int(first_of[k])
-            groups.setdefault(f, [kept_ids[f]]).append(ids[k])
-        drop: dict[int, tuple[int, float | None]] = {}  # batch row -> (row it duplicates, estimated Jaccard)
-        if dedup in ("exact", "near"):
-            drop.update((k, (int(first_of[k]), None)) for k in copies.tolist())
-        if near is not None:
-            dup_of, similarity = near.add(texts, candidates=first_of == rows)
-            hits = np.flatnonzero(dup_of >= 0).tolist()
-            drop.update((k, (int(dup_of[k]), float(similarity[k]))) for k in hits)
-            report.n_near_duplicates_dropped += len(hits)
-        dropped = []
-        for k in sorted(drop):
-            j, sim = drop[k]
-            reason, extra = f"duplicate of {kept_ids[j]}", {"duplicate_of": kept_ids[j]}
-            if sim is not None:
-                reason += f" (near: estimated Jaccard {sim:.2f} >= {near_threshold:g})"
-                extra["similarity"] = round(sim, 4)
-            dropped.append(_Reject(fname, batch["where"], pos[k], "near duplicate" if sim is not None else "duplicate",
-                                   reason, {"id": ids[k], "text": texts[k]}, extra))
-        rejects.add(dropped, duplicates=True)
-        report.n_duplicates_dropped += len(drop)
-        out = [k for k in range(m) if k not in drop]
-        texts_out = [texts[k] for k in out]
-        columns = {"id": [ids[k] for k in out], "text": texts_out}
-        for name in label_fields:
-            values = batch["labels"][name]
-            columns[name] = [values[keep[k]] for k in out]
-        if tokens_field:
-            columns["n_tokens"] = [batch["tokens"][keep[k]] for k in out]
-        else:
-            from .embed import count_tokens
 
-            columns["n_tokens"] = count_tokens(texts_out, model_path=model_path) if texts_out else []
-        report.n_accepted += len(out)
-        if out:
-            write(pa.Table.from_pydict(columns, schema=schema))
+# ---------------------------------------------------------------------------- ingest steps
+# Each batch of one file's records goes through small steps, as datatrove's filters do:
+# CheckRecords -> DuplicateIds -> DuplicateTexts -> NearDuplicateTexts (dedup="near") -> CountTokens
+# -> WriteRows. A step takes a Batch and returns (the rows it keeps, in order, as a Batch; its
+# rejects). What a step must remember across batches (digests, signatures, the ledger of rows) it
+# keeps itself, so the rows kept and the rejects do not depend on where the batches are cut.
+DUPLICATE_CATEGORIES = ("duplicate", "near duplicate")  # dropped copies: the rejects file lists them last
 
-    def new_batch(where: str) -> dict:
-        return {"where": where, "ids": [], "texts": [], "recs": [], "pos": [], "seq": [], "generated": [],
-                "tokens": [], "labels": {k: [] for k in label_fields}, "rejects": [], "chars": 0}
 
-    try:
-        for fi, (path, stem) in enumerate(zip(files, stems)):
-            fname = fnames[fi]
-            suffix = _suffix(path)
-            read = [id_field, tokens_field, *label_fields]  # columns that must not appear twice
-            tell.fn = None
-            if suffix in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
-                records = _iter_jsonl(path, gz=suffix.endswith(".gz"), tell=tell)
-            elif suffix == ".csv":
-                records = _iter_csv(path, text_field, read, tell=tell)
-            else:
-                records = _iter_parquet(path, text_field, read, tell=tell)
-            records_before = report.n_records
-            state["first_problem"], state["file_accepted"] = None, 0
-            batch = new_batch("row" if suffix == ".parquet" else "line")
-            for where, pos, rec, problem, last in records:
-                report.n_records += 1
-                seq = report.n_records
-                if report.n_records % PROGRESS_EVERY == 0:
-                    report_progress()
-                if last is not None:  # a CSV record whose quoted field spans lines pos..last
-                    report.n_multiline_records += 1
-                    if len(report.multiline_examples) < 5:
-                        report.multiline_examples.append(f"{fname}: lines {pos}-{last}")
-                if problem is not None:
-                    batch["rejects"].append((seq, _Reject(fname, where, pos, *problem)))
-                else:
-                    err, doc_id, labs, ntok = _check_record(rec, text_field, id_field, label_fields, tokens_field, label_seen)
-                    if err is not None:
-                        batch["rejects"].append((seq, _Reject(fname, where, pos, err[0], err[1], rec)))
-                    else:
-                        generated = doc_id is None
-                        batch["ids"].append(f"{stem}:{pos}" if generated else doc_id)
-                        batch["generated"].append(generated)
-                        batch["texts"].append(rec[text_field])
-                        batch["recs"].append(rec)
-                        batch["pos"].append(pos)
-                        batch["seq"].append(seq)
-                        batch["tokens"].append(ntok)
-                        for k in label_fields:
-                            batch["labels"][k].append(labs[k])
-                        batch["chars"] += len(rec[text_field])
-                if len(batch["ids"]) >= batch_size or len(batch["rejects"]) >= batch_size or batch["chars"] >= STREAM_BATCH_CHARS:
-                    flush(fi, batch)
-                    batch = new_batch(batch["where"])
-            flush(fi, batch)
-            state["bytes_done"] += os.stat(path).st_size
-            tell.fn = None
-            report_progress()
-            if state["file_accepted"] == 0:
-                if report.n_records == records_before:
-                    raise CorpusError(f"{fname}: no records in the file")
-                raise CorpusError(
-                    f"{fname}: no record accepted out of {report.n_records - records_before}; "
-                    f"first problem: {state['first_problem']}"
-                )
-        if labels_explicit:
-            missing = [k for k in label_fields if k not in label_seen]
-            if missing:
-                raise CorpusError(
-                    f"label field(s) {missing} occur in no record of {', '.join(report.files)}; check --label-field"
-                )
-    except CorpusError as exc:  # the readers name the file they opened: name it as the caller does
-        if display_name is None:
-            raise
-        raise CorpusError(str(exc).replace(show_path(files[0]), fnames[0])) from None
-    finally:
-        rejects.close()
-    report.duplicate_groups = [groups[f] for f in sorted(groups)]
-    report.tokens_computed = not tokens_field
-    columns = ["id", "text", *[k for k in label_fields if labels_explicit or k in label_seen], "n_tokens"]
-    return report, columns
+@dataclass(frozen=True)
+class Source:
+    """One input file as the steps name it."""
+
+    index: int  # position among the inputs
+    name: str  # what the report and the rejects call it
+    where: str = "line"  # "line" (JSONL, CSV: 1-based) or "row" (Parquet: 0-based)
+    stem: str = ""  # what its generated ids start with: "<stem>:<line or row>"
+
+    def at(self, pos: int) -> str:
+        return f"{self.name}: {self.where} {pos}"
+
+
+@dataclass
+class Batch:
+    """Checked records of one file in reading order, a list per column. ``rows`` is set by
+    ``DuplicateIds``: the rows' numbers in the ``Ledger``, by which later steps name earlier rows."""
+
+    source: Source
+    seq: list[int] = field(default_factory=list)  # record number over the whole load (orders the rejects)
+    pos: list[int] = field(default_factory=list)  # line or row in the file
+    records: list[dict] = field(default_factory=list)  # as read (a duplicate id's reject echoes it)
+    ids: list[str] = field(default_factory=list)
+    generated: list[bool] = field(default_factory=list)  # id made from the file's stem and the position
+    texts: list[str] = field(default_factory=list)
+    tokens: list = field(default_factory=list)  # read from tokens_field, else None until CountTokens
+    labels: dict[str, list] = field(default_factory=dict)  # label field -> values (None: missing)
+    rows: np.ndarray | None = None
+    chars: int = 0  # characters of the texts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, keep) -> "Batch":
+        """The rows at the ascending positions ``keep``, as a new batch."""
+        keep = np.asarray(keep, dtype=np.int64)
+        at = keep.tolist()
+
+        def pick(column):
+            return [column[k] for k in at]
+
+        texts = pick(self.texts)
+        return Batch(self.source, pick(self.seq), pick(self.pos), pick(self.records), pick(self.ids),
+                     pick(self.generated), texts, pick(self.tokens), {k: pick(v) for k, v in self.labels.items()},
+                     None if self.rows is None else self.rows[keep], sum(map(len, texts)))
+
+
+class Ledger:
+    """The rows that passed the id check, numbered in reading order over the whole load: each row's
+    id, file and position, so that a later reject can name the row it repeats. Per row: the id's
+    UTF-8 bytes + 8 (``_Ids``), 8 for the position, 4 for the file."""
+
+    def __init__(self):
+        self.ids = _Ids()
+        self.pos = _Rows(np.int64)
+        self.file = _Rows(np.int32)
+        self.sources: dict[int, Source] = {}
+        self.n_generated = 0  # rows whose id was generated
+
+    def __len__(self) -> int:
+        return self.pos.n
+
+    def add(self, batch: Batch) -> np.ndarray:
+        """Append the batch's rows; returns their numbers."""
+        r0 = len(self)
+        self.sources.setdefault(batch.source.index, batch.source)
+        self.ids.extend(batch.ids)
+        self.pos.extend(batch.pos)
+        self.file.extend(np.full(len(batch), batch.source.index))
+        self.n_generated += sum(batch.generated)
+        return r0 + np.arange(len(batch), dtype=np.int64)
+
+    def location(self, row: int) -> str:
+        """``"<file>: line N"`` (``row N`` for Parquet) of a row."""
+        return self.sources[int(self.file[row])].at(int(self.pos[row]))
 
 
 def _check_record(rec: dict, text_field, id_field, label_fields, tokens_field, label_seen: set):
@@ -1235,6 +1120,319 @@ def _check_record(rec: dict, text_field, id_field, label_fields, tokens_field, l
         if err is not None:
             return err, None, None, None
     return None, doc_id, labs, ntok
+
+
+class CheckRecords:
+    """Step 1, on the records as read: a record is kept when its reader could read it (UTF-8, JSON
+    not nested too deep, an object, a CSV row of the header's width...: the reader's problem
+    otherwise) and ``_check_record`` accepts it (a text that is a non-blank valid string; id,
+    labels and token count of usable types). A kept record gets its id (generated ones
+    ``<stem>:<line or row>``), text, labels and token count. ``label_seen``: the label fields that
+    some record holds."""
+
+    def __init__(self, text_field: str = "text", id_field: str | None = "id", label_fields: Sequence[str] = (),
+                 tokens_field: str | None = None):
+        self.text_field, self.id_field, self.tokens_field = text_field, id_field, tokens_field
+        self.label_fields = list(label_fields)
+        self.label_seen: set[str] = set()
+
+    def __call__(self, source: Source, records) -> tuple[Batch, list[_Reject]]:
+        """``records``: (seq, pos, record, problem) as read; problem is the reader's (category,
+        reason, raw record) or None."""
+        batch, rejects = self.empty(source), []
+        for seq, pos, rec, problem in records:
+            reject = self.add(batch, seq, pos, rec, problem)
+            if reject is not None:
+                rejects.append(reject)
+        return batch, rejects
+
+    def empty(self, source: Source) -> Batch:
+        return Batch(source, labels={k: [] for k in self.label_fields})
+
+    def add(self, batch: Batch, seq: int, pos: int, rec, problem=None) -> _Reject | None:
+        """Check one record: append it to ``batch``, or return its reject."""
+        src = batch.source
+        if problem is not None:
+            return _Reject(src.name, src.where, pos, *problem, seq=seq)
+        err, doc_id, labs, ntok = _check_record(rec, self.text_field, self.id_field, self.label_fields,
+                                                self.tokens_field, self.label_seen)
+        if err is not None:
+            return _Reject(src.name, src.where, pos, err[0], err[1], rec, seq=seq)
+        text = rec[self.text_field]
+        batch.seq.append(seq)
+        batch.pos.append(pos)
+        batch.records.append(rec)
+        batch.ids.append(f"{src.stem}:{pos}" if doc_id is None else doc_id)
+        batch.generated.append(doc_id is None)
+        batch.texts.append(text)
+        batch.tokens.append(ntok)
+        for k in self.label_fields:
+            batch.labels[k].append(labs[k])
+        batch.chars += len(text)
+        return None
+
+
+class DuplicateIds:
+    """Step 2: a record whose id an earlier record has (in this batch or an earlier one) is rejected
+    (``duplicate id 'x' (first seen at FILE: line N)``); the others join the ledger, which numbers
+    them (``Batch.rows``). Memory: 16 + 8 bytes per id (``_KeyIndex``)."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.index = _KeyIndex()
+
+    def __call__(self, batch: Batch) -> tuple[Batch, list[_Reject]]:
+        keys = _digest16(batch.ids)
+        found, first = self.index.first_in_batch(keys)
+        ok = (found < 0) & (first == np.arange(len(batch)))
+        src, rejects = batch.source, []
+        for k in np.flatnonzero(~ok).tolist():
+            seen = self.ledger.location(int(found[k])) if found[k] >= 0 else src.at(batch.pos[first[k]])
+            rejects.append(_Reject(src.name, src.where, batch.pos[k], "duplicate id",
+                                   f"duplicate id {batch.ids[k]!r} (first seen at {seen})", batch.records[k],
+                                   seq=batch.seq[k]))
+        keep = np.flatnonzero(ok)
+        kept = replace(batch) if keep.size == len(batch) else batch.take(keep)
+        kept.rows = self.ledger.add(kept)
+        self.index.add(keys[keep], kept.rows)
+        return kept, rejects
+
+
+def _copy_reject(batch: Batch, k: int, of: str, category: str = "duplicate", note: str = "",
+                 extra: dict | None = None) -> _Reject:
+    src = batch.source
+    return _Reject(src.name, src.where, batch.pos[k], category, f"duplicate of {of}{note}",
+                   {"id": batch.ids[k], "text": batch.texts[k]}, {"duplicate_of": of, **(extra or {})}, seq=batch.seq[k])
+
+
+class DuplicateTexts:
+    """Step 3: exact copies, compared after ``dedup_form`` by a 16-byte digest (``_KeyIndex``:
+    16 + 8 bytes per distinct text). The first row of a text is kept; with ``drop`` every later
+    copy is rejected (``duplicate of <id>``), without it (dedup "none") kept. Either way the ids
+    sharing a text are collected (``duplicate_groups``, for the report)."""
+
+    def __init__(self, ledger: Ledger, drop: bool = True):
+        self.ledger, self.drop = ledger, drop
+        self.index = _KeyIndex()
+        self.groups: dict[int, list[str]] = {}  # first row -> ids sharing its text (texts with copies only)
+
+    def __call__(self, batch: Batch) -> tuple[Batch, list[_Reject]]:
+        rows = batch.rows
+        keys = text_fingerprints(batch.texts)
+        found, first = self.index.first_in_batch(keys)
+        first_of = np.where(found >= 0, found, rows[first])
+        new = (found < 0) & (first == np.arange(len(batch)))
+        self.index.add(keys[new], rows[new])
+        copies = np.flatnonzero(first_of != rows).tolist()
+        for k in copies:
+            f = int(first_of[k])
+            self.groups.setdefault(f, [self.ledger.ids[f]]).append(batch.ids[k])
+        if not self.drop or not copies:
+            return batch, []
+        rejects = [_copy_reject(batch, k, self.ledger.ids[int(first_of[k])]) for k in copies]
+        return batch.take(np.flatnonzero(first_of == rows)), rejects
+
+    def duplicate_groups(self) -> list[list[str]]:
+        """The ids sharing a normalised text, a list per text with copies, in the order of their first rows."""
+        return [self.groups[f] for f in sorted(self.groups)]
+
+
+class NearDuplicateTexts:
+    """Step 4 (dedup "near"): a row whose MinHash-estimated Jaccard similarity of word-3-gram
+    shingles with an earlier kept row is >= ``threshold`` is rejected (``duplicate of <id> (near:
+    estimated Jaccard 0.86 >= 0.8)``); see ``_NearIndex``. The index numbers its rows as the ledger
+    does: rows that did not reach this step (exact copies) join it as rows never compared, their
+    signature stored like any other (4 * ``MINHASH_PERMUTATIONS`` bytes)."""
+
+    def __init__(self, ledger: Ledger, threshold: float = NEAR_DUPLICATE_THRESHOLD):
+        self.ledger, self.threshold = ledger, threshold
+        self.index = _NearIndex(threshold)
+
+    def __call__(self, batch: Batch) -> tuple[Batch, list[_Reject]]:
+        if not len(batch):
+            return batch, []
+        at = batch.rows - self.index.sig.n  # rows arrive in ascending order, each once
+        texts = [""] * (int(at[-1]) + 1)
+        for a, t in zip(at.tolist(), batch.texts):
+            texts[a] = t
+        candidates = np.zeros(len(texts), dtype=bool)
+        candidates[at] = True
+        dup_of, similarity = self.index.add(texts, candidates=candidates)
+        dup_of, similarity = dup_of[at], similarity[at]
+        rejects = []
+        for k in np.flatnonzero(dup_of >= 0).tolist():
+            sim = float(similarity[k])
+            rejects.append(_copy_reject(batch, k, self.ledger.ids[int(dup_of[k])], "near duplicate",
+                                        f" (near: estimated Jaccard {sim:.2f} >= {self.threshold:g})",
+                                        {"similarity": round(sim, 4)}))
+        return (batch.take(np.flatnonzero(dup_of < 0)) if rejects else batch), rejects
+
+
+class CountTokens:
+    """Step 5: each row's token count: the one read from ``tokens_field``, or else counted with the
+    model's tokenizer (``gem.embed.count_tokens``, ``model_path``)."""
+
+    def __init__(self, tokens_field: str | None = None, model_path=None):
+        self.tokens_field, self.model_path = tokens_field, model_path
+
+    def __call__(self, batch: Batch) -> tuple[Batch, list[_Reject]]:
+        if self.tokens_field or not len(batch):
+            return batch, []
+        return replace(batch, tokens=count_tokens(batch.texts, model_path=self.model_path)), []
+
+
+class WriteRows:
+    """Step 6: hands the rows to ``write`` as one pyarrow Table of the ``_corpus_schema`` of
+    ``label_fields`` (``_ParquetSink.write`` for ``ingest``, a list's append for ``load_corpus``)."""
+
+    def __init__(self, write, label_fields: Sequence[str] = ()):
+        self.write, self.label_fields = write, list(label_fields)
+        self.schema = _corpus_schema(self.label_fields)
+
+    def __call__(self, batch: Batch) -> tuple[Batch, list[_Reject]]:
+        import pyarrow as pa  # lazy: see the imports at the top
+
+        if len(batch):
+            columns = {"id": batch.ids, "text": batch.texts, **{k: batch.labels[k] for k in self.label_fields},
+                       "n_tokens": batch.tokens}
+            self.write(pa.Table.from_pydict(columns, schema=self.schema))
+        return batch, []
+
+
+def run_steps(batch: Batch, steps) -> tuple[Batch, list[_Reject]]:
+    """Pipe ``batch`` through ``steps`` in order, stopping once no row is left. Returns the rows
+    the last step kept and the rejects of every step, step by step."""
+    rejects: list[_Reject] = []
+    for step in steps:
+        if not len(batch):
+            break
+        batch, out = step(batch)
+        rejects.extend(out)
+    return batch, rejects
+
+
+def _by_seq(r: _Reject) -> int:
+    return r.seq
+
+
+def _checked_batches(records, check: CheckRecords, source: Source, batch_size: int):
+    """``check`` applied to the records of one file as they are read, in batches of (Batch, its
+    rejects): a batch ends at ``batch_size`` kept records, at ``batch_size`` rejects, past
+    ``STREAM_BATCH_CHARS`` characters of text, and at the end of the file (the last may be empty)."""
+    batch, rejects = check.empty(source), []
+    for seq, pos, rec, problem in records:
+        reject = check.add(batch, seq, pos, rec, problem)
+        if reject is not None:
+            rejects.append(reject)
+        if len(batch) >= batch_size or len(rejects) >= batch_size or batch.chars >= STREAM_BATCH_CHARS:
+            yield batch, rejects
+            batch, rejects = check.empty(source), []
+    yield batch, rejects
+
+
+def _numbered(records, report: LoadReport, name: str, tick):
+    """A reader's records as (seq, pos, record, problem), ``seq`` their number over the whole load;
+    counts them and the CSV records that span several lines in ``report``, and calls ``tick``
+    every ``PROGRESS_EVERY`` records."""
+    for _where, pos, rec, problem, last in records:
+        report.n_records += 1
+        if report.n_records % PROGRESS_EVERY == 0:
+            tick()
+        if last is not None:  # a CSV record whose quoted field spans lines pos..last
+            report.n_multiline_records += 1
+            if len(report.multiline_examples) < 5:
+                report.multiline_examples.append(f"{name}: lines {pos}-{last}")
+        yield report.n_records, pos, rec, problem
+
+
+def _read_file(path: Path, text_field: str, columns: Sequence[str | None], tell: _Tell):
+    """The records of one input file, by its reader; ``columns``: those that must not occur twice."""
+    suffix = _suffix(path)
+    tell.fn = None
+    if suffix in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
+        return _iter_jsonl(path, gz=suffix.endswith(".gz"), tell=tell)
+    if suffix == ".csv":
+        return _iter_csv(path, text_field, columns, tell=tell)
+    return _iter_parquet(path, text_field, columns, tell=tell)
+
+
+def _sources(inputs, display_name: str | None = None) -> tuple[list[Path], list[Source]]:
+    """The input files and how the steps name them: ``display_name`` (one file only) stands for the
+    file's path in the report, the rejects and the generated ids."""
+    files = resolve_inputs(inputs)
+    stems, names = _id_prefixes(files), [show_path(f) for f in files]
+    if display_name is not None:
+        if len(files) != 1:
+            raise ValueError(f"display_name names one input file, not {len(files)}")
+        stems, names = [show_path(_stem(Path(display_name)))], [show_path(display_name)]
+    return files, [Source(i, name, "row" if _suffix(f) == ".parquet" else "line", stem)
+                   for i, (f, name, stem) in enumerate(zip(files, names, stems))]
+
+
+def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fields=None, tokens_field=None,
+                   rejects_path=None, model_path=None, dedup=DEFAULT_DEDUP, near_threshold=NEAR_DUPLICATE_THRESHOLD,
+                   progress=None, batch_size=STREAM_BATCH_ROWS, display_name=None):
+    """Read ``inputs`` a batch at a time and pipe each batch through the ingest steps, the last
+    handing the kept rows to ``write`` (a pyarrow Table of the ``_corpus_schema`` of every label
+    field asked for); rejects go to ``rejects_path`` as they come. ``display_name``: the name the
+    report, the rejects and the messages give a single input file (an upload's own name, not the
+    temporary copy read); generated ids start with its stem. Returns (LoadReport, the corpus
+    columns: label fields that occur in no record are left out unless asked for by name). Memory:
+    one batch plus the per-row state of the steps (see the README's ingest section)."""
+    if dedup not in DEDUP_MODES:
+        raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    files, sources = _sources(inputs, display_name)
+    report = LoadReport(files=[s.name for s in sources], dedup=dedup,
+                        near_threshold=float(near_threshold) if dedup == "near" else None)
+    labels_explicit = label_fields is not None
+    label_fields = list(label_fields) if labels_explicit else list(DEFAULT_LABEL_FIELDS)
+    bad_labels = [k for k in label_fields if k in ("id", "text", "n_tokens")]
+    if bad_labels:
+        raise ValueError(f"label field(s) {bad_labels} clash with the corpus columns id/text/n_tokens")
+    ledger = Ledger()
+    check = CheckRecords(text_field, id_field, label_fields, tokens_field)
+    texts = DuplicateTexts(ledger, drop=dedup != "none")
+    steps = [DuplicateIds(ledger), texts, *([NearDuplicateTexts(ledger, near_threshold)] if dedup == "near" else []),
+             CountTokens(tokens_field, model_path), WriteRows(write, label_fields)]
+    tick = _Progress(progress, report, sum(os.stat(f).st_size for f in files))
+    rejects = _RejectsFile(report, rejects_path)
+    try:
+        for path, source in zip(files, sources):
+            records = _numbered(_read_file(path, text_field, [id_field, tokens_field, *label_fields], tick.tell),
+                                report, source.name, tick)
+            records_before, rows_before, first_problem = report.n_records, len(ledger), None
+            for batch, problems in _checked_batches(records, check, source, batch_size):
+                kept, out = run_steps(batch, steps)
+                problems = sorted(problems + [r for r in out if r.category not in DUPLICATE_CATEGORIES], key=_by_seq)
+                copies = sorted((r for r in out if r.category in DUPLICATE_CATEGORIES), key=_by_seq)
+                rejects.add(problems)
+                rejects.add(copies, duplicates=True)
+                first_problem = first_problem or (problems[0].message() if problems else None)
+                report.n_accepted += len(kept)
+                report.n_duplicates_dropped += len(copies)
+                report.n_near_duplicates_dropped += sum(r.category == "near duplicate" for r in copies)
+                del batch, problems, kept, out, copies  # so the next batch is read without this one in memory
+            tick.file_done(path)
+            if len(ledger) == rows_before:
+                if report.n_records == records_before:
+                    raise CorpusError(f"{source.name}: no records in the file")
+                raise CorpusError(f"{source.name}: no record accepted out of {report.n_records - records_before}; "
+                                  f"first problem: {first_problem}")
+        missing = [k for k in label_fields if k not in check.label_seen] if labels_explicit else []
+        if missing:
+            raise CorpusError(f"label field(s) {missing} occur in no record of {', '.join(report.files)}; check --label-field")
+    except CorpusError as exc:  # the readers name the file they opened: name it as the caller does
+        if display_name is None:
+            raise
+        raise CorpusError(str(exc).replace(show_path(files[0]), sources[0].name)) from None
+    finally:
+        rejects.close()
+    report.n_generated_ids = ledger.n_generated
+    report.duplicate_groups = texts.duplicate_groups()
+    report.tokens_computed = not tokens_field
+    return report, ["id", "text", *[k for k in label_fields if labels_explicit or k in check.label_seen], "n_tokens"]
 
 
 def load_corpus(
@@ -1351,8 +1549,6 @@ def ingest(inputs, ws, progress=None, **opts) -> LoadReport:
     only when the whole ingest succeeded, so a failed ingest leaves the workspace's corpus, rejects
     and report exactly as they were. The rejects of a failed attempt go to ``rejects.failed.jsonl``
     (named in the error); a later successful ingest removes that file."""
-    from .store import atomic_path, write_json_atomic
-
     drop_duplicates = opts.pop("drop_duplicates", None)
     if drop_duplicates is not None:  # the old switch, as load_corpus takes it
         opts["dedup"] = "exact" if drop_duplicates else "none"
@@ -1388,8 +1584,6 @@ def ingest_report_path(ws) -> Path:
 
 def read_ingest_report(ws) -> LoadReport | None:
     """The report of the ingest that wrote this workspace's corpus, or None (older workspace, sample)."""
-    from .store import read_json
-
     path = ingest_report_path(ws)
     if not path.exists():
         return None
@@ -1405,8 +1599,6 @@ def ingest_file(path, parent, display_name: str | None = None, dedup: str = DEFA
     ingested once; the report and the rejects name the file ``display_name`` too (an upload's
     name, not the temporary copy's path). ``progress``: as for :func:`ingest`. Returns (Workspace, LoadReport, or None
     when that workspace already existed)."""
-    from .store import Workspace, file_sha256, validate_name
-
     path = Path(path)
     if dedup not in DEDUP_MODES:
         raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
