@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["embed", "fit", "fit_gemm", "fit_gemm_avx2", "fit_passes", "refit", "churn", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
+ORDER = ["embed", "fit", "fit_gemm", "fit_gemm_avx2", "fit_passes", "floor", "refit", "churn", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
 SCRIPTS = {
     "embed": "bench_embed.py", "fit": "bench_fit.py", "fit_passes": "bench_fit.py --passes", "fit_gemm": "bench_fit.py --gemm",
     "fit_gemm_avx2": "bench_fit.py --gemm", "collapse": "bench_collapse.py",
-    "app": "bench_app.py", "refit": "bench_refit.py", "churn": "bench_churn.py", "gis": "bench_gis.py", "label": "bench_label.py",
+    "app": "bench_app.py", "refit": "bench_refit.py", "churn": "bench_churn.py", "floor": "bench_floor.py --n 100000 --k 256", "gis": "bench_gis.py", "label": "bench_label.py",
 }
 ENV = {"fit_gemm_avx2": "ONEDNN_MAX_CPU_ISA=AVX2 "}  # environment a script's run needs
 

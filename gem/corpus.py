@@ -1378,7 +1378,7 @@ def _stream_corpus(inputs, write, *, text_field="text", id_field="id", label_fie
     report, the rejects and the messages give a single input file (an upload's own name, not the
     temporary copy read); generated ids start with its stem. Returns (LoadReport, the corpus
     columns: label fields that occur in no record are left out unless asked for by name). Memory:
-    one batch plus the per-row state of the steps (see the README's ingest section)."""
+    one batch plus the per-row state of the steps (docs/cli.md, ingest)."""
     if dedup not in DEDUP_MODES:
         raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, not {dedup!r}")
     if batch_size < 1:
@@ -1541,7 +1541,7 @@ def ingest(inputs, ws, progress=None, **opts) -> LoadReport:
     write the workspace corpus, its rejects file and the load report (``ingest_report.json``).
 
     The corpus is streamed: read a batch at a time and written as Parquet row groups, so memory
-    does not hold the texts (see the README for what grows with the input). ``progress``: called
+    does not hold the texts (docs/limits.md says what grows with the input). ``progress``: called
     as ``progress(records_read, bytes_read, bytes_total)`` every few thousand records.
     ``opts["display_name"]``: what the report, the rejects and the messages call a single input
     file (an upload's own name instead of the temporary copy's path).
