@@ -49,9 +49,10 @@ def main():
         raise SystemExit(f"{ws.embeddings_path('final')}: sample embeddings not built yet")
     corpus = ws.load_corpus()
     refs = {c: corpus[c].to_numpy() for c in ("source", "category") if c in corpus.columns}
-    methods = ("kmeans", "kmeans-unit", "spherical-kmeans", "vmf", "gem", "gem-n4", "gem-5000")
+    methods = ("kmeans", "kmeans-unit", "spherical-kmeans", "faiss-spherical", "vmf", "gem", "gem-n4", "gem-5000")
     kw = {"kmeans": {"label": "k-means (raw vectors)"}, "kmeans-unit": {"label": "k-means (unit vectors)"},
-          "spherical-kmeans": {"label": "spherical k-means"}, "vmf": {"label": "vMF mixture (learned prior)"},
+          "spherical-kmeans": {"label": "spherical k-means"},
+          "faiss-spherical": {"label": "spherical k-means (faiss)"}, "vmf": {"label": "vMF mixture (learned prior)"},
           "gem": {"label": "GEM (auto)"}, "gem-n4": {"method": "gem", "n_init": 4, "label": "GEM (auto, n_init=4)"},
           "gem-5000": {"method": "gem", "balance": 5000.0, "label": "GEM (5000)"}}
     lines = ["# Collapse table: sample corpus", "",

@@ -161,7 +161,7 @@ def flag_exclusions(ws: Workspace, ids) -> tuple[np.ndarray, str]:
 
 
 # ---------------------------------------------------------------------------- making runs
-METHODS = ("gem", "kmeans", "kmeans-unit", "spherical-kmeans", "vmf")
+METHODS = ("gem", "kmeans", "kmeans-unit", "spherical-kmeans", "faiss-spherical", "vmf")
 GPU_METHODS = ("gem", "vmf")  # the methods fit_run can run on a GPU (device=)
 
 

@@ -291,6 +291,7 @@ STRESS_METHODS = {
     "k-means (raw vectors)": ("kmeans", {}),
     "k-means (unit vectors)": ("kmeans-unit", {}),
     "spherical k-means": ("spherical-kmeans", {}),
+    "spherical k-means (faiss)": ("faiss-spherical", {}),
     "vMF mixture (learned prior)": ("vmf", {}),
     "GEM (auto)": ("gem", {"balance": "auto"}),
     "GEM (5000)": ("gem", {"balance": 5000.0}),

@@ -72,6 +72,7 @@ BASELINES = {
     "k-means on raw vectors": "kmeans",
     "k-means on unit vectors": "kmeans-unit",
     "spherical k-means": "spherical-kmeans",
+    "spherical k-means (faiss)": "faiss-spherical",
     "plain vMF mixture (learned prior)": "vmf",
 }
 # The balance control: named lambda stops (the paper's setting is 5000). "auto" lets GEM pick.

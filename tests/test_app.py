@@ -142,6 +142,9 @@ def test_clusters_page_k_and_lambda_refit_in_the_expected_direction(app_test, sy
 
     at.selectbox(key="cl_baseline").set_value("spherical k-means").run()
     _assert_clean(at, "baseline")
+    at.selectbox(key="cl_baseline").set_value("spherical k-means (faiss)").run()
+    _assert_clean(at, "faiss baseline")
+    assert _metrics(at)["effective clusters"][1].endswith("/ 6")
     at.toggle(key="cl_sphere_on").set_value(True).run()
     _assert_clean(at, "sphere")
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from gem.baselines import EuclideanKMeans, SphericalKMeans
+from gem.baselines import EuclideanKMeans, FaissSphericalKMeans, SphericalKMeans
 from gem.model import GEM
 
 # small K and few iterations: the checks' datasets have 1 to 150 rows
@@ -14,6 +14,7 @@ ESTIMATORS = [
     EuclideanKMeans(n_clusters=3),
     EuclideanKMeans(n_clusters=3, normalize=True),
     SphericalKMeans(n_clusters=3),
+    FaissSphericalKMeans(n_clusters=3),
 ]
 
 SEEDING = "k-means++ seeding draws rows, so weighted and repeated rows take different seeds (as for sklearn's KMeans)"
@@ -21,12 +22,14 @@ SEEDING = "k-means++ seeding draws rows, so weighted and repeated rows take diff
 # the kappa prior's mass a = kappa_prior / N and balance="auto"'s margin quantile
 # (test_gem_sample_weight_equals_repetition below checks the equivalence where it holds)
 GEM_WEIGHTS = SEEDING + "; the kappa prior (n0 / N) and balance='auto' (margin quantile) count rows"
+FAISS_SEEDING = "faiss seeds with random rows (and subsamples rows), so weighted and repeated rows take different seeds"
 ZERO_ROW = "rows are normalised onto the sphere: the check's int-cast data has an all-zero row, which is refused"
 
 
 def expected_failed_checks(est):
     """{check name: why it does not apply} for one of ESTIMATORS."""
-    out = {"check_sample_weight_equivalence_on_dense_data": GEM_WEIGHTS if isinstance(est, GEM) else SEEDING}
+    seeding = GEM_WEIGHTS if isinstance(est, GEM) else FAISS_SEEDING if isinstance(est, FaissSphericalKMeans) else SEEDING
+    out = {"check_sample_weight_equivalence_on_dense_data": seeding}
     if not (isinstance(est, EuclideanKMeans) and not est.normalize):
         out["check_estimators_dtypes"] = ZERO_ROW
     return out
@@ -41,7 +44,7 @@ def test_sklearn_estimator_checks(estimator, check):
 
 _ARRAY_API_CHECK = """
 from sklearn.utils.estimator_checks import check_array_api_input
-from gem.baselines import EuclideanKMeans, SphericalKMeans
+from gem.baselines import EuclideanKMeans, FaissSphericalKMeans, SphericalKMeans
 from gem.model import GEM
 for est in [{estimators}]:
     check_array_api_input(type(est).__name__, est, array_namespace="numpy", expect_only_array_outputs=False)
@@ -73,7 +76,8 @@ def _planted(n=60, d=8, k=3, seed=0):
 
 
 @pytest.mark.parametrize("est", [GEM(n_clusters=3, max_iter=20), SphericalKMeans(n_clusters=3),
-                                 EuclideanKMeans(n_clusters=3, normalize=True)], ids=repr)
+                                 FaissSphericalKMeans(n_clusters=3), EuclideanKMeans(n_clusters=3, normalize=True)],
+                         ids=repr)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
 def test_dtypes_without_zero_rows(est, dtype):
     X, _ = _planted()
@@ -146,7 +150,7 @@ def test_spherical_kmeans_n_iter_round_trips():
     assert SphericalKMeans.from_state(*m.to_state()).n_iter_ == m.n_iter_
 
 
-@pytest.mark.parametrize("cls", [GEM, EuclideanKMeans, SphericalKMeans], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [GEM, EuclideanKMeans, SphericalKMeans, FaissSphericalKMeans], ids=lambda c: c.__name__)
 def test_docstring_examples_run(cls):
     """The Examples section of each estimator's class docstring (its methods' docstrings are not run)."""
     import doctest

@@ -28,7 +28,7 @@ def ws(tmp_path):
     return w
 
 
-@pytest.mark.parametrize("method", ["gem", "kmeans", "spherical-kmeans", "vmf"])
+@pytest.mark.parametrize("method", ["gem", "kmeans", "spherical-kmeans", "faiss-spherical", "vmf"])
 def test_fit_stores_a_loadable_run(ws, method, capsys):
     assert main(["fit", "--workspace", str(ws.root), "--method", method, "--k", "6", "--run", f"r-{method}"]) == 0
     assert "saved run" in capsys.readouterr().out
@@ -71,7 +71,7 @@ def test_compare_json(ws, capsys):
     assert main(["compare", "--workspace", str(ws.root), "--k", "6", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = [r["method"] for r in rows]
-    assert names == ["kmeans", "kmeans-unit", "spherical-kmeans", "vmf", "gem (auto)", "gem (5000)"]
+    assert names == ["kmeans", "kmeans-unit", "spherical-kmeans", "faiss-spherical", "vmf", "gem (auto)", "gem (5000)"]
     for r in rows:
         assert {"normalized_entropy", "largest_share", "nmi_source", "ari_category"} <= set(r)
     assert main(["compare", "--workspace", str(ws.root), "--k", "6"]) == 0

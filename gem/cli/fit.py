@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     add_workspace_arg(p)
     p.add_argument("--method", choices=METHODS, default="gem",
                    help="gem | kmeans (scikit-learn on the RAW vectors) | kmeans-unit | spherical-kmeans | "
-                        "vmf (plain vMF mixture, learned prior)")
+                        "faiss-spherical (faiss's spherical k-means) | vmf (plain vMF mixture, learned prior)")
     p.add_argument("--k", type=positive_int, default=24, help="number of clusters (default 24)")
     p.add_argument("--balance", type=_balance, default="auto", help="GEM lambda: 'auto' (default) or a number")
     p.add_argument("--regularizer", choices=("quadratic", "kl"), default="quadratic")
@@ -148,7 +148,7 @@ def cmd_compare(args) -> int:
     X, corpus = load_fit_data(ws, args.representation)
     X_raw = ws.load_raw_embeddings(args.representation, unit=X)
     refs = {c: corpus[c].to_numpy() for c in ("source", "category") if c in corpus.columns}
-    methods = ("kmeans", "kmeans-unit", "spherical-kmeans", "vmf", "gem", "gem-5000")
+    methods = ("kmeans", "kmeans-unit", "spherical-kmeans", "faiss-spherical", "vmf", "gem", "gem-5000")
     rows = compare_methods(X, X_raw, args.k, refs, methods=methods, random_state=args.seed,
                            estimator_kw={"gem": {"label": "gem (auto)"},
                                          "gem-5000": {"method": "gem", "balance": 5000.0, "label": "gem (5000)"}})
