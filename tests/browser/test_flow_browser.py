@@ -55,7 +55,18 @@ def _wait_caption(page, idle, needle: str, timeout_s: float = 180.0) -> str:
 
 
 def _nav(page, name: str) -> None:
-    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name, exact=True).click()
+    """Open a page from the sidebar; on a loaded box a click that lands while a script run ends can
+    be lost, so it is repeated until the address names the page."""
+    link = page.locator("[data-testid='stSidebarNav']").get_by_role("link", name=name, exact=True)
+    url = "**/" + name.replace(" ", "_")
+    for _ in range(3):
+        link.click()
+        try:
+            page.wait_for_url(url, timeout=15_000)
+            return
+        except Exception:  # playwright's TimeoutError: click again
+            continue
+    page.wait_for_url(url, timeout=SLOW_MS)
 
 
 def test_upload_to_labelled_shard(streamlit_app, synthetic_workspace, browser_page, artifacts_dir, tmp_path, idle,
