@@ -60,7 +60,10 @@ import numpy as np  # gem.store imports it anyway
 # pyarrow, pandas and scikit-learn are imported where they are used, so that importing this module
 # (the pages and the CLI do, for its constants) loads none of them.
 from .embed import count_tokens
-from .store import UMASK, Workspace, atomic_path, file_sha256, read_json, validate_name, write_json_atomic
+from .store import (
+    UMASK, Workspace, atomic_path, disk_full, file_sha256, is_disk_full, read_json, show_path, validate_name,
+    write_json_atomic,
+)
 
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".csv", ".parquet")
 DEFAULT_LABEL_FIELDS = ("source", "category")  # used when label_fields is None and present
@@ -177,12 +180,6 @@ def _suffix(path: Path) -> str | None:
 def _stem(path: Path) -> str:
     s = _suffix(path)
     return path.name[: -len(s)] if s else path.stem
-
-
-def show_path(path) -> str:
-    """A path (or file name) as text that can always be printed and written: bytes of a non-UTF-8
-    name (kept by Python as lone surrogates) appear as ``\\xe9`` escapes."""
-    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
 
 
 def _id_prefixes(files: Sequence[Path]) -> list[str]:
@@ -1556,6 +1553,15 @@ def ingest(inputs, ws, progress=None, **opts) -> LoadReport:
     failed = root / FAILED_REJECTS_NAME
     label_fields = opts.get("label_fields")
     # leaving the with block renames rejects, then the report, then the corpus (the innermost first)
+    try:
+        return _ingest_files(inputs, ws, failed, label_fields, progress, opts)
+    except OSError as exc:  # out of space: the corpus is what was being written (the innermost file saw it first)
+        if is_disk_full(exc):
+            raise disk_full(exc, ws.corpus_path) from exc
+        raise
+
+
+def _ingest_files(inputs, ws, failed: Path, label_fields, progress, opts) -> LoadReport:
     with atomic_path(ws.corpus_path, suffix=".parquet") as corpus_tmp, \
             atomic_path(ingest_report_path(ws)) as report_tmp, atomic_path(ws.rejects_path) as rejects_tmp:
         sink = _ParquetSink(corpus_tmp, _corpus_schema(list(label_fields) if label_fields is not None

@@ -38,7 +38,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gem.store import utc_now_ms
+from gem.store import short, utc_now_ms
 from gem.taxonomy.db import TaxonomyDB, check_author
 
 REASONS = ("junk", "boilerplate", "duplicate", "off-topic", "unsafe", "other")
@@ -113,7 +113,7 @@ def check_ids(ids: Iterable, known: Sequence[str] | np.ndarray) -> list[str]:
     pos = pd.Index(np.asarray(known, dtype=object)).get_indexer(out) if len(known) else np.full(len(out), -1)
     bad = [i for i, p in zip(out, pos) if p < 0]
     if bad:
-        shown = ", ".join(repr(b) for b in bad[:3])
+        shown = ", ".join(repr(short(b)) for b in bad[:3])
         raise ValueError(f"{len(bad)} of {len(out)} document id(s) are not in the workspace corpus (first: {shown}); "
                          "nothing was changed")
     return out

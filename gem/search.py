@@ -64,6 +64,10 @@ def _check_query(query) -> str:
     if not isinstance(query, str) or not query.strip():
         raise ValueError("the search query is empty: type a word or a phrase")
     query = " ".join(query.split())
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (bytes of argv that were not UTF-8): no tokenizer takes them
+        raise ValueError("the search query is not valid UTF-8 text: type it in UTF-8") from None
     if len(query) > MAX_QUERY:
         raise ValueError(f"the search query is {len(query)} characters; the limit is {MAX_QUERY}")
     return query

@@ -19,6 +19,7 @@ interrupted write never leaves a half-written file. Nothing here is ever pickled
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -58,29 +59,151 @@ def utc_now_z() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# ---------------------------------------------------------------------------- messages
+MESSAGE_VALUE_CHARS = 80  # a value quoted in a message is cut to this many characters
+
+
+def short(value, limit: int = MESSAGE_VALUE_CHARS) -> str:
+    """``value`` as text of at most ``limit`` characters ("…" where cut): what a message quotes of
+    an id, a name or a query the user gave, however long it is."""
+    text = str(value)
+    return text if len(text) <= limit else text[: max(1, limit - 1)] + "\u2026"
+
+
+def show_path(path) -> str:
+    """A path (or file name) as text that can always be printed and written: bytes of a non-UTF-8
+    name (kept by Python as lone surrogates) appear as ``\\xe9`` escapes."""
+    try:
+        return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold (not from surrogateescape)
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# ---------------------------------------------------------------------------- a full disk
+class DiskFullError(OSError):
+    """A write that ran out of space (ENOSPC, a quota, a short write): the message names the path
+    and, where known, the space it needed and the space left."""
+
+    def __str__(self) -> str:  # the message alone, without "[Errno 28]"
+        return str(self.strerror)
+
+
+_SHORT_WRITE = re.compile(r"^\s*(\d+) requested and (\d+) written\s*$")  # numpy's tofile on a full disk
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that ran out of space: errno ENOSPC or EDQUOT, numpy's "N requested
+    and M written", or a library's wrapped "[Errno 28]" / "No space left on device"."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    text = str(exc)
+    return bool(_SHORT_WRITE.match(text)) or "No space left on device" in text or "[Errno 28]" in text
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return None
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n:,} bytes"
+
+
+def disk_full(exc: OSError, path, needed: int | None = None) -> DiskFullError:
+    """The DiskFullError of ``exc`` raised while writing ``path``: one line naming the path, the
+    space needed (``needed`` bytes, or what a short write says) and the space left."""
+    m = _SHORT_WRITE.match(str(exc))
+    if needed is None and m:
+        needed = int(m.group(1))
+    free = _free_bytes(Path(path))
+    parts = ([f"{_megabytes(needed)} needed"] if needed else []) + ([f"{_megabytes(free)} free"] if free is not None else [])
+    where = f" (writing {show_path(exc.filename)})" if getattr(exc, "filename", None) and \
+        show_path(exc.filename) != show_path(path) else ""
+    return DiskFullError(errno.ENOSPC, f"{show_path(path)}: no space left on device{where}"
+                         + (f" ({', '.join(parts)})" if parts else "") + "; nothing was written: free some space "
+                         "and run it again")
+
+
+def _explained(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk not yet explained (to be raised again as a DiskFullError)."""
+    return is_disk_full(exc) and not isinstance(exc, DiskFullError)
+
+
+def make_folder(folder: str | os.PathLike) -> list[Path]:
+    """``folder`` and its missing parents created; returns those that did not exist, deepest first
+    (``remove_empty`` takes them back after a failure)."""
+    folder = Path(folder)
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_empty(missing)
+        if _explained(exc):
+            raise disk_full(exc, folder) from exc
+        raise
+    return missing
+
+
+def remove_empty(folders) -> None:
+    """Remove the folders (deepest first) that are still empty; stop at the first that is not."""
+    for p in folders:
+        try:
+            Path(p).rmdir()
+        except OSError:
+            break
+
+
 # ---------------------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, suffix: str = "", needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success rename it over ``target``.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception the temporary file is removed, and so are the folders made for it (when
+    empty): ``target`` is left untouched. Out of space, the error is a DiskFullError naming
+    ``target`` (and ``needed`` bytes, when the caller knows them).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    created = make_folder(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    except OSError as exc:
+        remove_empty(created)
+        if _explained(exc):
+            raise disk_full(exc, target, needed) from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual mode
+    ok = False
     try:
+        os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual mode
         yield tmp_path
         os.replace(tmp_path, target)
+        ok = True
+    except OSError as exc:
+        if _explained(exc):
+            raise disk_full(exc, target, needed) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if not ok:
+            remove_empty(created)
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(target) as tmp:
+    with atomic_path(target, needed=len(data)) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -97,8 +220,9 @@ def write_json_atomic(target: str | os.PathLike, obj: Any, indent: int = 2) -> P
 
 
 def save_npy_atomic(target: str | os.PathLike, array: np.ndarray) -> Path:
-    with atomic_path(target, suffix=".npy") as tmp:
-        np.save(tmp, np.asarray(array), allow_pickle=False)
+    array = np.asarray(array)
+    with atomic_path(target, suffix=".npy", needed=int(array.nbytes) + 128) as tmp:
+        np.save(tmp, array, allow_pickle=False)
     return Path(target)
 
 
@@ -131,17 +255,25 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     deleted. The swap runs under a lock on the parent folder. The next ``atomic_dir`` (or
     :func:`recover_dir`) on the same target repairs what a killed swap left: when ``target`` is
     missing, the previous folder comes back from its hidden ``.old-`` copy (the replace did not
-    happen), and abandoned hidden copies are deleted.
+    happen), and abandoned hidden copies are deleted. A failure removes the build and the folders
+    made for it (when empty); out of space, the error is a DiskFullError naming ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = make_folder(target.parent)
     recover_dir(target)
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = target.parent / f".{target.name}.tmp-{token}"
     new = target.parent / f".{target.name}.new-{token}"
     old = target.parent / f".{target.name}.old-{token}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        remove_empty(created)
+        if _explained(exc):
+            raise disk_full(exc, target) from exc
+        raise
     hold = _flock(tmp, blocking=False)  # marks the build as alive for other processes' recovery
+    ok = False
     try:
         yield tmp
         with _dir_lock(target.parent):
@@ -157,12 +289,38 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
                     os.replace(old, target)  # put the previous folder back
                 raise
             _fsync_dir(target.parent)
+        ok = True
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        # out of space: name the folder being made, not a hidden copy of it (nor one inside it)
+        if is_disk_full(exc) and (not isinstance(exc, DiskFullError) or show_path(tmp) in str(exc)):
+            raise disk_full(exc, target) from exc
+        raise
     finally:
         for leftover in (tmp, new):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
         _unlock(hold)
+        if not ok:
+            remove_empty(created)
+
+
+_SWEPT = re.compile(r"^\.(?P<name>.+)\.(?:tmp|new|old)-\d+-[0-9a-f]+$")
+
+
+def sweep_leftovers(folder: str | os.PathLike) -> list[str]:
+    """What killed :func:`atomic_dir` builds of any target left in ``folder``, repaired or removed
+    (:func:`recover_dir` on each such target): a command that makes folders there calls it when it
+    starts, so a killed run's hidden ``.<name>.tmp-*`` copies do not pile up. Copies of a live
+    build are left alone. Returns the targets looked at."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = sorted({m["name"] for entry in os.scandir(folder)
+                    if (m := _SWEPT.match(entry.name)) and entry.is_dir(follow_symlinks=False)})
+    for name in names:
+        recover_dir(folder / name)
+    return names
 
 
 _LEFTOVER_KINDS = ("tmp", "new", "old")
@@ -476,18 +634,54 @@ def validate_name(name: str, what: str = "name") -> str:
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}", name):
         raise ValueError(
-            f"invalid {what} {name!r}: use 1-100 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
+            f"invalid {what} {short(name)!r}: use 1-100 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
         )
     return name
 
 
-def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
-    """Open (creating if needed) a workspace. With no path: the sample workspace, seeded from
-    ``sample_data/`` on first use (corpus, embeddings and layouts are copied, not recomputed)."""
+class WorkspaceNotFound(FileNotFoundError):
+    """A workspace folder that does not exist (a typo, most often): nothing reads or makes it."""
+
+    def __str__(self) -> str:  # the message alone, without "[Errno 2]"
+        return str(self.strerror)
+
+
+def missing_workspace(path: str | os.PathLike) -> WorkspaceNotFound:
+    """The one error of a workspace that is not there: its path and how to make one."""
+    shown = show_path(path)
+    try:
+        exists = Path(path).exists()
+    except (OSError, ValueError):  # too long, or a name the file system cannot hold
+        exists = False
+    if exists:
+        return WorkspaceNotFound(errno.ENOTDIR, f"{shown}: not a workspace folder (it is a file); give the "
+                                 "folder `gem ingest` made")
+    return WorkspaceNotFound(errno.ENOENT, f"{shown}: no such workspace; create it with `gem ingest INPUT -w {shown}`")
+
+
+def existing_workspace(path: str | os.PathLike) -> Workspace:
+    """The workspace of an existing folder, else WorkspaceNotFound: what every reader of a
+    workspace opens it with (only ``gem ingest`` and an explicit create make one)."""
+    ws = Workspace(path)
+    try:
+        is_dir = ws.root.is_dir()
+    except (OSError, ValueError):  # a name the file system cannot hold
+        is_dir = False
+    if not is_dir:
+        raise missing_workspace(ws.root)
+    return ws
+
+
+def open_workspace(path: str | os.PathLike | None = None, create: bool = False) -> Workspace:
+    """Open a workspace. With no path: the sample workspace, seeded from ``sample_data/`` on first
+    use (corpus, embeddings and layouts are copied, not recomputed). With a path: an existing
+    folder (WorkspaceNotFound otherwise), or with ``create`` the folder made when missing."""
     if path is not None:
-        ws = Workspace(path)
-        ws.root.mkdir(parents=True, exist_ok=True)
-        return ws
+        if create:
+            ws = Workspace(path)
+            make_folder(ws.root)
+            return ws
+        return existing_workspace(path)
     return seed_sample_workspace(DEFAULT_WORKSPACE / "sample")
 
 

@@ -155,6 +155,8 @@ elif source == "Server-side path":
             st.error(common.plain(f"{Path(server_path).name}: {exc}"))
 
 if not ws.has_corpus():
+    if common.workspace_missing(ws):
+        st.stop()
     st.warning(common.plain(f"Workspace {ws.root.name} has no corpus yet: upload a file or give a server-side path."))
     st.stop()
 

@@ -412,13 +412,20 @@ with st.expander("Export / import taxonomy.json"):
 
     st.download_button("Download taxonomy.json", json.dumps(tax.export_json(), indent=2, ensure_ascii=False),
                        file_name="taxonomy.json", mime="application/json", key="tx_download")
-    up = st.file_uploader("Import taxonomy.json (merged by topic id)", type=["json"], key="tx_upload")
+    up = st.file_uploader("Import taxonomy.json (merged by topic id), or an export bundle's zip holding one "
+                          "(the whole bundle is verified against its MANIFEST.json first)", type=["json", "zip"],
+                          key="tx_upload")
     if up is not None and st.button("Import", key="tx_import"):
         if not author:
             st.warning("Enter your name in the sidebar first.")
         else:
             try:
-                counts = tax.import_json(json.loads(up.getvalue().decode("utf-8")), author)
+                raw = up.getvalue()
+                if up.name.lower().endswith(".zip"):
+                    from gem.mixture import read_bundle_zip
+
+                    raw = read_bundle_zip(raw, ["taxonomy.json"])[1]["taxonomy.json"]
+                counts = tax.import_json(json.loads(raw.decode("utf-8-sig")), author)
                 st.success(f"Imported: {counts['inserted']} new, {counts['updated']} updated, "
                            f"{counts['unchanged']} unchanged")
             except (ValueError, UnicodeDecodeError) as exc:

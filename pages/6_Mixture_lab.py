@@ -71,7 +71,11 @@ chosen = common.kept_output(KEY_SWARM, common.output_scope(ws))  # swarm names r
 name = st.selectbox("Swarm", swarms, index=swarms.index(chosen) if chosen in swarms else len(swarms) - 1,
                     key=f"ml_swarm_pick_{chosen}")
 common.keep_output(KEY_SWARM, common.output_scope(ws), name)
-swarm = mixlab.load_swarm(mixlab.resolve_swarm(ws, name))
+try:  # checked against its MANIFEST.json: a changed swarm.csv is refused, never used
+    swarm = mixlab.load_swarm(mixlab.resolve_swarm(ws, name))
+except (ValueError, OSError) as exc:
+    st.error(common.plain(f"Swarm {name} cannot be used: {exc}"))
+    st.stop()
 # what this page keeps about the swarm (uploaded results, a refused file, the export) is this workspace's,
 # of this design of the swarm (designing it again under the same name rewrites swarm.csv)
 swarm_scope = common.output_scope(ws) + (name, common.mtime(swarm.path / "swarm.csv"))

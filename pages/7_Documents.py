@@ -21,6 +21,8 @@ def cached_search(root: str, query: str, semantic_search: bool, k: int, represen
 
 st.title("Documents")
 ws = common.workspace()
+if common.workspace_missing(ws):
+    st.stop()
 if not ws.has_corpus():
     st.warning("No corpus in this workspace yet: open or upload one on the Home page.")
     st.stop()

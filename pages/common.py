@@ -59,7 +59,7 @@ import streamlit as st
 
 from gem.devices import configured_device
 from gem.runs import GPU_METHODS
-from gem.store import Workspace, open_workspace
+from gem.store import Workspace, missing_workspace, open_workspace
 
 WORKSPACE_ENV = "GEM_WORKSPACE"
 KEY_WORKSPACE = "gem_workspace"
@@ -99,8 +99,8 @@ def balance_label(value: float | str) -> str:
 # ---------------------------------------------------------------------------- workspace
 def _default_workspace_path() -> str:
     env = os.environ.get(WORKSPACE_ENV)
-    if env:
-        return str(open_workspace(env).root)
+    if env:  # opened as it is: a folder that does not exist is refused on the pages, never made
+        return str(Workspace(env).root)
     return str(open_workspace().root)
 
 
@@ -148,9 +148,20 @@ def set_workspace(path: str | os.PathLike) -> Workspace:
     return ws
 
 
+def workspace_missing(ws: Workspace) -> bool:
+    """Whether the workspace folder does not exist (a mistyped $GEM_WORKSPACE): then its one
+    message (the path, "create it with `gem ingest`") is shown. Nothing makes the folder."""
+    if ws.root.is_dir():
+        return False
+    st.error(plain(str(missing_workspace(ws.root)) + ", or upload a corpus on the Home page"))
+    return True
+
+
 def embedded_workspace() -> tuple[Workspace, list[str]]:
     """(workspace, its representations); with no embedded corpus, a pointer to Home and st.stop()."""
     ws = workspace()
+    if workspace_missing(ws):
+        st.stop()
     reps = ws.representations() if ws.has_corpus() else []
     if not reps:
         st.warning("No embedded corpus in this workspace yet: open one and embed it on the Home page.")

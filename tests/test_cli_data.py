@@ -92,6 +92,7 @@ def test_precomputed_import_and_staleness(tmp_path, corpus_file, capsys):
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, argv, message, capsys):
     (tmp_path / "in.txt").write_text("x")
+    (tmp_path / "empty").mkdir()  # a workspace folder without a corpus (a missing one: tests/test_integrity.py)
     argv = [a.format(tmp=tmp_path) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err

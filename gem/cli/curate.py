@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from . import add_workspace_arg, positive_int
+from . import add_workspace_arg, existing_workspace, positive_int
 from ..search import plain_line
 
 
@@ -16,6 +16,10 @@ def default_author() -> str:
     """$GEM_AUTHOR, else the OS user name ("" when neither is known)."""
     env = os.environ.get("GEM_AUTHOR", "").strip()
     if env:
+        try:
+            env.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("$GEM_AUTHOR is not valid UTF-8: set it in UTF-8, or pass --author NAME") from None
         return env
     try:
         return getpass.getuser()
@@ -93,9 +97,8 @@ def _current_run(ws, name: str | None) -> str | None:
 
 def cmd_search(args) -> int:
     from gem.search import search
-    from gem.store import open_workspace
 
-    ws = open_workspace(args.workspace)
+    ws = existing_workspace(args)
     run = _current_run(ws, args.run)
     analysis = None
     if args.gis:
@@ -130,26 +133,31 @@ def cmd_search(args) -> int:
 
 
 def read_ids(args) -> list[str]:
-    """Ids from the arguments plus ``--ids-file`` (blank lines and lines starting with # skipped)."""
+    """Ids from the arguments plus ``--ids-file`` (blank lines and lines starting with # skipped),
+    decoded once here: UTF-8, a leading byte order mark dropped."""
+    from gem.store import show_path
+
     ids = list(args.ids)
     if args.ids_file:
+        where = "stdin" if args.ids_file == "-" else show_path(args.ids_file)
         if args.ids_file == "-":
-            lines = sys.stdin.read().splitlines()
+            raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
         else:
-            try:
-                with open(args.ids_file, encoding="utf-8") as fh:
-                    lines = fh.read().splitlines()
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{args.ids_file}: not UTF-8 text ({exc.reason}); give one id per line") from None
-        ids += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            with open(args.ids_file, "rb") as fh:
+                raw = fh.read()
+        try:
+            text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ValueError(f"{where} line {line}: not UTF-8 text ({exc.reason}); give one id per line") from None
+        ids += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return ids
 
 
 def cmd_flag(args) -> int:
     from gem.flags import DocFlags
-    from gem.store import open_workspace
 
-    ws = open_workspace(args.workspace)
+    ws = existing_workspace(args)
     flags = DocFlags(ws)
     if args.list or args.history:
         table = flags.table(only_excluded=args.excluded_only) if args.list else flags.history()

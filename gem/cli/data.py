@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from . import add_workspace_arg
+from . import add_workspace_arg, existing_workspace
 
 EMBED_LOG_INTERVAL = 10.0  # seconds between two progress lines of `gem embed` in a log (a file or pipe)
 
@@ -113,6 +113,7 @@ def _require_corpus(ws) -> None:
 
 
 def _workspace(args):
+    """The workspace `gem ingest` writes: made when missing (the only command that makes one)."""
     from gem.store import Workspace
 
     return Workspace(args.workspace)
@@ -129,9 +130,12 @@ def cmd_ingest(args) -> int:
     threshold = NEAR_DUPLICATE_THRESHOLD if args.near_threshold is None else args.near_threshold
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"--near-threshold must be in (0, 1], not {threshold}")
+    from gem.store import make_folder, remove_empty
+
     ws = _workspace(args)
-    ws.root.mkdir(parents=True, exist_ok=True)
+    created = make_folder(ws.root)  # a failed ingest takes back the folders it made (when left empty)
     progress = _progress(sys.stderr, args.progress, "ingest", "records")
+    ok = False
     try:
         report = ingest(
             args.inputs, ws,
@@ -143,6 +147,7 @@ def cmd_ingest(args) -> int:
             dedup=dedup,
             near_threshold=threshold,
         )
+        ok = True
     except (ValueError, OSError, KeyError):
         raise  # explained in one line by gem.cli.main
     except Exception as exc:  # input the readers did not foresee: still one line, never a traceback
@@ -155,6 +160,8 @@ def cmd_ingest(args) -> int:
     finally:
         if progress is not None:
             progress.close()
+        if not ok:
+            remove_empty(created)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -234,7 +241,7 @@ def cmd_embed(args) -> int:
     )
     from gem.store import ids_digest
 
-    ws = _workspace(args)
+    ws = existing_workspace(args)
     _require_corpus(ws)
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, not {args.batch_size}")
@@ -334,7 +341,7 @@ def _anisotropy(X):
 
 
 def cmd_info(args) -> int:
-    ws = _workspace(args)
+    ws = existing_workspace(args)
     _require_corpus(ws)
     info = workspace_info(ws)
     if args.json:
@@ -378,7 +385,7 @@ def cmd_layout(args) -> int:
 
     from gem.layout import KINDS, get_layout, layout_path
 
-    ws = _workspace(args)
+    ws = existing_workspace(args)
     reps = args.representation or ws.representations()
     if not reps:
         raise ValueError(f"{ws.root}: no embeddings; run `gem embed` first")

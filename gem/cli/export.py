@@ -1,7 +1,9 @@
-"""`gem export`: mixture weights of a fitted run, written as a bundle trainers read directly."""
+"""`gem export`: mixture weights of a fitted run, written as a bundle trainers read directly;
+`gem verify`: a bundle (or a mixlab swarm) checked file by file against its MANIFEST.json."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from gem.cli import add_workspace_arg, existing_workspace
 
@@ -32,7 +34,9 @@ def register(subparsers) -> None:
                    help="fixed weights for some domains; the rest share the remainder in --base proportions")
     p.add_argument("--base", default="natural", choices=["natural", "balanced", "temperature", "unimax", "imported"],
                    help="base strategy under --strategy manual (default natural)")
-    p.add_argument("--weights", metavar="FILE", help="weights learned elsewhere: DoReMi JSON, RegMix YAML or CSV")
+    p.add_argument("--weights", metavar="FILE",
+                   help="weights learned elsewhere: DoReMi JSON, RegMix YAML or CSV; a file of an export bundle "
+                        "(a MANIFEST.json beside it) is verified first, as `gem verify` does")
     p.add_argument("--level", default="topic", choices=["topic", "parent"], help="mix topics or their parent groups")
     p.add_argument("--formats", default="all", metavar="LIST",
                    help="all (default, taxonomy.json included), or a comma list of megatron,olmo,hf,doremi,regmix,"
@@ -47,6 +51,21 @@ def register(subparsers) -> None:
     p.add_argument("--no-gis", action="store_true",
                    help="skip GIS (faster): assignments.parquet has no gis column, Dolma attributes no gis attribute")
     p.set_defaults(handler=run_export)
+
+    v = subparsers.add_parser(
+        "verify",
+        help="check an export bundle (or a mixlab swarm) against its MANIFEST.json",
+        description=(
+            "Check every file of an export bundle against the sha256 of its MANIFEST.json, parse each "
+            "format (strict JSON, YAML, CSV, Parquet, Dolma attributes) and compare its weights with "
+            "mixture.json, whose weights must sum to 1. A mixlab swarm folder (swarm.csv) is checked the "
+            "same way: its MANIFEST.json, swarm.csv's rows (finite, summing to 1) and every mixture's "
+            "trainer files. Exit 0 when valid, 2 with one line naming the first bad file."
+        ),
+    )
+    v.add_argument("bundle", metavar="BUNDLE", help="bundle folder, a file inside one, or a swarm folder")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(handler=run_verify)
 
 
 def parse_overrides(items: list[str]) -> dict[str, float]:
@@ -67,21 +86,26 @@ def parse_overrides(items: list[str]) -> dict[str, float]:
 
 def _read_weights(path: str) -> dict[str, float]:
     from gem import mixture as mx
+    from gem.store import show_path
 
     from pathlib import Path
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{show_path(path)}: no such weights file")
+    mx.verify_read(path)  # a file of a bundle: the bundle checked for it first (BundleError: exit 2)
     try:
         if path.lower().endswith(".json"):
             return mx.read_doremi_weights(Path(path))
         return mx.read_regmix_weights(Path(path))
     except mx.MixtureError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{show_path(path)}: {exc}") from None
 
 
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gem import mixture as mx
+    from gem.store import show_path
 
     ws = existing_workspace(args)
     overrides = parse_overrides(args.manual)
@@ -112,5 +136,42 @@ def run_export(args: argparse.Namespace) -> int:
               f"{epochs}  {r.weight_source}")
     for w in mixture.warnings:
         print(f"warning: {w}")
-    print(f"wrote {bundle} ({len(report['files'])} files, formats: {', '.join(report['formats'])}; validated)")
+    print(f"wrote {show_path(bundle)} ({len(report['files'])} files, formats: {', '.join(report['formats'])}; validated)")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gem import mixture as mx
+    from gem.mixlab import verify_swarm
+    from gem.store import show_path
+
+    path = Path(args.bundle)
+    if not path.exists():
+        raise FileNotFoundError(f"{show_path(path)}: no such bundle folder or file")
+    if path.is_dir() and (path / "swarm.csv").exists():
+        report = verify_swarm(path, full=True)
+        kind = "mixlab swarm"
+        line = (f"{report['mixtures']} mixtures over {report['domains']} domains, swarm.csv rows sum to 1, every "
+                f"mixture's trainer files ({', '.join(report['formats'])}) agree with it")
+    else:
+        if path.is_dir():
+            report = mx.validate_bundle(path)
+        else:
+            found = mx.bundle_of(path)
+            if found is None:
+                raise mx.BundleError(f"{show_path(path)}: no MANIFEST.json beside it (not a file of an export bundle)")
+            path = found[0]
+            report = mx.validate_bundle(path)
+        kind = "export bundle"
+        line = (f"formats {', '.join(report['formats']) or 'none'}; {report['domains']} domains, weights sum to 1 "
+                "in every format")
+    if args.json:
+        print(json.dumps({"path": show_path(path), "kind": kind, "valid": True,
+                          **{k: v for k, v in report.items() if k != "weights"}}, indent=2, ensure_ascii=False))
+        return 0
+    manifest = "MANIFEST.json" if report.get("manifest", True) else "no MANIFEST.json (a swarm made before them)"
+    print(f"{show_path(path)}: valid {kind}: {len(report['files'])} files checked against {manifest} "
+          f"(sha256); {line}")
     return 0

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..runs import METHODS
-from . import add_workspace_arg, positive_int
+from . import add_workspace_arg, existing_workspace, positive_int
 
 
 def _balance(text: str):
@@ -90,9 +90,9 @@ def cmd_fit(args) -> int:
     from ..flags import DocFlags
     from ..refit import fit_with_policy
     from ..runs import FitSettings, load_run
-    from ..store import open_workspace, validate_name
+    from ..store import validate_name
 
-    ws = open_workspace(args.workspace)
+    ws = existing_workspace(args)
     n_excluded = DocFlags(ws).n_excluded()
     exclude = n_excluded > 0 if args.exclude_flagged is None else bool(args.exclude_flagged)
     settings = FitSettings(method=args.method, k=args.k, balance=args.balance, seed=args.seed,
@@ -140,9 +140,7 @@ def cmd_fit(args) -> int:
 def cmd_compare(args) -> int:
     from ..baselines import compare_methods
     from ..runs import load_fit_data
-    from ..store import open_workspace
-
-    ws = open_workspace(args.workspace)
+    ws = existing_workspace(args)
     if args.inject_synthetic is not None or args.injected_set is not None:
         return _compare_stress(args, ws)
     X, corpus = load_fit_data(ws, args.representation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gem.cli import add_workspace_arg
+from gem.cli import add_workspace_arg, existing_workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,9 +55,8 @@ def _distill(args) -> int:
     from tqdm import tqdm
 
     from gem.distill import distill_run, report_text
-    from gem.store import open_workspace
 
-    ws = open_workspace(args.workspace)
+    ws = existing_workspace(args)
     bars = []
 
     def progress(done: int, total: int) -> None:  # the teacher encoder embedding the vocabulary (once; then cached)

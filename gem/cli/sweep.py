@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from . import add_workspace_arg
+from . import add_workspace_arg, existing_workspace
 
 
 def _lambdas(text: str) -> list[float]:
@@ -49,12 +49,11 @@ def register(subparsers) -> None:
 
 def cmd_sweep(args) -> int:
     from ..runs import load_fit_data
-    from ..store import open_workspace
     from ..sweep import lambda_sweep
 
     if args.k < 2:
         raise ValueError(f"--k must be >= 2, got {args.k}")
-    ws = open_workspace(args.workspace)
+    ws = existing_workspace(args)
     X, corpus = load_fit_data(ws, args.representation)
     X_raw = ws.load_raw_embeddings(args.representation, unit=X)
     refs = {c: corpus[c].to_numpy() for c in corpus.columns if c not in ("id", "text", "n_tokens")}

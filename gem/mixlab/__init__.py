@@ -16,6 +16,7 @@ The loop RegMix describes, on the curator's own buckets (a run's topics, taxonom
 from gem.mixlab.constraints import Bounds, ConstraintError, bounds, linear_optimum, project
 from gem.mixlab.design import (
     Swarm, design_run, design_swarm, export_mixture, list_swarms, load_swarm, resolve_swarm, swarm_root,
+    verify_swarm,
 )
 from gem.mixlab.optimize import Best, best_mixture
 from gem.mixlab.proxy import BigramKN, Target, parse_target, run_proxy
@@ -25,5 +26,5 @@ __all__ = [
     "Best", "BigramKN", "Bounds", "ConstraintError", "Fit", "Swarm", "Target", "best_mixture", "bounds",
     "design_run", "design_swarm", "export_mixture", "fit_metric", "fit_swarm", "linear_optimum", "list_swarms",
     "load_swarm", "lower_is_better", "parse_target", "project", "read_results", "resolve_swarm", "run_proxy",
-    "swarm_root",
+    "swarm_root", "verify_swarm",
 ]

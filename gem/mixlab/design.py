@@ -19,6 +19,12 @@ On disk (``write_swarm``, one atomic folder, by default ``WS/mixlab/<name>/``)::
     mixtures/<mixture_id>/       the trainer files of that mixture (Megatron, OLMo-core, HF
                                  interleave, mixture.json, MANIFEST.json), rendered by
                                  gem.mixture.write_bundle exactly as an export bundle
+    MANIFEST.json                the sha256 of every file above (kind "gem.mixlab-swarm")
+
+``load_swarm`` checks what the lab reads (swarm.csv and swarm.json against the manifest, each
+swarm.csv row finite and summing to 1 over domains of swarm.json); ``verify_swarm(full=True)``
+(`gem verify SWARM`) also every mixture's trainer files (``gem.mixture.validate_bundle``) against
+its swarm.csv row. A swarm written before manifests has none: its files are checked, not hashed.
 """
 from __future__ import annotations
 
@@ -33,14 +39,21 @@ import numpy as np
 import pandas as pd
 
 from gem.mixlab.constraints import Bounds, bounds, project
-from gem.mixture import mixture_inputs_from_run, unimax_weights, write_bundle, write_run_bundle
-from gem.store import atomic_dir, read_json, validate_name, write_json_atomic
+from gem.mixture import (
+    AGREE_TOL, BundleError, check_files, loads_json, mixture_inputs_from_run, read_manifest, unimax_weights,
+    validate_bundle, write_bundle, write_run_bundle,
+)
+from gem.store import (
+    atomic_dir, file_sha256, short, show_path, sweep_leftovers, utc_now_z, validate_name, write_json_atomic,
+)
 
 WEIGHT_SOURCE = "mixlab"
 SWARM_FORMATS = ("megatron", "olmo", "hf")
 FIXED_KINDS = ("natural", "balanced", "unimax")
 RESERVED = ("mixture_id", "kind")
 MIXLAB_DIR = "mixlab"
+SWARM_KIND = "gem.mixlab-swarm"
+READ_FILES = ("swarm.csv", "swarm.json")  # what the lab reads of a swarm
 
 
 @dataclass
@@ -136,7 +149,11 @@ def list_swarms(ws) -> list[str]:
 def resolve_swarm(ws, name_or_path: str | os.PathLike) -> Path:
     """A swarm folder given by name (under ``WS/mixlab/``) or by path (CLI)."""
     p = Path(name_or_path)
-    if (p / "swarm.csv").exists():
+    try:
+        direct = (p / "swarm.csv").exists()
+    except (OSError, ValueError):  # a name no path can be (too long, a NUL): try it as a name
+        direct = False
+    if direct:
         return p
     q = swarm_root(ws) / validate_name(str(name_or_path), "swarm name") if ws is not None else p
     if not (q / "swarm.csv").exists():
@@ -180,6 +197,9 @@ def write_swarm(out_dir: str | os.PathLike, swarm: Swarm, inputs, formats: Itera
                              "n_tokens": int(r.n_tokens), "excluded": bool(r.excluded)}
                             for r in swarm.domains.itertuples(index=False)]}
         write_json_atomic(tmp / "swarm.json", meta)
+        files = {f.relative_to(tmp).as_posix(): {"sha256": file_sha256(f), "bytes": f.stat().st_size}
+                 for f in sorted(tmp.rglob("*")) if f.is_file()}
+        write_json_atomic(tmp / "MANIFEST.json", {"kind": SWARM_KIND, "created_at": utc_now_z(), "files": files})
     swarm.path = out_dir
     return out_dir
 
@@ -191,15 +211,99 @@ def swarm_csv(swarm: Swarm) -> str:
 
 
 def load_swarm(path: str | os.PathLike) -> Swarm:
-    """Read a swarm folder back (``swarm.json`` + ``swarm.csv``)."""
+    """Read a swarm folder back (``swarm.json`` + ``swarm.csv``), checked first: both against the
+    swarm's MANIFEST.json (when it has one), every swarm.csv row finite, >= 0 and summing to 1
+    over domains of swarm.json (BundleError naming the file otherwise)."""
     path = Path(path)
-    meta = read_json(path / "swarm.json")
-    weights = pd.read_csv(path / "swarm.csv", dtype={"mixture_id": str, "kind": str}).set_index("mixture_id")
-    domains = pd.DataFrame(meta.pop("domains"))
-    domains["id"] = domains["id"].astype(str)
-    run = meta.pop("run")
+    manifest = _swarm_manifest(path)
+    if manifest is not None:
+        check_files(path, manifest, READ_FILES)
+    return _read_swarm(path)
+
+
+def verify_swarm(path: str | os.PathLike, full: bool = True) -> dict:
+    """Check a swarm folder: with ``full``, every file of its MANIFEST.json against its sha256 and
+    every mixture's trainer files (``validate_bundle``) against its swarm.csv row (to 1e-9); else
+    what ``load_swarm`` checks. BundleError naming the first bad file; returns a report
+    {"mixtures", "domains", "formats", "files", "manifest"}."""
+    path = Path(path)
+    manifest = _swarm_manifest(path)
+    if manifest is not None:
+        check_files(path, manifest, None if full else READ_FILES)
+    swarm = _read_swarm(path)
+    formats: set[str] = set()
+    if full:
+        for mid, row in swarm.weights[swarm.ids].iterrows():
+            folder = path / "mixtures" / str(mid)
+            report = validate_bundle(folder)
+            formats.update(report["formats"])
+            got = report["weights"]
+            extra = sorted(set(got) - set(swarm.ids))
+            if extra:
+                raise BundleError(f"{show_path(folder / 'mixture.json')}: domain {short(extra[0])!r} is not in swarm.csv")
+            for dom in swarm.ids:
+                if abs(float(got.get(dom, 0.0)) - float(row[dom])) > AGREE_TOL:
+                    raise BundleError(f"{show_path(folder / 'mixture.json')}: weight of {short(dom)!r} is "
+                                      f"{got.get(dom, 0.0)!r}, swarm.csv says {float(row[dom])!r}")
+    files = sorted(manifest["files"]) if manifest is not None else list(READ_FILES)
+    return {"mixtures": len(swarm.weights), "domains": len(swarm.ids), "formats": sorted(formats),
+            "files": files + (["MANIFEST.json"] if manifest is not None else []), "manifest": manifest is not None}
+
+
+def _swarm_manifest(path: Path) -> dict | None:
+    if not (path / "MANIFEST.json").exists():
+        return None  # a swarm written before manifests
+    manifest = read_manifest(path, "a mixlab swarm")
+    if manifest.get("kind") != SWARM_KIND:
+        raise BundleError(f"{show_path(path / 'MANIFEST.json')}: kind {short(manifest.get('kind'))!r}, not "
+                          f"{SWARM_KIND!r} (an export bundle, not a swarm?)")
+    return manifest
+
+
+def _read_swarm(path: Path) -> Swarm:
+    """swarm.json and swarm.csv parsed and checked (BundleError naming the file and the line)."""
+    jpath, cpath = path / "swarm.json", path / "swarm.csv"
+    for f in (jpath, cpath):
+        if not f.is_file():
+            raise BundleError(f"{show_path(f)}: missing (not a swarm folder, or an interrupted copy)")
+    meta = loads_json(jpath.read_bytes(), "swarm.json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("domains"), list) or not isinstance(meta.get("run"), str):
+        raise BundleError(f"{show_path(jpath)}: expected an object with 'run' and a 'domains' list")
+    try:
+        domains = pd.DataFrame(meta.pop("domains"))
+        domains["id"] = domains["id"].astype(str)
+        excluded = set(domains.loc[domains["excluded"].astype(bool), "id"])
+        for c in ("n_docs", "n_tokens"):
+            domains[c] = domains[c].astype(np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{show_path(jpath)}: a domain lacks id, label, n_docs, n_tokens or excluded ({exc})") from None
+    try:
+        weights = pd.read_csv(cpath, dtype={"mixture_id": str, "kind": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{show_path(cpath)}: cannot read it ({str(exc).splitlines()[0]})") from None
+    if list(weights.columns[:2]) != list(RESERVED):
+        raise BundleError(f"{show_path(cpath)} line 1: expected columns mixture_id, kind, then one per domain")
     weights.columns = [str(c) for c in weights.columns]
-    return Swarm(run, domains, weights, meta, path)
+    ids = list(weights.columns[2:])
+    unknown = [i for i in ids if i not in set(domains["id"]) or i in excluded]
+    if unknown or not ids:
+        raise BundleError(f"{show_path(cpath)} line 1: column {short(unknown[0]) if unknown else '(none)'!r} is not an "
+                          "included domain of swarm.json")
+    mids = weights["mixture_id"]
+    if mids.isna().any() or mids.duplicated().any():
+        k = int(np.flatnonzero(mids.isna().to_numpy() | mids.duplicated().to_numpy())[0])
+        raise BundleError(f"{show_path(cpath)} line {k + 2}: mixture id missing or given twice")
+    for c in ids:
+        if not pd.api.types.is_numeric_dtype(weights[c]):
+            raise BundleError(f"{show_path(cpath)}: column {short(c)!r} holds something other than numbers")
+    W = weights[ids].to_numpy(np.float64)
+    bad = np.flatnonzero(~np.isfinite(W).all(axis=1) | (W < 0).any(axis=1) | (np.abs(W.sum(axis=1) - 1) > AGREE_TOL))
+    if bad.size:
+        k = int(bad[0])
+        raise BundleError(f"{show_path(cpath)} line {k + 2}: the weights of mixture {short(mids.iat[k])!r} must be "
+                          f"finite, >= 0 and sum to 1 (sum {W[k].sum()!r})")
+    run = meta.pop("run")
+    return Swarm(run, domains, weights.set_index("mixture_id"), meta, path)
 
 
 def design_run(ws, run: str, n: int = 64, alpha: float = 1.0, *, token_budget: float | None = None,
@@ -209,6 +313,7 @@ def design_run(ws, run: str, n: int = 64, alpha: float = 1.0, *, token_budget: f
     inputs = mixture_inputs_from_run(ws, run, with_gis=False)
     swarm = design_swarm(inputs.domains, n, alpha, token_budget=token_budget, max_epochs=max_epochs, seed=seed, run=run)
     out = Path(out_dir) if out_dir else swarm_root(ws) / swarm_name(run, n, alpha, seed)
+    sweep_leftovers(out.parent)  # what a killed design left there
     write_swarm(out, swarm, inputs, progress=progress)
     return swarm
 

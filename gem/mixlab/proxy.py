@@ -179,7 +179,7 @@ def read_target_file(path: str | os.PathLike) -> list[str]:
     (documents separated by blank lines). Bad JSONL lines are skipped (they are counted in the
     error when nothing is left)."""
     p = Path(path)
-    raw = p.read_text(encoding="utf-8", errors="replace")
+    raw = p.read_text(encoding="utf-8-sig", errors="replace")  # a byte order mark dropped
     if p.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         texts, bad = [], 0
         for line in raw.splitlines():

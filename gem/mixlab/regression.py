@@ -34,6 +34,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from gem.store import short
+
 LOWER_WORDS = ("loss", "ppl", "perplexity", "xent", "bpb", "bits", "nll")
 MODELS = ("gbt", "ridge", "ridge-log", "ridge-quad")
 LOG_EPS = 1e-4
@@ -47,9 +49,30 @@ def lower_is_better(metric: str) -> bool:
 
 
 # ============================================================================ results CSV
+SEPARATORS = (",", ";", "\t", "|")
+_SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def results_separator(text: str) -> str:
+    """The field separator of a results CSV: the one of ``SEPARATORS`` (comma first) that splits
+    the header line into a ``mixture_id`` column, else what csv.Sniffer sees in the first lines,
+    else a comma."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ","
+    for sep in SEPARATORS:
+        if "mixture_id" in (h.strip().strip('"') for h in lines[0].split(sep)):
+            return sep
+    try:
+        return csv.Sniffer().sniff("\n".join(lines[:20]), delimiters="".join(SEPARATORS)).delimiter
+    except csv.Error:
+        return ","
+
+
 def read_results(source, mixture_ids: Sequence[str], where: str = "results CSV") -> pd.DataFrame:
     """Metrics per mixture from a CSV (path, text or bytes): index ``mixture_id`` in swarm order,
-    one float column per metric. ValueError naming the line for every problem."""
+    one float column per metric. Comma-, semicolon-, tab- or pipe-separated (``results_separator``),
+    a byte order mark dropped. ValueError naming the line for every problem."""
     if isinstance(source, (bytes, bytearray)):
         text = bytes(source).decode("utf-8-sig", errors="replace")
     elif isinstance(source, str) and "\n" in source:
@@ -57,14 +80,17 @@ def read_results(source, mixture_ids: Sequence[str], where: str = "results CSV")
     else:
         with open(source, encoding="utf-8-sig", errors="replace") as fh:
             text = fh.read()
-    reader = csv.reader(io.StringIO(text))
+    text = text.removeprefix("\ufeff")
+    sep = results_separator(text)
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise ValueError(f"{where}: empty file: write a header line mixture_id,<metric>,...") from None
     if "mixture_id" not in header:
-        raise ValueError(f"{where} line 1: no 'mixture_id' column (columns: {', '.join(header[:6])}); "
-                         "name the column of mixture ids mixture_id")
+        seen = _SEPARATOR_NAMES.get(sep, repr(sep))
+        raise ValueError(f"{where} line 1: no 'mixture_id' column (columns: {', '.join(short(h, 40) for h in header[:6])}; "
+                         f"read as {seen}-separated); name the column of mixture ids mixture_id")
     metrics = [h for h in header if h != "mixture_id"]
     if not metrics:
         raise ValueError(f"{where} line 1: no metric column beside mixture_id: add one, e.g. val_loss")
@@ -84,7 +110,7 @@ def read_results(source, mixture_ids: Sequence[str], where: str = "results CSV")
             raise ValueError(f"{where} line {lineno}: {len(row)} fields, the header has {len(header)}")
         mid = row[icol].strip()
         if mid not in known:
-            raise ValueError(f"{where} line {lineno}: unknown mixture id {mid!r}: ids come from swarm.csv "
+            raise ValueError(f"{where} line {lineno}: unknown mixture id {short(mid)!r}: ids come from swarm.csv "
                              f"({', '.join(list(known)[:4])} ...)")
         if mid in seen:
             raise ValueError(f"{where} line {lineno}: mixture {mid!r} already on line {seen[mid]}: keep one row per mixture")
@@ -96,7 +122,9 @@ def read_results(source, mixture_ids: Sequence[str], where: str = "results CSV")
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):
-                what = "is empty" if not cell else f"is {cell!r}, not a finite number"
+                what = "is empty" if not cell else f"is {short(cell)!r}, not a finite number"
+                if sep != "," and re.fullmatch(r"[-+]?\d+,\d+", cell):
+                    what += " (a decimal comma: write 3.25, not 3,25)"
                 raise ValueError(f"{where} line {lineno}: {name} of mixture {mid!r} {what}")
             values[known[mid], j] = value
     missing = [m for m in known if m not in seen]

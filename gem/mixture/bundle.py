@@ -34,6 +34,7 @@ import hashlib
 import io
 import math
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -51,7 +52,7 @@ from gem.mixture.formats import (
     render_mixture_json, render_olmo_core, render_regmix, render_regmix_token_prior, render_weborganizer,
 )
 from gem.mixture.weights import Mixture
-from gem.store import atomic_dir, file_sha256, utc_now_z, validate_name
+from gem.store import atomic_dir, file_sha256, short, show_path, utc_now_z, validate_name
 
 FORMATS = ("megatron", "olmo", "hf", "doremi", "regmix", "weborganizer", "dolma", "assignments", "taxonomy")
 PER_DOCUMENT_FORMATS = ("assignments", "dolma")
@@ -186,8 +187,8 @@ def write_bundle(
             path.write_bytes(data)
         if "assignments" in chosen:
             first = [c for c in (*ASSIGNMENT_COLUMNS, "excluded") if c in table.columns]
-            table[first + [c for c in table.columns if c not in first]].to_parquet(
-                tmp / "assignments.parquet", index=False)
+            with open(tmp / "assignments.parquet", "wb") as fh:  # a file object: the path need not be UTF-8
+                table[first + [c for c in table.columns if c not in first]].to_parquet(fh, index=False)
             manifest["files"]["assignments.parquet"] = {
                 "sha256": file_sha256(tmp / "assignments.parquet"), "bytes": (tmp / "assignments.parquet").stat().st_size}
             manifest["files"] = dict(sorted(manifest["files"].items()))
@@ -288,34 +289,124 @@ def _nonfinite(frame: pd.DataFrame) -> tuple[str, np.ndarray, float] | None:
     return None
 
 
-def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
+# the files of each format (dolma: every file under dolma/); mixture.json belongs to none: every bundle has it
+FORMAT_FILES = {
+    "megatron": ("megatron_data_path.txt", "megatron_per_split.json"),
+    "olmo": ("olmo_core_mixture.yaml", "olmo_core_mixture.json"),
+    "hf": ("hf_interleave_datasets.json",),
+    "doremi": ("doremi_domain_weights.json",),
+    "regmix": ("regmix_mixture.yaml", "regmix_token_prior.csv"),
+    "weborganizer": ("weborganizer_domains.json",),
+    "assignments": ("assignments.parquet",),
+    "taxonomy": ("taxonomy.json",),
+}
+MANIFEST = "MANIFEST.json"
+
+
+def format_of(name: str) -> str | None:
+    """The bundle format a file of a bundle belongs to (None: mixture.json, the blocklist, ...)."""
+    if name.startswith("dolma/"):
+        return "dolma"
+    return next((f for f, names in FORMAT_FILES.items() if name in names), None)
+
+
+def read_manifest(root: str | os.PathLike, what: str = "an export bundle") -> dict:
+    """``root``/MANIFEST.json parsed (strict JSON), with a ``files`` object of {name: {sha256, ...}}
+    whose names stay inside ``root``; BundleError otherwise."""
+    root = Path(root)
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"{show_path(root)}: no {MANIFEST} (not {what}, or an interrupted copy)")
+    try:
+        raw = mpath.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{show_path(mpath)}: cannot read it ({exc.strerror or exc})") from None
+    manifest = loads_json(raw, MANIFEST)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise BundleError(f"{show_path(mpath)}: no 'files' object (not {what})")
+    for name, info in files.items():
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts or name.startswith(MANIFEST):
+            raise BundleError(f"{show_path(mpath)}: file name {short(name)!r} points outside the bundle")
+        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+            raise BundleError(f"{show_path(mpath)}: entry {short(name)!r} has no sha256")
+    return manifest
+
+
+def check_files(root: str | os.PathLike, manifest: dict, names: Iterable[str] | None = None) -> None:
+    """Every file of ``manifest`` (or only ``names``, which it must list) against its sha256:
+    BundleError naming the first file missing or changed since it was written."""
+    root = Path(root)
+    files = manifest["files"]
+    for name in (files if names is None else names):
+        if name not in files:
+            raise BundleError(f"{show_path(root / name)}: not listed in {MANIFEST} (added after it was written)")
+        p = root / name
+        if not p.is_file():
+            raise BundleError(f"{show_path(p)}: listed in {MANIFEST} but missing")
+        if file_sha256(p) != files[name]["sha256"]:
+            raise BundleError(f"{show_path(p)}: sha256 differs from {MANIFEST} (file changed after export)")
+
+
+def bundle_of(path: str | os.PathLike, levels: int = 3) -> tuple[Path, str] | None:
+    """(bundle folder, name in its manifest) of a file inside a bundle: the nearest folder at most
+    ``levels`` above it holding a MANIFEST.json; None for a file outside any bundle."""
+    p = Path(path)
+    try:
+        p = p.resolve()
+    except (OSError, RuntimeError):
+        return None
+    for folder in list(p.parents)[: levels + 1]:
+        if (folder / MANIFEST).is_file():
+            return folder, p.relative_to(folder).as_posix()
+    return None
+
+
+def verify_read(path: str | os.PathLike) -> dict | None:
+    """The check of a file read from a bundle (imported weights, an uploaded bundle's file): when
+    ``path`` lies in a bundle, the file must be listed in its MANIFEST.json, and the bundle is
+    validated for that file's format (``validate_bundle(..., formats=[its format])``: the format's
+    files and mixture.json against their sha256, the format parsed and compared with mixture.json,
+    whose weights sum to 1). BundleError naming the file otherwise; None for a file in no bundle."""
+    found = bundle_of(path)
+    if found is None:
+        return None
+    root, name = found
+    manifest = read_manifest(root)
+    check_files(root, manifest, [name])
+    fmt = format_of(name)
+    return validate_bundle(root, formats=[fmt] if fmt else [])
+
+
+def validate_bundle(bundle_dir: str | os.PathLike, formats: Iterable[str] | None = None) -> dict:
     """Re-read a bundle and check every rule of this module's docstring: manifest hashes, strict
     JSON, every format parsed back and compared with ``mixture.json`` (to 1e-9), finite numbers,
     assignments and Dolma attributes, and taxonomy.json beside them. Raises BundleError naming the
-    first bad file; returns a report {"domains", "weights", "active", "formats", "files", "warnings"}."""
+    first bad file; returns a report {"domains", "weights", "active", "formats", "files", "warnings"}.
+    ``formats``: check only these formats' files (and mixture.json), not the rules across formats:
+    what a reader of one file needs (``verify_read``)."""
     root = Path(bundle_dir)
-    mpath = root / "MANIFEST.json"
-    if not mpath.exists():
-        raise BundleError(f"{root}: no MANIFEST.json (not an export bundle, or an interrupted copy)")
-    manifest = loads_json(mpath.read_bytes(), "MANIFEST.json")
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict):
-        raise BundleError("MANIFEST.json: no 'files' object (not an export bundle)")
-    for name, info in files.items():
-        p = root / name
-        if not p.exists():
-            raise BundleError(f"{p}: listed in MANIFEST.json but missing")
-        if file_sha256(p) != info["sha256"]:
-            raise BundleError(f"{p}: sha256 differs from MANIFEST.json (file changed after export)")
+    manifest = read_manifest(root)
+    files = manifest["files"]
+    scope = None if formats is None else set(formats)
+
+    def wanted(name: str) -> bool:
+        return scope is None or name == "mixture.json" or format_of(name) in scope
+
+    check_files(root, manifest, [n for n in files if wanted(n)])
     if "mixture.json" not in files:
         raise BundleError("MANIFEST.json does not list mixture.json: every bundle carries it")
 
     def text(name):
         if name not in files:
             raise BundleError(f"{name}: missing from MANIFEST.json (its format's other file is there)")
-        return (root / name).read_text(encoding="utf-8")
+        try:
+            return (root / name).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"{show_path(root / name)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
-    parsed = {name: loads_json(text(name), name) for name in files if name.endswith(".json")}  # strict, all of them
+    parsed = {name: loads_json(text(name), name) for name in files if name.endswith(".json") and wanted(name)}  # strict
     mix = read_mixture_json(text("mixture.json"))
     expected = mix.weights()
     opts = manifest.get("options", {})
@@ -338,7 +429,7 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
         return out
 
     checked = []
-    if "megatron_data_path.txt" in files:
+    if "megatron_data_path.txt" in files and wanted("megatron_data_path.txt"):
         same(by_prefix(parse_megatron_blend(text("megatron_data_path.txt")), opts.get("prefix_template", DEFAULT_PREFIX_TEMPLATE),
                        where="megatron_data_path.txt"), "megatron_data_path.txt")
         per = loads_json(text("megatron_per_split.json"), "megatron_per_split.json")
@@ -347,33 +438,36 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> dict:
                            opts.get("split_prefix_template", DEFAULT_SPLIT_PREFIX_TEMPLATE), split, "megatron_per_split.json"),
                  f"megatron_per_split.json[{split}]")
         checked.append("megatron")
-    if "olmo_core_mixture.yaml" in files:
+    if "olmo_core_mixture.yaml" in files and wanted("olmo_core_mixture.yaml"):
         same(parse_olmo_core(text("olmo_core_mixture.yaml")), "olmo_core_mixture.yaml")
         same(parse_olmo_core(text("olmo_core_mixture.json")), "olmo_core_mixture.json")
         checked.append("olmo")
-    if "hf_interleave_datasets.json" in files:
+    if "hf_interleave_datasets.json" in files and wanted("hf_interleave_datasets.json"):
         same(parse_hf_interleave(text("hf_interleave_datasets.json")), "hf_interleave_datasets.json")
         checked.append("hf")
-    if "doremi_domain_weights.json" in files:
+    if "doremi_domain_weights.json" in files and wanted("doremi_domain_weights.json"):
         same(_imported(read_doremi_weights, text("doremi_domain_weights.json"), "doremi_domain_weights.json"),
              "doremi_domain_weights.json")
         checked.append("doremi")
-    if "regmix_mixture.yaml" in files:
+    if "regmix_mixture.yaml" in files and wanted("regmix_mixture.yaml"):
         same(_imported(read_regmix_weights, text("regmix_mixture.yaml"), "regmix_mixture.yaml"), "regmix_mixture.yaml")
         _check_token_prior(text("regmix_token_prior.csv"), mix)
         checked.append("regmix")
-    if "weborganizer_domains.json" in files:
+    if "weborganizer_domains.json" in files and wanted("weborganizer_domains.json"):
         same(parse_weborganizer(text("weborganizer_domains.json")), "weborganizer_domains.json")
         checked.append("weborganizer")
     per_doc_ids: set[str] = set()
-    if "assignments.parquet" in files:
+    if "assignments.parquet" in files and wanted("assignments.parquet"):
         per_doc_ids |= _check_assignments_file(root / "assignments.parquet", mix)
         checked.append("assignments")
-    dolma = sorted(n for n in files if n.startswith("dolma/"))
+    dolma = sorted(n for n in files if n.startswith("dolma/") and wanted(n))
     for name in dolma:
         per_doc_ids |= _check_dolma_file(root / name, name, mix)
     if dolma:
         checked.append("dolma")
+    if scope is not None:  # one reader's formats: the rules across formats are the whole check's
+        return {"domains": len(mix.domains), "weights": expected, "active": sorted(expected), "formats": checked,
+                "files": sorted(n for n in files if wanted(n)), "warnings": mix.warnings}
     n_excluded = _check_blocklist(text(BLOCKLIST_FILE), per_doc_ids) if BLOCKLIST_FILE in files else 0
     if "taxonomy.json" in files:
         if not isinstance(parsed["taxonomy.json"], dict):
@@ -434,7 +528,8 @@ def _check_token_prior(text: str, mix: Mixture) -> None:
 
 
 def _check_assignments_file(path: Path, mix: Mixture) -> set[str]:
-    a = pd.read_parquet(path)
+    with open(path, "rb") as fh:  # a file object: the path need not be UTF-8
+        a = pd.read_parquet(fh)
     miss = [c for c in ASSIGNMENT_COLUMNS if c != "gis" and c not in a.columns]
     if miss:
         raise BundleError(f"assignments.parquet: missing columns {miss}")
@@ -496,6 +591,55 @@ def _check_dolma_file(path: Path, name: str, mix: Mixture) -> set[str]:
             if not finite:
                 raise BundleError(f"{name}: document {rec.get('id')!r}: {key} is not a list of numeric spans")
     return ids
+
+
+ZIP_LIMIT = 2 << 30  # the most an uploaded bundle zip may unpack to (bytes)
+
+
+def read_bundle_zip(data: bytes, names: Iterable[str] = (), limit: int = ZIP_LIMIT) -> tuple[dict, dict[str, bytes]]:
+    """An uploaded bundle zip (as ``bundle_zip_bytes`` writes it: entries under one folder, or at
+    the top) unpacked into a temporary folder and validated whole (``validate_bundle``), then
+    (report, {name: bytes} of ``names``). BundleError naming the file (as inside the zip) when it
+    does not validate, holds a name outside its folder or a link, or unpacks to more than ``limit``."""
+    import tempfile
+
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"not a zip file ({exc})") from None
+    with zf, tempfile.TemporaryDirectory(prefix="gem-bundle-") as tmp:
+        members = [i for i in zf.infolist() if not i.is_dir()]
+        if sum(i.file_size for i in members) > limit:
+            raise BundleError(f"the zip unpacks to more than {limit / 1e9:.1f} GB: too large for a bundle upload")
+        for info in members:
+            parts = Path(info.filename).parts
+            if Path(info.filename).is_absolute() or ".." in parts or "\\" in info.filename:
+                raise BundleError(f"{short(info.filename)!r}: a name outside the bundle folder")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise BundleError(f"{short(info.filename)!r}: a link, not a file of a bundle")
+        tops = {Path(i.filename).parts[0] for i in members}
+        flat = any(i.filename == MANIFEST for i in members)
+        if not flat and len(tops) != 1:
+            raise BundleError(f"no {MANIFEST} at the top of the zip or of its one folder (not an export bundle)")
+        root = Path(tmp) / "bundle"
+        for info in members:
+            rel = Path(info.filename) if flat else Path(*Path(info.filename).parts[1:])
+            if not rel.parts:
+                continue
+            dest = root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        try:
+            report = validate_bundle(root)
+            wanted = {}
+            for name in names:
+                if name not in report["files"]:
+                    raise BundleError(f"{name}: not in this bundle")
+                wanted[name] = (root / name).read_bytes()
+        except BundleError as exc:
+            raise BundleError(str(exc).replace(f"{root}/", "").replace(str(root), "the bundle")) from None
+    return report, wanted
 
 
 def bundle_zip_bytes(bundle_dir: str | os.PathLike) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from gem.mixture.bundle import FORMATS, parse_formats, validate_bundle, write_bundle
 from gem.mixture.run_inputs import mixture_inputs_from_run
-from gem.store import Workspace
+from gem.store import Workspace, sweep_leftovers
 
 CLI_MAX_EPOCHS = 4.0     # `gem export --max-epochs` default
 CLI_TEMPERATURE = 1.0    # `gem export --temperature` default
@@ -36,7 +36,9 @@ def write_run_bundle(inputs, mixture, assignments, out_dir: str | os.PathLike,
     documents left out and listed in excluded_documents.jsonl; ``bundle_options``: data_root,
     templates, seed of ``write_bundle``) and validate it. ``inputs``: the run's
     ``RunMixtureInputs``; ``mixture, assignments``: what its ``build`` (or a caller's variant of
-    it) returned. Returns (bundle path, ``validate_bundle`` report)."""
+    it) returned. Returns (bundle path, ``validate_bundle`` report). What a killed export left in
+    ``out_dir``'s folder (hidden ``.<name>.tmp-*`` copies) is swept first."""
+    sweep_leftovers(Path(out_dir).parent)
     path = write_bundle(out_dir, mixture, formats, assignments=assignments, taxonomy=inputs.taxonomy,
                         blocklist=inputs.excluded, **bundle_options)
     return path, validate_bundle(path)

@@ -93,12 +93,16 @@ def embedding_model_info(value) -> dict | None:
 
 # ============================================================================ importers
 def _text(source) -> str:
-    """``source`` as text: bytes decoded, a Path or an existing file's path read, else itself."""
-    if isinstance(source, (bytes, bytearray)):
-        return source.decode("utf-8")
+    """``source`` as text: bytes decoded, a Path or an existing file's path read, else itself;
+    UTF-8 (MixtureError naming the byte otherwise), a leading byte order mark dropped."""
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and _is_file(source)):
-        return Path(source).read_text(encoding="utf-8")
-    return str(source)
+        source = Path(source).read_bytes()
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            return bytes(source).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise MixtureError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return str(source).removeprefix("\ufeff")
 
 
 def _is_file(name: str) -> bool:
