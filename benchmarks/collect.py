@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["embed", "fit", "fit_gemm", "fit_gemm_avx2", "fit_passes", "floor", "refit", "churn", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
+ORDER = ["embed", "fit", "fit_peers", "profile", "fit_gemm", "fit_gemm_avx2", "fit_passes", "floor", "refit", "churn", "collapse", "app", "app_browser", "gis", "search", "topics", "label", "fuzz", "ingest", "mixlab"]
 SCRIPTS = {
-    "embed": "bench_embed.py", "fit": "bench_fit.py", "fit_passes": "bench_fit.py --passes", "fit_gemm": "bench_fit.py --gemm",
+    "embed": "bench_embed.py", "fit": "bench_fit.py", "fit_peers": "bench_fit.py --peers",
+    "profile": "bench_profile.py --serial", "fit_passes": "bench_fit.py --passes", "fit_gemm": "bench_fit.py --gemm",
     "fit_gemm_avx2": "bench_fit.py --gemm", "collapse": "bench_collapse.py",
     "app": "bench_app.py", "refit": "bench_refit.py", "churn": "bench_churn.py", "floor": "bench_floor.py --n 100000 --k 256", "gis": "bench_gis.py", "label": "bench_label.py",
 }

@@ -50,6 +50,8 @@ import contextlib
 import functools
 import math
 import numbers
+import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -266,6 +268,81 @@ class _Data:
             yield slice(s, min(s + rows, self.n))
 
 
+_ROW_POOLS: dict = {}  # number of workers -> ThreadPoolExecutor (see _row_pool)
+_ROW_POOL_LOCK = threading.Lock()
+
+
+def _forget_row_pools() -> None:
+    """In a forked child the pools' threads do not exist: start afresh there."""
+    global _ROW_POOL_LOCK
+    _ROW_POOLS.clear()
+    _ROW_POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_row_pools)
+
+
+def _row_pool(torch, workers: int):
+    """A pool of ``workers`` threads in which torch runs each op on that thread alone: torch fixes
+    a thread's intra-op thread count at its first op, so the workers start while the count is 1,
+    and the caller's count is restored after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _ROW_POOL_LOCK:
+        pool = _ROW_POOLS.get(workers)
+        if pool is None:
+            before = torch.get_num_threads()
+            started = threading.Barrier(workers + 1)
+
+            def start():
+                torch.get_num_threads()  # this thread's intra-op count, fixed now: 1
+                started.wait()
+
+            torch.set_num_threads(1)
+            try:
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="gem-rows", initializer=start)
+                for _ in range(workers):  # each submit starts a thread: the others wait at the barrier
+                    pool.submit(lambda: None)
+                started.wait()
+            finally:
+                torch.set_num_threads(before)
+            _ROW_POOLS[workers] = pool
+    return pool
+
+
+def _map_blocks(data: "_Data", fn, rows: int) -> list:
+    """[fn(slice) for each block of ``rows`` rows], in block order. On a CPU with several torch
+    threads the blocks go to a pool of as many single-threaded workers, each taking the next block
+    when it is done: one wait per call instead of one thread barrier per op and block (on a box
+    where another process holds a core, those barriers made a softmax pass 15-20x slower than on
+    one thread). Blocks are at most ``rows`` rows and at least 4 per worker, so the workers stay
+    evenly loaded; each is computed as on one thread, so results do not depend on scheduling."""
+    workers = 1 if data.cuda else data.torch.get_num_threads()
+    if workers > 1:
+        rows = max(256, min(rows, -(-data.n // (4 * workers))))
+    blocks = list(data.chunks(rows))
+    workers = min(workers, len(blocks))
+    if workers <= 1:
+        return [fn(c) for c in blocks]
+    out = [None] * len(blocks)
+    order = iter(range(len(blocks)))
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                i = next(order, None)
+            if i is None:
+                return
+            out[i] = fn(blocks[i])
+
+    pool = _row_pool(data.torch, workers)
+    for f in [pool.submit(work) for _ in range(workers)]:
+        f.result()
+    return out
+
+
 def _host(t) -> np.ndarray:
     """A (small) tensor as a float64 numpy array on the host."""
     return t.double().cpu().numpy()
@@ -285,8 +362,11 @@ def _logits(data: _Data, mu: np.ndarray, kappa: np.ndarray, bias, out=None):
         out = gemm.linear(data.X, W)
     else:
         out = data.empty() if out is None else out
-        for c in data.chunks():
+
+        def block(c):
             gemm.linear(data.X[c], W, out=out[c])
+
+        _map_blocks(data, block, data.chunk)
     if bias is not None:
         out.add_(data.tensor(bias))
     return out
@@ -298,9 +378,8 @@ def _softmax_pass(data: _Data, L, v: np.ndarray, G, bias=None):
     pass at K = 64; the solver takes the labels once, at the end (:func:`_labels_at`)."""
     torch = data.torch
     vt = data.tensor(v if bias is None else v - bias)
-    lse_sum = torch.zeros((), dtype=torch.float64, device=data.device)
-    pi = torch.zeros(data.k, dtype=torch.float64, device=data.device)
-    for c in data.chunks(data.pass_chunk):
+
+    def block(c):
         Z = G[c]
         torch.sub(L[c], vt, out=Z)
         m = Z.amax(dim=1, keepdim=True)
@@ -310,11 +389,14 @@ def _softmax_pass(data: _Data, L, v: np.ndarray, G, bias=None):
         lse = m.add_(s.log_()).squeeze(1)
         if data.w0 is None:
             wc = data.w[c]
-            lse_sum += torch.dot(wc.double(), lse.double())
-            pi += (Z.t() @ wc).double()
-        else:
-            lse_sum += lse.sum(dtype=torch.float64)
-            pi += Z.sum(dim=0, dtype=torch.float64)
+            return torch.dot(wc.double(), lse.double()), (Z.t() @ wc).double()
+        return lse.sum(dtype=torch.float64), Z.sum(dim=0, dtype=torch.float64)
+
+    lse_sum = torch.zeros((), dtype=torch.float64, device=data.device)
+    pi = torch.zeros(data.k, dtype=torch.float64, device=data.device)
+    for lse_c, pi_c in _map_blocks(data, block, data.pass_chunk):  # summed in block order
+        lse_sum += lse_c
+        pi += pi_c
     if data.w0 is not None:
         lse_sum *= data.w0
         pi *= data.w0
@@ -755,8 +837,11 @@ def _labels_at(data: _Data, L, state, work) -> np.ndarray:
     bias: the cluster of each document; ``work`` (N x K) is overwritten."""
     theta, v = state
     shift = data.tensor(v - (theta.log_alpha + theta.log_c))
-    for c in data.chunks(data.pass_chunk):
+
+    def block(c):
         data.torch.sub(L[c], shift, out=work[c])
+
+    _map_blocks(data, block, data.pass_chunk)
     return _argmax(work, data)
 
 
@@ -764,8 +849,11 @@ def _argmax(G, data):
     if data.cuda:
         return G.argmax(dim=1).cpu().numpy().astype(np.int64)
     out = np.empty(data.n, dtype=np.int64)
-    for c in data.chunks():
+
+    def block(c):
         out[c] = G[c].argmax(dim=1).numpy()
+
+    _map_blocks(data, block, data.pass_chunk)
     return out
 
 
