@@ -1,6 +1,7 @@
 """The fit's row-block work (softmax passes, logits, labels) runs on a pool of single-threaded
 workers when torch has several threads: results do not depend on which worker took which block,
-and the caller's torch thread count is left as it was."""
+and the caller's torch thread count is left as it was. The k-means++ seeding runs on one torch
+thread and picks the seeds it picks on two."""
 import threading
 
 import numpy as np
@@ -63,3 +64,25 @@ def _serial_blocks(data, fn, rows):
     finally:
         torch.set_num_threads(before)
 
+
+
+def test_kmeanspp_runs_on_one_thread_with_the_same_seeds(two_threads, monkeypatch):
+    import contextlib
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((20_000, 32)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    w = np.full(X.shape[0], 1 / X.shape[0])
+    seen = []
+    step = gm._greedy_kmeanspp
+
+    def spy(*a):
+        seen.append(torch.get_num_threads())
+        return step(*a)
+
+    monkeypatch.setattr(gm, "_greedy_kmeanspp", spy)
+    one = gm.greedy_kmeanspp(X, 40, w, np.random.default_rng(0))
+    monkeypatch.setattr(gm, "torch_threads", lambda work: contextlib.nullcontext())
+    two = gm.greedy_kmeanspp(X, 40, w, np.random.default_rng(0))
+    assert seen == [1, 2] and torch.get_num_threads() == 2
+    assert np.array_equal(one, two)
