@@ -80,6 +80,7 @@ _E_GAP_FRACTION = 0.1  # accelerated solver: a mid-run E-step may stop at a gap 
 # ran 2-3x faster than over 16 MB blocks at N = 200k, K = 256 (benchmarks/bench_fit.py --passes)
 _GEMM_BLOCK = 1 << 22  # elements
 _PASS_BLOCK = 1 << 18  # elements
+_E_RESUMES = 20  # an E-step that ends below the previous F is resumed up to this many times (60 Newton steps each)
 _STEP_GROWTH = 4.0  # SQUAREM: the step cap grows by this factor when reached, shrinks by it on a rejection
 
 
@@ -529,7 +530,7 @@ def _e_step(data: _Data, L, G, u, lam, reg, v0, gap_rel: float = 0.0, floor: flo
             # the gap is progress on the primal side (float32 at lambda = 1e6: D flat to 1e-9
             # relative while the gap was 1e-5 relative, so every Armijo trial failed)
             F_new = primal(v_new, lse_new, pi_new)
-            if F_new >= F and D_new - F_new < D - F:
+            if D - F <= 1e4 * tight and F_new >= F and D_new - F_new < D - F:
                 accepted = True
                 break
             t *= 0.5
@@ -801,6 +802,15 @@ def _solve(data, mu, kappa, log_alpha, u, lam, reg, prior, concentration, kappa_
                 step_max = max(1.0, step_max / _STEP_GROWTH)
         F_prev = F
         e_new, F_new, P_new = evaluate(new, e.v, FM)
+        for _ in range(_E_RESUMES):
+            if F_new >= F_prev or e_new.newton_steps == 0:
+                break
+            # the E-step hit its Newton cap far from the optimum (a large lambda from a distant start):
+            # resume it from where it stopped (L holds new's logits) before judging the step
+            e_new = _e_step(data, L, G, u, lam, reg, e_new.v, gap_rel, FM - P_new, new.log_alpha + new.log_c)
+            count["newton"] += e_new.newton_steps
+            count["passes"] += e_new.passes
+            F_new = e_new.F + P_new
         if not F_new >= F_prev:
             # F would fall (float round-off: the exact E-step cannot lower it): the step is not taken
             # and the fit has converged to round-off; theta's logits back in L for what follows
