@@ -8,6 +8,7 @@
     .venv/bin/python benchmarks/bench_fit.py --real --time-seeds 8   # ... and GEM / KMeans time per seed
     .venv/bin/python benchmarks/bench_fit.py --passes   # softmax row blocks: now vs 16 MB (--no-large: no 1M case)
     .venv/bin/python benchmarks/bench_fit.py --gemm     # the fit's products: oneDNN vs torch.mm (gem.gemm)
+    .venv/bin/python benchmarks/bench_fit.py --peers    # GEM(auto) vs faiss / scikit-learn on the sample, per seed
 
 Synthetic cases run each in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is per
 case. Timings on a shared machine are noisy: ratios count.
@@ -542,6 +543,101 @@ def main_gemm(args):
     write_text_atomic(ROOT / "benchmarks" / "results" / name, "\n".join(lines) + "\n")
 
 
+PEERS = ("GEM(auto)", "faiss spherical", "KMeans(n_init=1)")
+
+
+def peer_estimator(name, k, seed):
+    """GEM(balance="auto"); faiss's spherical k-means (niter 25, its default 256 rows per centroid);
+    scikit-learn's KMeans(n_init=1) (Lloyd, greedy k-means++)."""
+    from sklearn.cluster import KMeans
+
+    from gem import GEM
+    from gem.baselines import FaissSphericalKMeans
+
+    if name == "GEM(auto)":
+        return GEM(n_clusters=k, random_state=seed)
+    if name == "faiss spherical":
+        return FaissSphericalKMeans(n_clusters=k, random_state=seed)
+    return KMeans(n_clusters=k, n_init=1, random_state=seed)
+
+
+def main_peers(args):
+    """GEM(auto), faiss spherical k-means and KMeans(n_init=1) on the sample's unit vectors, one
+    process: per K and seed, ``--reps`` rounds in a rotating order (median time), then the balance
+    and the NMI of the last round's labels to the corpus's category and source columns."""
+    import torch
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from gem import GEM
+    from gem.metrics import balance_report
+    from gem.store import SAMPLE_DATA_DIR, Workspace, write_text_atomic
+
+    ws = Workspace(SAMPLE_DATA_DIR)
+    X = ws.load_embeddings("final")
+    refs = ws.load_corpus(columns=["category", "source"])
+    seeds = list(range(args.seeds))
+    for name in PEERS:  # imports and first-call set-up outside the timings
+        peer_estimator(name, 4, 0).fit(X[:2000])
+    GEM(n_clusters=2, balance=1.0).fit(np.random.default_rng(0).standard_normal((50, 8)))
+    load0 = os.getloadavg()
+    lines = ["# GEM against the peers on the sample (`bench_fit.py --peers`)", "",
+             f"Machine: {cpu_line()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
+             f"{torch.__version__}, {time.strftime('%Y-%m-%d')}; the box was shared with other jobs (load average "
+             f"{load0[0]:.1f} at the start, LOAD_END at the end, on 2 cores), so times are noisy: ratios of the same "
+             f"round count. Data: the sample's final vectors ({X.shape[0]:,} x {X.shape[1]}, unit rows, "
+             "float32). GEM(balance='auto'); faiss `Kmeans(d, K, spherical=True, niter=25, seed=s)` with its "
+             "default subsample (at most 256 rows per centroid), every row then labelled by its nearest "
+             "centroid; scikit-learn KMeans(n_init=1, random_state=s). Each seed: "
+             f"{args.reps} rounds in a rotating order, times are the median of the rounds, ratio = GEM / peer "
+             "of the medians. Entropy = H(shares)/log K of the hard labels; NMI to the corpus's "
+             f"`category` ({refs['category'].nunique()} values) and `source` ({refs['source'].nunique()}).", ""]
+    head = ("| K | seed | GEM s | faiss s | KMeans s | GEM / faiss | GEM / KMeans | entropy GEM / faiss / KMeans | "
+            "largest share GEM / faiss / KMeans | NMI category GEM / faiss / KMeans | NMI source GEM / faiss / KMeans |")
+    summary = []
+    for k in args.ks:
+        lines += [f"## K = {k}", "", head, "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
+        per_seed = []
+        for seed in seeds:
+            times = {m: [] for m in PEERS}
+            labels = {}
+            for r in range(args.reps):
+                order = list(PEERS[r % 3:] + PEERS[: r % 3])
+                for m in order:
+                    est = peer_estimator(m, k, seed)
+                    t0 = time.perf_counter()
+                    est.fit(X)
+                    times[m].append(time.perf_counter() - t0)
+                    labels[m] = np.asarray(est.labels_)
+            med = {m: float(np.median(times[m])) for m in PEERS}
+            rep_ = {m: balance_report(labels[m], k) for m in PEERS}
+            q = {m: (nmi(refs["category"], labels[m]), nmi(refs["source"], labels[m])) for m in PEERS}
+            row = dict(seed=seed, t=med, ent={m: rep_[m]["normalized_entropy"] for m in PEERS},
+                       top={m: rep_[m]["largest_share"] for m in PEERS}, cat={m: q[m][0] for m in PEERS},
+                       src={m: q[m][1] for m in PEERS})
+            per_seed.append(row)
+            three = lambda d, f="{:.3f}": " / ".join(f.format(d[m]) for m in PEERS)  # noqa: E731
+            lines.append(f"| {k} | {seed} | {med['GEM(auto)']:.2f} | {med['faiss spherical']:.2f} | "
+                         f"{med['KMeans(n_init=1)']:.2f} | {med['GEM(auto)'] / med['faiss spherical']:.1f} | "
+                         f"{med['GEM(auto)'] / med['KMeans(n_init=1)']:.2f} | {three(row['ent'])} | {three(row['top'])} | "
+                         f"{three(row['cat'])} | {three(row['src'])} |")
+            print(lines[-1], flush=True)
+        summary.append((k, per_seed))
+        lines.append("")
+    lines += ["## Medians over the seeds", "",
+              "| K | GEM / faiss | GEM / KMeans | entropy GEM / faiss / KMeans (sd) | NMI category GEM / faiss / KMeans (sd) | "
+              "NMI source GEM / faiss / KMeans (sd) |", "|---:|---:|---:|---|---|---|"]
+    for k, rows in summary:
+        ratio = lambda peer: np.median([r["t"]["GEM(auto)"] / r["t"][peer] for r in rows])  # noqa: E731
+        stat = lambda key: " / ".join(  # noqa: E731
+            f"{np.mean([r[key][m] for r in rows]):.3f} ({np.std([r[key][m] for r in rows], ddof=1) if len(rows) > 1 else 0:.3f})"
+            for m in PEERS)
+        lines.append(f"| {k} | {ratio('faiss spherical'):.1f} | {ratio('KMeans(n_init=1)'):.2f} | {stat('ent')} | "
+                     f"{stat('cat')} | {stat('src')} |")
+    text = "\n".join(lines).replace("LOAD_END", f"{os.getloadavg()[0]:.1f}")
+    write_text_atomic(ROOT / "benchmarks" / "results" / "fit_peers.md", text + "\n")
+    print(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--case")
@@ -568,7 +664,18 @@ def main():
                     help="time softmax passes and MM iterations with the current and the former row blocks")
     ap.add_argument("--gemm", action="store_true",
                     help="time the fit's two products on oneDNN and on torch.mm (results/fit_gemm.md)")
+    ap.add_argument("--peers", action="store_true",
+                    help="GEM(auto) vs faiss spherical k-means vs KMeans(n_init=1) on the sample, per seed "
+                         "(results/fit_peers.md; --ks, --seeds, --reps)")
+    ap.add_argument("--seeds", type=int, default=4, help="seeds of --peers")
     args = ap.parse_args()
+    if args.peers:
+        if args.ks == [24, 64]:
+            args.ks = [24, 64, 256]
+        if args.reps == 5:
+            args.reps = 2
+        main_peers(args)
+        return
     if args.gemm:
         main_gemm(args)
         return

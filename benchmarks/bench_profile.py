@@ -11,7 +11,8 @@ their K x K solves, the M-step's product G^T X and its kappa solves, SQUAREM, th
 stage claims is "other" (Python between the stages, small K-sized work). Process CPU time against
 wall time says how busy the two cores were. ``--serial`` also profiles each fit with the row
 blocks computed one after another, each op on all torch threads (``gem.model._map_blocks`` before
-its worker pool), in the same process right after. Writes benchmarks/results/profile.md.
+its worker pool; the k-means++ seeding runs on one torch thread in both), in the same process right
+after. Writes benchmarks/results/profile.md.
 """
 from __future__ import annotations
 
