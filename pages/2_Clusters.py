@@ -349,15 +349,16 @@ with st.expander("Trade-off: balance vs meaning vs stability across λ"):
                "Dotted / dashed lines: k-means on raw / unit vectors.")
     n_seeds = st.number_input("Seeds", min_value=2, max_value=5, value=3, step=1, key="cl_sweep_seeds")
     # process-wide (every session's sweeps): the resolved workspace and its corpus, representation, K, embeddings
-    sweep_key = common.output_scope(ws) + (rep, k, int(n_seeds), emb_mtime)
+    sweep_key = common.output_scope(ws) + (rep, k, int(n_seeds), emb_mtime, int(present.sum()),
+                                           common.exclusions_stamp(ws))
     sweeps = _stress_store().setdefault("sweeps", {})
     result = sweeps.get(sweep_key)
     if st.button("Compute the sweep" if result is None else "Recompute", key="cl_sweep_run"):
         from gem.sweep import lambda_sweep
 
         bar = st.progress(0.0, text="Sweeping λ…")
-        X = common.embeddings(rep, ws=ws)
-        X_raw = common.embeddings(rep, raw=True, ws=ws)
+        X = common.embeddings(rep, ws=ws)[present]  # the documents the fits hold, as the labels in refs
+        X_raw = common.embeddings(rep, raw=True, ws=ws)[present]
         refs = {c: frame[c].to_numpy() for c in label_cols}
         result = lambda_sweep(X, refs, k, DEFAULT_LAMBDAS, list(range(int(n_seeds))), X_raw=X_raw,
                               progress=lambda d, t, w: bar.progress(d / t, text=f"Sweeping λ: {w} ({d}/{t})"))

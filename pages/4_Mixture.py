@@ -126,7 +126,10 @@ st.caption("Type a weight to fix a domain (the others keep their strategy's prop
               "leave it out." if can_exclude else
               "Exclude topics at topic level (the taxonomy keeps exclusions per topic)." if topics is not None else
               "This run is not matched to the taxonomy: open it on the Taxonomy page to exclude topics."))
-editor_key = f"mx_editor_{run_name}_{level}_{st.session_state.get('mx_editor_gen', 0)}"
+# keyed by the workspace and the fit (a keyed editor keeps its edits by row position: the same key in
+# another workspace would put this one's weights on that one's topics)
+editor_key = common.selection_key("mx_editor", common.output_scope(ws, run_name), level,
+                                  st.session_state.get("mx_editor_gen", 0))
 edited = st.data_editor(editor, key=editor_key, hide_index=True, width="stretch",
                         disabled=["id", "label", "tokens"] + ([] if can_exclude else ["exclude"]),
                         column_config={"manual weight %": st.column_config.NumberColumn(min_value=0.0, max_value=100.0,

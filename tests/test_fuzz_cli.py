@@ -46,7 +46,7 @@ text_value = st.one_of(word, word, value)
 
 @pytest.fixture(scope="module")
 def fuzz_ws(tmp_path_factory):
-    from conftest import build_synthetic_workspace
+    from synthetic_ws import build_synthetic_workspace
     from gem.runs import FitSettings, fit_run
 
     ws = build_synthetic_workspace(tmp_path_factory.mktemp("fuzz_cli") / "ws")

@@ -26,7 +26,7 @@ def _gem(capsys, *args) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def _fitted_template(tmp_path_factory):
-    from conftest import build_synthetic_workspace
+    from synthetic_ws import build_synthetic_workspace
     from gem.runs import FitSettings, fit_run
 
     ws = build_synthetic_workspace(tmp_path_factory.mktemp("integrity") / "ws")

@@ -43,7 +43,7 @@ Invariants, after every step:
 Bounded to about a minute on two cores (GEM_STATE_MACHINE_EXAMPLES / _STEPS for a longer hunt);
 failures are not shrunk unless GEM_STATE_MACHINE_SHRINK=1 (shrinking replays AppTest sessions for
 minutes): every assertion message carries the steps taken. Known app bugs, found by this machine,
-are replayed as fixed sequences by the tests at the end (marked KNOWN APP BUG where they fail).
+are replayed as fixed sequences by the tests at the end (both fixed since).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from conftest import build_synthetic_workspace  # noqa: E402
+from synthetic_ws import build_synthetic_workspace  # noqa: E402
 from pages.common import BALANCE_LEVELS  # noqa: E402
 
 AUTHOR = "alice"
@@ -191,8 +191,8 @@ class CuratorMachine(RuleBasedStateMachine):
         return self.at
 
     def _check_clean(self, what: str) -> None:
-        # KNOWN APP BUG (test_replay_sweep_after_excluding_documents): the Clusters page's sweep
-        # raises "labels (240) and reference (238) differ in length" once documents are excluded
+        # found here (test_replay_sweep_after_excluding_documents): the Clusters page's sweep raised
+        # "labels (240) and reference (238) differ in length" once documents were excluded
         assert not self.at.exception, f"{what}: {[e.value for e in self.at.exception]}\nsteps: {self.log}"
         unexpected = [unescape(e.value) for e in self.at.error
                       if not any(ok in unescape(e.value) for ok in EXPECTED_ERRORS)]
@@ -617,9 +617,9 @@ class CuratorMachine(RuleBasedStateMachine):
         # the Mixture weights: a manual weight is one typed on this page, in this workspace, for this
         # fit, on that topic (Streamlit keeps a keyed editor's cell edits by row position while the
         # key is drawn: a key that is the same in another workspace or fit would carry them over).
-        # KNOWN APP BUG (test_replay_manual_weight_follows_a_workspace_switch): the editor's key
-        # (mx_editor_<run>_<level>_<gen>) names no workspace, so a weight typed in one workspace is
-        # applied to the row at the same position in the other one
+        # found here (test_replay_manual_weight_follows_a_workspace_switch): the editor's key named no
+        # workspace, so a weight typed in one workspace was applied to the row at the same position
+        # in the other one
         if self.page == "Mixture":
             weights = next((d.value for d in self.at.dataframe if "weight_source" in d.value.columns), None)
             runs = self.run_captions()
@@ -735,18 +735,18 @@ def _replay(*steps):
 @pytest.mark.slow
 @pytest.mark.parametrize("via", ["sidebar", "session key"])
 def test_replay_manual_weight_follows_a_workspace_switch(via):
-    """KNOWN APP BUG. Mixture page in ws-alpha: type 50 % in the first row (T001); switch to ws-beta
-    (its run has the same name): ws-beta's weights table shows ITS T001 (another topic, the row at
-    the same position) at 50 %, "manual", and an export there would carry it."""
+    """Mixture page in ws-alpha: type 50 % in the first row (T001); switch to ws-beta (its run has the
+    same name): ws-beta's weights table showed ITS T001 (another topic, the row at the same position)
+    at 50 %, "manual", and an export there would have carried it."""
     _replay(lambda m: m.type_manual_weight(_Draws(0), 50.0),
             lambda m: m.switch_workspace(via))
 
 
 @pytest.mark.slow
 def test_replay_sweep_after_excluding_documents():
-    """KNOWN APP BUG. Exclude two documents (Documents page), open Clusters (the fit is now without
-    them: gem-k4-auto-s0-x), compute the sweep: the page raises ValueError "labels (240) and
-    reference (238) differ in length" (the sweep fits every row of the embeddings, the label
-    references come from the page's frame, which leaves the excluded documents out)."""
+    """Exclude two documents (Documents page), open Clusters (the fit is now without them:
+    gem-k4-auto-s0-x), compute the sweep: the page raised ValueError "labels (240) and reference
+    (238) differ in length" (the sweep fitted every row of the embeddings, the label references came
+    from the page's frame, which leaves the excluded documents out)."""
     _replay(lambda m: m.curate("exclude", "keep", "junk", _Draws("about law", 1, {0, 1})),
             lambda m: m.sweep())
