@@ -43,10 +43,7 @@ try:
         if target_mode != "uniform":
             with st.spinner("Fitting GEM with a uniform target…"):
                 base = common.ensure_run(settings.replace(target=None), ws)
-            tokens = frame["n_tokens"].to_numpy(np.float64)
-            fitted = base.labels >= 0  # a fit without excluded documents labels them -1
-            share = np.bincount(base.labels[fitted], weights=tokens[fitted], minlength=base.n_clusters)
-            share = np.maximum(share / share.sum(), 1e-6)  # GEM needs positive shares
+            share = mx.natural_target(base.labels, frame["n_tokens"], base.n_clusters)
             if target_mode == "edited per topic":
                 if stored_mode == target_mode and stored_target is not None and len(stored_target) == base.n_clusters:
                     share = np.asarray(stored_target)  # the curator's shares, kept across pages

@@ -663,3 +663,13 @@ def test_documents_of_an_excluded_topic_are_marked_in_assignments_and_have_no_do
     _resign(old, name)
     with pytest.raises(mx.BundleError, match="domain attribute of excluded topic 't03'"):
         mx.validate_bundle(old)
+
+
+def test_natural_target_is_the_token_share_of_the_fitted_documents():
+    from gem.mixture import MixtureError, natural_target
+
+    t = natural_target([0, 1, -1, 1], [10, 30, 5, 10], 3)  # -1: a document the fit left out
+    assert abs(t.sum() - 1) < 1e-12 and t.min() > 0  # GEM needs positive shares
+    np.testing.assert_allclose(t[:2] / t[:2].sum(), [0.2, 0.8])
+    with pytest.raises(MixtureError):
+        natural_target([-1, -1], [1, 1], 2)

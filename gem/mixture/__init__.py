@@ -49,10 +49,11 @@ from gem.mixture.run_inputs import (
 )
 from gem.mixture.weights import (
     DOMAIN_COLUMNS, STRATEGIES, SUM_TOL, Mixture, aggregate_parents, apply_overrides, build_mixture,
-    epoch_warnings, make_domains, natural_weights, temperature_weights, topic_domain_id, unimax_weights,
+    epoch_warnings, make_domains, natural_target, natural_weights, temperature_weights, topic_domain_id, unimax_weights,
 )
 
 __all__ = [
+    "natural_target",
     "AGREE_TOL", "ASSIGNMENT_COLUMNS", "BundleError", "DEFAULT_OLMO_PATH_TEMPLATE", "DEFAULT_PREFIX_TEMPLATE",
     "DEFAULT_SPLIT_PREFIX_TEMPLATE", "DOLMA_ATTRIBUTE_PREFIX", "DOLMA_EXCLUDED_ATTRIBUTE", "DOMAIN_COLUMNS", "FORMATS", "Mixture",
     "MixtureError", "PER_DOCUMENT_FORMATS", "RunMixtureInputs", "SCHEMA_VERSION", "STRATEGIES", "SUM_TOL",

@@ -134,6 +134,20 @@ def natural_weights(n_tokens) -> np.ndarray:
     return n / n.sum()
 
 
+def natural_target(labels, n_tokens, n_clusters: int, floor: float = 1e-6) -> np.ndarray:
+    """The "natural" target composition of a GEM fit: each cluster's share of the tokens of the
+    documents it holds (``labels`` -1: a document the fit left out), floored at ``floor`` and
+    renormalised, since GEM's target shares must be positive."""
+    labels = np.asarray(labels)
+    tokens = np.asarray(n_tokens, dtype=np.float64)
+    fitted = labels >= 0
+    share = np.bincount(labels[fitted], weights=tokens[fitted], minlength=n_clusters).astype(np.float64)
+    if not share.sum() > 0:
+        raise MixtureError("no tokens in the fitted documents: the natural target is undefined")
+    share = np.maximum(share / share.sum(), floor)
+    return share / share.sum()
+
+
 def temperature_weights(n_tokens, temperature: float) -> np.ndarray:
     """p_i ~ n_i^(1/T), computed in log space (no overflow for large counts / small T)."""
     if not (temperature > 0 and math.isfinite(temperature)):
