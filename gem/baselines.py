@@ -161,7 +161,21 @@ class EuclideanKMeans(ClusterMixin, BaseEstimator):
         return m
 
 
-class SphericalKMeans(ClusterMixin, BaseEstimator):
+class _NearestDirection:
+    """predict / predict_proba of a spherical k-means: the mean direction of largest cosine."""
+
+    def predict(self, X):
+        if not hasattr(self, "mean_directions_"):
+            raise not_fitted_error(self)
+        X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
+        return np.argmax(unit_rows(X, np.float64, copy=False) @ self.mean_directions_.T, axis=1).astype(np.int64)
+
+    def predict_proba(self, X):
+        """Hard assignments as one-hot rows (k-means has no soft assignment)."""
+        return _one_hot(self.predict(X), self.mean_directions_.shape[0])
+
+
+class SphericalKMeans(_NearestDirection, ClusterMixin, BaseEstimator):
     """k-means with cosine similarity on unit rows: greedy k-means++ seeding, then Lloyd steps
     (assign to the most similar mean direction, mean direction = normalised resultant) until the
     labels stop changing or ``max_iter``. Rows are L2-normalised (all-zero rows refused).
@@ -231,15 +245,6 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def predict(self, X):
-        if not hasattr(self, "mean_directions_"):
-            raise not_fitted_error(self)
-        X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
-        return np.argmax(unit_rows(X, np.float64, copy=False) @ self.mean_directions_.T, axis=1).astype(np.int64)
-
-    def predict_proba(self, X):
-        return _one_hot(self.predict(X), self.mean_directions_.shape[0])
-
     def to_state(self):
         if not hasattr(self, "mean_directions_"):
             raise not_fitted_error(self)
@@ -263,7 +268,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         return m
 
 
-class FaissSphericalKMeans(ClusterMixin, BaseEstimator):
+class FaissSphericalKMeans(_NearestDirection, ClusterMixin, BaseEstimator):
     """faiss's spherical k-means (``faiss.Kmeans(d, K, spherical=True)``: random rows as the start,
     ``niter`` Lloyd steps with centroids renormalised to unit length after each, empty clusters
     split), trained on a random subsample of at most ``max_points_per_centroid`` rows per cluster
@@ -351,16 +356,6 @@ class FaissSphericalKMeans(ClusterMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         self.fit_time_ = time.perf_counter() - t0
         return self
-
-    def predict(self, X):
-        if not hasattr(self, "mean_directions_"):
-            raise not_fitted_error(self)
-        X = validate_X(X, n_features=self.mean_directions_.shape[1], estimator=self)
-        return np.argmax(unit_rows(X, np.float64, copy=False) @ self.mean_directions_.T, axis=1).astype(np.int64)
-
-    def predict_proba(self, X):
-        """Hard assignments as one-hot rows (k-means has no soft assignment)."""
-        return _one_hot(self.predict(X), self.mean_directions_.shape[0])
 
     def to_state(self):
         if not hasattr(self, "mean_directions_"):
